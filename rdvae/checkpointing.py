@@ -1,0 +1,80 @@
+"""Checkpoints of the whole training state; the only module that imports orbax.
+
+A checkpoint holds everything a run needs to continue bit for bit: the
+parameters, the optimizer state, the objective state (Lagrange multiplier),
+the step and the RNG key; the data order is a pure function of (seed, step),
+so it needs no state of its own.
+
+Two orbax `CheckpointManager`s live in a workdir:
+  checkpoints/       the latest `max_to_keep` periodic checkpoints;
+  checkpoints_best/  the best one by a metric (validation ELBO: higher is
+                     better), for users who want the early-stopped model.
+Orbax writes each checkpoint to a temporary directory and renames it when
+complete, so a run killed mid-save leaves the previous checkpoints intact.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+LATEST_DIR = 'checkpoints'
+BEST_DIR = 'checkpoints_best'
+
+
+def create_manager(workdir: str, max_to_keep: int = 2,
+                   best_metric: Optional[str] = None,
+                   subdir: Optional[str] = None) -> ocp.CheckpointManager:
+  """A checkpoint manager under `workdir`.
+
+  Args:
+    workdir: the run's directory.
+    max_to_keep: how many checkpoints to keep.
+    best_metric: when given, the manager keeps the `max_to_keep` checkpoints
+      with the highest value of this metric (passed to `save`), in
+      `checkpoints_best/` unless `subdir` says otherwise.
+    subdir: the directory name under workdir.
+  """
+  if subdir is None:
+    subdir = BEST_DIR if best_metric else LATEST_DIR
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep,
+      best_fn=(lambda metrics: float(metrics[best_metric]))
+      if best_metric else None,
+      best_mode='max',
+      keep_checkpoints_without_metrics=best_metric is None,
+      # Synchronous saves: a save that returned is on disk, which keeps
+      # resume-after-kill simple and exact on a single host.
+      enable_async_checkpointing=False,
+  )
+  return ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, subdir)), options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any,
+         metrics: Optional[Mapping[str, float]] = None) -> None:
+  """Saves the pytree `state` (arrays fetched from devices) at `step`."""
+  state = jax.device_get(state)
+  manager.save(int(step), args=ocp.args.StandardSave(state),
+               metrics=dict(metrics) if metrics else None, force=True)
+  manager.wait_until_finished()
+
+
+def latest_step(manager: ocp.CheckpointManager) -> Optional[int]:
+  return manager.latest_step()
+
+
+def restore(manager: ocp.CheckpointManager, template: Any,
+            step: Optional[int] = None) -> Any:
+  """Restores the checkpoint at `step` (latest by default) into `template`'s
+  structure, dtypes and shapes."""
+  if step is None:
+    step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(
+        f'no checkpoint in {manager.directory} to restore')
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+  return manager.restore(step, args=ocp.args.StandardRestore(abstract))

@@ -1,0 +1,185 @@
+"""What a run writes to its workdir: config.json, metrics.jsonl, TensorBoard
+events, images and results.json.
+
+Every file is written so that a crash cannot corrupt what was there before:
+whole files go through a temporary file and `os.replace`; metrics.jsonl is
+append-only, one JSON object per logged step, and a resumed run first drops
+the lines written after the step it resumed from, so the file of a killed and
+resumed run equals that of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping, Optional
+
+import ml_collections
+import numpy as np
+
+CONFIG_FILE = 'config.json'
+METRICS_FILE = 'metrics.jsonl'
+RESULTS_FILE = 'results.json'
+
+
+class WorkdirConflictError(RuntimeError):
+  """The workdir holds a run whose config differs from the one given."""
+
+
+def _to_json_value(value: Any) -> Any:
+  """Turns numpy/JAX scalars into floats and ints; NaN and inf as strings."""
+  if isinstance(value, Mapping):
+    return {str(k): _to_json_value(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_to_json_value(v) for v in value]
+  if hasattr(value, 'shape') and getattr(value, 'shape', None) != ():
+    return [_to_json_value(v) for v in np.asarray(value).tolist()]
+  if hasattr(value, 'item'):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  return value
+
+
+def write_json_atomic(path: str, payload: Mapping[str, Any]) -> None:
+  """Writes JSON through a temporary file so a crash leaves the old file."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(_to_json_value(payload), f, indent=2, sort_keys=True)
+    f.write('\n')
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict[str, Any]:
+  with open(path) as f:
+    return json.load(f)
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
+  """Creates the workdir and its config.json, or checks the one there.
+
+  Returns:
+    True when the workdir already held a run of the same config (a resume).
+
+  Raises:
+    WorkdirConflictError: config.json exists with a different config; the
+      existing run is left untouched.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CONFIG_FILE)
+  wanted = config_to_dict(config)
+  if os.path.exists(path):
+    existing = read_json(path)
+    if existing != wanted:
+      changed = sorted(_diff_keys(existing, wanted))
+      raise WorkdirConflictError(
+          f'workdir {workdir!r} holds a run with a different config '
+          f'(keys that differ: {changed}); choose another workdir or remove '
+          'it yourself')
+    return True
+  write_json_atomic(path, wanted)
+  return False
+
+
+def _diff_keys(a: Mapping, b: Mapping, prefix: str = '') -> set[str]:
+  keys = set()
+  for key in set(a) | set(b):
+    name = f'{prefix}{key}'
+    va, vb = a.get(key), b.get(key)
+    if isinstance(va, Mapping) and isinstance(vb, Mapping):
+      keys |= _diff_keys(va, vb, name + '.')
+    elif va != vb:
+      keys.add(name)
+  return keys
+
+
+def write_results(workdir: str, results: Mapping[str, Any]) -> None:
+  write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """All records of metrics.jsonl, in order."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricWriter:
+  """Writes scalars to metrics.jsonl and TensorBoard, images to TensorBoard.
+
+  Args:
+    workdir: the run's directory.
+    start_step: the step the run (re)starts from; records with a larger step
+      left by an interrupted run are dropped, since they will be rewritten.
+    tensorboard: also write TensorBoard event files (via tensorboardX, which
+      needs no TensorFlow).
+  """
+
+  def __init__(self, workdir: str, start_step: int = 0,
+               tensorboard: bool = True):
+    self._path = os.path.join(workdir, METRICS_FILE)
+    kept = [r for r in read_metrics(workdir) if r.get('step', 0) <= start_step]
+    tmp = f'{self._path}.tmp'
+    with open(tmp, 'w') as f:
+      for record in kept:
+        f.write(json.dumps(record, sort_keys=True) + '\n')
+    os.replace(tmp, self._path)
+    self._file = open(self._path, 'a')
+    self._tb = None
+    if tensorboard:
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+      self._tb = tensorboardX.SummaryWriter(
+          os.path.join(workdir, 'tensorboard'), purge_step=start_step + 1)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    record = {'step': int(step)}
+    record.update(_to_json_value(dict(scalars)))
+    self._file.write(json.dumps(record, sort_keys=True) + '\n')
+    self._file.flush()
+    if self._tb is not None:
+      for name, value in scalars.items():
+        value = float(np.asarray(value))
+        self._tb.add_scalar(name, value, global_step=int(step))
+
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+    """Images as [H, W] or [H, W, C] arrays with values in [0, 1]."""
+    if self._tb is None:
+      return
+    for name, image in images.items():
+      image = np.asarray(image, np.float32)
+      dataformats = 'HW' if image.ndim == 2 else 'HWC'
+      self._tb.add_image(name, image, global_step=int(step),
+                         dataformats=dataformats)
+
+  def flush(self) -> None:
+    self._file.flush()
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+  def __enter__(self) -> 'MetricWriter':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def latest_record(workdir: str, key: str) -> Optional[dict[str, Any]]:
+  """The last metrics.jsonl record holding `key`, or None."""
+  for record in reversed(read_metrics(workdir)):
+    if key in record:
+      return record
+  return None
