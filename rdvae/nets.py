@@ -1,0 +1,389 @@
+"""Shared linen building blocks: linearly gated layers and fast exact deconvolutions.
+
+Every layer of the paper's MNIST models uses the linearly gated activation of
+Dauphin et al. (2017) (Appendix F; F writes `b2` twice, a typo):
+
+  h(x) = (W1 x + b1) * sigmoid(W2 x + b2).
+
+We compute both halves with one dense/conv layer of 2C outputs and split the
+result, `gated_activation`: the same function with one matmul.
+
+Transposed convolutions ("deconvolutions", F.2) are computed *exactly* in a form
+that XLA:CPU runs fast. `jax.lax.conv_transpose` lowers a stride-s transposed
+convolution to a convolution over an input dilated by s (zeros between pixels),
+which XLA:CPU runs about ten times slower than a dense convolution. The same
+linear map is, for each output phase r (o = s q + r), a stride-1 correlation of
+the undilated input with the kernel taps whose dilated positions land on input
+pixels. Stacking the s*s phases as output channels gives one stride-1
+convolution with s*s*C outputs followed by depth-to-space (the "sub-pixel"
+form). A transposed convolution on a 1x1 input (F.2's first layer) is a dense
+layer. `convert_conv_transpose_kernel` maps a `flax.linen.ConvTranspose` kernel
+to the stride-1 kernel; `conv_transpose` applies it and equals
+`jax.lax.conv_transpose` to float32 round-off (tested).
+
+Strided convolutions (F.1's stride-2 layers) are likewise written as
+space-to-depth followed by a stride-1 convolution (`conv`): the forward pass is
+the same as a strided convolution, but its gradient with respect to the input
+becomes a stride-1 convolution instead of a transposed (dilated) one.
+
+The modules keep the *original* parameters (`kernel` of `nn.Conv` /
+`nn.ConvTranspose` shape and initialisation) and convert them inside the
+forward pass (a gather over a few hundred thousand weights), so the trained
+function family is exactly the paper's layer, not the larger family a free
+sub-pixel kernel would span.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Padding = Union[str, Sequence[tuple[int, int]]]
+
+
+def gated_activation(h: jax.Array) -> jax.Array:
+  """Splits the last axis [..., 2C] in halves (a, b) and returns a * sigmoid(b)."""
+  a, b = jnp.split(h, 2, axis=-1)
+  return a * jax.nn.sigmoid(b)
+
+
+def _pair(value: Union[int, Sequence[int]]) -> tuple[int, int]:
+  if isinstance(value, int):
+    return (value, value)
+  return tuple(int(v) for v in value)
+
+
+# ----------------------------------------------------------------------------
+# Index bookkeeping (numpy, at trace time).
+
+
+def conv_transpose_padding(kernel_size: int, stride: int,
+                           padding: str) -> tuple[int, int]:
+  """The (before, after) padding of the dilated input in `lax.conv_transpose`."""
+  k, s = kernel_size, stride
+  if padding == 'SAME':
+    pad_len = k + s - 2
+    before = k - 1 if s > k - 1 else int(np.ceil(pad_len / 2))
+  elif padding == 'VALID':
+    pad_len = k + s - 2 + max(k - s, 0)
+    before = k - 1
+  else:
+    raise ValueError(f'padding {padding!r} is not one of SAME, VALID')
+  return before, pad_len - before
+
+
+def conv_transpose_output_size(size: int, kernel_size: int, stride: int,
+                               padding: str) -> int:
+  before, after = conv_transpose_padding(kernel_size, stride, padding)
+  return (size - 1) * stride + 1 + before + after - kernel_size + 1
+
+
+@functools.lru_cache(maxsize=None)
+def _transpose_taps(kernel_size: int, stride: int,
+                    before: int) -> tuple[int, np.ndarray]:
+  """Tap table of one axis of a transposed convolution in sub-pixel form.
+
+  With the dilated input padded by `before`, output o = s q + r reads tap t at
+  input pixel i = q + d where d = (r + t - before) / s when that is an integer.
+  Returns (d_min, table) with table[d - d_min, r] = t, or `kernel_size` (a zero
+  tap) where no tap of phase r lands at offset d.
+  """
+  k, s = kernel_size, stride
+  offsets = {(r + t - before) // s for r in range(s) for t in range(k)
+             if (r + t - before) % s == 0}
+  d_min, d_max = min(offsets), max(offsets)
+  table = np.full((d_max - d_min + 1, s), k, np.int32)
+  for r in range(s):
+    for t in range(k):
+      if (r + t - before) % s == 0:
+        table[(r + t - before) // s - d_min, r] = t
+  return d_min, table
+
+
+def conv_same_padding(size: int, kernel_size: int,
+                      stride: int) -> tuple[int, int]:
+  """TensorFlow/Flax 'SAME' padding of a strided convolution."""
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel_size - size, 0)
+  return total // 2, total - total // 2
+
+
+@functools.lru_cache(maxsize=None)
+def _strided_taps(kernel_size: int, stride: int,
+                  before: int) -> tuple[int, np.ndarray]:
+  """Tap table of one axis of a strided convolution after space-to-depth.
+
+  Output q reads padded input 2q + t, i.e. input pixel s (q + d) + r with
+  s d + r = t - before. Returns (d_min, table) with table[d - d_min, r] = t, or
+  `kernel_size` (a zero tap) where no tap reads phase r at offset d.
+  """
+  k, s = kernel_size, stride
+  offsets = {(t - before) // s for t in range(k)}
+  d_min, d_max = min(offsets), max(offsets)
+  table = np.full((d_max - d_min + 1, s), k, np.int32)
+  for t in range(k):
+    d, r = divmod(t - before, s)
+    table[d - d_min, r] = t
+  return d_min, table
+
+
+def _gather_taps(kernel: jax.Array, table_h: np.ndarray,
+                 table_w: np.ndarray) -> jax.Array:
+  """kernel [kh, kw, I, O] -> [span_h, s_h, span_w, s_w, I, O] by tap tables."""
+  padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # zero tap last
+  return padded[table_h[:, :, None, None], table_w[None, None, :, :]]
+
+
+# ----------------------------------------------------------------------------
+# Space <-> depth.
+
+
+def depth_to_space(x: jax.Array, strides: Sequence[int]) -> jax.Array:
+  """[B, H, W, sh*sw*C] with channels ordered (rh, rw, c) -> [B, H sh, W sw, C]."""
+  sh, sw = strides
+  b, h, w, c = x.shape
+  c //= sh * sw
+  x = x.reshape(b, h, w, sh, sw, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * sh, w * sw, c)
+
+
+def space_to_depth(x: jax.Array, strides: Sequence[int]) -> jax.Array:
+  """[B, H sh, W sw, C] -> [B, H, W, sh*sw*C], channels ordered (rh, rw, c)."""
+  sh, sw = strides
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // sh, sh, w // sw, sw, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // sh, w // sw, sh * sw * c)
+
+
+# ----------------------------------------------------------------------------
+# Transposed convolution.
+
+
+def convert_conv_transpose_kernel(kernel: jax.Array, strides: Sequence[int],
+                                  padding: str,
+                                  transpose_kernel: bool = False
+                                  ) -> tuple[jax.Array, tuple[int, int]]:
+  """Maps a transposed-convolution kernel to its stride-1 sub-pixel kernel.
+
+  `jax.lax.conv_transpose(x, kernel, strides, padding, transpose_kernel)`
+  (what `flax.linen.ConvTranspose` computes, before its bias) equals
+  `depth_to_space(conv(x, K), strides)`, cropped to the output size, where K is
+  the returned kernel and conv a stride-1 correlation with padding
+  (-d_min, *) on each axis.
+
+  Args:
+    kernel: [kh, kw, I, O], or [kh, kw, O, I] when `transpose_kernel` (the
+      TensorFlow `conv2d_transpose` convention: the gradient of a convolution
+      with that kernel, i.e. spatially flipped and I/O swapped).
+    strides: (sh, sw).
+    padding: 'SAME' or 'VALID', as for the transposed convolution.
+    transpose_kernel: as in `jax.lax.conv_transpose`.
+
+  Returns:
+    (K [span_h, span_w, I, sh*sw*O] with output channels ordered (rh, rw, o),
+     (d_min_h, d_min_w)).
+  """
+  if transpose_kernel:
+    kernel = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+  kh, kw, cin, cout = kernel.shape
+  sh, sw = _pair(strides)
+  dh, table_h = _transpose_taps(kh, sh, conv_transpose_padding(kh, sh, padding)[0])
+  dw, table_w = _transpose_taps(kw, sw, conv_transpose_padding(kw, sw, padding)[0])
+  taps = _gather_taps(kernel, table_h, table_w)  # [Ph, sh, Pw, sw, I, O]
+  taps = taps.transpose(0, 2, 4, 1, 3, 5)
+  return taps.reshape(table_h.shape[0], table_w.shape[0], cin,
+                      sh * sw * cout), (dh, dw)
+
+
+def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                   padding: str, transpose_kernel: bool = False) -> jax.Array:
+  """`jax.lax.conv_transpose` (NHWC, HWIO) computed as stride-1 conv + depth-to-space.
+
+  On a 1x1 input the map is a dense layer: y[o] = x K_dense[o] with
+  K_dense[o] = kernel[before - o], read straight from the sub-pixel kernel.
+
+  Args:
+    x: [B, H, W, I].
+    kernel: [kh, kw, I, O] ([kh, kw, O, I] when `transpose_kernel`).
+    strides, padding, transpose_kernel: as in `jax.lax.conv_transpose`.
+
+  Returns:
+    [B, H', W', O] with H' = (H - 1) sh + kh - (pad_h) as in lax.conv_transpose.
+  """
+  sh, sw = _pair(strides)
+  b, h, w, _ = x.shape
+  kh, kw = kernel.shape[:2]
+  out_h = conv_transpose_output_size(h, kh, sh, padding)
+  out_w = conv_transpose_output_size(w, kw, sw, padding)
+  sub, (dh, dw) = convert_conv_transpose_kernel(kernel, (sh, sw), padding,
+                                                transpose_kernel)
+  span_h, span_w = sub.shape[:2]
+  qh, qw = -(-out_h // sh), -(-out_w // sw)  # output positions per phase
+  if h == 1 and w == 1:
+    # Only offset d = -q reads the single pixel: a dense layer.
+    rows = -np.arange(qh) - dh
+    cols = -np.arange(qw) - dw
+    ok_h = (rows >= 0) & (rows < span_h)
+    ok_w = (cols >= 0) & (cols < span_w)
+    dense = sub[np.clip(rows, 0, span_h - 1)[:, None],
+                np.clip(cols, 0, span_w - 1)[None, :]]  # [qh, qw, I, sh sw O]
+    dense = dense * jnp.asarray(ok_h[:, None] & ok_w[None, :],
+                                dense.dtype)[:, :, None, None]
+    dense = dense.transpose(2, 0, 1, 3).reshape(sub.shape[2], -1)
+    y = (x.reshape(b, -1) @ dense).reshape(b, qh, qw, -1)
+  else:
+    pads = ((-dh, max(qh - 1 + dh + span_h - 1 - (h - 1), 0)),
+            (-dw, max(qw - 1 + dw + span_w - 1 - (w - 1), 0)))
+    y = jax.lax.conv_general_dilated(
+        x, sub, (1, 1), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = y[:, :qh, :qw]
+  y = depth_to_space(y, (sh, sw)) if (sh, sw) != (1, 1) else y
+  return y[:, :out_h, :out_w]
+
+
+# ----------------------------------------------------------------------------
+# Strided convolution.
+
+
+def convert_strided_conv_kernel(kernel: jax.Array, strides: Sequence[int],
+                                padding: Sequence[tuple[int, int]]
+                                ) -> tuple[jax.Array, tuple[int, int]]:
+  """Maps a strided-convolution kernel to a stride-1 kernel on space-to-depth input.
+
+  A stride-s correlation of x (padded by `padding`) with kernel [kh, kw, I, O]
+  equals a stride-1 correlation of space_to_depth(x) with the returned kernel
+  [span_h, span_w, sh*sw*I, O] (input channels ordered (rh, rw, i)).
+
+  Returns:
+    (kernel, (d_min_h, d_min_w)): the offsets of the first kernel row/column.
+  """
+  kh, kw, cin, cout = kernel.shape
+  sh, sw = _pair(strides)
+  dh, table_h = _strided_taps(kh, sh, padding[0][0])
+  dw, table_w = _strided_taps(kw, sw, padding[1][0])
+  taps = _gather_taps(kernel, table_h, table_w)  # [Ph, sh, Pw, sw, I, O]
+  taps = taps.transpose(0, 2, 1, 3, 4, 5)
+  return taps.reshape(table_h.shape[0], table_w.shape[0], sh * sw * cin,
+                      cout), (dh, dw)
+
+
+def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+         padding: str = 'SAME') -> jax.Array:
+  """`nn.Conv`'s correlation (NHWC, HWIO, no bias), strided ones via space-to-depth.
+
+  Args:
+    x: [B, H, W, I].
+    kernel: [kh, kw, I, O].
+    strides: (sh, sw).
+    padding: 'SAME' or 'VALID', with the `nn.Conv` meaning.
+
+  Returns:
+    [B, H', W', O], the same values as `jax.lax.conv_general_dilated`.
+  """
+  sh, sw = _pair(strides)
+  b, h, w, _ = x.shape
+  kh, kw = kernel.shape[:2]
+  if (sh, sw) == (1, 1):
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  if padding == 'SAME':
+    pads = (conv_same_padding(h, kh, sh), conv_same_padding(w, kw, sw))
+  elif padding == 'VALID':
+    pads = ((0, 0), (0, 0))
+  else:
+    raise ValueError(f'padding {padding!r} is not one of SAME, VALID')
+  out_h = (h + sum(pads[0]) - kh) // sh + 1
+  out_w = (w + sum(pads[1]) - kw) // sw + 1
+  sub, (dh, dw) = convert_strided_conv_kernel(kernel, (sh, sw), pads)
+  span_h, span_w = sub.shape[:2]
+  # Block p' of the padded input holds pixels s (p' + d_min) + r; output q
+  # reads blocks q .. q + span - 1, so out + span - 1 blocks are needed.
+  lo_h, lo_w = -dh * sh, -dw * sw
+  need_h, need_w = (out_h + span_h - 1) * sh, (out_w + span_w - 1) * sw
+  x = jnp.pad(x, ((0, 0), (lo_h, max(need_h - lo_h - h, 0)),
+                  (lo_w, max(need_w - lo_w - w, 0)), (0, 0)))
+  x = x[:, :need_h, :need_w]
+  x = space_to_depth(x, (sh, sw))
+  return jax.lax.conv_general_dilated(
+      x, sub, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+# ----------------------------------------------------------------------------
+# Gated layers.
+
+
+class GatedDense(nn.Module):
+  """h = (W1 x + b1) * sigmoid(W2 x + b2), one `nn.Dense` of 2 * features."""
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return gated_activation(nn.Dense(2 * self.features)(x))
+
+
+class GatedConv(nn.Module):
+  """Gated `nn.Conv` layer: Conv(2C) then a * sigmoid(b) (F.1).
+
+  Parameters `kernel` [k, k, I, 2C] and `bias` [2C] have the shapes and
+  initialisers of `nn.Conv(2 * features, ...)`. With `fast`, strided layers are
+  computed as space-to-depth + stride-1 convolution (`conv`), the same values.
+  """
+
+  features: int
+  kernel_size: int
+  strides: int = 1
+  padding: str = 'SAME'
+  fast: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, s = self.kernel_size, self.strides
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], 2 * self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (2 * self.features,),
+                      jnp.float32)
+    if self.fast:
+      y = conv(x, kernel, (s, s), self.padding)
+    else:
+      y = jax.lax.conv_general_dilated(
+          x, kernel, (s, s), self.padding,
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return gated_activation(y + bias)
+
+
+class GatedDeconv(nn.Module):
+  """Gated transposed convolution: ConvTranspose(2C) then a * sigmoid(b) (F.2).
+
+  Parameters `kernel` [k, k, I, 2C] and `bias` [2C] are those of
+  `nn.ConvTranspose(2 * features, (k, k), strides, padding)` (default
+  `transpose_kernel=False`). With `fast` the layer is computed by
+  `conv_transpose` (sub-pixel form, or dense on a 1x1 input); otherwise by
+  `jax.lax.conv_transpose` exactly as `nn.ConvTranspose` does. Both give the
+  same values for the same parameters.
+  """
+
+  features: int
+  kernel_size: int
+  strides: int = 1
+  padding: str = 'SAME'
+  fast: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, s = self.kernel_size, self.strides
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], 2 * self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (2 * self.features,),
+                      jnp.float32)
+    if self.fast:
+      y = conv_transpose(x, kernel, (s, s), self.padding)
+    else:
+      y = jax.lax.conv_transpose(x, kernel, (s, s), self.padding,
+                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return gated_activation(y + bias)
