@@ -1,0 +1,210 @@
+"""Data parallelism over the local devices: one step body, two wrappers.
+
+`jit` mode (the default): the program is global. A 1-d mesh with axis 'data'
+spans all devices; the training state and the device-resident training split
+are replicated, the batch and its per-example keys are sharded along 'data'
+by a sharding constraint, and XLA inserts the gradient all-reduce. The state
+argument is donated, so an update reuses its buffers.
+
+`pmap` mode: the same step body under `jax.pmap(axis_name='data')`. Every
+device computes the global batch indices and keys from (seed, step) and takes
+its own contiguous slice, so device d sees examples [d B/D, (d+1) B/D) just as
+it does under the jit sharding; the objective's batch means are psum'ed over
+'data' (`objectives.loss_fn(..., axis_name='data')`) and the gradients summed.
+
+In both modes `steps_per_dispatch` updates run inside one `lax.scan` per
+host call, fetching their batches from the on-device split, so the host only
+dispatches and logs.
+
+Multi-host (not exercised on this machine): call `jax.distributed.initialize()`
+first (experiments/main.py does with `--multihost`), make the mesh over
+`jax.devices()` (all processes' devices). Each process loads the whole
+training split; `put_replicated` builds global arrays with
+`jax.make_array_from_callback`, so each process only supplies its own devices'
+copies. Because batch indices and keys are pure functions of (seed, step), no
+process ever needs another's data: under jit the sharding constraint hands
+each device its slice of the global batch. Host-side evaluation batches go
+through `put_sharded`, where every process provides the same global batch and
+keeps its slice (`process_slice` for the rows this process owns).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from rdvae import steps
+from rdvae import validation
+
+AXIS = 'data'
+MODES = ('jit', 'pmap')
+
+
+def create_mesh(devices: Optional[list] = None) -> Mesh:
+  """A 1-d mesh named 'data' over `devices` (all devices by default)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (AXIS,))
+
+
+def check_batch_size(config, key: str, num_devices: int) -> int:
+  """Raises ConfigError unless config[key] is a positive multiple of D."""
+  value = validation.check_positive_int(config, key)
+  if value % num_devices:
+    raise validation.ConfigError(
+        f'config.{key}={value} is not divisible by the number of devices '
+        f'({num_devices}); use a multiple of {num_devices}')
+  return value
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec(AXIS))
+
+
+def put_replicated(tree: Any, mesh: Mesh, mode: str = 'jit') -> Any:
+  """Copies a host or device pytree onto every device of the mesh.
+
+  jit: global arrays with a replicated sharding; pmap: arrays with a leading
+  device axis of size D.
+  """
+  if mode == 'pmap':
+    num_devices = mesh.devices.size
+    return jax.tree.map(
+        lambda a: _put_stacked(np.stack([np.asarray(a)] * num_devices), mesh),
+        jax.device_get(tree))
+  sharding = replicated(mesh)
+
+  def put(a):
+    a = np.asarray(jax.device_get(a))
+    return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+  return jax.tree.map(put, tree)
+
+
+def put_sharded(tree: Any, mesh: Mesh, mode: str = 'jit') -> Any:
+  """Splits the leading (batch) axis of a host pytree over the devices.
+
+  jit: global arrays sharded along 'data'; pmap: [D, B/D, ...] arrays.
+  """
+  num_devices = mesh.devices.size
+  if mode == 'pmap':
+    return jax.tree.map(
+        lambda a: _put_stacked(
+            np.asarray(a).reshape((num_devices, -1) + np.shape(a)[1:]), mesh),
+        tree)
+  sharding = batch_sharded(mesh)
+
+  def put(a):
+    a = np.asarray(a)
+    return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+  return jax.tree.map(put, tree)
+
+
+def _put_stacked(a: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A [D, ...] host array with row d on device d (pmap's layout)."""
+  return jax.device_put(a, batch_sharded(mesh))
+
+
+def get_replicated(tree: Any, mode: str = 'jit') -> Any:
+  """The host copy of a replicated pytree (device 0's copy under pmap)."""
+  if mode == 'pmap':
+    tree = jax.tree.map(lambda a: a[0], tree)
+  return jax.device_get(tree)
+
+
+def process_slice(global_batch_size: int) -> slice:
+  """The rows of a global batch that belong to this process (multi-host)."""
+  per_process = global_batch_size // jax.process_count()
+  start = jax.process_index() * per_process
+  return slice(start, start + per_process)
+
+
+def _local(x: jax.Array, mode: str, mesh: Mesh) -> jax.Array:
+  """This device's rows of a global [B, ...] array computed on every device."""
+  if mode == 'pmap':
+    size = x.shape[0] // mesh.devices.size
+    return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(AXIS) * size,
+                                        size)
+  return jax.lax.with_sharding_constraint(x, batch_sharded(mesh))
+
+
+def make_train_loop(train_step: Callable, batch_fn: Callable,
+                    batch_size: int, steps_per_dispatch: int,
+                    mesh: Mesh, mode: str = 'jit') -> Callable:
+  """`steps_per_dispatch` train steps per call, compiled once.
+
+  Args:
+    train_step: `steps.make_train_step(...)` body, built with
+      axis_name='data' for pmap mode and None for jit mode.
+    batch_fn: traceable `batch_fn(data, step) -> x [B_global, ...]`, the
+      global batch at `step` from the device-resident split `data`.
+    batch_size: B_global.
+    steps_per_dispatch: S, the scan length.
+    mesh: from `create_mesh`.
+    mode: 'jit' or 'pmap'.
+
+  Returns:
+    `loop(state, data) -> (state, metrics)`, metrics stacked as [S] arrays
+    (a leading device axis too under pmap). The state is donated; pass it
+    placed by `put_replicated`.
+  """
+
+  def loop(state, data):
+
+    def body(state, _):
+      x = _local(batch_fn(data, state.step), mode, mesh)
+      keys = _local(steps.example_keys(state.rng, state.step, batch_size),
+                    mode, mesh)
+      return train_step(state, x, keys)
+
+    return jax.lax.scan(body, state, None, length=steps_per_dispatch)
+
+  if mode == 'pmap':
+    return jax.pmap(loop, axis_name=AXIS, donate_argnums=0)
+  return jax.jit(loop, donate_argnums=0)
+
+
+def make_eval_loop(eval_step: Callable, batch_size: int, mesh: Mesh,
+                   mode: str = 'jit') -> Callable:
+  """One evaluation batch per call.
+
+  Args:
+    eval_step: `steps.make_eval_step(...)` body (axis_name='data' for pmap).
+    batch_size: B_global of the evaluation batches.
+
+  Returns:
+    `evaluate(params, x, mask, rng, index) -> sums`, with x and mask placed by
+    `put_sharded` and params and rng (raw key data) by `put_replicated`;
+    `index` (the batch number) is folded into the keys so each batch draws
+    fresh samples independently of the device layout.
+  """
+
+  def evaluate(params, x, mask, rng, index):
+    keys = _local(steps.example_keys(rng, index, batch_size), mode, mesh)
+    return eval_step(params, x, mask, keys)
+
+  if mode == 'pmap':
+    return jax.pmap(evaluate, axis_name=AXIS, in_axes=(0, 0, 0, 0, None))
+  return jax.jit(evaluate)
+
+
+def validate(config, num_devices: Optional[int] = None) -> None:
+  """Checks `train.parallel` and the batch sizes against the device count."""
+  validation.check_choice(config, 'train.parallel', MODES)
+  num_devices = jax.device_count() if num_devices is None else num_devices
+  check_batch_size(config, 'train.batch_size', num_devices)
+  check_batch_size(config, 'eval.batch_size', num_devices)
+
+
+def scalar_metrics(metrics: Any, mode: str = 'jit') -> dict[str, float]:
+  """Means over the scan axis of stacked step metrics, as host floats."""
+  metrics = get_replicated(metrics, mode)
+  return {k: float(np.mean(v)) for k, v in metrics.items()}
+

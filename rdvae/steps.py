@@ -1,0 +1,250 @@
+"""The traced functions of training: one train step, one eval step, sampling.
+
+Everything here is pure and traceable; `parallel.py` wraps these bodies for
+one or many devices and `train.py` drives them from the host.
+
+Randomness is per example: the step draws one key per example of the *global*
+batch from (state.rng, state.step),
+
+  keys = split(fold_in(rng, step), B_global)        # [B_global] keys
+
+and the model is applied to each example with its own key (vmapped over the
+batch). The draws therefore do not depend on how the batch is laid out over
+devices, which is what lets the sharded, pmapped and single-device runs follow
+the same trajectory.
+
+`TrainState` holds no Python-side state, only arrays (the step, the parameters,
+the optimizer state, the objective's Lagrange multiplier and the raw RNG key
+data), so a population of runs can later be stacked along a leading axis and
+trained under `jax.vmap` (a beta sweep); the objective's hyperparameters are
+the only static inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from rdvae import bounds
+from rdvae import objectives
+from rdvae import types
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue bit for bit.
+
+  Attributes:
+    step: int32 scalar, the number of updates applied so far.
+    params: the model's parameter pytree.
+    opt_state: the optax state of `params`.
+    objective_state: the objective's state (the Lagrange multiplier).
+    rng: uint32 [2] raw key data (`jax.random.key_data`), so checkpoints and
+      device transfers see a plain array; wrapped by `jax.random.wrap_key_data`
+      where keys are drawn.
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  objective_state: objectives.ObjectiveState
+  rng: jax.Array
+
+
+def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation,
+                       objective: objectives.Objective, key: types.PRNGKey,
+                       example_x: jax.Array) -> TrainState:
+  """Initialises parameters from `key` on an example batch [B, ...]."""
+  init_key, sample_key, train_key = jax.random.split(key, 3)
+  variables = model.init({'params': init_key, 'sample': sample_key},
+                         example_x[:1])
+  params = variables['params']
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params,
+      opt_state=optimizer.init(params),
+      objective_state=objective.init_state(),
+      rng=jax.random.key_data(train_key))
+
+
+def example_keys(rng: jax.Array, step: jax.Array, batch_size: int) -> jax.Array:
+  """[batch_size] keys for the examples of the global batch at `step`.
+
+  Args:
+    rng: raw key data (as in TrainState.rng).
+    step: int scalar.
+    batch_size: B_global.
+  """
+  key = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
+  return jax.random.split(key, batch_size)
+
+
+def apply_per_example(model: nn.Module, params: Any, x: jax.Array,
+                      keys: jax.Array, method: Optional[Any] = None,
+                      *args) -> Any:
+  """`model.apply` on each example with its own 'sample' key, vmapped.
+
+  Args:
+    model: the linen model.
+    params: its parameters.
+    x: [B, ...] inputs.
+    keys: [B] keys.
+    method: the model method to apply (its `__call__` by default); it must
+      take a batch first and return arrays with the batch axis first.
+    *args: further (unbatched) arguments of the method.
+
+  Returns:
+    The method's output for the whole batch, as if applied to [B, ...] at once.
+  """
+
+  def one(x1, key):
+    out = model.apply({'params': params}, x1[None], *args,
+                      rngs={'sample': key}, method=method)
+    return jax.tree.map(lambda a: a[0], out)
+
+  return jax.vmap(one)(x, keys)
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
+                    objective: objectives.Objective,
+                    axis_name: Optional[str] = None
+                    ) -> Callable[..., tuple[TrainState, types.Metrics]]:
+  """One update of the objective (Eq. 6 and its variants) on one batch.
+
+  The loss is `objectives.loss_fn` of the model's per-example RDTerms; its
+  batch means are global (taken over `axis_name` when mapped). The gradient
+  is summed over devices, then normalized and applied by `optimizer`
+  (`optim.create_optimizer`: Adam on block-normalized gradients).
+
+  Args:
+    model: returns RDTerms per example from `__call__(x)` ('sample' rngs).
+    optimizer: the optax transformation.
+    objective: static hyperparameters of the objective.
+    axis_name: the pmap axis, or None under jit (where the batch may be
+      sharded but the program is global).
+
+  Returns:
+    `train_step(state, x [B, ...], keys [B]) -> (state, metrics)` with scalar
+    metrics `loss`, `rate`, `distortion`, `elbo`, `beta`, `multiplier`,
+    (`constraint`), `analytic_rate` (when the model gives one), `grad_norm`
+    (of the raw gradient) and `learning_rate` is not included (the host knows
+    the schedule).
+  """
+
+  def loss_of(params, state, x, keys):
+    terms = apply_per_example(model, params, x, keys)
+    loss, aux = objectives.loss_fn(objective, terms, state.objective_state,
+                                   state.step, axis_name=axis_name)
+    if terms.analytic_rate is not None:
+      aux['analytic_rate'] = objectives.batch_mean(
+          terms.analytic_rate, axis_name=axis_name)
+    return loss, aux
+
+  def train_step(state: TrainState, x: jax.Array, keys: jax.Array):
+    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+    (_, aux), grads = grad_fn(state.params, state, x, keys)
+    if axis_name is not None:
+      # Each device differentiated the global mean through its own examples
+      # only; the full gradient is the sum over devices.
+      grads = jax.lax.psum(grads, axis_name)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    objective_state = objectives.update_state(objective, state.objective_state,
+                                              aux)
+    metrics = dict(aux)
+    metrics['grad_norm'] = optax.global_norm(grads)
+    new_state = state.replace(step=state.step + 1, params=params,
+                              opt_state=opt_state,
+                              objective_state=objective_state)
+    return new_state, metrics
+
+  return train_step
+
+
+EVAL_KEYS = ('rate', 'distortion', 'elbo', 'iwae')
+
+
+def make_eval_step(model: nn.Module, iwae_samples: int = 0,
+                   axis_name: Optional[str] = None
+                   ) -> Callable[..., types.Metrics]:
+  """Masked per-example sums of R, D, ELBO and the IWAE bound on one batch.
+
+  For each example: R and D at one z ~ e(z|x) (Eqs. 4, 5), ELBO = -(R + D),
+  and with K = `iwae_samples` > 0 the bound log (1/K) sum_k w_k
+  (`bounds.iwae`, from `model.log_importance_weights(x, K)`). Sums are
+  weighted by the 0/1 mask so the padded last batch counts exactly; the host
+  divides the accumulated sums by the accumulated `count` once.
+
+  Returns:
+    `eval_step(params, x [B, ...], mask [B], keys [B]) -> sums` with scalar
+    `rate`, `distortion`, `elbo`, (`analytic_rate`), (`iwae`), `count`.
+  """
+
+  def eval_step(params, x: jax.Array, mask: jax.Array, keys: jax.Array):
+    terms = apply_per_example(model, params, x, keys)
+    per_example = {'rate': terms.rate, 'distortion': terms.distortion,
+                   'elbo': -(terms.rate + terms.distortion)}
+    if terms.analytic_rate is not None:
+      per_example['analytic_rate'] = terms.analytic_rate
+    if iwae_samples > 0:
+      iwae_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+      log_w = apply_per_example(model, params, x, iwae_keys,
+                                _log_importance_weights, iwae_samples)
+      per_example['iwae'] = bounds.iwae(jnp.moveaxis(log_w, 0, 1))  # [B]
+    sums = {k: jnp.sum(mask * v) for k, v in per_example.items()}
+    sums['count'] = jnp.sum(mask)
+    if axis_name is not None:
+      sums = jax.lax.psum(sums, axis_name)
+    return sums
+
+  return eval_step
+
+
+def _log_importance_weights(module, x, num_samples):
+  """[K, 1] -> [1, K]: batch axis first, for `apply_per_example`."""
+  return jnp.moveaxis(module.log_importance_weights(x, num_samples), 0, 1)
+
+
+def make_sample_fn(model: nn.Module, num_images: int, num_decodes: int = 5
+                   ) -> Callable[..., dict[str, jax.Array]]:
+  """Reconstructions and generations for the Fig. 4 style grid.
+
+  Reconstructions: z ~ e(z|x), then `num_decodes` draws x' ~ d(x'|z) with
+  that same z; generations: z ~ m(z), likewise. The grid shows one draw and
+  the mean of the draws.
+
+  Returns:
+    `sample_fn(params, x [N, ...], key) -> dict` with `data` [N, ...],
+    `reconstruction` and `reconstruction_mean`, `generation` and
+    `generation_mean`, each [N, ...] in [0, 1].
+  """
+
+  def sample_fn(params, x: jax.Array, key: jax.Array):
+    recon_key, gen_key = jax.random.split(key)
+    recon = model.apply({'params': params}, x[:num_images], num_decodes,
+                        rngs={'sample': recon_key}, method='reconstruct')
+    gen = model.apply({'params': params}, num_images, num_decodes,
+                      rngs={'sample': gen_key}, method='generate')
+    recon, gen = _decodes(recon), _decodes(gen)  # [S, N, ...] each
+    return {'data': x[:num_images],
+            'reconstruction': recon[0],
+            'reconstruction_mean': jnp.mean(recon, axis=0),
+            'generation': gen[0],
+            'generation_mean': jnp.mean(gen, axis=0)}
+
+  return sample_fn
+
+
+def _decodes(out: Any) -> jax.Array:
+  """The [S, N, ...] draws from a model's `reconstruct`/`generate` output."""
+  if isinstance(out, dict):
+    for name in ('samples', 'decodes', 'images'):
+      if name in out:
+        return jnp.asarray(out[name], jnp.float32)
+  if isinstance(out, (tuple, list)):
+    return jnp.asarray(out[0], jnp.float32)
+  return jnp.asarray(out, jnp.float32)
