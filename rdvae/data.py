@@ -36,6 +36,7 @@ for a `lax.scan`, computing each epoch's permutation once per block.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import os
 import pathlib
@@ -339,6 +340,7 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   return num_examples // batch_size
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def epoch_permutation(key: jax.Array, epoch, num_examples: int) -> jax.Array:
   """The order of the training set in `epoch`: [num_examples] int32.
 
@@ -356,7 +358,8 @@ def batch_indices(key: jax.Array, step, num_examples: int,
   With S = steps_per_epoch, step t takes positions [(t mod S) B, (t mod S + 1)
   B) of `epoch_permutation(key, t // S)`. Traceable in `step`.
   """
-  return batch_index_block(key, step, 1, num_examples, batch_size)[0]
+  steps_per_epoch(num_examples, batch_size)
+  return _index_block(key, step, 1, num_examples, batch_size, 1)[0]
 
 
 def batch_index_block(key: jax.Array, start_step, num_steps: int,
@@ -366,7 +369,8 @@ def batch_index_block(key: jax.Array, start_step, num_steps: int,
   Row i equals `batch_indices(key, start_step + i, ...)`. The permutation of
   each epoch the block may touch is computed once: (S + T - 2) // S + 1 of
   them for a traced `start_step` (one for T = 1, two for 1 < T <= S), only
-  those touched for a Python int. Feed the rows to `lax.scan` with `gather_batch`.
+  those touched for a Python int. Feed the rows to `lax.scan` with
+  `gather_batch`.
   """
   per_epoch = steps_per_epoch(num_examples, batch_size)
   if isinstance(start_step, (int, np.integer)):
@@ -374,6 +378,14 @@ def batch_index_block(key: jax.Array, start_step, num_steps: int,
     num_epochs = (first + num_steps - 1) // per_epoch + 1
   else:  # the worst case over first = start_step mod S
     num_epochs = (per_epoch + num_steps - 2) // per_epoch + 1
+  return _index_block(key, start_step, num_steps, num_examples, batch_size,
+                      num_epochs)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _index_block(key, start_step, num_steps, num_examples, batch_size,
+                 num_epochs):
+  per_epoch = num_examples // batch_size
   start_step = jnp.asarray(start_step, jnp.int32)
   epochs = start_step // per_epoch + jnp.arange(num_epochs, dtype=jnp.int32)
   used = per_epoch * batch_size
