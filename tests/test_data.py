@@ -3,15 +3,20 @@
 exact means of masked evaluation batches."""
 
 import hashlib
+import io
 import pathlib
-import zipfile
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
+from tensorflow_datasets.datasets.binarized_mnist import (
+    binarized_mnist_dataset_builder as mnist_builder)
+from tensorflow_datasets.image_classification import (
+    omniglot as omniglot_builder)
 
 from rdvae import data
 from rdvae import validation
@@ -192,6 +197,75 @@ def test_tfds_omniglot_through_default_mock():
     images = getattr(dataset, split)
     assert images.shape[1:] == (28, 28, 1) and images.dtype == np.uint8
     assert set(np.unique(images)) <= {0, 1}
+
+
+def _prepare_locally(builder_cls, data_dir, examples):
+  """Prepares `examples` ({split: [example]}) as the ArrayRecord files of
+  `builder_cls` in `data_dir`, without TensorFlow: images go in as PNG bytes,
+  which TFDS stores without re-encoding."""
+
+  class Local(builder_cls, skip_registration=True):
+    name = builder_cls.name
+
+    @classmethod
+    def _get_pkg_dir_path(cls):
+      return builder_cls._get_pkg_dir_path()  # pylint: disable=protected-access
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {split: self._generate_examples(split) for split in examples}
+
+    def _generate_examples(self, split):
+      yield from enumerate(examples[split])
+
+  builder = Local(data_dir=str(data_dir), file_format='array_record')
+  builder.download_and_prepare()
+
+
+def _png(image):
+  buffer = io.BytesIO()
+  PIL.Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image
+                      ).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def _sorted_rows(images):
+  flat = images.reshape(len(images), -1)
+  return flat[np.lexsort(flat.T[::-1])]
+
+
+def test_tfds_binarized_mnist_from_prepared_files(tmp_path, mnist):
+  # The real read path (tfds.data_source over ArrayRecord, PNG decoded by
+  # PIL), no mock. TFDS shuffles examples when preparing: compare as sets.
+  small = {'train': mnist['train'][:5], 'validation': mnist['validation'][:3],
+           'test': mnist['test'][:2]}
+  _prepare_locally(mnist_builder.Builder, tmp_path, {
+      split: [{'image': _png(x)} for x in images]
+      for split, images in small.items()})
+  dataset = data.create_dataset(_config(source='tfds',
+                                        tfds_data_dir=str(tmp_path)))
+  for split, images in small.items():
+    np.testing.assert_array_equal(_sorted_rows(getattr(dataset, split)),
+                                  _sorted_rows(images))
+
+
+def test_tfds_omniglot_from_prepared_files(tmp_path):
+
+  def example(columns):
+    stroke = np.zeros((105, 105), bool)
+    stroke[:, :int(columns * 3.75)] = True
+    return {'image': _png(_omniglot_image(stroke)), 'alphabet': 0,
+            'alphabet_char_id': 0, 'label': 0}
+
+  _prepare_locally(omniglot_builder.Omniglot, tmp_path, {
+      'train': [example(c) for c in range(1, 11)],
+      'test': [example(c) for c in (20, 21, 22)]})
+  dataset = data.load_tfds('omniglot', str(tmp_path))
+  ones = lambda images: sorted(images.sum(axis=(1, 2, 3)) // 28)
+  assert len(dataset['train']) == 9 and len(dataset['validation']) == 1
+  assert ones(np.concatenate([dataset['train'], dataset['validation']])) == (
+      list(range(1, 11)))
+  assert ones(dataset['test']) == [20, 21, 22]
 
 
 def test_tfds_missing_tensorflow_is_a_clear_error(monkeypatch):
