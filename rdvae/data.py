@@ -23,14 +23,20 @@ access, decoded with numpy and PIL): reading needs no TensorFlow. *Preparing*
 either dataset (the first `download_and_prepare`) does: both TFDS builders call
 `tf.io.gfile`, and `binarized_mnist` encodes its images with
 `tf.image.encode_png`. Prepare once where TensorFlow is installed, or use
-source 'npz'.
+source 'npz'. The files must be ArrayRecord (the format `tfds.data_source`
+asks for), not the TFRecord files `tfds.load` prepares by default.
 
 Training data lives on the device as uint8 and is shuffled there: the order
 of step t is a pure function of (key, t) (`batch_indices`), so a resumed run
 sees the same batches. Each epoch is one permutation of the training set cut
 into `num_examples // batch_size` batches; the incomplete last batch of every
 epoch is dropped. `batch_index_block` gives the indices of many steps at once
-for a `lax.scan`, computing each epoch's permutation once per block.
+for a `lax.scan`, computing each epoch's permutation once per block. With
+several hosts, every process holds the whole split, computes the same global
+indices and keeps its share (`process_slice`).
+
+Evaluation runs on the host's copy in fixed-shape batches, the last one
+padded and masked (`eval_batches`), so split means are exact.
 """
 
 from __future__ import annotations
