@@ -56,7 +56,14 @@ def create_manager(workdir: str, max_to_keep: int = 2,
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
          metrics: Optional[Mapping[str, float]] = None) -> None:
-  """Saves the pytree `state` (arrays fetched from devices) at `step`."""
+  """Saves the pytree `state` (arrays fetched from devices) at `step`.
+
+  A step already saved is left as it is: runs are deterministic, so a resumed
+  run that reaches a step again (e.g. killed between an evaluation and the
+  next periodic checkpoint) would write the same state.
+  """
+  if int(step) in manager.all_steps():
+    return
   state = jax.device_get(state)
   manager.save(int(step), args=ocp.args.StandardSave(state),
                metrics=dict(metrics) if metrics else None, force=True)

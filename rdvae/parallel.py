@@ -135,16 +135,20 @@ def _local(x: jax.Array, mode: str, mesh: Mesh) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, batch_sharded(mesh))
 
 
-def make_train_loop(train_step: Callable, batch_fn: Callable,
-                    batch_size: int, steps_per_dispatch: int,
-                    mesh: Mesh, mode: str = 'jit') -> Callable:
+def make_train_loop(train_step: Callable, indices_fn: Callable,
+                    gather_fn: Callable, batch_size: int,
+                    steps_per_dispatch: int, mesh: Mesh,
+                    mode: str = 'jit') -> Callable:
   """`steps_per_dispatch` train steps per call, compiled once.
 
   Args:
     train_step: `steps.make_train_step(...)` body, built with
       axis_name='data' for pmap mode and None for jit mode.
-    batch_fn: traceable `batch_fn(data, step) -> x [B_global, ...]`, the
-      global batch at `step` from the device-resident split `data`.
+    indices_fn: traceable `indices_fn(start_step) -> [S, B_global]` int32,
+      the training examples of steps start_step .. start_step + S - 1
+      (e.g. `data.batch_index_block`).
+    gather_fn: traceable `gather_fn(data, indices [B]) -> x [B, ...]` from
+      the device-resident split (e.g. `data.gather_batch`).
     batch_size: B_global.
     steps_per_dispatch: S, the scan length.
     mesh: from `create_mesh`.
@@ -152,19 +156,20 @@ def make_train_loop(train_step: Callable, batch_fn: Callable,
 
   Returns:
     `loop(state, data) -> (state, metrics)`, metrics stacked as [S] arrays
-    (a leading device axis too under pmap). The state is donated; pass it
-    placed by `put_replicated`.
+    (a leading device axis too under pmap). The state is donated; place it
+    and `data` with `put_replicated`.
   """
 
   def loop(state, data):
+    block = indices_fn(state.step)  # [S, B_global]
 
-    def body(state, _):
-      x = _local(batch_fn(data, state.step), mode, mesh)
+    def body(state, indices):
+      x = _local(gather_fn(data, _local(indices, mode, mesh)), mode, mesh)
       keys = _local(steps.example_keys(state.rng, state.step, batch_size),
                     mode, mesh)
       return train_step(state, x, keys)
 
-    return jax.lax.scan(body, state, None, length=steps_per_dispatch)
+    return jax.lax.scan(body, state, block)
 
   if mode == 'pmap':
     return jax.pmap(loop, axis_name=AXIS, donate_argnums=0)

@@ -214,37 +214,28 @@ def make_sample_fn(model: nn.Module, num_images: int, num_decodes: int = 5
   """Reconstructions and generations for the Fig. 4 style grid.
 
   Reconstructions: z ~ e(z|x), then `num_decodes` draws x' ~ d(x'|z) with
-  that same z; generations: z ~ m(z), likewise. The grid shows one draw and
-  the mean of the draws.
+  that same z (`model.reconstruct`); generations: z ~ m(z), likewise
+  (`model.generate`). The grid shows one draw and the mean of the draws.
 
   Returns:
     `sample_fn(params, x [N, ...], key) -> dict` with `data` [N, ...],
     `reconstruction` and `reconstruction_mean`, `generation` and
-    `generation_mean`, each [N, ...] in [0, 1].
+    `generation_mean`, each [N, ...] in [0, 1], N = num_images.
   """
 
   def sample_fn(params, x: jax.Array, key: jax.Array):
     recon_key, gen_key = jax.random.split(key)
-    recon = model.apply({'params': params}, x[:num_images], num_decodes,
-                        rngs={'sample': recon_key}, method='reconstruct')
-    gen = model.apply({'params': params}, num_images, num_decodes,
-                      rngs={'sample': gen_key}, method='generate')
-    recon, gen = _decodes(recon), _decodes(gen)  # [S, N, ...] each
-    return {'data': x[:num_images],
+    x = x[:num_images]
+    recon, _ = model.apply({'params': params}, x, num_decodes,
+                           rngs={'sample': recon_key}, method='reconstruct')
+    gen, _ = model.apply({'params': params}, num_images, num_decodes,
+                         rngs={'sample': gen_key}, method='generate')
+    recon = recon.astype(jnp.float32)  # [S, N, ...]
+    gen = gen.astype(jnp.float32)
+    return {'data': x,
             'reconstruction': recon[0],
             'reconstruction_mean': jnp.mean(recon, axis=0),
             'generation': gen[0],
             'generation_mean': jnp.mean(gen, axis=0)}
 
   return sample_fn
-
-
-def _decodes(out: Any) -> jax.Array:
-  """The [S, N, ...] draws from a model's `reconstruct`/`generate` output."""
-  if isinstance(out, dict):
-    for name in ('samples', 'decodes', 'images'):
-      if name in out:
-        return jnp.asarray(out[name], jnp.float32)
-  if isinstance(out, (tuple, list)):
-    return jnp.asarray(out[0], jnp.float32)
-  return jnp.asarray(out, jnp.float32)

@@ -126,6 +126,7 @@ class MetricWriter:
 
   def __init__(self, workdir: str, start_step: int = 0,
                tensorboard: bool = True):
+    self.workdir = workdir
     self._path = os.path.join(workdir, METRICS_FILE)
     kept = [r for r in read_metrics(workdir) if r.get('step', 0) <= start_step]
     tmp = f'{self._path}.tmp'
@@ -183,3 +184,79 @@ def latest_record(workdir: str, key: str) -> Optional[dict[str, Any]]:
     if key in record:
       return record
   return None
+
+
+def image_grid(columns: list[Any], pad: int = 1, gap: int = 4) -> np.ndarray:
+  """Tiles image columns side by side: row i shows example i of every column.
+
+  Args:
+    columns: a list of groups; each group is a list of [N, H, W] or
+      [N, H, W, 1] arrays with values in [0, 1] (e.g. data | one sample |
+      mean of 5 decodes). Columns within a group are separated by `pad`
+      pixels, groups by `gap` pixels of background (0.5 grey).
+    pad: pixels between images.
+    gap: pixels between groups.
+
+  Returns:
+    A float32 [H', W'] image in [0, 1].
+  """
+  blocks = []
+  for group in columns:
+    tiles = [np.asarray(c, np.float32).reshape(np.shape(c)[:3])
+             for c in group]
+    n, h, w = tiles[0].shape
+    block = np.full((n * (h + pad) + pad, len(tiles) * (w + pad) + pad), 0.5,
+                    np.float32)
+    for j, tile in enumerate(tiles):
+      for i in range(n):
+        top, left = pad + i * (h + pad), pad + j * (w + pad)
+        block[top:top + h, left:left + w] = tile[i]
+    blocks.append(block)
+  height = max(b.shape[0] for b in blocks)
+  parts = []
+  for k, block in enumerate(blocks):
+    if k:
+      parts.append(np.full((height, gap), 0.5, np.float32))
+    padded = np.full((height, block.shape[1]), 0.5, np.float32)
+    padded[:block.shape[0]] = block
+    parts.append(padded)
+  return np.concatenate(parts, axis=1)
+
+
+def write_png(path: str, image: Any) -> None:
+  """Writes a [H, W] image with values in [0, 1] as an 8-bit grey PNG."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  pixels = np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
+  tmp = f'{path}.tmp.png'
+  Image.fromarray(pixels, mode='L').save(tmp)
+  os.replace(tmp, path)
+
+
+def write_sample_grid(workdir: str, writer: Optional['MetricWriter'],
+                      step: int, samples: Mapping[str, Any]) -> str:
+  """The Fig. 4 style grid of one evaluation, as PNG and in TensorBoard.
+
+  Left block, reconstructions: data | one x' ~ d(x'|z), z ~ e(z|x) | mean of
+  the decodes with that same z. Right block, generations: one x ~ d(x|z),
+  z ~ m(z) | mean of the decodes with that same z.
+
+  Args:
+    workdir: the run's directory; the PNG goes to images/grid_<step>.png.
+    writer: the run's MetricWriter (or None for the PNG only).
+    step: the training step.
+    samples: the dict of `steps.make_sample_fn`.
+
+  Returns:
+    The PNG's path.
+  """
+  grid = image_grid([
+      [samples['data'], samples['reconstruction'],
+       samples['reconstruction_mean']],
+      [samples['generation'], samples['generation_mean']]])
+  directory = os.path.join(workdir, 'images')
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, f'grid_{int(step):08d}.png')
+  write_png(path, grid)
+  if writer is not None:
+    writer.write_images(step, {'samples/grid': grid})
+  return path

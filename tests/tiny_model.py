@@ -57,13 +57,15 @@ class TinyModel(nn.Module):
 
   def _decode_draws(self, z, num_decodes):
     d = self.decoder(z)
-    return d.sample(seed=self.make_rng('sample'), sample_shape=(num_decodes,))
+    samples = d.sample(seed=self.make_rng('sample'),
+                       sample_shape=(num_decodes,))
+    return samples.astype(jnp.float32), d.mean()
 
   def reconstruct(self, x, num_decodes):
     z = self.encoder(x).sample(seed=self.make_rng('sample'))
-    return self._decode_draws(z, num_decodes).astype(jnp.float32)
+    return self._decode_draws(z, num_decodes)
 
   def generate(self, num_images, num_decodes):
     z = self.marginal().sample(seed=self.make_rng('sample'),
                                sample_shape=(num_images,))
-    return self._decode_draws(z, num_decodes).astype(jnp.float32)
+    return self._decode_draws(z, num_decodes)

@@ -1,0 +1,56 @@
+r"""python -m experiments.main --config=configs/mnist.py --workdir=runs/mnist
+
+Runs one experiment: parses the flags and calls
+`rdvae.train.train_and_eval(config, workdir)`. Any config key can be
+overridden, e.g. `--config.objective.beta=10`; a config variant is chosen
+after a colon, e.g. `--config=configs/mnist.py:smoke`.
+
+Devices: all local devices are used (`config.train.parallel` = 'jit' or
+'pmap'). `--jax_platforms=cpu` picks the backend; `--cpu_devices=4` emulates
+4 CPU devices (it sets XLA_FLAGS before JAX starts). On several hosts, pass
+`--multihost` on every process: it calls `jax.distributed.initialize()`
+(coordinator address, process count and id come from the cluster
+environment, e.g. SLURM or Cloud TPU, or from JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES, JAX_PROCESS_ID).
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file (configs/*.py[:variant]).',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the run.')
+_PLATFORMS = flags.DEFINE_string(
+    'jax_platforms', None, 'JAX backends to use, e.g. "cpu".')
+_CPU_DEVICES = flags.DEFINE_integer(
+    'cpu_devices', 0, 'Emulate this many CPU devices (0: leave as is).')
+_MULTIHOST = flags.DEFINE_bool(
+    'multihost', False, 'Call jax.distributed.initialize() first.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _CPU_DEVICES.value:
+    os.environ['XLA_FLAGS'] = (
+        os.environ.get('XLA_FLAGS', '') +
+        f' --xla_force_host_platform_device_count={_CPU_DEVICES.value}')
+  import jax  # pylint: disable=g-import-not-at-top
+  if _PLATFORMS.value:
+    jax.config.update('jax_platforms', _PLATFORMS.value)
+  if _MULTIHOST.value:
+    jax.distributed.initialize()
+  from rdvae import train  # pylint: disable=g-import-not-at-top
+  results = train.train_and_eval(_CONFIG.value, _WORKDIR.value)
+  if jax.process_index() == 0:
+    print(json.dumps(results, indent=2, sort_keys=True, default=str))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,271 @@
+"""The host loop: `train_and_eval(config, workdir) -> results`.
+
+Nothing here is traced; the device programs come from `steps` (bodies) and
+`parallel` (their jit / pmap wrappers). One run:
+
+  1. validates the whole config (data, model, objective, optimizer, training,
+     evaluation, device count) and raises ConfigError before any work;
+  2. prepares the workdir (config.json; a different config there raises
+     WorkdirConflictError), restores the latest checkpoint or initialises;
+  3. dispatches `train.steps_per_dispatch` steps per call (a `lax.scan` over
+     on-device data), checks every dispatch's metrics for NaN/inf (stopping
+     with FloatingPointError, so the last checkpoint saved stays the last
+     good one), logs `train/*` every `log_every` steps with a progress line,
+     evaluates the validation set every `eval_every` steps (R, D, ELBO,
+     bits/dim, exact masked means; with the Fig. 4 image grid), checkpoints
+     every `checkpoint_every` steps and keeps the best by validation ELBO;
+  4. at the end evaluates validation and test with the IWAE bound
+     (`eval.iwae_samples`) and writes results.json.
+
+The data order and every sample are functions of (seed, step), and the
+checkpoint holds the whole TrainState, so a killed run restarted in the same
+workdir ends with the same parameters and metrics as one never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rdvae import bounds
+from rdvae import checkpointing
+from rdvae import data
+from rdvae import model as model_lib
+from rdvae import objectives
+from rdvae import optim
+from rdvae import parallel
+from rdvae import steps
+from rdvae import validation
+from rdvae import writers
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What the loop needs, built once from the config."""
+
+  config: ml_collections.ConfigDict
+  dataset: data.Dataset
+  model: Any
+  mesh: Any
+  mode: str
+  num_steps: int
+  schedule: Any
+  train_loop: Any
+  tail_loop: Any
+  eval_loop: Any
+  final_eval_loop: Any
+  sample_fn: Any
+  init_state: Any
+  eval_rng: Any
+  sample_key: Any
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks every section of an image experiment's config before any work."""
+  data.validate(config)
+  model_lib.validate(config, data.IMAGE_SHAPE)
+  objectives.validate(config)
+  optim.validate(config)
+  parallel.validate(config)
+  check = validation.check_positive_int
+  check(config, 'train.seed', allow_zero=True)
+  check(config, 'train.num_steps', allow_zero=True)
+  validation.check_number(config, 'train.num_epochs', strictly_positive=True)
+  dispatch = check(config, 'train.steps_per_dispatch')
+  for key in ('train.log_every', 'train.eval_every', 'train.checkpoint_every'):
+    if check(config, key, allow_zero=key != 'train.log_every') % dispatch:
+      raise validation.ConfigError(
+          f'config.{key}={validation.get(config, key)} must be a multiple of '
+          f'train.steps_per_dispatch={dispatch}')
+  check(config, 'train.max_checkpoints_to_keep')
+  check(config, 'eval.iwae_samples')
+  check(config, 'eval.max_examples', allow_zero=True)
+  check(config, 'eval.num_grid_images', allow_zero=True)
+  check(config, 'eval.num_decodes')
+
+
+def num_train_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
+  """`train.num_steps` if > 0, else num_epochs full epochs of batches."""
+  if config.train.num_steps > 0:
+    return config.train.num_steps
+  per_epoch = data.steps_per_epoch(num_examples, config.train.batch_size)
+  return max(1, int(math.ceil(config.train.num_epochs * per_epoch)))
+
+
+def create_run(config: ml_collections.ConfigDict) -> Run:
+  """Loads the data and builds the model, optimizer and compiled loops."""
+  dataset = data.create_dataset(config)
+  model = model_lib.create_model(config, dataset.image_shape)
+  objective = objectives.create_objective(config)
+  c = config.train
+  num_steps = num_train_steps(config, len(dataset.train))
+  optimizer = optim.create_optimizer(config, num_steps)
+  mode, batch = c.parallel, c.batch_size
+  mesh = parallel.create_mesh()
+  axis = parallel.AXIS if mode == 'pmap' else None
+  init_key, data_key, eval_key, sample_key = jax.random.split(
+      jax.random.key(c.seed), 4)
+  body = steps.make_train_step(model, optimizer, objective, axis)
+  num_train = len(dataset.train)
+
+  def loop(length):
+    return parallel.make_train_loop(
+        body, lambda start: data.batch_index_block(
+            data_key, start, length, num_train, batch),
+        data.gather_batch, batch, length, mesh, mode)
+
+  def eval_loop(iwae_samples):
+    return parallel.make_eval_loop(
+        steps.make_eval_step(model, iwae_samples, axis),
+        config.eval.batch_size, mesh, mode)
+
+  example = jnp.asarray(dataset.train[:1], jnp.float32)
+  return Run(
+      config=config, dataset=dataset, model=model, mesh=mesh, mode=mode,
+      num_steps=num_steps,
+      schedule=optim.make_learning_rate_schedule(
+          config.optim.learning_rate, num_steps, config.optim.hold_fraction,
+          config.optim.final_fraction),
+      train_loop=loop(c.steps_per_dispatch),
+      tail_loop=loop(num_steps % c.steps_per_dispatch or 1),
+      eval_loop=eval_loop(0),
+      final_eval_loop=eval_loop(config.eval.iwae_samples),
+      sample_fn=jax.jit(steps.make_sample_fn(
+          model, config.eval.num_grid_images, config.eval.num_decodes)),
+      init_state=steps.create_train_state(model, optimizer, objective,
+                                          init_key, example),
+      eval_rng=jax.random.key_data(eval_key), sample_key=sample_key)
+
+
+def evaluate(run: Run, params: Any, images: np.ndarray, final: bool
+             ) -> dict[str, float]:
+  """Exact means over `images` (capped at eval.max_examples) of R, D, ELBO,
+  bits/dim and, when `final`, the IWAE bound (`bounds.iwae`)."""
+  limit = run.config.eval.max_examples
+  images = images[:limit] if limit else images
+  loop = run.final_eval_loop if final else run.eval_loop
+  rng = parallel.put_replicated(run.eval_rng, run.mesh, run.mode)
+  totals: dict[str, float] = {}
+  for index, (x, mask) in enumerate(
+      data.eval_batches(images, run.config.eval.batch_size)):
+    x, mask = parallel.put_sharded((x, mask), run.mesh, run.mode)
+    sums = parallel.get_replicated(loop(params, x, mask, rng, index), run.mode)
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + float(np.asarray(v, np.float64))
+  count = totals.pop('count')
+  means = {k: v / count for k, v in totals.items()}
+  num_dims = int(np.prod(images.shape[1:]))
+  means['bpd'] = float(bounds.bits_per_dim(-means['elbo'], num_dims))
+  if 'iwae' in means:
+    means['iwae_bpd'] = float(bounds.bits_per_dim(-means['iwae'], num_dims))
+  return means
+
+
+def _restore_or_init(run: Run, manager) -> Any:
+  if checkpointing.latest_step(manager) is None:
+    return jax.device_get(run.init_state)
+  return checkpointing.restore(manager, jax.device_get(run.init_state))
+
+
+def _check_finite(metrics: dict[str, float], step: int, manager) -> None:
+  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+  if bad:
+    raise FloatingPointError(
+        f'non-finite training metrics {bad} in the steps up to {step}; the '
+        f'last good checkpoint is step {checkpointing.latest_step(manager)} '
+        'in the workdir (lower optim.learning_rate or check the data)')
+
+
+def _progress(step: int, total: int, metrics, start_step, start_time,
+              batch_size: int) -> None:
+  elapsed = max(time.perf_counter() - start_time, 1e-9)
+  rate = (step - start_step) / elapsed
+  eta = (total - step) / max(rate, 1e-9)
+  print(f'step {step}/{total} | loss {metrics["loss"]:.3f} '
+        f'R {metrics["rate"]:.3f} D {metrics["distortion"]:.3f} | '
+        f'{rate:.2f} steps/s {rate * batch_size:.1f} images/s | '
+        f'ETA {time.strftime("%H:%M:%S", time.gmtime(eta))}', flush=True)
+
+
+def _evaluate_and_log(run, writer, params_host, params, step, final):
+  """Validation (and at the end test) metrics and the image grid."""
+  results = {}
+  splits = ('validation', 'test') if final else ('validation',)
+  for split in splits:
+    means = evaluate(run, params, getattr(run.dataset, split), final)
+    writer.write_scalars(step, {f'{split}/{k}': v for k, v in means.items()})
+    results.update({f'{split}/{k}': v for k, v in means.items()})
+  if run.config.eval.num_grid_images:
+    x = jnp.asarray(run.dataset.validation[:run.config.eval.num_grid_images],
+                    jnp.float32)
+    samples = run.sample_fn(params_host, x,
+                            jax.random.fold_in(run.sample_key, step))
+    writers.write_sample_grid(writer.workdir, writer, step,
+                              jax.device_get(samples))
+  return results
+
+
+def train_and_eval(config: ml_collections.ConfigDict, workdir: str
+                   ) -> dict[str, Any]:
+  """Trains `config`'s model in `workdir` (resuming) and evaluates it.
+
+  Returns:
+    The test-set `rate`, `distortion`, `elbo`, `iwae` (nats per image) and
+    `bpd`, and every `validation/*` and `test/*` figure, as in results.json.
+  """
+  if validation.get(config, 'dataset.name') == 'toy':
+    from rdvae import toy  # pylint: disable=g-import-not-at-top
+    return toy.train_and_eval(config, workdir)
+  validate(config)
+  writers.prepare_workdir(workdir, config)
+  run = create_run(config)
+  c = config.train
+  manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
+  best = checkpointing.create_manager(workdir, 1, best_metric='elbo')
+  state = _restore_or_init(run, manager)
+  start_step = step = int(state.step)
+  writer = writers.MetricWriter(workdir, start_step)
+  state = parallel.put_replicated(state, run.mesh, run.mode)
+  train_data = parallel.put_replicated(run.dataset.train, run.mesh, run.mode)
+  start_time = time.perf_counter()
+  while step < run.num_steps:
+    full = step + c.steps_per_dispatch <= run.num_steps
+    state, metrics = (run.train_loop if full else run.tail_loop)(
+        state, train_data)
+    step += c.steps_per_dispatch if full else run.num_steps - step
+    metrics = parallel.scalar_metrics(metrics, run.mode)
+    _check_finite(metrics, step, manager)
+    if step % c.log_every == 0 or step == run.num_steps:
+      metrics['learning_rate'] = float(run.schedule(step - 1))
+      writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
+      _progress(step, run.num_steps, metrics, start_step, start_time,
+                c.batch_size)
+    if c.eval_every and step % c.eval_every == 0 and step < run.num_steps:
+      host = parallel.get_replicated(state, run.mode)
+      means = _evaluate_and_log(run, writer, host.params, state.params,
+                                step, final=False)
+      checkpointing.save(best, step, host,
+                         {'elbo': means['validation/elbo']})
+    if c.checkpoint_every and step % c.checkpoint_every == 0:
+      checkpointing.save(manager, step, parallel.get_replicated(state,
+                                                                run.mode))
+  host = parallel.get_replicated(state, run.mode)
+  if checkpointing.latest_step(manager) != step:
+    checkpointing.save(manager, step, host)
+  results = _evaluate_and_log(run, writer, host.params, state.params,
+                              step, final=True)
+  checkpointing.save(best, step, host, {'elbo': results['validation/elbo']})
+  writer.close()
+  results.update({k: results[f'test/{k}'] for k in
+                  ('rate', 'distortion', 'elbo', 'iwae', 'bpd')
+                  if f'test/{k}' in results})
+  results.update(step=step, num_steps=run.num_steps)
+  writers.write_results(workdir, results)
+  return results
