@@ -437,15 +437,25 @@ def train_and_eval(config: ml_collections.ConfigDict,
                    workdir: str) -> dict[str, float]:
   """Trains a toy model on the exact p*(x) and measures it exactly.
 
+  `rdvae.train_and_eval` dispatches here when `config.dataset.name` is
+  'toy'. See `fit`, which also returns the trained model's tables.
+  """
+  return fit(config, workdir)[0]
+
+
+def fit(config: ml_collections.ConfigDict,
+        workdir: str) -> tuple[dict[str, float], Tables]:
+  """Trains a toy model on the exact p*(x) and measures it exactly.
+
   Leaves config.json, metrics.jsonl (+ TensorBoard), an orbax checkpoint of
   the TrainState, results.json and the model's Fig. 2 column (figure.png) in
   `workdir`; a rerun in the same workdir resumes from the checkpoint.
 
   Returns:
-    the results of `evaluate` (rate, distortion, elbo, entropy,
-    mutual_information, kl_data_generative, kl_data_reconstruction,
+    (results, tables): the results of `evaluate` (rate, distortion, elbo,
+    entropy, mutual_information, kl_data_generative, kl_data_reconstruction,
     latent_alignment, cluster_mass_*, the generative bounds E and G and the
-    bound gaps), plus `step`.
+    bound gaps) plus `step`; and the trained model's float64 tables.
   """
   spec = validate(config)
   writers.prepare_workdir(workdir, config)
@@ -463,7 +473,7 @@ def train_and_eval(config: ml_collections.ConfigDict,
   results['step'] = int(state.step)
   writers.write_results(workdir, results)
   _write_figure(config, spec, tables, os.path.join(workdir, FIGURE_FILE))
-  return results
+  return results, tables
 
 
 def _train_loop(config, spec, model, objective, options, state, workdir,

@@ -10,7 +10,7 @@ Rows, as in the Fig. 2 caption:
 
 Latent states carry no order of their own, so for display only they are
 sorted by their posterior mean of x, sum_x x p_e(x|z); states the encoder
-never uses go last. Drawn with matplotlib's object API on the Agg canvas (no
+barely uses (e(z) <= 1e-4) go last. Drawn with matplotlib's object API on the Agg canvas (no
 pyplot, no global state).
 """
 
@@ -34,7 +34,7 @@ def latent_order(spec: toy.DataSpec, tables: toy.Tables) -> np.ndarray:
   joint = spec.p_data[:, None] * encoder            # [X, K]
   mass = joint.sum(axis=0)
   mean_x = (spec.centres @ joint) / np.where(mass > 0, mass, 1.0)
-  key = np.where(mass > 1e-9, mean_x, np.inf)
+  key = np.where(mass > 1e-4, mean_x, np.inf)
   return np.argsort(key, kind='stable')
 
 
