@@ -156,7 +156,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     objective_state = objectives.update_state(objective, state.objective_state,
                                               aux)
     metrics = dict(aux)
-    metrics['grad_norm'] = optax.global_norm(grads)
+    metrics['grad_norm'] = optax.tree.norm(grads)
     new_state = state.replace(step=state.step + 1, params=params,
                               opt_state=opt_state,
                               objective_state=objective_state)

@@ -1,0 +1,197 @@
+"""Tests of rdvae/steps.py on a tiny stand-in model (tests/tiny_model.py)."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+import tiny_model
+from rdvae import bounds
+from rdvae import objectives
+from rdvae import optim
+from rdvae import steps
+
+MODEL = tiny_model.TinyModel()
+X = (jax.random.uniform(jax.random.key(0), (6, 4, 4, 1)) > 0.5).astype(
+    jnp.float32)
+
+
+@jax.jit
+def _apply_one(params, x, key):
+  return MODEL.apply({'params': params}, x, rngs={'sample': key})
+
+
+@jax.jit
+def _per_example(params, x, keys):
+  return steps.apply_per_example(MODEL, params, x, keys)
+
+
+def _optimizer(num_steps=10):
+  config = ml_collections.ConfigDict({'optim': optim.default_config()})
+  return optim.create_optimizer(config, num_steps)
+
+
+OPTIMIZER = _optimizer()
+
+
+@functools.lru_cache(maxsize=None)
+def _state(objective=objectives.Objective()):
+  init = jax.jit(steps.create_train_state, static_argnums=(0, 1, 2))
+  return init(MODEL, OPTIMIZER, objective, jax.random.key(1), X)
+
+
+def test_example_keys_depend_on_step_only_through_fold_in():
+  rng = jax.random.key_data(jax.random.key(3))
+  a = steps.example_keys(rng, 5, 4)
+  b = steps.example_keys(rng, 5, 4)
+  c = steps.example_keys(rng, 6, 4)
+  data = jax.random.key_data
+  np.testing.assert_array_equal(data(a), data(b))
+  assert not np.array_equal(data(a), data(c))
+  np.testing.assert_array_equal(
+      data(a), data(jax.random.split(
+          jax.random.fold_in(jax.random.key(3), 5), 4)))
+
+
+def test_apply_per_example_equals_single_example_applies():
+  state = _state()
+  keys = steps.example_keys(state.rng, 0, len(X))
+  terms = _per_example(state.params, X, keys)
+  for i in range(len(X)):
+    one = _apply_one(state.params, X[i:i + 1], keys[i])
+    np.testing.assert_allclose(terms.rate[i], one.rate[0], rtol=1e-6)
+    np.testing.assert_allclose(terms.distortion[i], one.distortion[0],
+                               rtol=1e-6)
+
+
+def test_apply_per_example_is_layout_independent():
+  # Permuting the batch and its keys permutes the outputs exactly: each
+  # example's draws depend on its own key only.
+  state = _state()
+  keys = steps.example_keys(state.rng, 0, len(X))
+  perm = np.array([3, 0, 5, 1, 4, 2])
+  a = _per_example(state.params, X, keys)
+  b = _per_example(state.params, X[perm], keys[perm])
+  np.testing.assert_array_equal(np.asarray(a.rate)[perm], b.rate)
+
+
+@pytest.mark.parametrize(
+    'objective',
+    [objectives.Objective(),
+     objectives.Objective(kind='beta_vae', beta=10.0),
+     objectives.Objective(kind='target_rate', rate=2.0),
+     objectives.Objective(kind='rate_constraint', rate=1.0,
+                          multiplier_lr=0.5, penalty=1.0)],
+    ids=['elbo', 'beta_vae', 'target_rate', 'rate_constraint'])
+def test_train_step_equals_manual_update(objective):
+  state = _state(objective)
+  optimizer = OPTIMIZER
+  keys = steps.example_keys(state.rng, state.step, len(X))
+  step = jax.jit(steps.make_train_step(MODEL, optimizer, objective))
+  new, metrics = step(state, X, keys)
+
+  def loss(params):
+    terms = steps.apply_per_example(MODEL, params, X, keys)
+    return objectives.loss_fn(objective, terms, state.objective_state, 0)
+
+  (value, aux), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+      state.params)
+  updates, _ = optimizer.update(grads, state.opt_state, state.params)
+  expected = optax.apply_updates(state.params, updates)
+  np.testing.assert_allclose(metrics['loss'], value, rtol=1e-5)
+  np.testing.assert_allclose(metrics['grad_norm'], optax.tree.norm(grads),
+                             rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  assert int(new.step) == 1
+  expected_multiplier = objectives.update_state(
+      objective, state.objective_state, aux).multiplier
+  np.testing.assert_allclose(new.objective_state.multiplier,
+                             expected_multiplier, rtol=1e-5, atol=1e-7)
+  if objective.kind == 'rate_constraint':
+    np.testing.assert_allclose(expected_multiplier,
+                               0.5 * (aux['rate'] - 1.0), rtol=1e-5)
+
+
+def test_training_lowers_the_loss():
+  state = _state()
+  optimizer = _optimizer(200)
+  step = jax.jit(steps.make_train_step(MODEL, optimizer, objectives.Objective()))
+  losses = []
+  for _ in range(200):
+    keys = steps.example_keys(state.rng, state.step, len(X))
+    state, metrics = step(state, X, keys)
+    losses.append(float(metrics['loss']))
+  assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 1.0
+
+
+@pytest.mark.parametrize('iwae_samples', [0, 1, 5], ids=lambda k: f'k{k}')
+def test_eval_step_masked_sums(iwae_samples):
+  state = _state()
+  keys = steps.example_keys(state.rng, 0, len(X))
+  mask = jnp.array([1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+  sums = jax.jit(steps.make_eval_step(MODEL, iwae_samples))(
+      state.params, X, mask, keys)
+  terms = _per_example(state.params, X, keys)
+  keep = np.asarray(mask, bool)
+  np.testing.assert_allclose(sums['count'], 4.0)
+  np.testing.assert_allclose(sums['rate'], np.sum(np.asarray(terms.rate)[keep]),
+                             rtol=1e-5)
+  np.testing.assert_allclose(
+      sums['elbo'], -np.sum(np.asarray(terms.rate + terms.distortion)[keep]),
+      rtol=1e-5)
+  np.testing.assert_allclose(
+      sums['analytic_rate'], np.sum(np.asarray(terms.analytic_rate)[keep]),
+      rtol=1e-5)
+  if not iwae_samples:
+    assert 'iwae' not in sums
+    return
+  iwae_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+  weights = jax.jit(lambda p, x, k: MODEL.apply(
+      {'params': p}, x, iwae_samples, rngs={'sample': k},
+      method='log_importance_weights'))
+  log_w = np.stack([weights(state.params, X[i:i + 1], iwae_keys[i])[:, 0]
+                    for i in range(len(X))], axis=1)  # [K, B]
+  np.testing.assert_allclose(
+      sums['iwae'], np.sum(np.asarray(bounds.iwae(jnp.asarray(log_w)))[keep]),
+      rtol=1e-5)
+
+
+def test_iwae_at_one_sample_equals_elbo_with_same_key():
+  state = _state()
+  keys = steps.example_keys(state.rng, 0, len(X))
+  log_w = jax.jit(lambda p: steps.apply_per_example(
+      MODEL, p, X, keys, steps._log_importance_weights, 1))(state.params)
+  terms = _per_example(state.params, X, keys)
+  np.testing.assert_allclose(log_w[:, 0], -(terms.rate + terms.distortion),
+                             rtol=1e-5)
+
+
+def test_sample_fn_means_are_means_of_the_draws():
+  state = _state()
+  sample = jax.jit(steps.make_sample_fn(MODEL, num_images=3, num_decodes=5))
+  key = jax.random.key(7)
+  out = sample(state.params, X, key)
+  recon_key, gen_key = jax.random.split(key)
+  draws, _ = jax.jit(lambda p: MODEL.apply(
+      {'params': p}, X[:3], 5, rngs={'sample': recon_key},
+      method='reconstruct'))(state.params)
+  np.testing.assert_array_equal(out['data'], X[:3])
+  np.testing.assert_array_equal(out['reconstruction'], draws[0])
+  np.testing.assert_allclose(out['reconstruction_mean'], np.mean(draws, 0))
+  assert set(np.unique(out['generation'])) <= {0.0, 1.0}
+  assert np.all((out['generation_mean'] >= 0) & (out['generation_mean'] <= 1))
+  assert out['generation_mean'].shape == (3, 4, 4, 1)
+
+
+def test_train_state_is_a_pytree_of_arrays():
+  state = _state()
+  leaves = jax.tree.leaves(state)
+  assert all(isinstance(leaf, jax.Array) for leaf in leaves)
+  assert state.rng.dtype == jnp.uint32
+  assert dataclasses.is_dataclass(state)
