@@ -64,14 +64,37 @@ def _standard_normal(config: ml_collections.ConfigDict) -> nn.Module:
   return marginals.StandardNormal(latent_dim=config.model.latent_dim)
 
 
+def _iaf_encoder(config: ml_collections.ConfigDict) -> nn.Module:
+  m = config.model
+  return encoders.IAFEncoder(latent_dim=m.latent_dim, flow_steps=m.flow_steps,
+                             made_hidden=m.made_hidden,
+                             made_layers=m.made_layers)
+
+
+def _maf_marginal(config: ml_collections.ConfigDict) -> nn.Module:
+  m = config.model
+  return marginals.MAFMarginal(latent_dim=m.latent_dim,
+                               flow_steps=m.flow_steps,
+                               made_hidden=m.made_hidden,
+                               made_layers=m.made_layers)
+
+
+def _vamp_prior(config: ml_collections.ConfigDict) -> nn.Module:
+  return marginals.VampPrior(num_pseudo_inputs=config.model.num_pseudo_inputs,
+                             image_shape=MNIST_SHAPE)
+
+
 ENCODERS: dict[str, Component] = {
     '-': Component(_simple_encoder, (MNIST_SHAPE,)),
+    '+': Component(_iaf_encoder, (MNIST_SHAPE,)),
 }
 DECODERS: dict[str, Component] = {
     '-': Component(_simple_decoder, (MNIST_SHAPE,)),
 }
 MARGINALS: dict[str, Component] = {
     '-': Component(_standard_normal),
+    '+': Component(_maf_marginal),
+    'v': Component(_vamp_prior, (MNIST_SHAPE,)),
 }
 
 
@@ -175,7 +198,16 @@ class RDModel(nn.Module):
 
 def default_config() -> ml_collections.ConfigDict:
   """Every key of the `model` section, at the paper's simple family."""
-  return ml_collections.ConfigDict({'family': '---', 'latent_dim': 64})
+  return ml_collections.ConfigDict({
+      'family': '---',
+      'latent_dim': 64,
+      # The flows of the '+' encoder (IAF) and '+' marginal (MAF), F.1 / F.3.
+      'flow_steps': 4,
+      'made_hidden': 640,
+      'made_layers': 3,
+      # The 'v' marginal (VampPrior): N pseudo-inputs (Tomczak & Welling).
+      'num_pseudo_inputs': 500,
+  })
 
 
 def _check_family(config: ml_collections.ConfigDict) -> str:
@@ -212,6 +244,11 @@ def validate(config: ml_collections.ConfigDict,
   """
   family = _check_family(config)
   validation.check_positive_int(config, 'model.latent_dim')
+  if '+' in (family[0], family[2]):
+    for key in ('model.flow_steps', 'model.made_hidden', 'model.made_layers'):
+      validation.check_positive_int(config, key)
+  if family[2] == 'v':
+    validation.check_positive_int(config, 'model.num_pseudo_inputs')
   image_shape = tuple(image_shape)
   for part, letter, registry in _components(family):
     if letter not in registry:
