@@ -1,0 +1,288 @@
+"""Tests for rdvae/toy.py, rdvae/toy_figure.py and configs/toy.py: the data
+spec, the hand-built model, the parameterizations, each acceptance line of
+the toy experiment (fewer seeds and steps than the report), the bump-decoder
+finding, and an end-to-end run through `rdvae.train_and_eval`."""
+
+import functools
+import os
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import optimize
+
+import rdvae
+from configs import toy as toy_configs
+from rdvae import objectives
+from rdvae import toy
+from rdvae import validation
+from rdvae import writers
+
+H_REFERENCE = 2.914051210084853
+
+
+@functools.lru_cache(maxsize=None)
+def _spec():
+  return toy.compute_data_spec()
+
+
+@functools.lru_cache(maxsize=None)
+def _trained(variant, decoder, seed, num_steps):
+  """Exact metrics of one toy run (training without the workdir files)."""
+  config = toy_configs.get_config(variant)
+  config.model.decoder = decoder
+  config.seed = seed
+  config.train.num_steps = num_steps
+  spec = toy.validate(config)
+  model = toy.create_model(config, spec)
+  objective = objectives.create_objective(config)
+  options = toy.create_train_options(config)
+  state = toy.init_state(model, options, objective, seed)
+  state, _ = toy.train_steps(state, jnp.asarray(spec.p_data, jnp.float32),
+                             model=model, objective=objective,
+                             options=options, length=num_steps)
+  return toy.evaluate(spec, toy.model_tables(model, state.params))
+
+
+class DataSpecTest(absltest.TestCase):
+
+  def test_entropy_and_class_information(self):
+    spec = _spec()
+    self.assertAlmostEqual(spec.entropy, H_REFERENCE, delta=1e-9)
+    self.assertAlmostEqual(spec.class_information, 0.5, delta=1e-9)
+    self.assertAlmostEqual(spec.scale, 0.0896654522, delta=1e-9)
+
+  def test_bins_fold_the_tails(self):
+    spec = _spec()
+    np.testing.assert_allclose(spec.class_likelihood.sum(axis=1), 1.0,
+                               atol=1e-15)
+    np.testing.assert_allclose(spec.p_data.sum(), 1.0, atol=1e-15)
+    np.testing.assert_allclose(spec.centres, (np.arange(30) + 0.5) / 30)
+    self.assertEqual(spec.p_data.dtype, np.float64)
+
+
+class HandBuiltTest(absltest.TestCase):
+
+  def test_true_process_model(self):
+    spec = _spec()
+    results = toy.evaluate(spec, toy.true_process_tables(spec, 30))
+    self.assertAlmostEqual(results['rate'], 0.5, delta=1e-9)
+    self.assertAlmostEqual(results['distortion'], spec.entropy - 0.5,
+                           delta=1e-9)
+    self.assertAlmostEqual(results['kl_data_generative'], 0.0, delta=1e-12)
+    self.assertAlmostEqual(results['kl_data_reconstruction'], 0.0,
+                           delta=1e-12)
+    self.assertAlmostEqual(results['mutual_information'], 0.5, delta=1e-9)
+    self.assertAlmostEqual(results['cluster_mass_0'], 0.7, delta=1e-9)
+    self.assertAlmostEqual(results['cluster_mass_1'], 0.3, delta=1e-9)
+    # z is a posterior sample of z*, so I(z; z*) < I(x; z*) = 0.5.
+    self.assertBetween(results['latent_alignment'], 0.3, 0.5)
+    self.assertTrue(results['bounds_hold'])
+
+
+class ParameterizationTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(('bump_tabular', 'bump', 'tabular'),
+                                  ('bump_bump', 'bump', 'bump'),
+                                  ('tabular_tabular', 'tabular', 'tabular'))
+  def test_tables_follow_appendix_e(self, encoder, decoder):
+    spec = _spec()
+    model = toy.ToyModel(encoder, decoder, 30, tuple(spec.centres),
+                         encoder_w_mean=2.0, encoder_scale=1.0,
+                         decoder_w_mean=3.0, decoder_scale=1.0)
+    params = model.init(jax.random.key(0))['params']
+    tables = toy.model_tables(model, params)
+    x = spec.centres
+
+    def expected(kind, name, axis):
+      if kind == 'bump':
+        w, b = np.asarray(params[name]['wb'], np.float64)
+        energy = -(w[:, None] * x[None, :] - b[:, None])**2  # [K, X]
+      else:
+        energy = np.asarray(params[name]['logits'], np.float64)
+      energy = energy.T if axis == 'z' else energy
+      energy = energy - energy.max(axis=1, keepdims=True)
+      return np.exp(energy) / np.exp(energy).sum(axis=1, keepdims=True)
+
+    np.testing.assert_allclose(tables.encoder,
+                               expected(encoder, 'encoder', 'z'), rtol=1e-12)
+    np.testing.assert_allclose(tables.decoder,
+                               expected(decoder, 'decoder', 'x'), rtol=1e-12)
+    np.testing.assert_allclose(tables.marginal, np.full(30, 1 / 30),
+                               rtol=1e-12)
+    if encoder == 'bump':  # Appendix E: 2K = 60 encoder parameters
+      self.assertEqual(params['encoder']['wb'].size, 60)
+
+  def test_small_init_starts_near_zero_rate(self):
+    config = toy_configs.get_config('target_rate')
+    spec = _spec()
+    model = toy.create_model(config, spec)
+    tables = toy.model_tables(model, model.init(jax.random.key(0))['params'])
+    self.assertLess(toy.evaluate(spec, tables)['mutual_information'], 1e-4)
+
+
+class BumpDecoderFindingTest(absltest.TestCase):
+  """A bump decoder is one discretised Gaussian per z: at R = 0 it must fit
+  the bimodal p*(x) with one Gaussian, which costs ~0.096 nats; so the ELBO
+  keeps R near 0.5, and no autodecoder appears."""
+
+  def test_any_zero_rate_solution_costs_about_0_096_nats(self):
+    spec = _spec()
+
+    def kl(theta):  # KL(p* || g) with g = d(.|z) the same for every z
+      w, b = theta
+      energy = -(w * spec.centres - b)**2
+      log_g = energy - np.log(np.sum(np.exp(energy - energy.max()))) \
+          - energy.max()
+      return float(np.sum(spec.p_data * (np.log(spec.p_data) - log_g)))
+
+    best = min(
+        (optimize.minimize(kl, [w, w * c], method='Nelder-Mead',
+                           options={'xatol': 1e-9, 'fatol': 1e-13})
+         for w in (2.0, 5.0, 10.0) for c in (0.35, 0.45, 0.65)),
+        key=lambda r: r.fun)
+    self.assertAlmostEqual(best.fun, 0.0963, delta=5e-4)
+
+  def test_elbo_keeps_the_rate_near_one_half(self):
+    results = _trained('elbo', 'bump', 0, 8000)
+    self.assertGreater(results['rate'], 0.45)
+    self.assertLess(results['distortion'] + results['rate']
+                    - results['entropy'], 1e-4)
+    self.assertTrue(results['bounds_hold'])
+
+
+class AcceptanceTest(parameterized.TestCase):
+  """The Fig. 2 reading (bump encoder, tabular decoder), 2 seeds each; the
+  10-seed measurement is `experiments.toy_report --seeds=10`."""
+
+  @parameterized.named_parameters(('seed0', 0), ('seed1', 1))
+  def test_elbo_learns_an_autodecoder(self, seed):
+    results = _trained('elbo', 'tabular', seed, 6000)
+    self.assertLessEqual(results['rate'], 0.02)
+    self.assertLessEqual(results['distortion'] + results['rate']
+                         - results['entropy'], 1e-4)
+    self.assertLessEqual(results['kl_data_generative'], 1e-4)
+    self.assertTrue(results['bounds_hold'])
+
+  @parameterized.named_parameters(('seed0', 0), ('seed1', 1))
+  def test_target_rate_recovers_the_two_classes(self, seed):
+    results = _trained('target_rate', 'tabular', seed, 14000)
+    self.assertBetween(results['rate'], 0.495, 0.55)
+    self.assertLessEqual(abs(results['distortion'] - (results['entropy']
+                                                      - results['rate'])),
+                         1e-4)
+    self.assertAlmostEqual(results['cluster_mass_0'], 0.7, delta=0.05)
+    self.assertAlmostEqual(results['cluster_mass_1'], 0.3, delta=0.05)
+    self.assertGreater(results['latent_alignment'], 0.3)
+    self.assertTrue(results['bounds_hold'])
+
+  @parameterized.named_parameters(('seed0', 0), ('seed1', 1))
+  def test_rate_constraint_pins_the_rate(self, seed):
+    results = _trained('rate_constraint', 'tabular', seed, 8000)
+    self.assertAlmostEqual(results['rate'], 0.5, delta=0.005)
+    self.assertTrue(results['bounds_hold'])
+
+
+def _tempdir_method(self):
+  return self.enter_context(tempfile.TemporaryDirectory())
+
+
+class ConfigTest(parameterized.TestCase):
+
+  _tempdir = _tempdir_method
+
+  @parameterized.named_parameters(*((v, v) for v in toy_configs.VARIANTS))
+  def test_variant_validates(self, variant):
+    config = toy_configs.get_config(variant)
+    spec = toy.validate(config)
+    self.assertAlmostEqual(spec.entropy, H_REFERENCE, delta=1e-9)
+    with self.assertRaises(AttributeError):  # locked: no new keys
+      config.train.num_stpes = 3
+
+  def test_docstring_starts_with_the_command(self):
+    self.assertTrue(toy_configs.__doc__.startswith(
+        'python -m experiments.main --config=configs/toy.py --workdir='))
+
+  @parameterized.named_parameters(
+      ('dataset', 'dataset.name', 'mnist', 'dataset.name'),
+      ('encoder', 'model.encoder', 'mlp', "allowed values \\('bump'"),
+      ('decoder', 'model.decoder', 'pixelcnn', 'model.decoder'),
+      ('num_latents', 'model.num_latents', 0, 'model.num_latents'),
+      ('encoder_scale', 'model.encoder_scale', -1.0, 'model.encoder_scale'),
+      ('num_steps', 'train.num_steps', 0, 'train.num_steps=0 must be > 0'),
+      ('steps_per_dispatch', 'train.steps_per_dispatch', -5,
+       'train.steps_per_dispatch'),
+      ('log_every', 'train.log_every', 0, 'train.log_every'),
+      ('learning_rate', 'train.learning_rate', 0.0, 'train.learning_rate'),
+      ('lr_schedule', 'train.lr_schedule', 'step', 'train.lr_schedule'),
+      ('class_probs', 'data.class_probs', (0.5, 0.6), 'data.class_probs'),
+      ('class_information', 'data.class_information', 0.7,
+       'data.class_information'),
+      ('objective_kind', 'objective.kind', 'iwae', 'objective.kind'),
+      ('negative_beta', 'objective.beta', -0.1, 'objective.beta'),
+  )
+  def test_bad_value_names_the_key(self, key, value, message):
+    config = toy_configs.get_config('elbo')
+    section, name = key.split('.')
+    config[section][name] = value
+    with self.assertRaisesRegex(validation.ConfigError, message):
+      toy.validate(config)
+
+  def test_target_rate_above_the_data_entropy(self):
+    config = toy_configs.get_config('target_rate')
+    config.objective.rate = 3.0
+    with self.assertRaisesRegex(validation.ConfigError,
+                                'objective.rate=3.0 is above the data '
+                                'entropy H=2.914051'):
+      toy.validate(config)
+
+  def test_bad_config_fails_before_any_work(self):
+    config = toy_configs.get_config('smoke')
+    config.train.num_steps = -1
+    workdir = os.path.join(self._tempdir(), 'run')
+    with self.assertRaises(validation.ConfigError):
+      rdvae.train_and_eval(config, workdir)
+    self.assertFalse(os.path.exists(workdir))
+
+
+class EndToEndTest(absltest.TestCase):
+
+  _tempdir = _tempdir_method
+
+  def test_train_and_eval_writes_its_files_and_resumes(self):
+    config = toy_configs.get_config('smoke')
+    config.objective.kind = 'rate_constraint'
+    config.objective.rate = 0.5
+    workdir = self._tempdir()
+    results = rdvae.train_and_eval(config, workdir)  # dispatches to toy
+    for name in ('config.json', 'metrics.jsonl', 'results.json',
+                 'figure.png', 'checkpoints'):
+      self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
+    for key in ('rate', 'distortion', 'elbo', 'entropy', 'mutual_information',
+                'kl_data_generative', 'kl_data_reconstruction',
+                'latent_alignment', 'cluster_mass_0', 'cluster_mass_1',
+                'generative_lower_bound_E', 'generative_upper_bound_G'):
+      self.assertIn(key, results)
+    self.assertEqual(results['step'], 400)
+    self.assertTrue(results['bounds_hold'])
+    self.assertAlmostEqual(results['elbo'],
+                           -(results['rate'] + results['distortion']))
+    self.assertEqual(writers.read_json(os.path.join(workdir, 'results.json')),
+                     results)
+    records = writers.read_metrics(workdir)
+    self.assertEqual([r['step'] for r in records], [100, 200, 300, 400])
+    self.assertIn('train/multiplier', records[-1])
+    # Resume: the same config in the same workdir restores, trains nothing.
+    again = rdvae.train_and_eval(config, workdir)
+    self.assertEqual(again, results)
+    self.assertLen(writers.read_metrics(workdir), 4)
+    config.seed = 1
+    with self.assertRaises(writers.WorkdirConflictError):
+      rdvae.train_and_eval(config, workdir)
+
+
+if __name__ == '__main__':
+  absltest.main()
