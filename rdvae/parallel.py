@@ -164,7 +164,10 @@ def make_train_loop(train_step: Callable, indices_fn: Callable,
     block = indices_fn(state.step)  # [S, B_global]
 
     def body(state, indices):
-      x = _local(gather_fn(data, _local(indices, mode, mesh)), mode, mesh)
+      if mode == 'pmap':  # gather this device's rows only
+        x = gather_fn(data, _local(indices, mode, mesh))
+      else:
+        x = _local(gather_fn(data, indices), mode, mesh)
       keys = _local(steps.example_keys(state.rng, state.step, batch_size),
                     mode, mesh)
       return train_step(state, x, keys)
