@@ -24,6 +24,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all runs.')
@@ -160,6 +161,7 @@ def main(argv):
   if repo not in sys.path:
     sys.path.insert(0, repo)  # for `configs`
   from rdvae import writers  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   start = time.time()
   os.makedirs(_WORKDIR.value, exist_ok=True)
   run = run_all(_WORKDIR.value, _SEEDS.value, _NUM_STEPS.value)
