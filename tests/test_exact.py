@@ -40,7 +40,8 @@ def _brute_force(p, e, m, d, q):
         dist -= p[x] * e[x, z] * np.log(d[z, x])
         info += p[x] * e[x, z] * np.log(e[x, z] / pe_z[z])
       if m[z] * d[z, x] > 0:
-        lower += m[z] * d[z, x] * np.log(e[x, z] / m[z])
+        with np.errstate(divide='ignore'):  # e = 0 there: E = -inf
+          lower += m[z] * d[z, x] * np.log(e[x, z] / m[z])
         upper += m[z] * d[z, x] * np.log(d[z, x] / q[x])
         info_gen += m[z] * d[z, x] * np.log(d[z, x] / g[x])
   h = -sum(px * np.log(px) for px in p)
