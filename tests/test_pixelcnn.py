@@ -1,0 +1,242 @@
+"""Tests of rdvae/pixelcnn.py: causality by gradients, normalisation by
+enumeration, and the exactness of the pixel-by-pixel sampler."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from rdvae import pixelcnn
+from rdvae import validation
+
+
+def _random_image(seed, shape):
+  return (jax.random.uniform(jax.random.key(seed), shape) < 0.4).astype(
+      jnp.float32)
+
+
+def _init(net, batch=1, latent=6, seed=0):
+  """Random parameters (numpy, N(0, 1/fan_in) kernels, N(0, 0.1^2) biases) and
+  z ~ N(0, I) [batch, latent].
+
+  `net.init` is avoided on purpose: compiling its threefry draws takes far
+  longer than compiling the network itself.
+  """
+  height, width, _ = net.image_shape
+  x = jnp.zeros((batch, height, width, 1), jnp.float32)
+  rng = np.random.default_rng(seed)
+  z = jnp.asarray(rng.normal(size=(batch, latent)), jnp.float32)
+  shapes = jax.eval_shape(net.init, jax.random.key(0), x, z)
+
+  def draw(leaf):
+    if len(leaf.shape) > 1:
+      std = 1.0 / np.sqrt(np.prod(leaf.shape[:-1]))
+    else:
+      std = 0.1
+    return jnp.asarray(rng.normal(0.0, std, leaf.shape), jnp.float32)
+
+  return jax.tree.map(draw, shapes), z
+
+
+def _all_images(height, width):
+  bits = np.array(list(itertools.product([0, 1], repeat=height * width)),
+                  np.float32)
+  return jnp.asarray(bits.reshape(-1, height, width, 1))
+
+
+def _log_prob(logits, x):
+  """log d(x|z) = sum_i x_i log sigmoid(l_i) + (1 - x_i) log sigmoid(-l_i)."""
+  terms = x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits)
+  return terms.sum(axis=(1, 2, 3))
+
+
+# ----------------------------------------------------------------------------
+# Causality: d l_i / d x_j = 0 exactly for every j >= i.
+
+
+# Raster positions of the 28x28 image: corners, both row parities, both column
+# parities and the 4x4 block boundaries of the 7x7 scale.
+_POSITIONS = (0, 1, 2, 27, 28, 29, 55, 56, 57, 83, 111, 115, 300, 406, 407,
+              433, 560, 700, 755, 782, 783)
+
+
+def test_full_size_network_is_causal_and_has_no_blind_spot():
+  """The paper's network (64 features, 28-14-7-7-14-28, two layers a block)."""
+  net = pixelcnn.PixelCNN()
+  params, z = _init(net, latent=64)
+  x = _random_image(0, (28, 28, 1))
+  positions = jnp.asarray(_POSITIONS)
+
+  @jax.jit
+  def gradients(params, x):
+    _, vjp = jax.vjp(lambda x: net.apply(params, x[None], z).reshape(-1), x)
+    return jax.vmap(lambda ct: vjp(ct)[0])(jax.nn.one_hot(positions, 784))
+
+  grads = np.asarray(gradients(params, x)).reshape(len(_POSITIONS), 784)
+  for k, i in enumerate(_POSITIONS):
+    assert np.all(grads[k, i:] == 0.0), f'logit {i} sees pixels >= {i}'
+    r, c = divmod(i, 28)
+    # The causal neighbourhood of PixelCNN's blind spot: left, up-left, up,
+    # up-right; all must be seen.
+    neighbours = [(r, c - 1), (r - 1, c - 1), (r - 1, c), (r - 1, c + 1),
+                  (r - 2, c + 2), (r - 1, c + 2)]
+    for rr, cc in neighbours:
+      if 0 <= rr < 28 and 0 <= cc < 28:
+        assert grads[k, rr * 28 + cc] != 0.0, (i, (rr, cc))
+  # Even rows see every earlier pixel (the down stream's 7x7 scale spans the
+  # row above); pixel 0 sees none.
+  for i in (300, 407):
+    assert np.all(grads[_POSITIONS.index(i), :i] != 0.0)
+  assert np.all(grads[0] == 0.0)
+
+
+@pytest.mark.parametrize('scales, resnets, size', [
+    ('one_scale', 1, (6, 5)),
+    ('two_scales', 2, (8, 6)),
+    ('three_scales', 1, (12, 8)),
+])
+def test_jacobian_is_strictly_lower_triangular(scales, resnets, size):
+  """All positions of small networks: J[i, j] = d l_i / d x_j, J = 0 on and
+  above the diagonal, and every l_i (i > 0) depends on some x_j, j < i."""
+  num_scales = {'one_scale': 1, 'two_scales': 2, 'three_scales': 3}[scales]
+  height, width = size
+  net = pixelcnn.PixelCNN(features=4, resnets_per_block=resnets,
+                          num_scales=num_scales, image_shape=(height, width, 1))
+  params, z = _init(net)
+  x = _random_image(2, (height, width, 1))
+  jacobian = jax.jit(jax.jacrev(
+      lambda x, params: net.apply(params, x[None], z).reshape(-1)))(x, params)
+  jacobian = np.asarray(jacobian).reshape(height * width, height * width)
+  assert np.all(np.triu(jacobian) == 0.0)
+  assert np.all(np.any(jacobian[1:] != 0.0, axis=1))
+  # Pixel 1 sees pixel 0, and the first pixel of row 1 sees the one above.
+  assert jacobian[1, 0] != 0.0 and jacobian[width, 0] != 0.0
+
+
+def test_every_pixel_sees_z():
+  """The z-map is seen unshifted: even l_0, which sees no pixel, depends on z."""
+  net = pixelcnn.PixelCNN(features=4, num_scales=2, image_shape=(4, 4, 1))
+  params, z = _init(net)
+  x = _random_image(3, (1, 4, 4, 1))
+  jacobian = jax.jit(jax.jacfwd(
+      lambda z, params: net.apply(params, x, z).reshape(-1)))(z, params)
+  assert np.all(np.any(np.asarray(jacobian).reshape(16, -1) != 0.0, axis=1))
+
+
+# ----------------------------------------------------------------------------
+# Normalisation and sampling.
+
+
+@pytest.mark.parametrize('name, num_scales, size', [
+    ('2x2_two_scales', 2, (2, 2)),
+    ('3x3_one_scale', 1, (3, 3)),
+    ('4x4_three_scales', 3, (4, 4)),
+])
+def test_probabilities_sum_to_one_by_enumeration(name, num_scales, size):
+  """sum_x d(x|z) = 1 over all 2^(HW) images: the teacher-forced product of
+  conditionals is a distribution only if l_i ignores x_j, j >= i."""
+  del name
+  height, width = size
+  net = pixelcnn.PixelCNN(features=6, num_scales=num_scales,
+                          image_shape=(height, width, 1))
+  params, z = _init(net)
+  images = _all_images(height, width)                     # [2^HW, H, W, 1]
+  z = jnp.broadcast_to(z, (images.shape[0], z.shape[1]))
+  log_probs = _log_prob(jax.jit(net.apply)(params, images, z), images)
+  total = jnp.exp(jax.scipy.special.logsumexp(log_probs))
+  np.testing.assert_allclose(float(total), 1.0, atol=1e-5)
+  assert float(jnp.exp(log_probs.max())) < 0.5  # not a trivial point mass
+
+
+def test_sampler_frequencies_match_enumerated_probabilities():
+  """2x2 images: frequencies of 40,000 samples from one z against d(x|z)."""
+  net = pixelcnn.PixelCNN(features=6, num_scales=2, image_shape=(2, 2, 1))
+  params, z = _init(net, batch=1, seed=4)
+  # Larger output weights make the 16 probabilities clearly unequal.
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, p: 8.0 * p if 'to_logits' in jax.tree_util.keystr(path)
+      else p, params)
+  images = _all_images(2, 2)
+  probs = np.exp(np.asarray(_log_prob(jax.jit(net.apply)(
+      params, images, jnp.broadcast_to(z, (16, z.shape[1]))), images)))
+  n = 40_000
+  samples = jax.jit(lambda p, z, key: net.apply(
+      p, z, method=net.sample, rngs={'sample': key}))(
+          params, jnp.repeat(z, n, axis=0), jax.random.key(5))
+  codes = np.asarray(samples).reshape(n, 4) @ (2 ** np.arange(3, -1, -1))
+  freqs = np.bincount(codes.astype(int), minlength=16) / n
+  assert probs.max() > 2 * probs.min()
+  np.testing.assert_allclose(probs.sum(), 1.0, atol=1e-5)
+  # Five binomial standard errors per image.
+  np.testing.assert_array_less(np.abs(freqs - probs),
+                               5 * np.sqrt(probs * (1 - probs) / n) + 1e-4)
+
+
+def test_each_sampled_pixel_follows_its_teacher_forced_logit():
+  """x = sample_from_noise(z, n) satisfies x_i = [n_i < l_i(x)] at every pixel,
+  with l the teacher-forced logits of the finished sample: the sampler draws
+  each pixel from the model's conditional, and the row crops change nothing.
+  8x6 with three scales gives two crops (4 and 8 rows)."""
+  net = pixelcnn.PixelCNN(features=6, resnets_per_block=1, num_scales=3,
+                          image_shape=(8, 6, 1))
+  params, z = _init(net, batch=4, seed=6)
+  noise = jax.random.logistic(jax.random.key(7), (4, 8, 6, 1))
+  samples = jax.jit(lambda p, z, n: net.apply(
+      p, z, n, method=net.sample_from_noise))(params, z, noise)
+  logits = jax.jit(net.apply)(params, samples, z)
+  decided = np.abs(np.asarray(noise - logits)) > 1e-4
+  np.testing.assert_array_equal(np.asarray(samples)[decided],
+                                np.asarray(noise < logits)[decided])
+  assert decided.mean() > 0.99
+  assert 0.0 < float(samples.mean()) < 1.0
+
+
+def test_top_crop_gives_the_same_logits():
+  """Causality at the level of whole rows: the top h rows alone give the same
+  logits for those rows (what the sampler's crops rely on)."""
+  net = pixelcnn.PixelCNN(features=6, resnets_per_block=1, num_scales=3,
+                          image_shape=(8, 6, 1))
+  params, z = _init(net, batch=2)
+  x = _random_image(8, (2, 8, 6, 1))
+  apply = jax.jit(net.apply)
+  full = apply(params, x, z)
+  for height in (4,):
+    np.testing.assert_allclose(apply(params, x[:, :height], z),
+                               full[:, :height], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# Config.
+
+
+def _config(**model):
+  config = ml_collections.ConfigDict({'model': pixelcnn.default_config()})
+  config.model.update(model)
+  return config
+
+
+def test_create_pixelcnn_reads_the_paper_defaults():
+  net = pixelcnn.create_pixelcnn(_config())
+  assert (net.features, net.resnets_per_block, net.num_scales) == (64, 2, 3)
+  assert net.image_shape == (28, 28, 1)
+
+
+@pytest.mark.parametrize('key, value', [
+    ('pixelcnn_features', 0),
+    ('pixelcnn_features', -3),
+    ('pixelcnn_resnets_per_block', -1),
+    ('pixelcnn_scales', 4),
+    ('pixelcnn_scales', 0),
+])
+def test_validate_names_the_bad_key(key, value):
+  with pytest.raises(validation.ConfigError, match=f'model.{key}'):
+    pixelcnn.validate(_config(**{key: value}))
+
+
+def test_indivisible_image_shape_is_rejected():
+  net = pixelcnn.PixelCNN(features=4, num_scales=3, image_shape=(6, 8, 1))
+  with pytest.raises(ValueError, match='divisible'):
+    net.init(jax.random.key(0), jnp.zeros((1, 6, 8, 1)), jnp.zeros((1, 2)))
