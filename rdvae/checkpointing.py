@@ -74,14 +74,20 @@ def latest_step(manager: ocp.CheckpointManager) -> Optional[int]:
   return manager.latest_step()
 
 
-def restore(manager: ocp.CheckpointManager, template: Any,
+def restore(manager: ocp.CheckpointManager, template: Any = None,
             step: Optional[int] = None) -> Any:
-  """Restores the checkpoint at `step` (latest by default) into `template`'s
-  structure, dtypes and shapes."""
+  """Restores the checkpoint at `step` (latest by default).
+
+  With a `template` the result has its structure, dtypes and shapes (e.g. a
+  `steps.TrainState`); without one, the stored tree of numpy arrays (dicts
+  and lists), for inspection.
+  """
   if step is None:
     step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(
         f'no checkpoint in {manager.directory} to restore')
+  if template is None:
+    return manager.restore(step, args=ocp.args.StandardRestore())
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))

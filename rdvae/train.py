@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from typing import Any
 
@@ -195,13 +196,14 @@ def _progress(step: int, total: int, metrics, start_step, start_time,
 
 
 def _evaluate_and_log(run, writer, params_host, params, step, final):
-  """Validation (and at the end test) metrics and the image grid."""
+  """Validation (and at the end test) metrics and the image grid; one
+  metrics record per evaluation (the final one is the one with test/*)."""
   results = {}
   splits = ('validation', 'test') if final else ('validation',)
   for split in splits:
     means = evaluate(run, params, getattr(run.dataset, split), final)
-    writer.write_scalars(step, {f'{split}/{k}': v for k, v in means.items()})
     results.update({f'{split}/{k}': v for k, v in means.items()})
+  writer.write_scalars(step, results)
   if run.config.eval.num_grid_images:
     x = jnp.asarray(run.dataset.validation[:run.config.eval.num_grid_images],
                     jnp.float32)
@@ -225,13 +227,20 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
     return toy.train_and_eval(config, workdir)
   validate(config)
   writers.prepare_workdir(workdir, config)
+  done = os.path.join(workdir, writers.RESULTS_FILE)
+  if os.path.exists(done):  # written last: the run is complete
+    return writers.read_json(done)
   run = create_run(config)
   c = config.train
   manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
   best = checkpointing.create_manager(workdir, 1, best_metric='elbo')
   state = _restore_or_init(run, manager)
   start_step = step = int(state.step)
-  writer = writers.MetricWriter(workdir, start_step)
+  # Records after the restored step are rewritten; so is a final evaluation
+  # (the record with test/*) that a killed run left without results.json.
+  writer = writers.MetricWriter(
+      workdir, start_step,
+      keep=lambda r: r['step'] <= start_step and 'test/elbo' not in r)
   state = parallel.put_replicated(state, run.mesh, run.mode)
   train_data = parallel.put_replicated(run.dataset.train, run.mesh, run.mode)
   start_time = time.perf_counter()

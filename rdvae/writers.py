@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import ml_collections
 import numpy as np
@@ -122,13 +122,17 @@ class MetricWriter:
       left by an interrupted run are dropped, since they will be rewritten.
     tensorboard: also write TensorBoard event files (via tensorboardX, which
       needs no TensorFlow).
+    keep: which existing records to keep (default: step <= start_step).
   """
 
   def __init__(self, workdir: str, start_step: int = 0,
-               tensorboard: bool = True):
+               tensorboard: bool = True,
+               keep: Optional[Callable[[Mapping[str, Any]], bool]] = None):
     self.workdir = workdir
     self._path = os.path.join(workdir, METRICS_FILE)
-    kept = [r for r in read_metrics(workdir) if r.get('step', 0) <= start_step]
+    if keep is None:
+      keep = lambda record: record.get('step', 0) <= start_step
+    kept = [r for r in read_metrics(workdir) if keep(r)]
     tmp = f'{self._path}.tmp'
     with open(tmp, 'w') as f:
       for record in kept:

@@ -9,3 +9,8 @@ TESTS = os.path.join(REPO, 'tests')
 for path in (REPO, TESTS):
   if path not in sys.path:
     sys.path.insert(0, path)
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      'markers', 'slow: takes more than ~20 s (deselect with -m "not slow")')
