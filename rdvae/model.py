@@ -29,6 +29,7 @@ import ml_collections
 from rdvae import decoders
 from rdvae import encoders
 from rdvae import marginals
+from rdvae import pixelcnn
 from rdvae import types
 from rdvae import validation
 
@@ -58,6 +59,14 @@ def _simple_encoder(config: ml_collections.ConfigDict) -> nn.Module:
 def _simple_decoder(config: ml_collections.ConfigDict) -> nn.Module:
   del config
   return decoders.DeconvDecoder()
+
+
+def _pixelcnn_decoder(config: ml_collections.ConfigDict) -> nn.Module:
+  m = config.model
+  return decoders.PixelCNNDecoder(
+      features=m.pixelcnn_features,
+      resnets_per_block=m.pixelcnn_resnets_per_block,
+      num_scales=m.pixelcnn_scales)
 
 
 def _standard_normal(config: ml_collections.ConfigDict) -> nn.Module:
@@ -90,6 +99,7 @@ ENCODERS: dict[str, Component] = {
 }
 DECODERS: dict[str, Component] = {
     '-': Component(_simple_decoder, (MNIST_SHAPE,)),
+    '+': Component(_pixelcnn_decoder, (MNIST_SHAPE,)),
 }
 MARGINALS: dict[str, Component] = {
     '-': Component(_standard_normal),
@@ -190,6 +200,15 @@ class RDModel(nn.Module):
 
   def _decode(self, z: jax.Array,
               num_decodes: int) -> tuple[jax.Array, jax.Array]:
+    if getattr(self.decoder, 'autoregressive', False):
+      # Exact sequential samples. E[x|z] has no closed form: the mean is the
+      # average over the samples of the teacher-forced pixel probabilities,
+      # E[x_i|z] = E_{x_<i ~ d}[sigmoid(l_i(x_<i, z))] (unbiased; less noisy
+      # than the samples' own mean, the 'average' column of Fig. 4).
+      samples = self.decoder.sample(z, num_decodes)  # [N, B, H, W, C]
+      flat = samples.reshape((-1,) + samples.shape[2:])
+      probs = self.decoder(jnp.tile(z, (num_decodes, 1)), flat).mean()
+      return samples, probs.reshape(samples.shape).mean(axis=0)
     likelihood = self.decoder(z)
     samples = likelihood.sample(seed=self.make_rng('sample'),
                                 sample_shape=(num_decodes,))
@@ -207,6 +226,11 @@ def default_config() -> ml_collections.ConfigDict:
       'made_layers': 3,
       # The 'v' marginal (VampPrior): N pseudo-inputs (Tomczak & Welling).
       'num_pseudo_inputs': 500,
+      # The '+' decoder (PixelCNN++, F.2): features of every layer, gated
+      # resnet layers per block, resolutions of the down pass (28-14-7).
+      'pixelcnn_features': 64,
+      'pixelcnn_resnets_per_block': 2,
+      'pixelcnn_scales': 3,
   })
 
 
@@ -249,6 +273,8 @@ def validate(config: ml_collections.ConfigDict,
       validation.check_positive_int(config, key)
   if family[2] == 'v':
     validation.check_positive_int(config, 'model.num_pseudo_inputs')
+  if family[1] == '+':
+    pixelcnn.validate(config)
   image_shape = tuple(image_shape)
   for part, letter, registry in _components(family):
     if letter not in registry:
