@@ -273,8 +273,6 @@ def validate(config: ml_collections.ConfigDict,
       validation.check_positive_int(config, key)
   if family[2] == 'v':
     validation.check_positive_int(config, 'model.num_pseudo_inputs')
-  if family[1] == '+':
-    pixelcnn.validate(config)
   image_shape = tuple(image_shape)
   for part, letter, registry in _components(family):
     if letter not in registry:
@@ -287,6 +285,8 @@ def validate(config: ml_collections.ConfigDict,
           f'config.model.family={family!r}: the {letter!r} {part} takes '
           f'images of shape {shapes}, not {image_shape} '
           f'(check config.dataset.name)')
+  if family[1] == '+':
+    pixelcnn.validate(config)
 
 
 def create_model(config: ml_collections.ConfigDict,
