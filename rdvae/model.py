@@ -268,11 +268,6 @@ def validate(config: ml_collections.ConfigDict,
   """
   family = _check_family(config)
   validation.check_positive_int(config, 'model.latent_dim')
-  if '+' in (family[0], family[2]):
-    for key in ('model.flow_steps', 'model.made_hidden', 'model.made_layers'):
-      validation.check_positive_int(config, key)
-  if family[2] == 'v':
-    validation.check_positive_int(config, 'model.num_pseudo_inputs')
   image_shape = tuple(image_shape)
   for part, letter, registry in _components(family):
     if letter not in registry:
@@ -287,6 +282,11 @@ def validate(config: ml_collections.ConfigDict,
           f'(check config.dataset.name)')
   if family[1] == '+':
     pixelcnn.validate(config)
+  if '+' in (family[0], family[2]):
+    for key in ('model.flow_steps', 'model.made_hidden', 'model.made_layers'):
+      validation.check_positive_int(config, key)
+  if family[2] == 'v':
+    validation.check_positive_int(config, 'model.num_pseudo_inputs')
 
 
 def create_model(config: ml_collections.ConfigDict,
