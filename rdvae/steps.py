@@ -14,14 +14,16 @@ devices, which is what lets the sharded, pmapped and single-device runs follow
 the same trajectory.
 
 `TrainState` holds no Python-side state, only arrays (the step, the parameters,
-the optimizer state, the objective's Lagrange multiplier and the raw RNG key
-data), so a population of runs can later be stacked along a leading axis and
-trained under `jax.vmap` (a beta sweep); the objective's hyperparameters are
-the only static inputs.
+the optimizer state, the objective's Lagrange multiplier, the beta of Eq. 6
+and the raw RNG key data), so a population of runs can be stacked along a
+leading axis and trained under `jax.vmap`: a beta sweep is one program
+(tested in tests/test_steps.py). The objective's other hyperparameters are
+static.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Optional
 
 import flax
@@ -44,6 +46,9 @@ class TrainState:
     params: the model's parameter pytree.
     opt_state: the optax state of `params`.
     objective_state: the objective's state (the Lagrange multiplier).
+    beta: float32 scalar, the final beta of `beta_vae` (Eq. 6); it overrides
+      `Objective.beta` in the step, so members of a vmapped population can
+      differ in beta.
     rng: uint32 [2] raw key data (`jax.random.key_data`), so checkpoints and
       device transfers see a plain array; wrapped by `jax.random.wrap_key_data`
       where keys are drawn.
@@ -53,6 +58,7 @@ class TrainState:
   params: Any
   opt_state: Any
   objective_state: objectives.ObjectiveState
+  beta: jax.Array
   rng: jax.Array
 
 
@@ -68,6 +74,7 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
       step=jnp.zeros((), jnp.int32), params=params,
       opt_state=optimizer.init(params),
       objective_state=objective.init_state(),
+      beta=jnp.asarray(objective.beta, jnp.float32),
       rng=jax.random.key_data(train_key))
 
 
@@ -137,7 +144,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
 
   def loss_of(params, state, x, keys):
     terms = apply_per_example(model, params, x, keys)
-    loss, aux = objectives.loss_fn(objective, terms, state.objective_state,
+    member = dataclasses.replace(objective, beta=state.beta)
+    loss, aux = objectives.loss_fn(member, terms, state.objective_state,
                                    state.step, axis_name=axis_name)
     if terms.analytic_rate is not None:
       aux['analytic_rate'] = objectives.batch_mean(
