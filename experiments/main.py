@@ -19,6 +19,7 @@ import os
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -37,6 +38,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
+    logging.set_verbosity(logging.WARNING)
   if _CPU_DEVICES.value:
     os.environ['XLA_FLAGS'] = (
         os.environ.get('XLA_FLAGS', '') +

@@ -184,10 +184,26 @@ def _check_finite(metrics: dict[str, float], step: int, manager) -> None:
         'in the workdir (lower optim.learning_rate or check the data)')
 
 
-def _progress(step: int, total: int, metrics, start_step, start_time,
+class _Speed:
+  """Training steps per second, excluding the first (compiling) dispatch and
+  everything outside the dispatches (evaluation, checkpoints)."""
+
+  def __init__(self):
+    self.steps, self.seconds, self.first = 0, 0.0, None
+
+  def add(self, steps: int, seconds: float) -> None:
+    if self.first is None:
+      self.first = steps / max(seconds, 1e-9)
+    else:
+      self.steps, self.seconds = self.steps + steps, self.seconds + seconds
+
+  def rate(self) -> float:
+    return self.steps / self.seconds if self.steps else self.first
+
+
+def _progress(step: int, total: int, metrics, speed: _Speed,
               batch_size: int) -> None:
-  elapsed = max(time.perf_counter() - start_time, 1e-9)
-  rate = (step - start_step) / elapsed
+  rate = speed.rate()
   eta = (total - step) / max(rate, 1e-9)
   print(f'step {step}/{total} | loss {metrics["loss"]:.3f} '
         f'R {metrics["rate"]:.3f} D {metrics["distortion"]:.3f} | '
@@ -243,19 +259,21 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
       keep=lambda r: r['step'] <= start_step and 'test/elbo' not in r)
   state = parallel.put_replicated(state, run.mesh, run.mode)
   train_data = parallel.put_replicated(run.dataset.train, run.mesh, run.mode)
-  start_time = time.perf_counter()
+  speed = _Speed()
   while step < run.num_steps:
     full = step + c.steps_per_dispatch <= run.num_steps
+    length = c.steps_per_dispatch if full else run.num_steps - step
+    tic = time.perf_counter()
     state, metrics = (run.train_loop if full else run.tail_loop)(
         state, train_data)
-    step += c.steps_per_dispatch if full else run.num_steps - step
-    metrics = parallel.scalar_metrics(metrics, run.mode)
+    metrics = parallel.scalar_metrics(metrics, run.mode)  # waits for the steps
+    speed.add(length, time.perf_counter() - tic)
+    step += length
     _check_finite(metrics, step, manager)
     if step % c.log_every == 0 or step == run.num_steps:
       metrics['learning_rate'] = float(run.schedule(step - 1))
       writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
-      _progress(step, run.num_steps, metrics, start_step, start_time,
-                c.batch_size)
+      _progress(step, run.num_steps, metrics, speed, c.batch_size)
     if c.eval_every and step % c.eval_every == 0 and step < run.num_steps:
       host = parallel.get_replicated(state, run.mode)
       means = _evaluate_and_log(run, writer, host.params, state.params,
@@ -265,6 +283,10 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
     if c.checkpoint_every and step % c.checkpoint_every == 0:
       checkpointing.save(manager, step, parallel.get_replicated(state,
                                                                 run.mode))
+  if speed.first is not None:
+    print(f'trained steps {start_step}..{step}: {speed.rate():.2f} steps/s, '
+          f'{speed.rate() * c.batch_size:.1f} images/s (compile excluded)',
+          flush=True)
   host = parallel.get_replicated(state, run.mode)
   if checkpointing.latest_step(manager) != step:
     checkpointing.save(manager, step, host)
