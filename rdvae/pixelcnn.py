@@ -54,14 +54,15 @@ Architecture (choices where F.2 is silent are marked *):
 - * No weight normalisation, dropout or data-dependent initialisation.
 
 Sampling (`PixelCNN.sample`) is exact: a `lax.fori_loop` over the H*W
-positions, each step running the whole network on the current canvas and
-drawing pixel i from its Bernoulli. Pixel i is 1 when logistic noise
-n_i < l_i, which has probability sigmoid(l_i); the noise of all pixels is drawn
-up front, so a test can recompute every decision. Because the network is
-causal, rows below the current one never matter: while sampling rows
-[0, h) the network runs on only the top h rows (h a multiple of
-2^(num_scales - 1)), which gives the same logits for those rows and saves
-about 40% of the work at 28x28.
+positions draws pixel i from its Bernoulli given the pixels already drawn.
+Pixel i is 1 when logistic noise n_i < l_i, which has probability
+sigmoid(l_i); the noise of all pixels is drawn up front, so a test can
+recompute every decision. Because the network is causal, every activation in
+the rows above the current one is final once those rows are drawn, so a step
+recomputes only the current row of each layer and reads the rows above from
+caches (Ramachandran et al. (2017) cache the same way, "Fast generation for
+convolutional autoregressive models"): at 28x28 a step costs about 1/25 of a
+full pass instead of a full pass.
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ class CausalConv(nn.Module):
   space-to-depth + stride-1 convolution by `nets.conv`, the same values).
   Note that the output still includes its own position (r, c); the shifts
   (`down_shift`, `right_shift`) of the first layer make the streams strict.
+
+  Called with `pad_top=False` the rows are not padded: a window of kh input
+  rows (kh - 1 above the target and the target) gives the one output row the
+  sampler needs.
   """
 
   features: int
@@ -124,8 +129,10 @@ class CausalConv(nn.Module):
   init_scale: float = 1.0
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, pad_top: bool = True) -> jax.Array:
     pads = _causal_padding(self.kind, self.kernel_size)
+    if not pad_top:
+      pads = ((0, 0), pads[1])
     kernel = self.param(
         'kernel',
         nn.initializers.variance_scaling(self.init_scale, 'fan_in',
@@ -176,21 +183,31 @@ class GatedResnet(nn.Module):
 
   gate(a) = a_1 * sigmoid(a_2) over the two channel halves; both convolutions
   are causal of the stream's kind; `dense` is a 1x1 convolution ("nin").
+
+  Row mode (the sampler): given `h_above`, the row of h above the target row
+  [B, 1, W, C], x is the window of its two rows [B, 2, W, C] (above, target)
+  and shortcut the target row; returns (y, h) of the target row.
   """
 
   kind: str                     # 'down' ([2, 3] kernels) or 'down_right' ([2, 2])
 
   @nn.compact
-  def __call__(self, x: jax.Array,
-               shortcut: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, x: jax.Array, shortcut: Optional[jax.Array] = None,
+               h_above: Optional[jax.Array] = None):
     features = x.shape[-1]
     kernel_size = (2, 3) if self.kind == 'down' else (2, 2)
-    h = CausalConv(2 * features, self.kind, kernel_size)(x)
+    full = h_above is None
+    h = CausalConv(2 * features, self.kind, kernel_size)(x, pad_top=full)
     if shortcut is not None:
       h = h + nn.Dense(2 * features, use_bias=False)(shortcut)
     h = nets.gated_activation(h)
-    h = CausalConv(2 * features, self.kind, kernel_size, init_scale=0.1)(h)
-    return x + nets.gated_activation(h)
+    window = h if full else jnp.concatenate([h_above, h], axis=1)
+    y = CausalConv(2 * features, self.kind, kernel_size, init_scale=0.1)(
+        window, pad_top=full)
+    y = nets.gated_activation(y)
+    if full:
+      return x + y
+    return x[:, -1:] + y, h
 
 
 # ----------------------------------------------------------------------------
@@ -310,10 +327,12 @@ class PixelCNN(nn.Module):
 
     With n_i standard logistic, P(n_i < l) = sigmoid(l), so pixel i is 1 with
     the model's probability d(x_i = 1 | x_<i, z). One `lax.fori_loop` over the
-    H*W raster positions; step i runs the network on the canvas (pixels < i
-    sampled, the rest 0) and sets pixel i. Row r is computed on the smallest
-    top crop of the canvas that contains it (the same logits, by causality);
-    `lax.switch` picks among the H / 2^(num_scales - 1) compiled crops.
+    H*W raster positions. Step i = (r, c) needs only row r of the last layer,
+    and by causality every activation in rows above r is already final, so
+    each step recomputes only the current row of every layer (row r >> s at
+    scale s), reading the rows above from caches filled by earlier steps
+    (`_network_row`): about 1/25 of a full pass per pixel at 28x28, with the
+    same logits as the full network (tested against teacher forcing).
 
     Args:
       z: [B, Z] latent codes.
@@ -323,26 +342,112 @@ class PixelCNN(nn.Module):
       [B, H, W, 1] float32 images in {0, 1}.
     """
     height, width, _ = self.image_shape
-    z_features = self._z_features(z)
-    step = 2 ** (self.num_scales - 1)
+    batch = z.shape[0]
+    z_u, z_ul = self._z_features(z)
+    caches = self._empty_caches(batch)
 
-    def row_logits(crop_height):
-      def fn(canvas, r):
-        logits = self._network(2.0 * canvas[:, :crop_height] - 1.0, z_features)
-        return jax.lax.dynamic_index_in_dim(logits, r, 1, keepdims=False)
-      return fn
-
-    branches = [row_logits(h) for h in range(step, height + 1, step)]
-
-    def body(i, canvas):
+    def body(i, state):
+      canvas, caches = state
       r, c = i // width, i % width
-      row = jax.lax.switch(r // step, branches, canvas, r)  # [B, W, 1]
+      row, caches = self._network_row(canvas, (z_u, z_ul), caches, r)
       logit = jax.lax.dynamic_index_in_dim(row, c, 1, keepdims=False)
       pixel = (noise[:, r, c] < logit).astype(canvas.dtype)  # [B, 1]
-      return canvas.at[:, r, c].set(pixel)
+      return canvas.at[:, r, c].set(pixel), caches
 
-    canvas = jnp.zeros((z.shape[0], height, width, 1), jnp.float32)
-    return jax.lax.fori_loop(0, height * width, body, canvas)
+    canvas = jnp.zeros((batch, height, width, 1), jnp.float32)
+    canvas, _ = jax.lax.fori_loop(0, height * width, body, (canvas, caches))
+    return canvas
+
+  # Row mode. A cache holds one activation of scale s as [B, H_s + 1, W_s, C]:
+  # index q + 1 is row q, index 0 the zero row above the image.
+
+  def _cache_names(self) -> list[tuple[str, int]]:
+    """(name, scale) of every activation whose rows above are read."""
+    names = []
+    r = self.resnets_per_block
+    for stream in ('u', 'ul'):
+      for k in range(self.num_scales * r):
+        for part in ('x', 'h'):
+          names.append((f'down_{stream}{k}_{part}', k // r))
+          names.append((f'up_{stream}{k}_{part}', k // r))
+      for s in range(1, self.num_scales):
+        names.append((f'downsample_{stream}{s}', s - 1))
+    return names
+
+  def _empty_caches(self, batch: int) -> dict[str, jax.Array]:
+    height, width, _ = self.image_shape
+    return {name: jnp.zeros((batch, (height >> s) + 1, width >> s,
+                             self.features), jnp.float32)
+            for name, s in self._cache_names()}
+
+  def _network_row(self, canvas: jax.Array,
+                   z_features: tuple[jax.Array, jax.Array],
+                   caches: dict[str, jax.Array], r: jax.Array
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Logits of row r [B, W, 1] from the canvas and the caches of rows < r.
+
+    Computes the same values as `__call__` restricted to row r >> s at each
+    scale s, and writes those rows into the caches.
+    """
+    caches = dict(caches)
+
+    def window(name, q, rows):
+      """Rows q - rows + 1 .. q of a cached activation."""
+      return jax.lax.dynamic_slice_in_dim(caches[name], q + 2 - rows, rows, 1)
+
+    def write(name, q, row):
+      caches[name] = jax.lax.dynamic_update_slice_in_dim(caches[name], row,
+                                                         q + 1, 1)
+
+    def resnet(module, name, x_row, q, shortcut=None):
+      write(f'{name}_x', q, x_row)
+      y, h = module(window(f'{name}_x', q, 2), shortcut,
+                    h_above=window(f'{name}_h', q - 1, 1))
+      write(f'{name}_h', q, h)
+      return y
+
+    # Image rows r - 2 .. r in [-1, 1], with two zero rows above the image.
+    image = jnp.pad(2.0 * canvas - 1.0, ((0, 0), (2, 0), (0, 0), (0, 0)))
+    image = jax.lax.dynamic_slice_in_dim(image, r, 3, 1)
+    z_u, z_ul = (jax.lax.dynamic_slice_in_dim(f, r, 1, 1) for f in z_features)
+    # `down_shift` feeds row 0 zeros, not the convolution's bias.
+    above = (r > 0).astype(jnp.float32)
+    u = above * self.x_to_u(image[:, :2], pad_top=False) + z_u
+    ul = (above * self.x_to_ul_above(image[:, 1:2], pad_top=False)
+          + right_shift(self.x_to_ul_left(image[:, 1:], pad_top=False))
+          + z_ul)
+    per_block = self.resnets_per_block
+    skips_u, skips_ul = [], []
+    for scale in range(self.num_scales):
+      q = r >> scale
+      if scale > 0:
+        write(f'downsample_u{scale}', q_above, u)
+        write(f'downsample_ul{scale}', q_above, ul)
+        # Rows 2q - 1, 2q of the scale above: final or just computed.
+        u = self.downsample_u[scale - 1](
+            window(f'downsample_u{scale}', 2 * q, 2), pad_top=False)
+        ul = self.downsample_ul[scale - 1](
+            window(f'downsample_ul{scale}', 2 * q, 2), pad_top=False)
+      for k in range(scale * per_block, (scale + 1) * per_block):
+        u = resnet(self.down_u[k], f'down_u{k}', u, q)
+        ul = resnet(self.down_ul[k], f'down_ul{k}', ul, q, u)
+        skips_u.append(u)
+        skips_ul.append(ul)
+      q_above = q
+    for scale in reversed(range(self.num_scales)):
+      q = r >> scale
+      for k in range(scale * per_block, (scale + 1) * per_block):
+        u = resnet(self.up_u[k], f'up_u{k}', u, q, skips_u.pop())
+        ul = resnet(self.up_ul[k], f'up_ul{k}', ul, q,
+                    jnp.concatenate([u, skips_ul.pop()], -1))
+      if scale > 0:
+        # Upsampled row 2q + p reads row q only: take phase p of the pair.
+        phase = (r >> (scale - 1)) % 2
+        u = jax.lax.dynamic_slice_in_dim(self.upsample_u[scale - 1](u),
+                                         phase, 1, 1)
+        ul = jax.lax.dynamic_slice_in_dim(self.upsample_ul[scale - 1](ul),
+                                          phase, 1, 1)
+    return self.to_logits(ul)[:, 0], caches
 
 
 # ----------------------------------------------------------------------------
