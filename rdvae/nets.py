@@ -21,10 +21,8 @@ layer. `convert_conv_transpose_kernel` maps a `flax.linen.ConvTranspose` kernel
 to the stride-1 kernel; `conv_transpose` applies it and equals
 `jax.lax.conv_transpose` to float32 round-off (tested).
 
-Strided convolutions (F.1's stride-2 layers) are likewise written as
-space-to-depth followed by a stride-1 convolution (`conv`): the forward pass is
-the same as a strided convolution, but its gradient with respect to the input
-becomes a stride-1 convolution instead of a transposed (dilated) one.
+F.1's last convolution (7x7 'VALID' on a 7x7 map) is likewise computed as
+the dense layer it is (`conv`).
 
 The modules keep the *original* parameters (`kernel` of `nn.Conv` /
 `nn.ConvTranspose` shape and initialisation) and convert them inside the
@@ -42,8 +40,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-Padding = Union[str, Sequence[tuple[int, int]]]
 
 
 def gated_activation(h: jax.Array) -> jax.Array:
@@ -105,33 +101,6 @@ def _transpose_taps(kernel_size: int, stride: int,
   return d_min, table
 
 
-def conv_same_padding(size: int, kernel_size: int,
-                      stride: int) -> tuple[int, int]:
-  """TensorFlow/Flax 'SAME' padding of a strided convolution."""
-  out = -(-size // stride)
-  total = max((out - 1) * stride + kernel_size - size, 0)
-  return total // 2, total - total // 2
-
-
-@functools.lru_cache(maxsize=None)
-def _strided_taps(kernel_size: int, stride: int,
-                  before: int) -> tuple[int, np.ndarray]:
-  """Tap table of one axis of a strided convolution after space-to-depth.
-
-  Output q reads padded input 2q + t, i.e. input pixel s (q + d) + r with
-  s d + r = t - before. Returns (d_min, table) with table[d - d_min, r] = t, or
-  `kernel_size` (a zero tap) where no tap reads phase r at offset d.
-  """
-  k, s = kernel_size, stride
-  offsets = {(t - before) // s for t in range(k)}
-  d_min, d_max = min(offsets), max(offsets)
-  table = np.full((d_max - d_min + 1, s), k, np.int32)
-  for t in range(k):
-    d, r = divmod(t - before, s)
-    table[d - d_min, r] = t
-  return d_min, table
-
-
 def _gather_taps(kernel: jax.Array, table_h: np.ndarray,
                  table_w: np.ndarray) -> jax.Array:
   """kernel [kh, kw, I, O] -> [span_h, s_h, span_w, s_w, I, O] by tap tables."""
@@ -140,7 +109,7 @@ def _gather_taps(kernel: jax.Array, table_h: np.ndarray,
 
 
 # ----------------------------------------------------------------------------
-# Space <-> depth.
+# Depth to space.
 
 
 def depth_to_space(x: jax.Array, strides: Sequence[int]) -> jax.Array:
@@ -150,14 +119,6 @@ def depth_to_space(x: jax.Array, strides: Sequence[int]) -> jax.Array:
   c //= sh * sw
   x = x.reshape(b, h, w, sh, sw, c).transpose(0, 1, 3, 2, 4, 5)
   return x.reshape(b, h * sh, w * sw, c)
-
-
-def space_to_depth(x: jax.Array, strides: Sequence[int]) -> jax.Array:
-  """[B, H sh, W sw, C] -> [B, H, W, sh*sw*C], channels ordered (rh, rw, c)."""
-  sh, sw = strides
-  b, h, w, c = x.shape
-  x = x.reshape(b, h // sh, sh, w // sw, sw, c).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(b, h // sh, w // sw, sh * sw * c)
 
 
 # ----------------------------------------------------------------------------
@@ -250,31 +211,16 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
 # Strided convolution.
 
 
-def convert_strided_conv_kernel(kernel: jax.Array, strides: Sequence[int],
-                                padding: Sequence[tuple[int, int]]
-                                ) -> tuple[jax.Array, tuple[int, int]]:
-  """Maps a strided-convolution kernel to a stride-1 kernel on space-to-depth input.
-
-  A stride-s correlation of x (padded by `padding`) with kernel [kh, kw, I, O]
-  equals a stride-1 correlation of space_to_depth(x) with the returned kernel
-  [span_h, span_w, sh*sw*I, O] (input channels ordered (rh, rw, i)).
-
-  Returns:
-    (kernel, (d_min_h, d_min_w)): the offsets of the first kernel row/column.
-  """
-  kh, kw, cin, cout = kernel.shape
-  sh, sw = _pair(strides)
-  dh, table_h = _strided_taps(kh, sh, padding[0][0])
-  dw, table_w = _strided_taps(kw, sw, padding[1][0])
-  taps = _gather_taps(kernel, table_h, table_w)  # [Ph, sh, Pw, sw, I, O]
-  taps = taps.transpose(0, 2, 1, 3, 4, 5)
-  return taps.reshape(table_h.shape[0], table_w.shape[0], sh * sw * cin,
-                      cout), (dh, dw)
-
-
 def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
          padding: str = 'SAME') -> jax.Array:
-  """`nn.Conv`'s correlation (NHWC, HWIO, no bias), strided ones via space-to-depth.
+  """`nn.Conv`'s correlation (NHWC, HWIO, no bias) in the form XLA:CPU runs fastest.
+
+  A 'VALID' convolution whose kernel covers the whole input (F.1's last
+  layer, 7x7 on 7x7) is computed as the dense layer it is: XLA:CPU runs that
+  convolution's input gradient (a 7x7 convolution over a padded 1x1 map) at
+  about 2 GFLOP/s. Everything else goes to `lax.conv_general_dilated`.
+  (Strided layers stay strided: a space-to-depth + stride-1 form, tried,
+  ran 2-4x slower forward and for the kernel gradient on XLA:CPU.)
 
   Args:
     x: [B, H, W, I].
@@ -285,32 +231,13 @@ def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   Returns:
     [B, H', W', O], the same values as `jax.lax.conv_general_dilated`.
   """
-  sh, sw = _pair(strides)
   b, h, w, _ = x.shape
-  kh, kw = kernel.shape[:2]
-  if (sh, sw) == (1, 1):
-    return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  if padding == 'SAME':
-    pads = (conv_same_padding(h, kh, sh), conv_same_padding(w, kw, sw))
-  elif padding == 'VALID':
-    pads = ((0, 0), (0, 0))
-  else:
-    raise ValueError(f'padding {padding!r} is not one of SAME, VALID')
-  out_h = (h + sum(pads[0]) - kh) // sh + 1
-  out_w = (w + sum(pads[1]) - kw) // sw + 1
-  sub, (dh, dw) = convert_strided_conv_kernel(kernel, (sh, sw), pads)
-  span_h, span_w = sub.shape[:2]
-  # Block p' of the padded input holds pixels s (p' + d_min) + r; output q
-  # reads blocks q .. q + span - 1, so out + span - 1 blocks are needed.
-  lo_h, lo_w = -dh * sh, -dw * sw
-  need_h, need_w = (out_h + span_h - 1) * sh, (out_w + span_w - 1) * sw
-  x = jnp.pad(x, ((0, 0), (lo_h, max(need_h - lo_h - h, 0)),
-                  (lo_w, max(need_w - lo_w - w, 0)), (0, 0)))
-  x = x[:, :need_h, :need_w]
-  x = space_to_depth(x, (sh, sw))
+  if padding == 'VALID' and tuple(kernel.shape[:2]) == (h, w):
+    y = x.reshape(b, -1) @ kernel.reshape(-1, kernel.shape[-1])
+    return y.reshape(b, 1, 1, -1)
   return jax.lax.conv_general_dilated(
-      x, sub, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      x, kernel, _pair(strides), padding,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
 # ----------------------------------------------------------------------------
@@ -331,8 +258,9 @@ class GatedConv(nn.Module):
   """Gated `nn.Conv` layer: Conv(2C) then a * sigmoid(b) (F.1).
 
   Parameters `kernel` [k, k, I, 2C] and `bias` [2C] have the shapes and
-  initialisers of `nn.Conv(2 * features, ...)`. With `fast`, strided layers are
-  computed as space-to-depth + stride-1 convolution (`conv`), the same values.
+  initialisers of `nn.Conv(2 * features, ...)`. With `fast` the layer is
+  computed by `conv` (a convolution covering its whole input as a dense
+  layer), otherwise by `lax.conv_general_dilated`; the same values.
   """
 
   features: int

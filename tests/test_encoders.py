@@ -1,0 +1,88 @@
+"""Tests of rdvae.encoders: the simple Gaussian encoder of F.1."""
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rdvae import encoders
+from rdvae import nets
+
+BATCH = 3
+
+
+@pytest.fixture(scope='module')
+def images():
+  key = jax.random.key(0)
+  return (jax.random.uniform(key, (BATCH, 28, 28, 1)) < 0.3).astype(jnp.float32)
+
+
+@pytest.fixture(scope='module')
+def encoder_and_params(images):
+  encoder = encoders.GaussianEncoder()
+  params = encoder.init(jax.random.key(1), images)['params']
+  return encoder, params
+
+
+def _reference_torso(params, x):
+  """F.1 written with flax's own nn.Conv layers on the same parameters."""
+  h = 2.0 * x - 1.0
+  for i, (c, k, s, p) in enumerate(encoders.TORSO_LAYERS):
+    conv = nn.Conv(2 * c, (k, k), (s, s), p)
+    h = nets.gated_activation(
+        conv.apply({'params': params['torso'][f'GatedConv_{i}']}, h))
+  return h.reshape(h.shape[0], -1)
+
+
+def test_parameter_count_matches_f1(encoder_and_params):
+  _, params = encoder_and_params
+  count = sum(p.size for p in jax.tree_util.tree_leaves(params))
+  # Gated layers have 2C outputs: (5*5*1+1)*64 + (5*5*32+1)*64 +
+  # (5*5*32+1)*128 + (5*5*64+1)*128 + (7*7*64+1)*512, heads 2*(256+1)*64.
+  assert count == 1_999_424
+
+
+def test_features_match_flax_conv_stack(encoder_and_params, images):
+  encoder, params = encoder_and_params
+  features = encoder.apply({'params': params}, images,
+                           method=encoders.GaussianEncoder.features)
+  assert features.shape == (BATCH, 256)
+  np.testing.assert_allclose(features, _reference_torso(params, images),
+                             rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('fast', [True, False], ids=['fast', 'lax'])
+def test_gaussian_head_by_hand(encoder_and_params, images, fast):
+  _, params = encoder_and_params
+  encoder = encoders.GaussianEncoder(fast=fast)
+  e = encoder.apply({'params': params}, images)
+  assert isinstance(e, distrax.MultivariateNormalDiag)
+  assert e.batch_shape == (BATCH,) and e.event_shape == (64,)
+  h = _reference_torso(params, images)
+  loc = h @ params['mean']['kernel'] + params['mean']['bias']
+  scale = jax.nn.softplus(h @ params['scale']['kernel']
+                          + params['scale']['bias']) + 1e-5
+  np.testing.assert_allclose(e.loc, loc, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(e.scale_diag, scale, rtol=1e-4, atol=1e-6)
+  z = jnp.zeros((BATCH, 64)) + 0.3
+  log_density = -0.5 * jnp.sum(((z - loc) / scale) ** 2
+                               + jnp.log(2 * jnp.pi * scale ** 2), axis=-1)
+  np.testing.assert_allclose(e.log_prob(z), log_density, rtol=1e-4)
+
+
+def test_scale_floor(encoder_and_params, images):
+  _, params = encoder_and_params
+  params = dict(params)
+  params['scale'] = {'kernel': jnp.zeros_like(params['scale']['kernel']),
+                     'bias': jnp.full((64,), -200.0)}
+  e = encoders.GaussianEncoder().apply({'params': params}, images)
+  np.testing.assert_allclose(e.scale_diag, 1e-5, rtol=1e-6)
+  assert bool(jnp.all(jnp.isfinite(e.log_prob(e.loc))))
+
+
+def test_wrong_image_shape_raises(encoder_and_params):
+  encoder, params = encoder_and_params
+  with pytest.raises(ValueError, match=r'\(28, 28, 1\)'):
+    encoder.apply({'params': params}, jnp.zeros((1, 32, 32, 1)))

@@ -1,0 +1,185 @@
+"""Tests of rdvae.model: RDTerms of the simple family, IWAE weights, create_model."""
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from rdvae import model
+from rdvae import types
+from rdvae import validation
+
+BATCH = 2
+
+
+def _config(family='---', latent_dim=64):
+  section = model.default_config().to_dict()
+  section.update(family=family, latent_dim=latent_dim)
+  return ml_collections.ConfigDict({'model': section})
+
+
+@pytest.fixture(scope='module')
+def images():
+  key = jax.random.key(0)
+  return (jax.random.uniform(key, (BATCH, 28, 28, 1)) < 0.3).astype(jnp.float32)
+
+
+@pytest.fixture(scope='module')
+def model_and_variables(images):
+  rd_model = model.create_model(_config())
+  variables = rd_model.init({'params': jax.random.key(1),
+                             'sample': jax.random.key(2)}, images)
+  return rd_model, variables
+
+
+def _by_hand(module, x):
+  """The same z as __call__ (first 'sample' draw), then R and D from formulas."""
+  e = module.encoder(x)
+  z, _ = e.sample_and_log_prob(seed=module.make_rng('sample'))
+  loc, scale = e.loc, e.scale_diag
+  log_e = -0.5 * jnp.sum(((z - loc) / scale) ** 2
+                         + jnp.log(2 * jnp.pi * scale ** 2), -1)
+  log_m = -0.5 * jnp.sum(z ** 2 + jnp.log(2 * jnp.pi), -1)
+  logits = module.decoder.logits(z)
+  log_d = jnp.sum(x * logits - jax.nn.softplus(logits), (1, 2, 3))
+  kl = 0.5 * jnp.sum(scale ** 2 + loc ** 2 - 1 - 2 * jnp.log(scale), -1)
+  return log_e - log_m, -log_d, kl, jax.nn.sigmoid(logits)
+
+
+def test_terms_match_formulas(model_and_variables, images):
+  rd_model, variables = model_and_variables
+  rngs = {'sample': jax.random.key(3)}
+  terms = rd_model.apply(variables, images, rngs=rngs)
+  assert isinstance(terms, types.RDTerms)
+  assert terms.rate.shape == terms.distortion.shape == (BATCH,)
+  rate, distortion, kl, _ = rd_model.apply(variables, images, rngs=rngs,
+                                           method=_by_hand)
+  np.testing.assert_allclose(terms.rate, rate, rtol=1e-4, atol=1e-3)
+  np.testing.assert_allclose(terms.distortion, distortion, rtol=1e-5)
+  np.testing.assert_allclose(terms.analytic_rate, kl, rtol=1e-5)
+
+
+def test_importance_weights_at_one_sample(model_and_variables, images):
+  rd_model, variables = model_and_variables
+  rngs = {'sample': jax.random.key(4)}
+  terms = rd_model.apply(variables, images, rngs=rngs)
+  log_w = rd_model.apply(variables, images, 1, rngs=rngs,
+                         method=model.RDModel.log_importance_weights)
+  assert log_w.shape == (1, BATCH)
+  np.testing.assert_allclose(log_w[0], -(terms.rate + terms.distortion),
+                             rtol=1e-6)
+
+
+def test_importance_weights_are_independent_samples(model_and_variables,
+                                                    images):
+  rd_model, variables = model_and_variables
+  log_w = rd_model.apply(variables, images, 3,
+                         rngs={'sample': jax.random.key(5)},
+                         method=model.RDModel.log_importance_weights)
+  assert log_w.shape == (3, BATCH)
+  assert bool(jnp.all(jnp.isfinite(log_w)))
+  assert len(np.unique(np.asarray(log_w))) == 3 * BATCH
+
+
+def test_rate_monte_carlo_matches_analytic_kl(model_and_variables, images):
+  """E_z[log e(z|x) - log m(z)] = KL(e || m): 256 draws per image."""
+  rd_model, variables = model_and_variables
+  copies = 256
+  x = jnp.repeat(images, copies, axis=0)
+  terms = jax.jit(lambda x: rd_model.apply(
+      variables, x, rngs={'sample': jax.random.key(6)}))(x)
+  rate = np.asarray(terms.rate).reshape(BATCH, copies)
+  kl = np.asarray(terms.analytic_rate).reshape(BATCH, copies)[:, 0]
+  stderr = rate.std(axis=1) / np.sqrt(copies)
+  assert np.all(np.abs(rate.mean(axis=1) - kl) < 4 * stderr), (
+      rate.mean(axis=1), kl, stderr)
+
+
+def test_reconstruct_and_generate(model_and_variables, images):
+  rd_model, variables = model_and_variables
+  rngs = {'sample': jax.random.key(7)}
+  samples, mean = rd_model.apply(variables, images, 5, rngs=rngs,
+                                 method=model.RDModel.reconstruct)
+  assert samples.shape == (5, BATCH, 28, 28, 1)
+  assert set(np.unique(samples)) <= {0.0, 1.0}
+  # reconstruct draws z first with the same rng as __call__: same mean image.
+  *_, probs = rd_model.apply(variables, images, rngs=rngs, method=_by_hand)
+  np.testing.assert_allclose(mean, probs, rtol=1e-4, atol=1e-6)
+  samples, mean = rd_model.apply(variables, 4, 3, rngs=rngs,
+                                 method=model.RDModel.generate)
+  assert samples.shape == (3, 4, 28, 28, 1) and mean.shape == (4, 28, 28, 1)
+  assert bool(jnp.all((mean > 0) & (mean < 1)))
+
+
+@pytest.mark.parametrize('family,match', [
+    ('--', 'must be a 3-character string'),
+    ('----', 'must be a 3-character string'),
+    (3, 'must be a 3-character string'),
+    ('x--', r"position 1 \(encoder\) is 'x'"),
+    ('-x-', r"position 2 \(decoder\) is 'x'"),
+    ('--x', r"position 3 \(marginal\) is 'x'"),
+    ('+--', "'\\+' encoder is not available yet"),
+    ('-+-', "'\\+' decoder is not available yet"),
+    ('--+', "'\\+' marginal is not available yet"),
+    ('--v', "'v' marginal is not available yet"),
+], ids=['short', 'long', 'not_string', 'encoder_letter', 'decoder_letter',
+        'marginal_letter', 'iaf', 'pixelcnn', 'maf', 'vamp'])
+def test_create_model_rejects_family(family, match, monkeypatch):
+  # Pretend nothing beyond the simple family is registered yet.
+  monkeypatch.setattr(model, 'ENCODERS', {'-': model.ENCODERS['-']})
+  monkeypatch.setattr(model, 'DECODERS', {'-': model.DECODERS['-']})
+  monkeypatch.setattr(model, 'MARGINALS', {'-': model.MARGINALS['-']})
+  with pytest.raises(validation.ConfigError, match=match) as error:
+    model.create_model(_config(family))
+  assert 'model.family' in str(error.value)
+
+
+@pytest.mark.parametrize('shape', [(32, 32, 1), (28, 28, 3), (28, 28)],
+                         ids=['size', 'channels', 'rank'])
+def test_create_model_rejects_image_shape(shape):
+  with pytest.raises(validation.ConfigError, match=r'\(28, 28, 1\)'):
+    model.create_model(_config(), image_shape=shape)
+
+
+@pytest.mark.parametrize('latent_dim', [0, 2.5, None],
+                         ids=['zero', 'float', 'none'])
+def test_create_model_rejects_latent_dim(latent_dim):
+  with pytest.raises(validation.ConfigError, match='model.latent_dim'):
+    model.create_model(_config(latent_dim=latent_dim))
+
+
+def test_missing_model_section():
+  with pytest.raises(validation.ConfigError, match="'model.family' is missing"):
+    model.validate(ml_collections.ConfigDict({}))
+
+
+class _PseudoInputMixture(nn.Module):
+  """A VampPrior-shaped marginal: a mixture of the encoder at 2 pseudo-inputs."""
+
+  @nn.compact
+  def __call__(self, encoder):
+    pseudo = self.param('pseudo', nn.initializers.uniform(1.0), (2, 28, 28, 1))
+    e = encoder(pseudo)
+    return distrax.MixtureSameFamily(
+        distrax.Categorical(logits=jnp.zeros(2)),
+        distrax.MultivariateNormalDiag(e.loc, e.scale_diag))
+
+
+def test_registered_marginal_gets_encoder(images, monkeypatch):
+  """A new letter registers a constructor; the marginal may call the encoder."""
+  monkeypatch.setitem(model.MARGINALS, 'v',
+                      model.Component(lambda config: _PseudoInputMixture()))
+  rd_model = model.create_model(_config('--v'))
+  variables = rd_model.init({'params': jax.random.key(1),
+                             'sample': jax.random.key(2)}, images)
+  assert variables['params']['marginal']['pseudo'].shape == (2, 28, 28, 1)
+  terms = rd_model.apply(variables, images, rngs={'sample': jax.random.key(3)})
+  assert terms.analytic_rate is None
+  assert bool(jnp.all(jnp.isfinite(terms.rate)))
+
+
+def test_default_config_validates():
+  model.validate(ml_collections.ConfigDict({'model': model.default_config()}))
