@@ -1,10 +1,14 @@
-"""Tests of rdvae.marginals: the fixed standard normal marginal of F.3."""
+"""Tests of rdvae.marginals: standard normal, MAF and VampPrior marginals (F.3)."""
 
+import distrax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import special
 
+from rdvae import encoders
 from rdvae import marginals
 
 
@@ -29,3 +33,186 @@ def test_standard_normal_moments():
   # the variance; 5 standard errors over 64 coordinates.
   np.testing.assert_allclose(jnp.mean(z, 0), 0.0, atol=0.036)
   np.testing.assert_allclose(jnp.var(z, 0), 1.0, atol=0.05)
+
+
+# --- MAF marginal (+) and VampPrior (v) --------------------------------------
+
+_PSEUDO_SHAPE = (2, 2, 1)
+
+
+class _StandInEncoder(nn.Module):
+  """x [B, 2, 2, 1] -> N(W x + b, diag softplus(V x + c)^2), latent Z."""
+
+  latent_dim: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    h = 4.0 * x.reshape(x.shape[0], -1) - 2.0
+    loc = nn.Dense(self.latent_dim)(h)
+    scale = jax.nn.softplus(nn.Dense(self.latent_dim)(h)) + 0.2
+    return distrax.MultivariateNormalDiag(loc, scale)
+
+
+class _EncoderAndVampPrior(nn.Module):
+  latent_dim: int = 1
+  num_pseudo_inputs: int = 3
+
+  def setup(self):
+    self.encoder = _StandInEncoder(self.latent_dim)
+    self.marginal = marginals.VampPrior(
+        num_pseudo_inputs=self.num_pseudo_inputs, image_shape=_PSEUDO_SHAPE)
+
+  def __call__(self):
+    return self.marginal(self.encoder)
+
+  def components(self):
+    phi = jnp.clip(self.marginal.variables['params']['pseudo_inputs'], 0, 1)
+    return self.encoder(phi)
+
+  def weights(self):
+    return self.marginal.weights()
+
+
+def _vamp_prior(latent_dim, num_pseudo_inputs=3, seed=0):
+  """A VampPrior on a stand-in encoder with spread pseudo-inputs and weights."""
+  module = _EncoderAndVampPrior(latent_dim, num_pseudo_inputs)
+  params = module.init(jax.random.key(seed))['params']
+  key_phi, key_logits = jax.random.split(jax.random.key(seed + 1))
+  marginal = dict(params['marginal'])
+  marginal['pseudo_inputs'] = jax.random.uniform(
+      key_phi, marginal['pseudo_inputs'].shape)
+  marginal['logits'] = jax.random.normal(key_logits, (num_pseudo_inputs,))
+  params = {**params, 'marginal': marginal}
+  return module, {'params': params}
+
+
+@pytest.mark.parametrize('latent_dim', [1, 2], ids=['z1', 'z2'])
+def test_vamp_prior_density_integrates_to_one(latent_dim):
+  module, params = _vamp_prior(latent_dim)
+  marginal = module.apply(params)
+  assert marginal.event_shape == (latent_dim,)
+  assert marginal.batch_shape == ()
+  grid = np.linspace(-12.0, 12.0, 2001 if latent_dim == 1 else 401)
+  cell = (grid[1] - grid[0]) ** latent_dim
+  points = np.stack(np.meshgrid(*[grid] * latent_dim, indexing='ij'),
+                     -1).reshape(-1, latent_dim)
+  density = np.exp(np.asarray(jax.jit(marginal.log_prob)(points)))
+  np.testing.assert_allclose(density.sum() * cell, 1.0, atol=1e-4)
+
+
+def test_vamp_prior_weights_are_softmax_and_sum_to_one():
+  module, params = _vamp_prior(2, num_pseudo_inputs=5)
+  weights = module.apply(params, method='weights')
+  np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-6)
+  logits = np.asarray(params['params']['marginal']['logits'], np.float64)
+  np.testing.assert_allclose(weights, special.softmax(logits), rtol=1e-5)
+  assert np.ptp(np.asarray(weights)) > 0.05  # learned, not uniform
+
+
+def test_vamp_prior_init_is_uniform_with_pseudo_inputs_near_005():
+  defaults = marginals.VampPrior()
+  assert defaults.num_pseudo_inputs == 500
+  assert defaults.image_shape == (28, 28, 1)
+  module = _EncoderAndVampPrior(latent_dim=2, num_pseudo_inputs=500)
+  params = module.init(jax.random.key(0))['params']['marginal']
+  pseudo = np.asarray(params['pseudo_inputs'])
+  assert pseudo.shape == (500,) + _PSEUDO_SHAPE
+  # N(0.05, 0.01^2) as in the VampPrior code; hardtanh keeps phi in [0, 1].
+  np.testing.assert_allclose(pseudo.mean(), 0.05, atol=1e-3)
+  np.testing.assert_allclose(pseudo.std(), 0.01, rtol=0.1)
+  np.testing.assert_array_equal(params['logits'], np.zeros(500))
+  weights = module.apply({'params': module.init(jax.random.key(0))['params']},
+                         method='weights')
+  np.testing.assert_allclose(weights, np.full(500, 1 / 500), rtol=1e-6)
+
+
+def test_vamp_prior_log_prob_is_the_direct_logsumexp():
+  module, params = _vamp_prior(2, num_pseudo_inputs=4)
+  marginal = module.apply(params)
+  components = module.apply(params, method='components')
+  weights = np.asarray(module.apply(params, method='weights'), np.float64)
+  loc = np.asarray(components.mean(), np.float64)       # [N, Z]
+  scale = np.asarray(components.stddev(), np.float64)   # [N, Z]
+  z = np.asarray(jax.random.normal(jax.random.key(3), (7, 2)) * 2.0)
+  log_normal = (-0.5 * ((z[:, None, :] - loc) / scale) ** 2
+                - np.log(scale) - 0.5 * np.log(2 * np.pi)).sum(-1)
+  expected = special.logsumexp(log_normal + np.log(weights), axis=-1)
+  np.testing.assert_allclose(marginal.log_prob(z), expected, rtol=1e-5)
+
+
+def test_vamp_prior_samples_under_jit_follow_the_mixture():
+  module, params = _vamp_prior(2, num_pseudo_inputs=3)
+  n = 20000
+  samples = jax.jit(lambda p, k: module.apply(p).sample(
+      seed=k, sample_shape=(n,)))(params, jax.random.key(4))
+  assert samples.shape == (n, 2)
+  components = module.apply(params, method='components')
+  weights = np.asarray(module.apply(params, method='weights'))
+  mean = (weights[:, None] * np.asarray(components.mean())).sum(0)
+  second = (weights[:, None] * (np.asarray(components.variance())
+                                + np.asarray(components.mean()) ** 2)).sum(0)
+  standard_error = np.sqrt((second - mean ** 2) / n)
+  np.testing.assert_array_less(
+      np.abs(np.asarray(samples).mean(0) - mean), 5 * standard_error)
+
+
+def test_gaussian_stage_keeps_a_gaussian_and_unwraps_a_flow():
+  gaussian = distrax.MultivariateNormalDiag(jnp.ones((3, 2)),
+                                             2 * jnp.ones((3, 2)))
+  # MultivariateNormalDiag is itself a distrax.Transformed: it must come back
+  # unchanged, not as its N(0, 1) base.
+  assert marginals.gaussian_stage(gaussian) is gaussian
+  flow = distrax.Transformed(gaussian, distrax.Block(
+      distrax.ScalarAffine(1.0), 1))
+  assert marginals.gaussian_stage(flow) is gaussian
+
+
+def test_vamp_prior_with_iaf_encoder_mixes_the_gaussian_stage():
+  encoder = encoders.IAFEncoder(latent_dim=3, flow_steps=2, made_hidden=8,
+                                 made_layers=1)
+
+  class Model(nn.Module):
+    def setup(self):
+      self.encoder = encoder
+      self.marginal = marginals.VampPrior(num_pseudo_inputs=4)
+
+    def __call__(self):
+      marginal = self.marginal(self.encoder)
+      phi = jnp.clip(self.marginal.variables['params']['pseudo_inputs'], 0, 1)
+      return marginal, self.encoder(phi)
+
+  model = Model()
+  params = model.init(jax.random.key(0))
+  z = jax.random.normal(jax.random.key(1), (5, 3))
+
+  @jax.jit
+  def densities(p):
+    marginal, at_pseudo = model.apply(p)
+    return marginal.log_prob(z), at_pseudo.distribution.log_prob(z[:, None])
+
+  log_m, log_base = densities(params)
+  _, at_pseudo = jax.eval_shape(model.apply, params)
+  assert isinstance(at_pseudo, distrax.Transformed)
+  expected = special.logsumexp(np.asarray(log_base) + np.log(0.25), axis=-1)
+  np.testing.assert_allclose(log_m, expected, rtol=1e-5)
+
+
+def test_maf_marginal_starts_at_standard_normal_and_samples_under_jit():
+  module = marginals.MAFMarginal(latent_dim=4, flow_steps=2, made_hidden=8,
+                                  made_layers=2)
+  params = module.init(jax.random.key(0))
+  marginal = module.apply(params)
+  assert marginal.event_shape == (4,) and marginal.batch_shape == ()
+  z = jax.random.normal(jax.random.key(1), (6, 4))
+  standard = distrax.MultivariateNormalDiag(jnp.zeros(4), jnp.ones(4))
+  np.testing.assert_allclose(marginal.log_prob(z), standard.log_prob(z),
+                              rtol=1e-6)
+  # Non-zero MADE outputs: samples (sequential) invert to the base exactly.
+  random = jax.tree_util.tree_map(
+      lambda p: 0.3 * jax.random.normal(jax.random.key(2), p.shape), params)
+  samples, log_prob = jax.jit(lambda p, k: module.apply(p).sample_and_log_prob(
+      seed=k, sample_shape=(3,)))(random, jax.random.key(3))
+  assert samples.shape == (3, 4)
+  np.testing.assert_allclose(module.apply(random).log_prob(samples),
+                              log_prob, rtol=1e-4, atol=1e-4)
+  assert not np.allclose(log_prob, standard.log_prob(samples), atol=1e-3)
