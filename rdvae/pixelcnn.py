@@ -25,7 +25,12 @@ Architecture (choices where F.2 is silent are marked *):
 - Two streams, as in PixelCNN++: `u` ("down") sees the rows above the pixel,
   through down-shifted [2, 3] convolutions; `ul` ("down-right") sees the rows
   above and the pixels to the left, through down-right-shifted [2, 2]
-  convolutions plus `u`. Together there is no blind spot.
+  convolutions plus `u`. Together there is no blind spot: every logit sees
+  its whole causal neighbourhood (left, up-left, up, up-right). The receptive
+  field is still bounded by depth, as in PixelCNN++: at 28x28 most logits see
+  every earlier pixel, but on an odd row 2i + 1 the row just above is seen
+  only up to 8 columns to the right (the lower resolutions carry rows < 2i
+  only, so row 2i reaches row 2i + 1 through full-resolution layers alone).
 - Linearly gated activations h = (W1 a + b1) * sigmoid(W2 a + b2)
   (`nets.gated_activation`) replace PixelCNN++'s concat_elu, as F.2 says.
   Gated resnet layer (* PixelCNN++'s layer with each "nonlinearity, conv" pair

@@ -86,11 +86,15 @@ def test_full_size_network_is_causal_and_has_no_blind_spot():
     for rr, cc in neighbours:
       if 0 <= rr < 28 and 0 <= cc < 28:
         assert grads[k, rr * 28 + cc] != 0.0, (i, (rr, cc))
-  # Even rows see every earlier pixel (the down stream's 7x7 scale spans the
-  # row above); pixel 0 sees none.
+  # Some logits see every earlier pixel; pixel 0 sees none; on odd rows the
+  # row above is seen up to 8 columns to the right (the module docstring).
   for i in (300, 407):
     assert np.all(grads[_POSITIONS.index(i), :i] != 0.0)
   assert np.all(grads[0] == 0.0)
+  for i in (28, 83, 755):
+    r, c = divmod(i, 28)
+    seen = np.nonzero(grads[_POSITIONS.index(i)].reshape(28, 28)[r - 1])[0]
+    assert seen.max() == min(c + 8, 27), (i, seen)
 
 
 @pytest.mark.parametrize('scales, resnets, size', [
@@ -193,16 +197,18 @@ def test_each_sampled_pixel_follows_its_teacher_forced_logit():
   assert 0.05 < float(samples.mean()) < 0.95
 
 
-@pytest.mark.parametrize('name, num_scales, size', [
-    ('one_scale', 1, (3, 4)),
-    ('three_scales', 3, (8, 12)),
+@pytest.mark.parametrize('name, num_scales, size, features', [
+    ('one_scale', 1, (3, 4), 6),
+    ('three_scales', 3, (8, 12), 6),
+    ('paper_size', 3, (28, 28), 64),
 ])
-def test_row_by_row_network_equals_full_network(name, num_scales, size):
+def test_row_by_row_network_equals_full_network(name, num_scales, size,
+                                                features):
   """The sampler's row mode (each row from the caches of the rows above)
   gives the full network's logits, row by row, on a fixed image."""
   del name
   height, width = size
-  net = pixelcnn.PixelCNN(features=6, num_scales=num_scales,
+  net = pixelcnn.PixelCNN(features=features, num_scales=num_scales,
                           image_shape=(height, width, 1))
   params, z = _init(net, batch=3, seed=9)
   x = _random_image(10, (3, height, width, 1))
