@@ -100,14 +100,20 @@ def make_train_steps(model, optimizer, objective):
 
 
 def _timed(fn, *args, repeats):
-  """Median wall seconds of `repeats` calls after one warm-up call."""
+  """Median (wall, process CPU) seconds of `repeats` calls after a warm-up.
+
+  Process CPU time (all threads) is less sensitive than wall time to other
+  processes sharing the cores: on a loaded machine it bounds what the same
+  work would take alone (wall >= CPU / cores).
+  """
   jax.block_until_ready(fn(*args))
-  times = []
+  walls, cpus = [], []
   for _ in range(repeats):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+    walls.append(time.perf_counter() - start)
+    cpus.append(time.process_time() - cpu)
+  return statistics.median(walls), statistics.median(cpus)
 
 
 def bench_jax(batch: int, steps: int, repeats: int, fast: bool) -> dict:
@@ -120,33 +126,35 @@ def bench_jax(batch: int, steps: int, repeats: int, fast: bool) -> dict:
   train = make_train_steps(model, optimizer, objectives.Objective())
 
   start = time.perf_counter()
-  compiled = train.lower((params, optimizer.init(params), key),
+  compiled = train.lower((params, optimizer.init(params), jax.random.key(1)),
                          images).compile()
   compile_s = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   xla_mflop = cost.get('flops', float('nan')) / (steps * batch) / 1e6
 
-  state = (params, optimizer.init(params), key)
+  state = (params, optimizer.init(params), jax.random.key(1))
   def run(images):
     nonlocal state
     state, losses = compiled(state, images)
     return losses
-  train_s = _timed(run, images, repeats=repeats)
+  train_s, train_cpu_s = _timed(run, images, repeats=repeats)
 
-  evaluate = jax.jit(lambda params, x: model.apply(
+  evaluate = jax.jit(lambda params, x, key: model.apply(
       {'params': params}, x, rngs={'sample': key}))
   eval_images = images.reshape(-1, 28, 28, 1)[:256]
-  eval_s = _timed(evaluate, state[0], eval_images, repeats=repeats)
+  eval_s, _ = _timed(evaluate, state[0], eval_images, jax.random.key(1),
+                  repeats=repeats)
   rate = steps * batch / train_s
   return {'compile_s': compile_s, 'train_images_per_s': rate,
+          'train_images_per_cpu_s': steps * batch / train_cpu_s,
           'gflop_per_s': rate * MFLOP_PER_IMAGE_STEP / 1e3,
           'xla_mflop_per_image_step': xla_mflop,
           'eval_images_per_s': eval_images.shape[0] / eval_s}
 
 
-def bench_torch(batch: int, steps: int) -> float | None:
-  """Training images/s of the same model in PyTorch (eager fp32), or None."""
+def bench_torch(batch: int, steps: int) -> tuple[float, float] | None:
+  """Training (images/s, images/CPU-s) of the same model in PyTorch, or None."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -205,10 +213,11 @@ def bench_torch(batch: int, steps: int) -> float | None:
 
   for _ in range(2):
     step()
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   for _ in range(steps):
     step()
-  return steps * batch / (time.perf_counter() - start)
+  return (steps * batch / (time.perf_counter() - start),
+          steps * batch / (time.process_time() - cpu))
 
 
 def main():
@@ -235,14 +244,17 @@ def main():
             f'MFLOP/image; XLA counts {r["xla_mflop_per_image_step"]:.1f} '
             f'MFLOP/image), eval {r["eval_images_per_s"]:7.1f} images/s, '
             f'compile {r["compile_s"]:.1f} s '
-            f'({args.steps_per_dispatch} steps per dispatch)', flush=True)
-    rate = bench_torch(batch, args.torch_steps)
-    if rate is None:
+            f'({args.steps_per_dispatch} steps per dispatch); '
+            f'{r["train_images_per_cpu_s"]:.1f} train images per CPU-second',
+            flush=True)
+    rates = bench_torch(batch, args.torch_steps)
+    if rates is None:
       print(f'[torch      ] batch {batch:4d}: PyTorch not installed')
     else:
+      rate, per_cpu = rates
       print(f'[torch      ] batch {batch:4d}: train {rate:7.1f} images/s '
-            f'(eager fp32, {rate * MFLOP_PER_IMAGE_STEP / 1e3:5.1f} GFLOP/s)',
-            flush=True)
+            f'(eager fp32, {rate * MFLOP_PER_IMAGE_STEP / 1e3:5.1f} GFLOP/s); '
+            f'{per_cpu:.1f} train images per CPU-second', flush=True)
   print(f'load average after: {os.getloadavg()}')
 
 

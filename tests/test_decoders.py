@@ -21,7 +21,7 @@ def latents():
 @pytest.fixture(scope='module')
 def decoder_and_params(latents):
   decoder = decoders.DeconvDecoder()
-  params = decoder.init(jax.random.key(1), latents)['params']
+  params = jax.jit(decoder.init)(jax.random.key(1), latents)['params']
   # Non-zero biases so that the bias placement is checked too.
   params = jax.tree_util.tree_map_with_path(
       lambda path, p: (jax.random.normal(jax.random.key(len(str(path))),
