@@ -54,8 +54,9 @@ class DeconvDecoder(nn.Module):
   The parameters of each transposed convolution are those of
   `nn.ConvTranspose(2 C, (k, k), (s, s), padding)`; with `fast` the layers are
   computed in the exact stride-1 form of `nets.conv_transpose` (the first
-  layer as a dense layer to 7*7*128, stride-2 layers as a stride-1
-  convolution to 4x the channels plus depth-to-space). `fast=False` uses
+  layer as a dense layer to 7*7*128, each stride-2 layer as four stride-1
+  convolutions, one per output phase with only its taps, interleaved by
+  depth-to-space). `fast=False` uses
   `jax.lax.conv_transpose`, as `nn.ConvTranspose` does; both compute the same
   function of the same parameters.
 

@@ -28,9 +28,10 @@ the dense layer it is (`conv`).
 
 The modules keep the *original* parameters (`kernel` of `nn.Conv` /
 `nn.ConvTranspose` shape and initialisation) and convert them inside the
-forward pass (a gather over a few hundred thousand weights), so the trained
-function family is exactly the paper's layer, not the larger family a free
-sub-pixel kernel would span.
+forward pass (gathers of their taps, a few hundred thousand weights), so the
+trained function family is exactly the paper's layer, not the larger family a
+free sub-pixel kernel (36 taps per input pixel where the 5x5 stride-2 layer
+has 25) would span.
 """
 
 from __future__ import annotations
