@@ -16,6 +16,7 @@ import os
 
 from absl import app
 from absl import flags
+from absl import logging
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Parent directory of the runs.')
 _BETAS = flags.DEFINE_list('betas', ['0.1', '1', '10'], 'The betas.')
@@ -39,6 +40,8 @@ def beta_config(beta: float, num_steps: int, max_examples: int):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
+    logging.set_verbosity(logging.WARNING)
   from rdvae import train  # pylint: disable=g-import-not-at-top
   rows = []
   for beta in (float(b) for b in _BETAS.value):

@@ -177,8 +177,8 @@ EVAL_KEYS = ('rate', 'distortion', 'elbo', 'iwae')
 
 
 def make_eval_step(model: nn.Module, iwae_samples: int = 0,
-                   axis_name: Optional[str] = None
-                   ) -> Callable[..., types.Metrics]:
+                   axis_name: Optional[str] = None,
+                   iwae_batch: int = 1024) -> Callable[..., types.Metrics]:
   """Masked per-example sums of R, D, ELBO and the IWAE bound on one batch.
 
   For each example: R and D at one z ~ e(z|x) (Eqs. 4, 5), ELBO = -(R + D),
@@ -186,6 +186,11 @@ def make_eval_step(model: nn.Module, iwae_samples: int = 0,
   (`bounds.iwae`, from `model.log_importance_weights(x, K)`). Sums are
   weighted by the 0/1 mask so the padded last batch counts exactly; the host
   divides the accumulated sums by the accumulated `count` once.
+
+  The K samples are drawn in chunks of C (the largest divisor of K with
+  B C <= `iwae_batch`), one `lax.map` iteration per chunk, so memory stays at
+  about `iwae_batch` decoded images whatever K is; chunk c uses the keys
+  fold_in(key_i, c + 1) of each example.
 
   Returns:
     `eval_step(params, x [B, ...], mask [B], keys [B]) -> sums` with scalar
@@ -199,10 +204,16 @@ def make_eval_step(model: nn.Module, iwae_samples: int = 0,
     if terms.analytic_rate is not None:
       per_example['analytic_rate'] = terms.analytic_rate
     if iwae_samples > 0:
-      iwae_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-      log_w = apply_per_example(model, params, x, iwae_keys,
-                                _log_importance_weights, iwae_samples)
-      per_example['iwae'] = bounds.iwae(jnp.moveaxis(log_w, 0, 1))  # [B]
+      chunk = iwae_chunk(iwae_samples, x.shape[0], iwae_batch)
+
+      def weights(c):
+        chunk_keys = jax.vmap(lambda k: jax.random.fold_in(k, c + 1))(keys)
+        return apply_per_example(model, params, x, chunk_keys,
+                                 _log_importance_weights, chunk)  # [B, C]
+
+      log_w = jax.lax.map(weights, jnp.arange(iwae_samples // chunk))
+      log_w = jnp.moveaxis(log_w, 1, 0).reshape(x.shape[0], -1)  # [B, K]
+      per_example['iwae'] = bounds.iwae(log_w.T)  # [B]
     sums = {k: jnp.sum(mask * v) for k, v in per_example.items()}
     sums['count'] = jnp.sum(mask)
     if axis_name is not None:
@@ -210,6 +221,13 @@ def make_eval_step(model: nn.Module, iwae_samples: int = 0,
     return sums
 
   return eval_step
+
+
+def iwae_chunk(num_samples: int, batch_size: int, iwae_batch: int) -> int:
+  """The largest divisor C of K with batch_size * C <= iwae_batch (>= 1)."""
+  limit = max(1, iwae_batch // max(batch_size, 1))
+  return max(c for c in range(1, num_samples + 1)
+             if num_samples % c == 0 and c <= limit)
 
 
 def _log_importance_weights(module, x, num_samples):

@@ -223,3 +223,29 @@ def test_vmapped_population_equals_separate_runs():
                     jax.tree.leaves(alone.params)):
       np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-7)
   assert not np.allclose(metrics['loss'][0], metrics['loss'][1])
+
+
+@pytest.mark.parametrize('k, batch, limit, expected',
+                         [(100, 500, 1024, 2), (100, 8, 1024, 100),
+                          (7, 500, 1024, 1), (12, 6, 24, 4), (5, 6, 1024, 5)],
+                         ids=['k100_b500', 'k100_b8', 'prime', 'k12', 'k5'])
+def test_iwae_chunk(k, batch, limit, expected):
+  assert steps.iwae_chunk(k, batch, limit) == expected
+
+
+def test_chunked_iwae_uses_the_chunk_keys():
+  # K = 4 in chunks of 2 (B = 6, iwae_batch = 12): two calls of
+  # log_importance_weights(x, 2) with keys fold_in(key_i, 1) and (key_i, 2).
+  state = _state()
+  keys = steps.example_keys(state.rng, 0, len(X))
+  mask = jnp.ones(len(X))
+  sums = jax.jit(steps.make_eval_step(MODEL, 4, iwae_batch=12))(
+      state.params, X, mask, keys)
+  weights = jax.jit(lambda p, ks: steps.apply_per_example(
+      MODEL, p, X, ks, steps._log_importance_weights, 2))
+  log_w = jnp.concatenate([
+      weights(state.params,
+              jax.vmap(lambda k, c=c: jax.random.fold_in(k, c))(keys))
+      for c in (1, 2)], axis=1)  # [B, 4]
+  np.testing.assert_allclose(sums['iwae'], jnp.sum(bounds.iwae(log_w.T)),
+                             rtol=1e-5)
