@@ -297,6 +297,10 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
   results.update({k: results[f'test/{k}'] for k in
                   ('rate', 'distortion', 'elbo', 'iwae', 'bpd')
                   if f'test/{k}' in results})
-  results.update(step=step, num_steps=run.num_steps)
+  results.update(step=step, num_steps=run.num_steps,
+                 num_parameters=sum(int(np.size(p)) for p in
+                                    jax.tree.leaves(host.params)))
+  if speed.first is not None:
+    results['train_images_per_second'] = speed.rate() * c.batch_size
   writers.write_results(workdir, results)
   return results
