@@ -85,6 +85,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise validation.ConfigError(
           f'config.{key}={validation.get(config, key)} must be a multiple of '
           f'train.steps_per_dispatch={dispatch}')
+  if not isinstance(validation.get(config, 'train.scan_unroll'), bool):
+    raise validation.ConfigError(
+        f'config.train.scan_unroll={config.train.scan_unroll!r} must be '
+        'True or False')
   check(config, 'train.max_checkpoints_to_keep')
   check(config, 'eval.iwae_samples')
   check(config, 'eval.max_examples', allow_zero=True)
@@ -120,7 +124,8 @@ def create_run(config: ml_collections.ConfigDict) -> Run:
     return parallel.make_train_loop(
         body, lambda start: data.batch_index_block(
             data_key, start, length, num_train, batch),
-        data.gather_batch, batch, length, mesh, mode)
+        data.gather_batch, batch, length, mesh, mode,
+        unroll=config.train.scan_unroll)
 
   def eval_loop(iwae_samples):
     return parallel.make_eval_loop(
