@@ -157,8 +157,11 @@ def test_killed_run_resumes_bitwise(tmp_path):
     subprocess.run(_main(workdir), cwd=REPO, check=True, timeout=600,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   assert writers.read_metrics(killed) == writers.read_metrics(whole)
-  assert (writers.read_json(os.path.join(killed, 'results.json')) ==
-          writers.read_json(os.path.join(whole, 'results.json')))
+  timing = 'train_images_per_second'  # wall-clock, differs between runs
+  results = [writers.read_json(os.path.join(w, 'results.json'))
+             for w in (killed, whole)]
+  assert all(r.pop(timing) > 0 for r in results)
+  assert results[0] == results[1]
   a = checkpointing.restore(checkpointing.create_manager(killed))
   b = checkpointing.restore(checkpointing.create_manager(whole))
   import jax  # pylint: disable=g-import-not-at-top
