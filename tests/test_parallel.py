@@ -116,5 +116,5 @@ def test_real_model_smoke_run_agrees_on_four_devices(tmp_path):
   for mode in ('jit', 'pmap'):
     got = _smoke_run(str(tmp_path / mode), 4, mode)
     for key, value in one.items():
-      if isinstance(value, float):
+      if isinstance(value, float) and key != 'train_images_per_second':
         np.testing.assert_allclose(got[key], value, rtol=1e-5, err_msg=key)
