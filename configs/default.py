@@ -67,3 +67,18 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.lock()
   return config
+
+
+def make_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks `config` in place to a few steps on tiny batches, for tests."""
+  config.train.batch_size = 8
+  config.train.num_steps = 4
+  config.train.steps_per_dispatch = 2
+  config.train.log_every = 2
+  config.train.eval_every = 2
+  config.train.checkpoint_every = 2
+  config.eval.batch_size = 8
+  config.eval.iwae_samples = 2
+  config.eval.max_examples = 12
+  config.eval.num_grid_images = 3
+  return config

@@ -33,14 +33,5 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # of 64 per epoch; evaluate every 10 epochs.
   config.train.eval_every = 2710
   if variant == 'smoke':
-    config.train.batch_size = 8
-    config.train.num_steps = 4
-    config.train.steps_per_dispatch = 2
-    config.train.log_every = 2
-    config.train.eval_every = 2
-    config.train.checkpoint_every = 2
-    config.eval.batch_size = 8
-    config.eval.iwae_samples = 2
-    config.eval.max_examples = 12
-    config.eval.num_grid_images = 3
+    default.make_smoke(config)
   return config
