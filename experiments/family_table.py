@@ -26,10 +26,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
-ALL_FAMILIES = [e + d + m for e in '-+' for d in '-+' for m in '-+v']
+from rdvae.model import FAMILIES
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Parent directory of the runs.')
-_FAMILIES = flags.DEFINE_list('families', ALL_FAMILIES, 'Families to train.')
+_FAMILIES = flags.DEFINE_list('families', list(FAMILIES), 'Families to train.')
 _BETAS = flags.DEFINE_list('betas', ['1'], 'Betas for every family.')
 _DECODER_BETAS = flags.DEFINE_list(
     'decoder_betas', ['0.1'], 'Extra betas for PixelCNN++ (decoder +) families.')

@@ -36,6 +36,9 @@ from rdvae import validation
 ENCODER_LETTERS = ('-', '+')
 DECODER_LETTERS = ('-', '+')
 MARGINAL_LETTERS = ('-', '+', 'v')
+# The paper's twelve families, '---' (simple) to '++v'.
+FAMILIES = tuple(e + d + m for e in ENCODER_LETTERS for d in DECODER_LETTERS
+                 for m in MARGINAL_LETTERS)
 MNIST_SHAPE = (28, 28, 1)
 
 

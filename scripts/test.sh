@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
-exec "$PYTHON_BIN" -m pytest "$@"
+# One pytest-xdist worker per core (RDVAE_TEST_WORKERS to change; 0 runs in
+# this process); tests marked xdist_group share a worker.
+exec "$PYTHON_BIN" -m pytest -n "${RDVAE_TEST_WORKERS:-auto}" --dist loadgroup "$@"

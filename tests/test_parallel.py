@@ -32,6 +32,9 @@ def report():
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# The tests that read the subprocess's report run on one pytest-xdist worker,
+# so the subprocess runs once.
+@pytest.mark.xdist_group('parallel_check')
 @pytest.mark.parametrize('mode', ['jit', 'pmap'])
 def test_four_devices_follow_the_one_device_trajectory(report, mode):
   # Same global batch, same per-example keys: the only differences are the
@@ -46,6 +49,7 @@ def test_four_devices_follow_the_one_device_trajectory(report, mode):
   assert got['max_param'] > 0.1  # parameters are not trivially zero
 
 
+@pytest.mark.xdist_group('parallel_check')
 @pytest.mark.parametrize('mode', ['jit', 'pmap'])
 def test_four_device_evaluation_sums_match(report, mode):
   got, want = report[mode]['sums'], report['reference_sums']

@@ -1,0 +1,109 @@
+"""One train step and one evaluation of a model family on 1 and 2 devices.
+
+Run as a script, `python tests/family_check.py FAMILY` (tests/test_families.py
+starts it in a subprocess, since XLA_FLAGS must be set before JAX initialises
+its backend). The family gets tiny widths (`tiny_config`); it is trained for
+one step through the real training loop (`parallel.make_train_loop`, jit mode)
+and evaluated through the real evaluation loop (`parallel.make_eval_loop`,
+IWAE with K = 2) on (a) one device and (b) two devices, where the batch is
+sharded and XLA inserts the gradient all-reduce. Prints a JSON report.
+"""
+
+import json
+import os
+import sys
+
+# Two CPU devices. The check is of values, not speed: compiling without
+# backend optimisation halves the compile time that dominates it.
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=2'
+                           ' --xla_backend_optimization_level=0'
+                           ' --xla_llvm_disable_expensive_passes=true')
+os.environ['JAX_PLATFORMS'] = 'cpu'
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from configs import mnist
+from rdvae import data
+from rdvae import model as model_lib
+from rdvae import objectives
+from rdvae import optim
+from rdvae import parallel
+from rdvae import steps
+
+BATCH = 4
+NUM_IMAGES = 8
+BETA = 0.5
+
+
+def tiny_config(family: str):
+  """configs/mnist.py:smoke for `family`, every width cut to a few units."""
+  config = mnist.get_config('smoke')
+  config.model.family = family
+  config.model.latent_dim = 4
+  config.model.flow_steps = 2
+  config.model.made_hidden = 8
+  config.model.made_layers = 2
+  config.model.num_pseudo_inputs = 3
+  config.model.pixelcnn_features = 4
+  config.model.pixelcnn_resnets_per_block = 1
+  config.objective.kind = 'beta_vae'
+  config.objective.beta = BETA
+  return config
+
+
+def run(model, optimizer, objective, images: np.ndarray,
+        num_devices: int) -> dict:
+  """One step and one evaluation over the first `num_devices` devices."""
+  mesh = parallel.create_mesh(jax.devices()[:num_devices])
+  data_key = jax.random.key(2)
+  loop = parallel.make_train_loop(
+      steps.make_train_step(model, optimizer, objective),
+      lambda start: data.batch_index_block(data_key, start, 1, NUM_IMAGES,
+                                           BATCH),
+      data.gather_batch, BATCH, 1, mesh, 'jit')
+  initial = steps.create_train_state(model, optimizer, objective,
+                                     jax.random.key(0),
+                                     data.gather_batch(images, np.arange(1)))
+  state, metrics = loop(parallel.put_replicated(initial, mesh),
+                        parallel.put_replicated(images, mesh))
+  state = parallel.get_replicated(state)
+  evaluate = parallel.make_eval_loop(
+      steps.make_eval_step(model, iwae_samples=2), BATCH, mesh)
+  x, mask = next(data.eval_batches(images[:BATCH - 1], BATCH))
+  x, mask = parallel.put_sharded((x, mask), mesh)
+  sums = evaluate(parallel.put_replicated(state.params, mesh), x, mask,
+                  parallel.put_replicated(state.rng, mesh), 0)
+  moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)),
+                       parallel.get_replicated(initial.params), state.params)
+  return {
+      'metrics': {k: float(np.asarray(v)[0]) for k, v in metrics.items()},
+      'sums': {k: float(v) for k, v in parallel.get_replicated(sums).items()},
+      'step': int(state.step),
+      'moved': {name: any(jax.tree.leaves(flags))
+                for name, flags in moved.items()},
+      'params': [np.asarray(a) for a in jax.tree.leaves(state.params)],
+  }
+
+
+def main():
+  family = sys.argv[1]
+  assert jax.device_count() == 2, jax.devices()
+  config = tiny_config(family)
+  # Built once, so both runs share the compiled initialisation.
+  parts = (model_lib.create_model(config), optim.create_optimizer(config, 10),
+           objectives.create_objective(config),
+           data.load_npz(str(data.packaged_npz_path()))['test'][:NUM_IMAGES])
+  one, two = run(*parts, 1), run(*parts, 2)
+  report = {'family': family, 'devices': jax.device_count()}
+  for name, out in (('one_device', one), ('two_devices', two)):
+    report[name] = {k: v for k, v in out.items() if k != 'params'}
+  report['max_param_diff'] = max(
+      float(np.max(np.abs(a - b))) for a, b in zip(one['params'], two['params']))
+  print(json.dumps(report))
+
+
+if __name__ == '__main__':
+  main()
