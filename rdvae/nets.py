@@ -297,7 +297,31 @@ class GatedDense(nn.Module):
     return gated_activation(nn.Dense(2 * self.features)(x))
 
 
-class GatedConv(nn.Module):
+class _GatedLinearMap(nn.Module):
+  """A linear map with `kernel` [k, k, I, 2C] and `bias` [2C] (the shapes and
+  initialisers of `nn.Conv` / `nn.ConvTranspose` with 2C features), then the
+  gated activation a * sigmoid(b). Subclasses say which map `_linear` is."""
+
+  features: int
+  kernel_size: int
+  strides: int = 1
+  padding: str = 'SAME'
+  fast: bool = True
+
+  def _linear(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], 2 * self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (2 * self.features,),
+                      jnp.float32)
+    return gated_activation(self._linear(x, kernel) + bias)
+
+
+class GatedConv(_GatedLinearMap):
   """Gated `nn.Conv` layer: Conv(2C) then a * sigmoid(b) (F.1).
 
   Parameters `kernel` [k, k, I, 2C] and `bias` [2C] have the shapes and
@@ -306,29 +330,15 @@ class GatedConv(nn.Module):
   layer), otherwise by `lax.conv_general_dilated`; the same values.
   """
 
-  features: int
-  kernel_size: int
-  strides: int = 1
-  padding: str = 'SAME'
-  fast: bool = True
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    k, s = self.kernel_size, self.strides
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (k, k, x.shape[-1], 2 * self.features), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, (2 * self.features,),
-                      jnp.float32)
+  def _linear(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    s = (self.strides, self.strides)
     if self.fast:
-      y = conv(x, kernel, (s, s), self.padding)
-    else:
-      y = jax.lax.conv_general_dilated(
-          x, kernel, (s, s), self.padding,
-          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return gated_activation(y + bias)
+      return conv(x, kernel, s, self.padding)
+    return jax.lax.conv_general_dilated(
+        x, kernel, s, self.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-class GatedDeconv(nn.Module):
+class GatedDeconv(_GatedLinearMap):
   """Gated transposed convolution: ConvTranspose(2C) then a * sigmoid(b) (F.2).
 
   Parameters `kernel` [k, k, I, 2C] and `bias` [2C] are those of
@@ -339,22 +349,9 @@ class GatedDeconv(nn.Module):
   same values for the same parameters.
   """
 
-  features: int
-  kernel_size: int
-  strides: int = 1
-  padding: str = 'SAME'
-  fast: bool = True
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    k, s = self.kernel_size, self.strides
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (k, k, x.shape[-1], 2 * self.features), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, (2 * self.features,),
-                      jnp.float32)
+  def _linear(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    s = (self.strides, self.strides)
     if self.fast:
-      y = conv_transpose(x, kernel, (s, s), self.padding)
-    else:
-      y = jax.lax.conv_transpose(x, kernel, (s, s), self.padding,
-                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return gated_activation(y + bias)
+      return conv_transpose(x, kernel, s, self.padding)
+    return jax.lax.conv_transpose(x, kernel, s, self.padding,
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
