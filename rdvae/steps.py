@@ -98,8 +98,13 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
                        example_x: jax.Array) -> TrainState:
   """Initialises parameters from `key` on an example batch [B, ...].
 
-  Compiled once per (model, optimizer, objective), all three static.
+  Called eagerly, it is compiled once per (model, optimizer, objective), all
+  three static; called inside a transformation (e.g. `jax.vmap` over keys for
+  a population), it becomes part of the caller's program.
   """
+  if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(
+      (key, example_x))):
+    return _init_state(model, optimizer, objective, key, example_x[:1])
   return _compiled_init(jax.default_backend())(model, optimizer, objective,
                                                 key, example_x[:1])
 

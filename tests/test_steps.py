@@ -249,3 +249,17 @@ def test_chunked_iwae_uses_the_chunk_keys():
       for c in (1, 2)], axis=1)  # [B, 4]
   np.testing.assert_allclose(sums['iwae'], jnp.sum(bounds.iwae(log_w.T)),
                              rtol=1e-5)
+
+
+def test_create_train_state_eager_and_inside_jit_agree():
+  # Eagerly it runs as its own program (compiled at low optimisation on the
+  # CPU); inside a transformation it is inlined into the caller's program.
+  objective = objectives.Objective()
+  eager = steps.create_train_state(MODEL, OPTIMIZER, objective,
+                                   jax.random.key(1), X)
+  inlined = _state(objective)
+  for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(inlined)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert int(eager.step) == 0
+  assert any(float(np.max(np.abs(a))) > 0.1
+             for a in jax.tree.leaves(eager.params))
