@@ -4,8 +4,9 @@ Trains each of the paper's twelve model families (encoder, decoder, marginal)
 in {-,+} x {-,+} x {-,+,v} on static binarized MNIST with the same fixed
 short budget (configs/mnist.py:short, `--num_steps` steps of batch 64,
 evaluation on the first `--max_examples` validation and test images), and
-prints, per family and beta: the parameter count, training images/s (compile
-and evaluation excluded), and test R, D, ELBO and IWAE in nats per image.
+prints, per family and beta: the parameter count and test R, D, ELBO and IWAE
+in nats per image. (Training speed: benchmarks/family_throughput.py, on a
+quiet machine; these runs may share the CPU.)
 
 By default every family runs at beta = 1 (the ELBO) and the four PixelCNN++
 families (decoder +) also at beta = 0.1, to show the rate collapse of a
@@ -81,19 +82,17 @@ def main(argv):
     workdir = os.path.join(_WORKDIR.value, f'{family}_beta{beta:g}')
     results = train.train_and_eval(family_config(family, beta), workdir)
     rows.append({'family': family, 'beta': beta, **{
-        k: results.get(k) for k in ('num_parameters', 'train_images_per_second',
-                                     'rate', 'distortion', 'elbo', 'iwae')}})
+        k: results.get(k) for k in ('num_parameters', 'rate', 'distortion',
+                                     'elbo', 'iwae')}})
   with open(os.path.join(_WORKDIR.value, 'family_table.json'), 'w') as f:
     json.dump(rows, f, indent=2)
   print(f'\n{_NUM_STEPS.value} steps of batch 64 on static binarized MNIST; '
         f'test set ({_MAX_EXAMPLES.value or "all"} images), nats per image')
-  print(f'{"family":>7} {"beta":>5} {"params":>10} {"img/s":>7} {"R":>8} '
-        f'{"D":>8} {"ELBO":>8} {"IWAE":>8}')
+  print(f'{"family":>7} {"beta":>5} {"params":>10} {"R":>8} {"D":>8} '
+        f'{"ELBO":>8} {"IWAE":>8}')
   for r in rows:
-    speed = r['train_images_per_second']
-    speed = f'{speed:7.1f}' if speed is not None else f'{"-":>7}'
-    print(f'{r["family"]:>7} {r["beta"]:>5g} {r["num_parameters"] or 0:>10,d} '
-          f'{speed} {r["rate"]:8.2f} {r["distortion"]:8.2f} {r["elbo"]:8.2f} '
+    print(f'{r["family"]:>7} {r["beta"]:>5g} {r["num_parameters"]:>10,d} '
+          f'{r["rate"]:8.2f} {r["distortion"]:8.2f} {r["elbo"]:8.2f} '
           f'{r["iwae"]:8.2f}')
 
 

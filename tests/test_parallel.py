@@ -22,7 +22,9 @@ from rdvae import validation
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.fixture(scope='module')
+# Session scope: under pytest-xdist a worker may leave this module and come
+# back, which would rerun a module-scoped fixture.
+@pytest.fixture(scope='session')
 def report():
   out = subprocess.run(
       [sys.executable, os.path.join(HERE, 'parallel_check.py')],
