@@ -79,9 +79,9 @@ def _init_state(model: nn.Module, optimizer: optax.GradientTransformation,
 
 # Initialisation runs once per run, so on the CPU it is compiled for compile
 # speed: every parameter's initializer is a Threefry kernel, and optimised
-# XLA:CPU code generation spends about half a second on each. Measured on the
-# full-size simple family: 27 s to initialise op by op, 10 s compiled with
-# the default options, 4 s with these (2 loaded cores).
+# XLA:CPU code generation is slow on them. Measured on the full-size simple
+# family (quiet 2-core CPU): 10.9 s to initialise op by op, 3.9 s compiled
+# with the default options, 1.7 s with these.
 _CPU_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0,
                               'xla_llvm_disable_expensive_passes': True}
 
