@@ -100,10 +100,16 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
 
   Called eagerly, it is compiled once per (model, optimizer, objective), all
   three static; called inside a transformation (e.g. `jax.vmap` over keys for
-  a population), it becomes part of the caller's program.
+  a population), it becomes part of the caller's program (and it runs op by
+  op if one of the three is not hashable).
   """
-  if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(
-      (key, example_x))):
+  traced = any(isinstance(a, jax.core.Tracer)
+               for a in jax.tree.leaves((key, example_x)))
+  try:
+    hash((model, optimizer, objective))
+  except TypeError:  # e.g. a module with an array attribute: run op by op
+    traced = True
+  if traced:
     return _init_state(model, optimizer, objective, key, example_x[:1])
   return _compiled_init(jax.default_backend())(model, optimizer, objective,
                                                 key, example_x[:1])

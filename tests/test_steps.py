@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -263,3 +264,18 @@ def test_create_train_state_eager_and_inside_jit_agree():
   assert int(eager.step) == 0
   assert any(float(np.max(np.abs(a))) > 0.1
              for a in jax.tree.leaves(eager.params))
+
+
+def test_create_train_state_with_an_unhashable_model_runs_op_by_op():
+  class WithArray(tiny_model.TinyModel):
+    weights: Any = None  # an array attribute makes the module unhashable
+
+  model = WithArray(weights=np.ones(3))
+  with pytest.raises(TypeError):
+    hash(model)
+  state = steps.create_train_state(model, OPTIMIZER, objectives.Objective(),
+                                   jax.random.key(1), X)
+  want = steps.create_train_state(MODEL, OPTIMIZER, objectives.Objective(),
+                                  jax.random.key(1), X)
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(want.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
