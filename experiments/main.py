@@ -15,12 +15,13 @@ JAX_NUM_PROCESSES, JAX_PROCESS_ID).
 """
 
 import json
-import os
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from rdvae import cpu_devices
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (configs/*.py[:variant]).',
@@ -41,9 +42,7 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
     logging.set_verbosity(logging.WARNING)
   if _CPU_DEVICES.value:
-    os.environ['XLA_FLAGS'] = (
-        os.environ.get('XLA_FLAGS', '') +
-        f' --xla_force_host_platform_device_count={_CPU_DEVICES.value}')
+    cpu_devices.use_emulated_devices(_CPU_DEVICES.value)
   import jax  # pylint: disable=g-import-not-at-top
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)

@@ -13,14 +13,16 @@ import json
 import os
 import sys
 
-# Two CPU devices. The check is of values, not speed: compiling without
-# backend optimisation halves the compile time that dominates it.
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=2'
-                           ' --xla_backend_optimization_level=0'
-                           ' --xla_llvm_disable_expensive_passes=true')
-os.environ['JAX_PLATFORMS'] = 'cpu'
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from rdvae import cpu_devices  # pylint: disable=g-import-not-at-top
+
+# Two CPU devices, set before JAX starts. The check is of values, not speed:
+# compiling without backend optimisation halves the compile time that
+# dominates it.
+cpu_devices.use_emulated_devices(2)
+os.environ['XLA_FLAGS'] += (' --xla_backend_optimization_level=0'
+                            ' --xla_llvm_disable_expensive_passes=true')
+os.environ['JAX_PLATFORMS'] = 'cpu'
 
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np

@@ -12,8 +12,10 @@ import json
 import os
 import sys
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=4')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from rdvae import cpu_devices  # pylint: disable=g-import-not-at-top
+
+cpu_devices.use_emulated_devices(4)  # before JAX starts
 os.environ['JAX_PLATFORMS'] = 'cpu'
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from rdvae import cpu_devices
 from rdvae import parallel
 from rdvae import validation
 
@@ -93,6 +94,16 @@ def test_put_sharded_and_replicated_on_one_device():
     np.testing.assert_array_equal(parallel.get_replicated(rep, mode)['a'], x)
 
 
+def test_emulated_device_flags():
+  flags = cpu_devices.xla_flags(4).split()
+  assert '--xla_force_host_platform_device_count=4' in flags
+  assert ('--xla_cpu_collective_call_terminate_timeout_seconds='
+          f'{cpu_devices.COLLECTIVE_TIMEOUT_SECONDS}') in flags
+  for bad in (0, -1, 2.0, '4'):
+    with pytest.raises(ValueError, match='num_devices'):
+      cpu_devices.xla_flags(bad)
+
+
 def test_process_slice_single_host():
   assert parallel.process_slice(64) == slice(0, 64)
   assert jax.process_count() == 1
@@ -105,8 +116,9 @@ def _smoke_run(workdir, devices, mode):
              '--config.train.num_steps=6']
   if devices > 1:
     command.append(f'--cpu_devices={devices}')
-  subprocess.run(command, cwd=os.path.dirname(HERE), check=True, timeout=900,
-                 capture_output=True)
+  out = subprocess.run(command, cwd=os.path.dirname(HERE), check=False,
+                       timeout=900, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
   with open(os.path.join(workdir, 'results.json')) as f:
     return json.load(f)
 
