@@ -8,8 +8,8 @@ builds the run exactly as `train.train_and_eval` does (`train.create_run` on
 configs/mnist.py with the family, batch 64, static binarized MNIST, the
 trainer's own `parallel.make_train_loop` of `train.steps_per_dispatch` Adam
 steps per call), then times `--dispatches` calls after one warm-up call.
-Prints the parameter count, the compile time of the training loop (first
-call, excluded from the rate) and training images/s. Run it on a quiet
+Prints the parameter count, the time of the first call (compiling the loop
+plus its steps; excluded from the rate) and training images/s. Run it on a quiet
 machine: the load average is printed with the figures.
 """
 
