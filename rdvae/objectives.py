@@ -84,15 +84,30 @@ def batch_mean(values: jax.Array, weights: Optional[jax.Array] = None,
                axis_name: Optional[str] = None) -> jax.Array:
   """Weighted mean over the batch, and over `axis_name` devices under pmap.
 
-  With weights w the mean is sum_i w_i v_i / sum_i w_i; the sums are taken
-  across devices before dividing, so a mapped step sees the global mean.
+  With weights w the mean is sum_i w_i v_i / sum_i w_i. Under pmap the sums
+  are taken across devices before dividing, so every device sees the global
+  mean; its gradient, though, is this device's share only: the partial
+  derivative of the global mean with respect to this device's copy of the
+  parameters, through this device's examples (the other devices' examples do
+  not depend on it). The caller sums those shares over devices (a psum of the
+  gradients), which is the gradient of the global objective, also for
+  objectives nonlinear in the means (|sigma - R|, (R - sigma)^2), since each
+  share carries the global dL/dR.
+
+  The gradient bypasses the psum (the global sums held constant, plus this
+  device's sums minus themselves held constant: exactly the global value,
+  with this device's derivative) because JAX's pmap transposes psum to psum:
+  a loss built on the psum directly would hand each device D times its share.
   """
   if weights is None:
     weights = jnp.ones_like(values)
   total = jnp.sum(weights * values)
   count = jnp.sum(weights)
   if axis_name is not None:
-    total, count = jax.lax.psum((total, count), axis_name)
+    global_total, global_count = jax.lax.psum((total, count), axis_name)
+    sg = jax.lax.stop_gradient
+    total = sg(global_total) + (total - sg(total))
+    count = sg(global_count) + (count - sg(count))
   return total / count
 
 

@@ -193,8 +193,9 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     grad_fn = jax.value_and_grad(loss_of, has_aux=True)
     (_, aux), grads = grad_fn(state.params, state, x, keys)
     if axis_name is not None:
-      # Each device differentiated the global mean through its own examples
-      # only; the full gradient is the sum over devices.
+      # Each device differentiated the global means through its own examples
+      # only (objectives.batch_mean); the full gradient is the sum over
+      # devices.
       grads = jax.lax.psum(grads, axis_name)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -225,9 +226,11 @@ def make_eval_step(model: nn.Module, iwae_samples: int = 0,
   divides the accumulated sums by the accumulated `count` once.
 
   The K samples are drawn in chunks of C (the largest divisor of K with
-  B C <= `iwae_batch`), one `lax.map` iteration per chunk, so memory stays at
-  about `iwae_batch` decoded images whatever K is; chunk c uses the keys
-  fold_in(key_i, c + 1) of each example.
+  B_global C <= `iwae_batch`), one `lax.map` iteration per chunk, so memory
+  stays at about `iwae_batch` decoded images (over all devices) whatever K
+  is; chunk c uses the keys fold_in(key_i, c + 1) of each example. C depends
+  on the global batch (B times the size of `axis_name` under pmap), not on
+  the rows one device sees, so the draws do not depend on the layout.
 
   Returns:
     `eval_step(params, x [B, ...], mask [B], keys [B]) -> sums` with scalar
@@ -241,7 +244,9 @@ def make_eval_step(model: nn.Module, iwae_samples: int = 0,
     if terms.analytic_rate is not None:
       per_example['analytic_rate'] = terms.analytic_rate
     if iwae_samples > 0:
-      chunk = iwae_chunk(iwae_samples, x.shape[0], iwae_batch)
+      global_batch = x.shape[0] * (
+          1 if axis_name is None else jax.lax.axis_size(axis_name))
+      chunk = iwae_chunk(iwae_samples, global_batch, iwae_batch)
 
       def weights(c):
         chunk_keys = jax.vmap(lambda k: jax.random.fold_in(k, c + 1))(keys)

@@ -1,11 +1,16 @@
 """Runs the data-parallel agreement check on 4 emulated CPU devices.
 
 Run as a script (tests/test_parallel.py starts it in a subprocess, since
-XLA_FLAGS must be set before JAX initialises its backend). Trains the tiny
-stand-in model for 3 dispatches of 3 steps with the same global batch and
-seeds on (a) one device, (b) 4 devices with jit + NamedSharding, (c) 4
-devices with pmap, and prints a JSON report of the per-step losses, the
-largest parameter difference, and the evaluation sums.
+XLA_FLAGS must be set before JAX initialises its backend). For each objective
+of OBJECTIVES (the ELBO, linear in the batch means, and the rate constraint
+with a quadratic penalty, nonlinear in the global mean rate), trains the tiny stand-in model for 3 dispatches of
+3 steps with the same global batch and seeds on (a) one device, (b) 4 devices
+with jit + NamedSharding, (c) 4 devices with pmap. The optimizer records the
+raw gradient it receives (`recording`) ahead of the real one, so the report
+holds, per objective and layout, the per-step losses and `grad_norm`s, the raw
+gradient of the first step (same parameters everywhere) as lists, the largest
+parameter difference from (a), and the evaluation sums with an IWAE chunk that differs
+between the global and the per-device batch. It prints the report as JSON.
 """
 
 import json
@@ -23,6 +28,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 import tiny_model
 from rdvae import data
@@ -32,15 +38,39 @@ from rdvae import parallel
 from rdvae import steps
 
 BATCH, DISPATCHES, LENGTH = 8, 3, 3
+# IWAE: K samples in chunks of C, the largest divisor of K with B C <=
+# IWAE_BATCH; the global batch (8) gives C = 1, one device's rows (2) C = 4.
+IWAE_SAMPLES, IWAE_BATCH = 4, 8
+OBJECTIVES = {
+    'elbo': objectives.Objective(kind='elbo'),
+    'rate_constraint': objectives.Objective(
+        kind='rate_constraint', rate=1.0, multiplier_init=0.5, penalty=2.0),
+}
 
 
-def run(mode: str, num_devices: int) -> dict:
+def recording() -> optax.GradientTransformation:
+  """Passes the gradient on unchanged; its state keeps the first one seen."""
+
+  def init_fn(params):
+    return (jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    count, first = state
+    first = jax.tree.map(lambda f, g: jnp.where(count == 0, g, f), first,
+                         updates)
+    return updates, (count + 1, first)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def run(mode: str, num_devices: int, objective: objectives.Objective) -> dict:
   model = tiny_model.TinyModel()
   images = (jax.random.uniform(jax.random.key(0), (40, 4, 4, 1)) > 0.5
             ).astype(jnp.uint8)
   config = ml_collections.ConfigDict({'optim': optim.default_config()})
-  optimizer = optim.create_optimizer(config, DISPATCHES * LENGTH)
-  objective = objectives.Objective(kind='target_rate', rate=1.0)
+  optimizer = optax.chain(
+      recording(), optim.create_optimizer(config, DISPATCHES * LENGTH))
   mesh = parallel.create_mesh(jax.devices()[:num_devices])
   axis = parallel.AXIS if mode == 'pmap' else None
   data_key = jax.random.key(2)
@@ -53,13 +83,15 @@ def run(mode: str, num_devices: int) -> dict:
                                    images[:1].astype(jnp.float32))
   state = parallel.put_replicated(state, mesh, mode)
   train = parallel.put_replicated(images, mesh, mode)
-  losses = []
+  losses, grad_norms = [], []
   for _ in range(DISPATCHES):
     state, metrics = loop(state, train)
     metrics = parallel.get_replicated(metrics, mode)
     losses += [float(v) for v in np.asarray(metrics['loss'])]
+    grad_norms += [float(v) for v in np.asarray(metrics['grad_norm'])]
   evaluate = parallel.make_eval_loop(
-      steps.make_eval_step(model, 3, axis), BATCH, mesh, mode)
+      steps.make_eval_step(model, IWAE_SAMPLES, axis, IWAE_BATCH), BATCH,
+      mesh, mode)
   x, mask = next(data.eval_batches(np.asarray(images[:6]), BATCH))
   x, mask = parallel.put_sharded((x, mask), mesh, mode)
   rng = parallel.put_replicated(state.rng if mode != 'pmap' else
@@ -68,24 +100,38 @@ def run(mode: str, num_devices: int) -> dict:
   sums = parallel.get_replicated(
       evaluate(state.params, x, mask, rng, 0), mode)
   host = parallel.get_replicated(state, mode)
-  return {'losses': losses, 'params': jax.tree.leaves(host.params),
+  first_grads = host.opt_state[0][1]
+  return {'losses': losses, 'grad_norms': grad_norms,
+          'first_grads': [np.asarray(g).tolist()
+                          for g in jax.tree.leaves(first_grads)],
+          'params': jax.tree.leaves(host.params),
           'sums': {k: float(v) for k, v in sums.items()},
           'step': int(host.step)}
 
 
 def main():
   assert jax.device_count() == 4, jax.devices()
-  reference = run('jit', 1)
-  report = {'devices': jax.device_count(), 'reference': reference['losses'],
-            'reference_sums': reference['sums']}
-  for mode in ('jit', 'pmap'):
-    out = run(mode, 4)
-    report[mode] = {
-        'losses': out['losses'], 'step': out['step'], 'sums': out['sums'],
-        'max_param_diff': max(
-            float(np.max(np.abs(a - b)))
-            for a, b in zip(reference['params'], out['params'])),
-        'max_param': max(float(np.max(np.abs(a))) for a in out['params'])}
+  report = {'devices': jax.device_count(),
+            'iwae_chunks': {
+                'global': steps.iwae_chunk(IWAE_SAMPLES, BATCH, IWAE_BATCH),
+                'per_device': steps.iwae_chunk(IWAE_SAMPLES, BATCH // 4,
+                                               IWAE_BATCH)},
+            'objectives': {}}
+  for name, objective in OBJECTIVES.items():
+    reference = run('jit', 1, objective)
+    entry = {'reference': {k: reference[k] for k in
+                           ('losses', 'grad_norms', 'first_grads', 'sums')}}
+    for mode in ('jit', 'pmap'):
+      out = run(mode, 4, objective)
+      entry[mode] = {
+          'losses': out['losses'], 'grad_norms': out['grad_norms'],
+          'first_grads': out['first_grads'], 'step': out['step'],
+          'sums': out['sums'],
+          'max_param_diff': max(
+              float(np.max(np.abs(np.subtract(a, b))))
+              for a, b in zip(reference['params'], out['params'])),
+          'max_param': max(float(np.max(np.abs(a))) for a in out['params'])}
+    report['objectives'][name] = entry
   print(json.dumps(report))
 
 
