@@ -10,7 +10,9 @@ argument is donated, so an update reuses its buffers.
 device computes the global batch indices and keys from (seed, step) and takes
 its own contiguous slice, so device d sees examples [d B/D, (d+1) B/D) just as
 it does under the jit sharding; the objective's batch means are psum'ed over
-'data' (`objectives.loss_fn(..., axis_name='data')`) and the gradients summed.
+'data' (`objectives.loss_fn(..., axis_name='data')`), each device
+differentiates them through its own examples only (`objectives.batch_mean`),
+and the gradients are summed, so both modes take the same gradient.
 
 In both modes `steps_per_dispatch` updates run inside one `lax.scan` per
 host call, fetching their batches from the on-device split, so the host only

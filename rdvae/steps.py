@@ -160,8 +160,9 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
   """One update of the objective (Eq. 6 and its variants) on one batch.
 
   The loss is `objectives.loss_fn` of the model's per-example RDTerms; its
-  batch means are global (taken over `axis_name` when mapped). The gradient
-  is summed over devices, then normalized and applied by `optimizer`
+  batch means are global (taken over `axis_name` when mapped, each device
+  differentiating them through its own examples). The gradient is summed
+  over devices, then normalized and applied by `optimizer`
   (`optim.create_optimizer`: Adam on block-normalized gradients).
 
   Args:

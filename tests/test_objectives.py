@@ -115,6 +115,38 @@ class LossTest(parameterized.TestCase):
                                                 weights.reshape(4, 2))
     np.testing.assert_allclose(got, 2.5, rtol=1e-6)  # mean of 0..5
 
+  def test_mapped_gradient_is_each_devices_share_of_the_global_one(self):
+    """Under a named axis (psum transposes to psum, as under pmap) each device
+    gets d loss / d R_i of its own examples, not D times it.
+
+    L = D + lambda (R - sigma) + (rho / 2)(R - sigma)^2 with the global
+    R = 2.5 (mean of 0..5; the last two examples weigh 0), sigma = 2,
+    lambda = 0.5, rho = 4: dL/dR = 0.5 + 4 * 0.5 = 2.5, dL/dD = 1, and
+    example i's share is w_i / sum(w) = 1/6.
+    """
+    objective = objectives.Objective('rate_constraint', rate=2.0, penalty=4.0)
+    state = objectives.ObjectiveState(jnp.float32(0.5))
+    weights = jnp.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+
+    def loss(rate, distortion, weights, axis_name):
+      return objectives.loss_fn(objective, types.RDTerms(rate, distortion),
+                                state, 0, weights=weights,
+                                axis_name=axis_name)[0]
+
+    def mapped(rate_shard, distortion_shard, weights_shard):
+      return jax.grad(loss, argnums=(0, 1))(rate_shard, distortion_shard,
+                                            weights_shard, 'devices')
+
+    rate = jnp.arange(8.0)
+    distortion = 2.0 * rate
+    got = jax.vmap(mapped, axis_name='devices')(
+        rate.reshape(4, 2), distortion.reshape(4, 2), weights.reshape(4, 2))
+    want = jax.grad(loss, argnums=(0, 1))(rate, distortion, weights, None)
+    np.testing.assert_allclose(want[0], 2.5 * weights / 6.0, rtol=1e-6)
+    np.testing.assert_allclose(want[1], weights / 6.0, rtol=1e-6)
+    np.testing.assert_allclose(np.ravel(got[0]), want[0], rtol=1e-6)
+    np.testing.assert_allclose(np.ravel(got[1]), want[1], rtol=1e-6)
+
   def test_unknown_kind_raises(self):
     with self.assertRaisesRegex(ValueError, 'unknown objective kind'):
       _loss_and_grads(objectives.Objective('elbo_plus'))
