@@ -18,8 +18,8 @@ as '-+v': encoder '-' Gaussian or '+' IAF; decoder '-' deconvolutional or '+'
 PixelCNN++; marginal '-' standard normal, '+' MAF or 'v' VampPrior. As in the
 caption of Fig. 3, shape encodes the marginal, lightness of colour the
 decoder (dark: deconvolutional, light: PixelCNN++) and fill the encoder
-(filled: Gaussian, open: IAF). Runs without a family (the toy) are grey
-crosses.
+(filled: Gaussian, open: IAF). Runs of other models (the toy) are grey,
+one marker per model name.
 """
 
 from __future__ import annotations
@@ -40,9 +40,13 @@ DECODERS = {'-': 'deconv', '+': 'PixelCNN++'}
 MARGINALS = {'-': 'normal', '+': 'MAF', 'v': 'VampPrior'}
 MARGINAL_MARKERS = {'-': 'o', '+': 's', 'v': 'v'}
 DECODER_COLOURS = {'-': '#08306b', '+': '#6baed6'}  # dark and light blue
-OTHER_STYLE = dict(marker='X', color='0.35')
+OTHER_MARKERS = ('X', 'P', 'D', '*', 'h')
 GROUP_COLOURS = ('#1f77b4', '#2ca02c', '#d62728')
 NATS = '(nats)'
+LEGEND_TITLE = '(e, d, m): fill e, shade d, shape m'
+HAT_H = r'$\hat{H}$'
+GRID_CAPTION = ('reconstructions z ~ e(z|x): data | sample | mean of decodes;   '
+                'generations z ~ m(z): sample | mean of decodes')
 
 
 def _new_figure(width: float, height: float) -> mpl_figure.Figure:
@@ -162,14 +166,19 @@ def is_family(family: Optional[str]) -> bool:
 
 
 def family_label(family: Optional[str]) -> str:
-  return f'({",".join(family)})' if is_family(family) else 'other'
+  """'(e,d,m)' for a family; any other name as it is; None as 'other'."""
+  if is_family(family):
+    return f'({",".join(family)})'
+  return 'other' if family is None else str(family)
 
 
-def family_style(family: Optional[str]) -> dict:
+def family_style(family: Optional[str], other: int = 0) -> dict:
   """Marker keywords of a family: shape = marginal, colour = decoder, fill =
-  encoder."""
+  encoder; the `other`-th kind of non-family run gets a grey marker of its
+  own."""
   if not is_family(family):
-    return dict(OTHER_STYLE, markersize=7, linestyle='none')
+    return dict(marker=OTHER_MARKERS[other % len(OTHER_MARKERS)],
+                color='0.35', markersize=7, linestyle='none')
   colour = DECODER_COLOURS[family[1]]
   return dict(marker=MARGINAL_MARKERS[family[2]], color=colour,
               markeredgecolor=colour, markeredgewidth=1.3, markersize=7,
@@ -191,18 +200,36 @@ def _limits(points, h_hat) -> tuple[float, float]:
 def _draw_points(ax, points, skew: bool = False) -> list:
   """Every point in its family's style; returns legend handles."""
   handles = {}
+  others = sorted({family_label(p.family) for p in points
+                   if not is_family(p.family)})
   for p in points:
     y = p.rate + p.distortion if skew else p.distortion
-    (line,) = ax.plot([p.rate], [y], **family_style(p.family))
-    handles.setdefault(family_label(p.family), line)
+    label = family_label(p.family)
+    style = family_style(p.family, others.index(label) if label in others
+                         else 0)
+    (line,) = ax.plot([p.rate], [y], **style,
+                      label='_nolegend_' if label in handles else label)
+    handles.setdefault(label, line)
     if p.note:
       ax.annotate(p.note, (p.rate, y), textcoords='offset points',
                   xytext=(4, 4), fontsize=7, color='0.2')
   return [handles[k] for k in sorted(handles, key=_legend_key)]
 
 
-def _legend_key(label: str):
-  return (label == 'other', label)
+def _legend_key(label: str) -> tuple:
+  """Families simple before complex ('-' < '+' < 'v'), then the others."""
+  return (not label.startswith('('),
+          label.translate(str.maketrans('-+v', '012')))
+
+
+def _finish(ax, handles, title: str, xlabel: str, ylabel: str) -> None:
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(handles=handles, fontsize=8, loc='upper left',
+            bbox_to_anchor=(1.01, 1.0), title=LEGEND_TITLE, title_fontsize=8,
+            borderaxespad=0.0)
 
 
 def _draw_frontier(ax, points, h_hat, skew: bool = False) -> list:
@@ -211,8 +238,10 @@ def _draw_frontier(ax, points, h_hat, skew: bool = False) -> list:
   handles = []
   r_max, d_max = _limits(points, h_hat)
   if len(points):
-    xs, ys = frontier.stepwise(rate, distortion, rate_max=r_max,
-                               distortion_max=d_max)
+    # On the skew axes the staircase's extensions would only add slopes.
+    xs, ys = frontier.stepwise(rate, distortion,
+                               rate_max=None if skew else r_max,
+                               distortion_max=None if skew else d_max)
     handles += ax.plot(xs, xs + ys if skew else ys, 'k-', lw=1.2,
                        label='Pareto frontier')
     hull = frontier.lower_hull_indices(rate, distortion)
@@ -220,10 +249,13 @@ def _draw_frontier(ax, points, h_hat, skew: bool = False) -> list:
     handles += ax.plot(hx, hx + hy if skew else hy, '-', color='0.6', lw=2.0,
                        alpha=0.8, label='lower convex hull', zorder=1)
   if h_hat is not None:
-    xs = np.array([0.0, h_hat])
-    ys = np.array([h_hat, 0.0])
-    handles += ax.plot(xs, xs + ys if skew else ys, 'k--', lw=1.0,
-                       label=f'D = H-hat - R (H-hat = {h_hat:.4g})')
+    label = f'{HAT_H} = {h_hat:.4g}'
+    if skew:
+      handles.append(ax.axhline(h_hat, color='k', ls='--', lw=1.0,
+                                label=f'-ELBO = {label}'))
+    else:
+      handles += ax.plot([0.0, h_hat], [h_hat, 0.0], 'k--', lw=1.0,
+                         label=f'D = {HAT_H} - R, {label}')
   return handles
 
 
@@ -236,18 +268,13 @@ def plot_rd_plane(points: Sequence[PlanePoint], h_hat: Optional[float],
   (H - D <= I <= R, Eq. 3, with H <= H-hat); the frontier is that of all
   points given (see rdvae/frontier.py).
   """
-  fig = _new_figure(7.5, 6.0)
+  fig = _new_figure(9.5, 6.0)
   ax = fig.subplots()
   handles = _draw_frontier(ax, points, h_hat) + _draw_points(ax, points)
   r_max, d_max = _limits(points, h_hat)
   ax.set_xlim(0, r_max)
   ax.set_ylim(0, d_max)
-  ax.set_xlabel(f'Rate R {NATS}')
-  ax.set_ylabel(f'Distortion D {NATS}')
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend(handles=handles, fontsize=8, loc='upper right', ncol=2,
-            title='(e, d, m)', title_fontsize=8)
+  _finish(ax, handles, title, f'Rate R {NATS}', f'Distortion D {NATS}')
   fig.tight_layout()
   _save(fig, path)
 
@@ -259,7 +286,7 @@ def plot_elbo_rate(points: Sequence[PlanePoint], h_hat: Optional[float],
   The shear (R, D) -> (R, R + D) maps the frontier and hull onto their
   images and the line D = H-hat - R onto the level -ELBO = H-hat.
   """
-  fig = _new_figure(7.5, 6.0)
+  fig = _new_figure(9.5, 6.0)
   ax = fig.subplots()
   handles = (_draw_frontier(ax, points, h_hat, skew=True)
              + _draw_points(ax, points, skew=True))
@@ -270,12 +297,7 @@ def plot_elbo_rate(points: Sequence[PlanePoint], h_hat: Optional[float],
   margin = 0.05 * max(high - low, 1e-3)
   ax.set_xlim(0, r_max)
   ax.set_ylim(low - margin, high + margin)
-  ax.set_xlabel(f'Rate R {NATS}')
-  ax.set_ylabel(f'-ELBO = R + D {NATS}')
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend(handles=handles, fontsize=8, loc='best', ncol=2,
-            title='(e, d, m)', title_fontsize=8)
+  _finish(ax, handles, title, f'Rate R {NATS}', f'-ELBO = R + D {NATS}')
   fig.tight_layout()
   _save(fig, path)
 
@@ -304,7 +326,8 @@ def plot_rd_panels(points: Sequence[PlanePoint], h_hat: Optional[float],
               label=f'{part} {kind} ({name}), {len(group)} runs')
       ax.plot(rate, distortion, 'o', color=colour, ms=4, alpha=0.6)
     if h_hat is not None:
-      ax.plot([0, h_hat], [h_hat, 0], 'k--', lw=1.0, label='D = H-hat - R')
+      ax.plot([0, h_hat], [h_hat, 0], 'k--', lw=1.0,
+              label=f'D = {HAT_H} - R')
     ax.set_xlim(0, r_max)
     ax.set_ylim(0, d_max)
     ax.set_xlabel(f'Rate R {NATS}')
@@ -333,11 +356,11 @@ def plot_grids(entries: Sequence[tuple[str, np.ndarray]], path: str,
   if not entries:
     raise ValueError('plot_grids needs at least one (title, image) entry')
   rows = -(-len(entries) // per_row)
-  cols = min(per_row, len(entries))
+  cols = -(-len(entries) // rows)
   height, width = np.shape(entries[0][1])[:2]
   panel_w = 2.4
   panel_h = panel_w * height / max(width, 1) + 0.8
-  fig = _new_figure(panel_w * cols, panel_h * rows)
+  fig = _new_figure(panel_w * cols, panel_h * rows + 0.4)
   axes = fig.subplots(rows, cols, squeeze=False)
   for ax in axes.ravel():
     ax.axis('off')
@@ -345,6 +368,7 @@ def plot_grids(entries: Sequence[tuple[str, np.ndarray]], path: str,
     ax.imshow(np.asarray(image), cmap='gray', vmin=0.0, vmax=1.0,
               interpolation='nearest')
     ax.set_title(title, fontsize=7)
+  fig.suptitle(GRID_CAPTION, fontsize=8)
   fig.tight_layout()
   _save(fig, path, dpi=120)
 

@@ -17,7 +17,10 @@ Both coordinates are to be minimised, so the runs define
     beta -> inf is the point of least rate (of least distortion among ties),
     for beta -> 0 the point of least distortion (of least rate among ties).
     Points on the hull between two vertices (collinear points) are not
-    vertices: no beta picks them out uniquely.
+    vertices: no beta picks them out uniquely. Three points count as
+    collinear when the sine of their turn is below `COLLINEAR_TOLERANCE`, so
+    points on one line in exact arithmetic (the toy's D = H - R) stay
+    collinear after rounding.
 
 Ties are handled deterministically: an (R, D) value achieved by several
 points (exact duplicates) is represented by the first of them in input order;
@@ -28,6 +31,7 @@ accept empty inputs.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -82,9 +86,16 @@ def pareto_mask(rate, distortion) -> np.ndarray:
   return mask
 
 
-def _cross(o, a, b) -> float:
-  """z-component of (a - o) x (b - o): > 0 for a left (counter-clockwise) turn."""
-  return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+# Turns with |sin(angle)| below this count as straight: points that are
+# collinear in exact arithmetic (e.g. on D = H - R) stay collinear in floats.
+COLLINEAR_TOLERANCE = 1e-9
+
+
+def _turns_left(o, a, b) -> bool:
+  """Whether o -> a -> b turns counter-clockwise, beyond rounding."""
+  ax, ay, bx, by = a[0] - o[0], a[1] - o[1], b[0] - o[0], b[1] - o[1]
+  cross = ax * by - ay * bx
+  return cross > COLLINEAR_TOLERANCE * math.hypot(ax, ay) * math.hypot(bx, by)
 
 
 def lower_hull_indices(rate, distortion) -> np.ndarray:
@@ -111,9 +122,9 @@ def lower_hull_indices(rate, distortion) -> np.ndarray:
   hull = []
   for i in pareto_indices(rate, distortion):
     point = (rate[i], distortion[i])
-    while len(hull) >= 2 and _cross(
+    while len(hull) >= 2 and not _turns_left(
         (rate[hull[-2]], distortion[hull[-2]]),
-        (rate[hull[-1]], distortion[hull[-1]]), point) <= 0:
+        (rate[hull[-1]], distortion[hull[-1]]), point):
       hull.pop()
     hull.append(i)
   return np.asarray(hull, dtype=np.int64)

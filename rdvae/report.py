@@ -268,7 +268,7 @@ def _cell(value: Any) -> str:
   if value is None:
     return ''
   if isinstance(value, float):
-    return f'{value:.4g}'
+    return f'{value:.5g}'
   return str(value).replace('|', '\\|')
 
 

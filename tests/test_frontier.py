@@ -155,6 +155,18 @@ class FrontierTest(parameterized.TestCase):
     self.assertEqual(frontier.lower_hull_indices(rate, distortion).tolist(),
                      hull)
 
+  def test_rounded_collinear_points_are_not_vertices(self):
+    # On D = H - R in floats, cross products of exactly collinear points are
+    # rounding noise of either sign; only the ends are vertices.
+    h = 2.914051210084853
+    rate = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.3])
+    distortion = h - rate
+    self.assertEqual(frontier.lower_hull_indices(rate, distortion).tolist(),
+                     [0, 7])
+    distortion[3] -= 1e-6  # a real dent is still a vertex
+    self.assertEqual(frontier.lower_hull_indices(rate, distortion).tolist(),
+                     [0, 3, 7])
+
   def test_hull_betas_fall_along_the_hull(self):
     rate, distortion = [0.0, 1.0, 3.0, 7.0], [10.0, 4.0, 1.0, 0.0]
     np.testing.assert_allclose(frontier.hull_betas(rate, distortion),

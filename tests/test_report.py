@@ -96,13 +96,22 @@ def _tempdir_method(self):
 
 
 class ReportTest(absltest.TestCase):
+  """One fake sweep and its report, written once (drawing takes seconds)."""
 
   _tempdir = _tempdir_method
 
-  def setUp(self):
-    super().setUp()
-    self.workdir = self._tempdir()
-    make_fake_sweep(self.workdir)
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls._root = tempfile.TemporaryDirectory()
+    cls.workdir = os.path.join(cls._root.name, 'sweep')
+    make_fake_sweep(cls.workdir)
+    cls.out = report.write_report(cls.workdir, betas=(1.0, 0.1))
+
+  @classmethod
+  def tearDownClass(cls):
+    cls._root.cleanup()
+    super().tearDownClass()
 
   def test_points_status_and_settings(self):
     points = {p.name: p for p in report.read_sweep(self.workdir)}
@@ -123,7 +132,9 @@ class ReportTest(absltest.TestCase):
     self.assertIn('f_pixel', source)
 
   def test_h_hat_of_the_toy_is_its_exact_entropy(self):
-    directory = os.path.join(self.workdir, 'toy_point')
+    workdir = self._tempdir()
+    make_fake_sweep(workdir)
+    directory = os.path.join(workdir, 'toy_point')
     os.makedirs(directory)
     writers.write_json_atomic(
         os.path.join(directory, 'config.json'),
@@ -132,7 +143,7 @@ class ReportTest(absltest.TestCase):
          'objective': {'kind': 'rate_constraint', 'rate': 0.5}})
     writers.write_results(directory, {'rate': 0.5, 'distortion': 2.414,
                                       'elbo': -2.914, 'entropy': 2.914})
-    points = report.read_sweep(self.workdir)
+    points = report.read_sweep(workdir)
     h_hat, _ = report.estimate_entropy(points)
     self.assertEqual(h_hat, 2.914)
     toy = [p for p in points if p.name == 'toy_point'][0]
@@ -140,8 +151,7 @@ class ReportTest(absltest.TestCase):
     self.assertEqual(toy.setting, 'sigma=0.5')
 
   def test_writes_frontier_csv_against_brute_force(self):
-    out = report.write_report(self.workdir)
-    directory = out['directory']
+    directory = self.out['directory']
     got = [(r['name'], float(r['rate']), float(r['distortion']))
            for r in _read_csv(os.path.join(directory, 'frontier.csv'))]
     self.assertEqual(got, _brute_frontier([(x[0], x[5], x[6]) for x in DONE]))
@@ -154,8 +164,7 @@ class ReportTest(absltest.TestCase):
     self.assertEqual(hull, ['c_beta10', 'f_pixel', 'b_beta1', 'a_beta0.1'])
 
   def test_points_csv_and_report_md_rows(self):
-    out = report.write_report(self.workdir)
-    directory = out['directory']
+    directory = self.out['directory']
     rows = {r['name']: r for r in
             _read_csv(os.path.join(directory, 'points.csv'))}
     self.assertLen(rows, len(DONE) + 2)
@@ -180,12 +189,12 @@ class ReportTest(absltest.TestCase):
     self.assertIn('| x_pending | pending | --v | beta_vae | beta=3 |  |',
                   text)
     self.assertIn('- y_failed: FloatingPointError', text)
-    for name in out['files']:
+    for name in self.out['files']:
       if name.endswith('.png'):
         self.assertIn(f'![{name}]({name})', text)
 
   def test_figures_exist_and_are_not_blank(self):
-    out = report.write_report(self.workdir, betas=(1.0, 0.1))
+    out = self.out
     names = set(out['files'])
     self.assertContainsSubset(
         {'rd_plane.png', 'rd_panels.png', 'elbo_rate.png',
@@ -205,9 +214,12 @@ class ReportTest(absltest.TestCase):
                       if '.tmp' in f or f.endswith('.old')], [])
 
   def test_tensorboard_hparams_one_run_per_finished_point(self):
-    report.write_report(self.workdir)
-    report.write_report(self.workdir)  # rewriting replaces, not appends
-    directory = os.path.join(self.workdir, 'report', 'tensorboard')
+    workdir = self._tempdir()
+    make_fake_sweep(workdir)
+    points = report.read_sweep(workdir)
+    directory = os.path.join(workdir, 'tensorboard')
+    report.write_hparams(points, 90.5, directory)
+    report.write_hparams(points, 90.5, directory)  # replaces, not appends
     runs = sorted(d for d in os.listdir(directory)
                   if os.path.isdir(os.path.join(directory, d)))
     self.assertEqual(runs, sorted(x[0] for x in DONE))
@@ -226,16 +238,24 @@ class ReportTest(absltest.TestCase):
       self.assertEqual(f.read(), 'name,rate,distortion\n')
 
   def test_command_line(self):
+    workdir = self._tempdir()
+    make_fake_sweep(workdir)
     env = dict(os.environ, PYTHONPATH=REPO)
     done = subprocess.run(
         [sys.executable, '-m', 'experiments.report',
-         f'--workdir={self.workdir}', '--grid_betas=1,10'], cwd=REPO,
+         f'--workdir={workdir}', '--grid_betas=1,10'], cwd=REPO,
         env=env, capture_output=True, text=True, check=False, timeout=120)
     self.assertEqual(done.returncode, 0, done.stderr)
     self.assertIn('10 points (8 done, 1 pending, 1 failed); H-hat = 90.5 nats',
                   done.stdout)
     self.assertTrue(os.path.exists(
-        os.path.join(self.workdir, 'report', 'grids_beta_10.png')))
+        os.path.join(workdir, 'report', 'grids_beta_10.png')))
+    bad = subprocess.run(
+        [sys.executable, '-m', 'experiments.report',
+         f'--workdir={workdir}', '--grid_betas=one'], cwd=REPO, env=env,
+        capture_output=True, text=True, check=False, timeout=120)
+    self.assertNotEqual(bad.returncode, 0)
+    self.assertIn("--grid_betas=['one']", bad.stderr)
 
 
 class FiguresTest(absltest.TestCase):
@@ -273,6 +293,11 @@ class FiguresTest(absltest.TestCase):
                      figures.DECODER_COLOURS['-'])
     self.assertFalse(figures.is_family('toy bump/tabular'))
     self.assertEqual(figures.family_label('-+v'), '(-,+,v)')
+    self.assertEqual(figures.family_label('toy bump/tabular'),
+                     'toy bump/tabular')
+    self.assertEqual(figures.family_label(None), 'other')
+    self.assertNotEqual(figures.family_style(None, 0)['marker'],
+                        figures.family_style(None, 1)['marker'])
 
 
 def _read_scalars(directory):
