@@ -45,7 +45,8 @@ GROUP_COLOURS = ('#1f77b4', '#2ca02c', '#d62728')
 NATS = '(nats)'
 LEGEND_TITLE = '(e, d, m): fill e, shade d, shape m'
 HAT_H = r'$\hat{H}$'
-GRID_CAPTION = ('reconstructions z ~ e(z|x): data | sample | mean of decodes;   '
+GRID_CAPTION = ('reconstructions z ~ e(z|x): data | sample | mean of decodes;'
+                '   '
                 'generations z ~ m(z): sample | mean of decodes')
 
 

@@ -1,8 +1,7 @@
-"""The report of a sweep: its points read from their files, tabulated, drawn.
+"""The report of a sweep: its points tabulated and drawn into DIR/report/.
 
-`write_report(workdir)` reads only what each point directory `workdir/<point>`
-holds (config.json, sweep_point.json, results.json, failure.json and
-images/grid_<step>.png), so it works on a sweep still running, and writes
+`write_report(workdir)` reads the points with `rdvae.sweep_results` (their
+files only, so it works on a sweep still running) and writes
 `workdir/report/`:
 
   points.csv     every point: status, family, objective, swept keys, R, D,
@@ -14,232 +13,25 @@ images/grid_<step>.png), so it works on a sweep still running, and writes
   report.md      the figures and the table of every point;
   tensorboard/   one HParams run per finished point.
 
-A point is `done` when results.json exists (it is written last), else
-`failed` when failure.json exists, else `pending`. H-hat, the sweep's
-estimate of the data entropy H (the paper's 80.2 nats), is the exact entropy
-where results.json has one (the toy), else the lowest -IWAE of the finished
-points (each an upper bound on the cross-entropy, hence on H), else the
-lowest -ELBO. Then H - D <= I(X; Z) <= R (Eq. 3) gives each point's H-hat - D,
-a lower bound on I only where H-hat is H itself. Every file is written through
-a temporary file and `os.replace`.
+Every file is written through a temporary file and `os.replace`.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
-import glob
 import io
 import math
 import os
-import re
 import shutil
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from rdvae import figures
-from rdvae import frontier
-from rdvae import writers
+from rdvae import sweep_results
 
-REPORT_DIR = 'report'
-FAILURE_FILE = 'failure.json'
-SWEEP_POINT_FILE = 'sweep_point.json'
-POINT_FILES = (writers.CONFIG_FILE, writers.RESULTS_FILE, SWEEP_POINT_FILE,
-               FAILURE_FILE)
-BETA_KINDS = ('elbo', 'beta_vae')
-RATE_KINDS = ('target_rate', 'rate_constraint')
-DISTORTION_KINDS = ('target_distortion', 'distortion_constraint')
-# results.json keys of each measure, first found wins: image models write
-# test/* and top-level copies; the toy writes its exact bounds.
-MEASURES = {
-    'rate': ('rate',), 'distortion': ('distortion',), 'elbo': ('elbo',),
-    'iwae': ('iwae', 'test/iwae'),
-    'generative_lower': ('test/generative_lower', 'generative_lower',
-                         'generative_lower_bound_E'),
-    'generative_upper': ('test/generative_upper', 'generative_upper',
-                         'generative_upper_bound_G'),
-    'active_units': ('test/active_units', 'active_units'),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Point:
-  """One point of a sweep, as its files describe it."""
-
-  name: str
-  directory: str
-  status: str                    # 'done', 'pending' or 'failed'
-  family: Optional[str]          # '-+v', 'toy bump/tabular', or None
-  kind: Optional[str]            # objective.kind
-  beta: Optional[float]          # the final beta of elbo / beta_vae
-  target: Optional[float]        # sigma (rate kinds) or delta (distortion)
-  schedule: str                  # '' or the beta / rate schedule
-  overrides: dict                # sweep_point.json's swept keys
-  results: dict                  # results.json ({} unless done)
-  error: str = ''
-  grid: Optional[str] = None     # the highest-step images/grid_*.png
-
-  def measure(self, key: str) -> Optional[float]:
-    """A measure of `MEASURES` from results.json, or None when absent."""
-    for name in MEASURES[key]:
-      value = _number(self.results.get(name))
-      if value is not None:
-        return value
-    return None
-
-  @property
-  def setting(self) -> str:
-    """'beta=0.1', 'sigma=5', 'delta=80' (with the schedule), or ''."""
-    text = ''
-    if self.beta is not None:
-      text = f'beta={self.beta:g}'
-    elif self.target is not None:
-      symbol = 'sigma' if self.kind in RATE_KINDS else 'delta'
-      text = f'{symbol}={self.target:g}'
-    return f'{text} ({self.schedule})' if self.schedule else text
-
-
-def _number(value: Any) -> Optional[float]:
-  if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-    return None
-  try:
-    value = float(value)  # writers store NaN and inf as strings
-  except ValueError:
-    return None
-  return value if math.isfinite(value) else None
-
-
-def _read(path: str) -> tuple[Optional[dict], str]:
-  """(json, '') or (None, why) for a missing or unreadable file."""
-  if not os.path.exists(path):
-    return None, ''
-  try:
-    return writers.read_json(path), ''
-  except (OSError, ValueError) as e:
-    return None, f'{os.path.basename(path)} unreadable: {e}'
-
-
-def latest_grid(directory: str) -> Optional[str]:
-  """The images/grid_<step>.png of the highest step, or None."""
-  paths = glob.glob(os.path.join(directory, 'images', 'grid_*.png'))
-  steps = {int(m.group(1)): p for p in paths
-           if (m := re.fullmatch(r'grid_(\d+)\.png', os.path.basename(p)))}
-  return steps[max(steps)] if steps else None
-
-
-def _objective(config: dict) -> tuple:
-  """(kind, beta, target, schedule) of a config.json's objective."""
-  objective = config.get('objective', {})
-  kind = objective.get('kind')
-  beta = target = None
-  schedule = ''
-  if kind in BETA_KINDS:
-    beta = 1.0 if kind == 'elbo' else _number(objective.get('beta'))
-    if objective.get('beta_schedule', 'constant') != 'constant':
-      schedule = f"beta {objective['beta_schedule']}"
-  elif kind in RATE_KINDS + DISTORTION_KINDS:
-    target = _number(objective.get(
-        'rate' if kind in RATE_KINDS else 'distortion'))
-    if objective.get('rate_schedule', 'constant') != 'constant':
-      schedule = f"rate {objective['rate_schedule']}"
-  return kind, beta, target, schedule
-
-
-def _family(config: dict) -> Optional[str]:
-  model = config.get('model', {})
-  if 'family' in model:
-    return str(model['family'])
-  if config.get('dataset', {}).get('name') == 'toy':
-    return f"toy {model.get('encoder')}/{model.get('decoder')}"
-  return None
-
-
-def read_point(directory: str) -> Point:
-  """A point from the files in its directory (see the module docstring)."""
-  config, config_error = _read(os.path.join(directory, writers.CONFIG_FILE))
-  sweep_point, _ = _read(os.path.join(directory, SWEEP_POINT_FILE))
-  results, results_error = _read(
-      os.path.join(directory, writers.RESULTS_FILE))
-  failure, _ = _read(os.path.join(directory, FAILURE_FILE))
-  if results is not None:
-    status, error = 'done', ''
-  elif failure is not None or os.path.exists(
-      os.path.join(directory, FAILURE_FILE)):
-    status = 'failed'
-    error = str((failure or {}).get('error', 'failure.json present'))
-  else:
-    status, error = 'pending', results_error or config_error
-  sweep_point = sweep_point or {}
-  config = config or {}
-  kind, beta, target, schedule = _objective(config)
-  return Point(
-      name=str(sweep_point.get('name', os.path.basename(directory))),
-      directory=directory, status=status, family=_family(config), kind=kind,
-      beta=beta, target=target, schedule=schedule,
-      overrides=dict(sweep_point.get('overrides', {})),
-      results=results or {}, error=error, grid=latest_grid(directory))
-
-
-def read_sweep(workdir: str) -> list[Point]:
-  """Every point directory below workdir (one holding any point file)."""
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f'--workdir={workdir!r} is not a directory')
-  points = []
-  for entry in sorted(os.listdir(workdir)):
-    directory = os.path.join(workdir, entry)
-    if entry == REPORT_DIR or not os.path.isdir(directory):
-      continue
-    if any(os.path.exists(os.path.join(directory, f)) for f in POINT_FILES):
-      points.append(read_point(directory))
-  return points
-
-
-def finished(points: Sequence[Point]) -> list[Point]:
-  """The done points with a finite rate and distortion."""
-  return [p for p in points if p.status == 'done'
-          and p.measure('rate') is not None
-          and p.measure('distortion') is not None]
-
-
-def estimate_entropy(points: Sequence[Point]) -> tuple[Optional[float], str]:
-  """(H-hat, where it came from); (None, why) with no finished point."""
-  done = finished(points)
-  exact = [v for p in done if (v := _number(p.results.get('entropy')))
-           is not None]
-  if exact:
-    return min(exact), 'the exact data entropy in results.json'
-  for key, label in (('iwae', '-IWAE'), ('elbo', '-ELBO')):
-    bounds = [(-p.measure(key), p.name) for p in done
-              if p.measure(key) is not None]
-    if bounds:
-      value, name = min(bounds)
-      return value, f'the lowest {label} of the sweep (point {name})'
-  return None, 'no finished point yet'
-
-
-def frontier_marks(points: Sequence[Point]) -> dict[str, str]:
-  """name -> 'P' (Pareto frontier), 'PH' (also a hull vertex) or ''."""
-  done = finished(points)
-  rate = [p.measure('rate') for p in done]
-  distortion = [p.measure('distortion') for p in done]
-  marks = {p.name: '' for p in points}
-  for i in frontier.pareto_indices(rate, distortion):
-    marks[done[i].name] += 'P'
-  for i in frontier.lower_hull_indices(rate, distortion):
-    marks[done[i].name] += 'H'
-  return marks
-
-
-def frontier_points(points: Sequence[Point], hull: bool = False
-                    ) -> list[Point]:
-  """The finished points on the Pareto frontier (or hull), by rate."""
-  done = finished(points)
-  rate = [p.measure('rate') for p in done]
-  distortion = [p.measure('distortion') for p in done]
-  pick = frontier.lower_hull_indices if hull else frontier.pareto_indices
-  return [done[i] for i in pick(rate, distortion)]
-
+Point = sweep_results.Point
+Points = Sequence[Point]
 
 COLUMNS = ('name', 'status', 'family', 'objective', 'setting', 'rate',
            'distortion', 'elbo', 'iwae', 'h_hat_minus_d', 'generative_lower',
@@ -249,9 +41,9 @@ HEADERS = ('name', 'status', 'family (e,d,m)', 'objective', 'beta / target',
            'frontier')
 
 
-def rows(points: Sequence[Point], h_hat: Optional[float]) -> list[dict]:
+def rows(points: Points, h_hat: Optional[float]) -> list[dict]:
   """One dict per point with every column of `COLUMNS` (None: blank)."""
-  marks = frontier_marks(points)
+  marks = sweep_results.frontier_marks(points)
   table = []
   for p in points:
     d = p.measure('distortion')
@@ -259,7 +51,7 @@ def rows(points: Sequence[Point], h_hat: Optional[float]) -> list[dict]:
            'objective': p.kind, 'setting': p.setting,
            'h_hat_minus_d': None if h_hat is None or d is None else h_hat - d,
            'frontier': marks.get(p.name, '')}
-    row.update({key: p.measure(key) for key in MEASURES})
+    row.update({key: p.measure(key) for key in sweep_results.MEASURES})
     table.append(row)
   return table
 
@@ -299,7 +91,7 @@ def _csv(header: Sequence[str], records: Sequence[Sequence[Any]]) -> str:
   return out.getvalue()
 
 
-def points_csv(points: Sequence[Point], h_hat: Optional[float]) -> str:
+def points_csv(points: Points, h_hat: Optional[float]) -> str:
   """Every column of `rows`, the swept keys, the error and the grid path."""
   swept = sorted({k for p in points for k in p.overrides})
   header = list(COLUMNS) + swept + ['error', 'grid']
@@ -309,20 +101,20 @@ def points_csv(points: Sequence[Point], h_hat: Optional[float]) -> str:
   return _csv(header, records)
 
 
-def frontier_csv(points: Sequence[Point], hull: bool = False) -> str:
+def frontier_csv(points: Points, hull: bool = False) -> str:
   return _csv(('name', 'rate', 'distortion'),
               [(p.name, repr(p.measure('rate')),
                 repr(p.measure('distortion')))
-               for p in frontier_points(points, hull)])
+               for p in sweep_results.frontier_points(points, hull)])
 
 
-def plane_points(points: Sequence[Point]) -> list[figures.PlanePoint]:
+def plane_points(points: Points) -> list[figures.PlanePoint]:
   """The finished points for the figures; targets are annotated."""
   return [figures.PlanePoint(
       name=p.name, rate=p.measure('rate'), distortion=p.measure('distortion'),
       family=p.family,
       note=p.setting if p.target is not None else '')
-          for p in finished(points)]
+          for p in sweep_results.finished(points)]
 
 
 def _grid_title(p: Point) -> str:
@@ -341,7 +133,7 @@ def _family_key(family: Optional[str]) -> str:
   return (family or '').translate(str.maketrans('-+v', '012'))
 
 
-def _spread(items: Sequence[Point], limit: int) -> list[Point]:
+def _spread(items: Points, limit: int) -> list[Point]:
   """At most `limit` items, evenly spaced (first and last kept)."""
   if len(items) <= limit:
     return list(items)
@@ -349,7 +141,7 @@ def _spread(items: Sequence[Point], limit: int) -> list[Point]:
   return [items[int(i)] for i in picks]
 
 
-def choose_grids(points: Sequence[Point], betas: Sequence[float] = (1.0,),
+def choose_grids(points: Points, betas: Sequence[float] = (1.0,),
                  max_grids: int = 8) -> dict[str, list[Point]]:
   """Fig. 4's choices: file stem -> finished points with a grid.
 
@@ -357,9 +149,9 @@ def choose_grids(points: Sequence[Point], betas: Sequence[float] = (1.0,),
   `max_grids` evenly spaced; 'grids_beta_<b>': every point trained at the
   final beta b (Fig. 4c at b = 1), by family.
   """
-  with_grid = [p for p in finished(points) if p.grid]
+  with_grid = [p for p in sweep_results.finished(points) if p.grid]
   chosen = {'grids_frontier': _spread(
-      [p for p in frontier_points(points) if p.grid], max_grids)}
+      [p for p in sweep_results.frontier_points(points) if p.grid], max_grids)}
   for beta in betas:
     same = sorted((p for p in with_grid if p.beta is not None
                    and math.isclose(p.beta, beta, rel_tol=1e-9)),
@@ -368,7 +160,7 @@ def choose_grids(points: Sequence[Point], betas: Sequence[float] = (1.0,),
   return {stem: group for stem, group in chosen.items() if group}
 
 
-def write_figures(points: Sequence[Point], h_hat: Optional[float],
+def write_figures(points: Points, h_hat: Optional[float],
                   directory: str, betas: Sequence[float] = (1.0,),
                   max_grids: int = 8) -> list[str]:
   """Draws every figure of the report into directory; returns file names."""
@@ -394,12 +186,12 @@ def _hparam_value(value: Any) -> Any:
   return str(value)
 
 
-def write_hparams(points: Sequence[Point], h_hat: Optional[float],
+def write_hparams(points: Points, h_hat: Optional[float],
                   directory: str) -> None:
   """One TensorBoard HParams run per finished point, replacing the old ones.
 
   Hyperparameters: family, objective kind, beta, target, schedule and every
-  swept key; metrics: the measures of `MEASURES` and H-hat - D.
+  swept key; metrics: the measures of `sweep_results.MEASURES` and H-hat - D.
   """
   import tensorboardX  # pylint: disable=g-import-not-at-top
   tmp, old = f'{directory}.tmp', f'{directory}.old'
@@ -407,14 +199,14 @@ def write_hparams(points: Sequence[Point], h_hat: Optional[float],
     shutil.rmtree(path, ignore_errors=True)
   table = {row['name']: row for row in rows(points, h_hat)}
   with tensorboardX.SummaryWriter(tmp) as writer:
-    for p in finished(points):
+    for p in sweep_results.finished(points):
       hparams = {'family': p.family, 'objective': p.kind, 'beta': p.beta,
                  'target': p.target, 'schedule': p.schedule}
       hparams.update(p.overrides)
       hparams = {k: _hparam_value(v) for k, v in hparams.items()
                  if v is not None}
       metrics = {f'hparams/{k}': table[p.name][k]
-                 for k in (*MEASURES, 'h_hat_minus_d')
+                 for k in (*sweep_results.MEASURES, 'h_hat_minus_d')
                  if table[p.name][k] is not None}
       writer.add_hparams(hparams, metrics, name=p.name)
   if os.path.exists(directory):
@@ -423,7 +215,7 @@ def write_hparams(points: Sequence[Point], h_hat: Optional[float],
   shutil.rmtree(old, ignore_errors=True)
 
 
-def markdown(points: Sequence[Point], h_hat: Optional[float], source: str,
+def markdown(points: Points, h_hat: Optional[float], source: str,
              figure_names: Sequence[str], title: str) -> str:
   """report.md: counts, H-hat, the figures, the frontier and every point."""
   counts = {s: sum(p.status == s for p in points)
@@ -436,7 +228,7 @@ def markdown(points: Sequence[Point], h_hat: Optional[float], source: str,
            'the black staircase the Pareto frontier of the finished points, '
            'the grey line their lower convex hull. All figures in nats.', '']
   lines += [f'![{name}]({name})\n' for name in figure_names]
-  front = frontier_points(points)
+  front = sweep_results.frontier_points(points)
   lines += ['## Pareto frontier', '',
             markdown_table([{'name': p.name, 'rate': p.measure('rate'),
                              'distortion': p.measure('distortion')}
@@ -462,9 +254,9 @@ def write_report(workdir: str, betas: Sequence[float] = (1.0,),
     {'points': the Points, 'h_hat': H-hat or None, 'directory': the report
     directory, 'files': the names written}.
   """
-  points = read_sweep(workdir)
-  h_hat, source = estimate_entropy(points)
-  directory = os.path.join(workdir, REPORT_DIR)
+  points = sweep_results.read_sweep(workdir)
+  h_hat, source = sweep_results.estimate_entropy(points)
+  directory = os.path.join(workdir, sweep_results.REPORT_DIR)
   os.makedirs(directory, exist_ok=True)
   texts = {'points.csv': points_csv(points, h_hat),
            'frontier.csv': frontier_csv(points),

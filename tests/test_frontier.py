@@ -132,7 +132,8 @@ class FrontierTest(parameterized.TestCase):
     self.assertEqual(got, _brute_hull(rate, distortion))
     self.assertContainsSubset(got, frontier.pareto_indices(rate, distortion))
 
-  @parameterized.named_parameters(*(c for c in CLOUDS if c['integer'] is not False))
+  @parameterized.named_parameters(
+      *(c for c in CLOUDS if c['integer'] is not False))
   def test_hull_is_the_set_of_beta_minimisers(self, seed, n, integer):
     # On the 0..10 integer grid the edge slopes are ratios p/q with q <= 10,
     # so every vertex wins on a beta interval wider than the grid's steps.

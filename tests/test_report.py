@@ -1,6 +1,7 @@
-"""Tests for rdvae/report.py, rdvae/figures.py and experiments/report.py on a
-fake sweep directory: point status, H-hat, frontier.csv against brute force,
-report.md rows, the figures and the TensorBoard HParams runs."""
+"""Tests for rdvae/report.py, rdvae/sweep_results.py, rdvae/figures.py and
+experiments/report.py on a fake sweep directory: point status, H-hat,
+frontier.csv against brute force, report.md rows, the figures and the
+TensorBoard HParams runs."""
 
 import csv
 import os
@@ -13,13 +14,15 @@ import numpy as np
 
 from rdvae import figures
 from rdvae import report
+from rdvae import sweep_results
 from rdvae import writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name, family, kind, beta, rate target, R, D, IWAE, E, G, active units
 DONE = [
-    ('a_beta0.1', '---', 'beta_vae', 0.1, 0.0, 60.0, 40.0, -97.0, 5.0, 70.0, 30),
+    ('a_beta0.1', '---', 'beta_vae', 0.1, 0.0, 60.0, 40.0, -97.0, 5.0, 70.0,
+     30),
     ('b_beta1', '---', 'elbo', 1.0, 0.0, 25.0, 75.0, -96.0, None, None, None),
     ('c_beta10', '---', 'beta_vae', 10.0, 0.0, 0.2, 150.0, -150.0, 1.0, 3.0, 2),
     ('d_dominated', '+--', 'beta_vae', 0.5, 0.0, 61.0, 45.0, -104.0, None,
@@ -114,7 +117,7 @@ class ReportTest(absltest.TestCase):
     super().tearDownClass()
 
   def test_points_status_and_settings(self):
-    points = {p.name: p for p in report.read_sweep(self.workdir)}
+    points = {p.name: p for p in sweep_results.read_sweep(self.workdir)}
     self.assertLen(points, len(DONE) + 2)
     self.assertNotIn('not_a_point', points)
     self.assertEqual(points['x_pending'].status, 'pending')
@@ -127,7 +130,7 @@ class ReportTest(absltest.TestCase):
     self.assertIsNone(points['x_pending'].grid)
 
   def test_h_hat_is_the_lowest_negative_iwae(self):
-    h_hat, source = report.estimate_entropy(report.read_sweep(self.workdir))
+    h_hat, source = sweep_results.estimate_entropy(sweep_results.read_sweep(self.workdir))
     self.assertEqual(h_hat, 90.5)
     self.assertIn('f_pixel', source)
 
@@ -143,8 +146,8 @@ class ReportTest(absltest.TestCase):
          'objective': {'kind': 'rate_constraint', 'rate': 0.5}})
     writers.write_results(directory, {'rate': 0.5, 'distortion': 2.414,
                                       'elbo': -2.914, 'entropy': 2.914})
-    points = report.read_sweep(workdir)
-    h_hat, _ = report.estimate_entropy(points)
+    points = sweep_results.read_sweep(workdir)
+    h_hat, _ = sweep_results.estimate_entropy(points)
     self.assertEqual(h_hat, 2.914)
     toy = [p for p in points if p.name == 'toy_point'][0]
     self.assertEqual(toy.family, 'toy bump/tabular')
@@ -207,7 +210,7 @@ class ReportTest(absltest.TestCase):
       self.assertGreater(image.shape[0], 200, name)
       self.assertGreater(image.std(), 0.05, name)  # not one flat colour
     self.assertEqual(
-        [p.name for p in report.choose_grids(report.read_sweep(
+        [p.name for p in report.choose_grids(sweep_results.read_sweep(
             self.workdir))['grids_beta_1']],
         ['b_beta1', 'f_pixel', 'e_duplicate'])  # by family: ---, -+-, ++v
     self.assertEqual([f for f in os.listdir(out['directory'])
@@ -216,7 +219,7 @@ class ReportTest(absltest.TestCase):
   def test_tensorboard_hparams_one_run_per_finished_point(self):
     workdir = self._tempdir()
     make_fake_sweep(workdir)
-    points = report.read_sweep(workdir)
+    points = sweep_results.read_sweep(workdir)
     directory = os.path.join(workdir, 'tensorboard')
     report.write_hparams(points, 90.5, directory)
     report.write_hparams(points, 90.5, directory)  # replaces, not appends
