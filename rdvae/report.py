@@ -227,6 +227,8 @@ def markdown(points: Points, h_hat: Optional[float], source: str,
            f'H-hat = {h_text}: {source}. The dashed line is D = H-hat - R; '
            'the black staircase the Pareto frontier of the finished points, '
            'the grey line their lower convex hull. All figures in nats.', '']
+  lines += [f'**Not comparable**: {line}.\n'
+            for line in sweep_results.disagreements(points)]
   lines += [f'![{name}]({name})\n' for name in figure_names]
   front = sweep_results.frontier_points(points)
   lines += ['## Pareto frontier', '',

@@ -38,7 +38,9 @@ DISTORTION_KINDS = ('target_distortion', 'distortion_constraint')
 # results.json keys of each measure, first found wins: image models write
 # test/* and top-level copies; the toy writes its exact bounds.
 MEASURES = {
-    'rate': ('rate',), 'distortion': ('distortion',), 'elbo': ('elbo',),
+    'rate': ('rate', 'test/rate'),
+    'distortion': ('distortion', 'test/distortion'),
+    'elbo': ('elbo', 'test/elbo'),
     'iwae': ('iwae', 'test/iwae'),
     'generative_lower': ('test/generative_lower', 'generative_lower',
                          'generative_lower_bound_E'),
@@ -224,3 +226,25 @@ def frontier_points(points: Sequence[Point], hull: bool = False
   distortion = [p.measure('distortion') for p in done]
   pick = frontier.lower_hull_indices if hull else frontier.pareto_indices
   return [done[i] for i in pick(rate, distortion)]
+
+
+# results.json keys that must agree across points for their (R, D) to be
+# comparable: which parameters were evaluated, on which examples.
+SHARED_KEYS = ('params', 'eval_subset')
+
+
+def disagreements(points: Sequence[Point]) -> list[str]:
+  """One line per `SHARED_KEYS` key whose value differs between done points.
+  """
+  lines = []
+  for key in SHARED_KEYS:
+    groups: dict[str, list[str]] = {}
+    for p in points:
+      if p.status == 'done':
+        groups.setdefault(repr(p.results.get(key)), []).append(p.name)
+    if len(groups) > 1:
+      parts = '; '.join(f'{value}: {", ".join(names[:5])}'
+                        + (f' (+{len(names) - 5})' if len(names) > 5 else '')
+                        for value, names in sorted(groups.items()))
+      lines.append(f"results.json '{key}' differs between points ({parts})")
+  return lines

@@ -129,6 +129,19 @@ class ReportTest(absltest.TestCase):
     self.assertTrue(points['a_beta0.1'].grid.endswith('grid_00000200.png'))
     self.assertIsNone(points['x_pending'].grid)
 
+  def test_disagreeing_evaluations_are_flagged(self):
+    points = sweep_results.read_sweep(self.workdir)
+    self.assertEqual(sweep_results.disagreements(points), [])
+    workdir = self._tempdir()
+    make_fake_sweep(workdir)
+    path = os.path.join(workdir, 'a_beta0.1', 'results.json')
+    writers.write_json_atomic(path, dict(writers.read_json(path),
+                                         params='best'))
+    lines = sweep_results.disagreements(sweep_results.read_sweep(workdir))
+    self.assertEqual(lines, [
+        "results.json 'params' differs between points ('best': a_beta0.1; "
+        'None: b_beta1, c_beta10, d_dominated, e_duplicate, f_pixel (+2))'])
+
   def test_h_hat_is_the_lowest_negative_iwae(self):
     h_hat, source = sweep_results.estimate_entropy(sweep_results.read_sweep(self.workdir))
     self.assertEqual(h_hat, 90.5)
