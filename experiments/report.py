@@ -17,7 +17,8 @@ from rdvae import report
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The sweep directory.')
 _GRID_BETAS = flags.DEFINE_list(
     'grid_betas', ['1'], 'Final betas whose points get a grid figure each.')
-_MAX_GRIDS = flags.DEFINE_integer('max_grids', 8, 'Grids per grid figure.')
+_MAX_GRIDS = flags.DEFINE_integer('max_grids', 12,
+                                  'Grids per grid figure.')
 flags.mark_flag_as_required('workdir')
 
 

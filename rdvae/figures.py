@@ -45,9 +45,8 @@ GROUP_COLOURS = ('#1f77b4', '#2ca02c', '#d62728')
 NATS = '(nats)'
 LEGEND_TITLE = '(e, d, m): fill e, shade d, shape m'
 HAT_H = r'$\hat{H}$'
-GRID_CAPTION = ('reconstructions z ~ e(z|x): data | sample | mean of decodes;'
-                '   '
-                'generations z ~ m(z): sample | mean of decodes')
+GRID_CAPTION = ('left, z ~ e(z|x): data | sample | mean of decodes\n'
+                'right, z ~ m(z): sample | mean of decodes')
 
 
 def _new_figure(width: float, height: float) -> mpl_figure.Figure:
@@ -359,9 +358,9 @@ def plot_grids(entries: Sequence[tuple[str, np.ndarray]], path: str,
   rows = -(-len(entries) // per_row)
   cols = -(-len(entries) // rows)
   height, width = np.shape(entries[0][1])[:2]
-  panel_w = 2.4
-  panel_h = panel_w * height / max(width, 1) + 0.8
-  fig = _new_figure(panel_w * cols, panel_h * rows + 0.4)
+  panel_w = 2.8
+  panel_h = panel_w * height / max(width, 1) + 0.6
+  fig = _new_figure(max(panel_w * cols, 3.2), panel_h * rows + 0.5)
   axes = fig.subplots(rows, cols, squeeze=False)
   for ax in axes.ravel():
     ax.axis('off')

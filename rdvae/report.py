@@ -91,12 +91,18 @@ def _csv(header: Sequence[str], records: Sequence[Sequence[Any]]) -> str:
   return out.getvalue()
 
 
+def _grid_path(p: Point) -> Optional[str]:
+  """The grid's path relative to the sweep directory."""
+  return p.grid and os.path.relpath(p.grid, os.path.dirname(p.directory))
+
+
 def points_csv(points: Points, h_hat: Optional[float]) -> str:
-  """Every column of `rows`, the swept keys, the error and the grid path."""
+  """Every column of `rows`, the swept keys, the error and the grid path
+  (relative to the sweep directory)."""
   swept = sorted({k for p in points for k in p.overrides})
   header = list(COLUMNS) + swept + ['error', 'grid']
   records = [[row[c] for c in COLUMNS]
-             + [p.overrides.get(k) for k in swept] + [p.error, p.grid]
+             + [p.overrides.get(k) for k in swept] + [p.error, _grid_path(p)]
              for p, row in zip(points, rows(points, h_hat))]
   return _csv(header, records)
 
@@ -142,7 +148,7 @@ def _spread(items: Points, limit: int) -> list[Point]:
 
 
 def choose_grids(points: Points, betas: Sequence[float] = (1.0,),
-                 max_grids: int = 8) -> dict[str, list[Point]]:
+                 max_grids: int = 12) -> dict[str, list[Point]]:
   """Fig. 4's choices: file stem -> finished points with a grid.
 
   'grids_frontier': the Pareto frontier by rate (Fig. 4d, 6), at most
@@ -150,8 +156,8 @@ def choose_grids(points: Points, betas: Sequence[float] = (1.0,),
   final beta b (Fig. 4c at b = 1), by family.
   """
   with_grid = [p for p in sweep_results.finished(points) if p.grid]
-  chosen = {'grids_frontier': _spread(
-      [p for p in sweep_results.frontier_points(points) if p.grid], max_grids)}
+  front = [p for p in sweep_results.frontier_points(points) if p.grid]
+  chosen = {'grids_frontier': _spread(front, max_grids)}
   for beta in betas:
     same = sorted((p for p in with_grid if p.beta is not None
                    and math.isclose(p.beta, beta, rel_tol=1e-9)),
@@ -162,7 +168,7 @@ def choose_grids(points: Points, betas: Sequence[float] = (1.0,),
 
 def write_figures(points: Points, h_hat: Optional[float],
                   directory: str, betas: Sequence[float] = (1.0,),
-                  max_grids: int = 8) -> list[str]:
+                  max_grids: int = 12) -> list[str]:
   """Draws every figure of the report into directory; returns file names."""
   plane = plane_points(points)
   if not plane:
@@ -249,7 +255,7 @@ def markdown(points: Points, h_hat: Optional[float], source: str,
 
 
 def write_report(workdir: str, betas: Sequence[float] = (1.0,),
-                 max_grids: int = 8) -> dict[str, Any]:
+                 max_grids: int = 12) -> dict[str, Any]:
   """Reads the sweep in workdir and writes workdir/report/ (module docstring).
 
   Returns:

@@ -57,6 +57,7 @@ class Point:
   name: str
   directory: str
   status: str                    # 'done', 'pending' or 'failed'
+  dataset: Optional[str]         # config.dataset.name
   family: Optional[str]          # '-+v', 'toy bump/tabular', or None
   kind: Optional[str]            # objective.kind
   beta: Optional[float]          # the final beta of elbo / beta_vae
@@ -162,7 +163,9 @@ def read_point(directory: str) -> Point:
   kind, beta, target, schedule = _objective(config)
   return Point(
       name=str(sweep_point.get('name', os.path.basename(directory))),
-      directory=directory, status=status, family=_family(config), kind=kind,
+      directory=directory, status=status,
+      dataset=config.get('dataset', {}).get('name'),
+      family=_family(config), kind=kind,
       beta=beta, target=target, schedule=schedule,
       overrides=dict(sweep_point.get('overrides', {})),
       results=results or {}, error=error, grid=latest_grid(directory))
@@ -234,17 +237,20 @@ SHARED_KEYS = ('params', 'eval_subset')
 
 
 def disagreements(points: Sequence[Point]) -> list[str]:
-  """One line per `SHARED_KEYS` key whose value differs between done points.
-  """
+  """One line per `SHARED_KEYS` key of results.json, or the dataset, that
+  differs between done points (one H-hat and one frontier assume neither
+  does)."""
+  done = [p for p in points if p.status == 'done']
   lines = []
-  for key in SHARED_KEYS:
+  for key in ('dataset',) + SHARED_KEYS:
     groups: dict[str, list[str]] = {}
-    for p in points:
-      if p.status == 'done':
-        groups.setdefault(repr(p.results.get(key)), []).append(p.name)
+    for p in done:
+      value = p.dataset if key == 'dataset' else p.results.get(key)
+      groups.setdefault(repr(value), []).append(p.name)
     if len(groups) > 1:
       parts = '; '.join(f'{value}: {", ".join(names[:5])}'
                         + (f' (+{len(names) - 5})' if len(names) > 5 else '')
                         for value, names in sorted(groups.items()))
-      lines.append(f"results.json '{key}' differs between points ({parts})")
+      where = 'config.json' if key == 'dataset' else 'results.json'
+      lines.append(f"{where} '{key}' differs between points ({parts})")
   return lines

@@ -143,7 +143,8 @@ class ReportTest(absltest.TestCase):
         'None: b_beta1, c_beta10, d_dominated, e_duplicate, f_pixel (+2))'])
 
   def test_h_hat_is_the_lowest_negative_iwae(self):
-    h_hat, source = sweep_results.estimate_entropy(sweep_results.read_sweep(self.workdir))
+    h_hat, source = sweep_results.estimate_entropy(
+        sweep_results.read_sweep(self.workdir))
     self.assertEqual(h_hat, 90.5)
     self.assertIn('f_pixel', source)
 
