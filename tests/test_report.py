@@ -294,6 +294,31 @@ class FiguresTest(absltest.TestCase):
     self.assertEqual(image.shape, (1040, 512))
     self.assertGreater(image.std(), 0.05)
 
+  def test_toy_report_figures(self):
+    # experiments/toy_report.py's Fig. 2 path, on hand-built tables (no
+    # training); in a subprocess, since the script defines absl flags.
+    workdir = self._tempdir()
+    script = (
+        'import sys\n'
+        'from experiments import toy_report\n'
+        'from rdvae import toy\n'
+        'spec = toy.compute_data_spec()\n'
+        'hand = toy.true_process_tables(spec, 30)\n'
+        'keys = [(r, o) for r in toy_report.READINGS\n'
+        '        for o in toy_report.OBJECTIVES]\n'
+        'tables = {k: hand for k in keys + [("true_process", "hand_built")]}\n'
+        'print(toy_report.write_figures(sys.argv[1], '
+        '{"spec": spec, "tables": tables}))\n')
+    done = subprocess.run(
+        [sys.executable, '-c', script, workdir], cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu'),
+        capture_output=True, text=True, check=False, timeout=300)
+    self.assertEqual(done.returncode, 0, done.stderr)
+    for name in ('fig2_fig2.png', 'fig2_bump_decoder.png'):
+      image = _read_png(os.path.join(workdir, name))
+      self.assertEqual(image.shape, (1040, 768))  # 5 rows, 3 columns
+      self.assertGreater(image.std(), 0.05)
+
   def test_latent_order_puts_unused_states_last(self):
     encoder = np.array([[0.0, 0.5, 0.5, 0.0], [0.0, 0.0, 0.2, 0.8]])
     order = figures.latent_order(np.array([0.5, 0.5]), np.array([0.0, 1.0]),
