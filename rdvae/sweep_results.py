@@ -1,6 +1,6 @@
 """A sweep's points as their files describe them: status, setting, measures.
 
-Each point of a sweep lives in `workdir/<point>/` (see `rdvae.sweep`):
+Each point of a sweep lives in `workdir/<point>/`, as a sweep writes it:
 config.json, sweep_point.json {'name', 'overrides'}, results.json (written
 last, atomically), failure.json for a point that raised, and the sample grids
 images/grid_<step>.png. Only those files are read, so a sweep still running
@@ -174,7 +174,7 @@ def read_point(directory: str) -> Point:
 def read_sweep(workdir: str) -> list[Point]:
   """Every point directory below workdir (one holding any point file)."""
   if not os.path.isdir(workdir):
-    raise FileNotFoundError(f'--workdir={workdir!r} is not a directory')
+    raise FileNotFoundError(f'sweep directory {workdir!r} does not exist')
   points = []
   for entry in sorted(os.listdir(workdir)):
     directory = os.path.join(workdir, entry)
