@@ -237,13 +237,17 @@ def _draw_frontier(ax, points, h_hat, skew: bool = False) -> list:
   rate, distortion = _arrays(points)
   handles = []
   r_max, d_max = _limits(points, h_hat)
+  if len(points) and skew:
+    # The sheared staircase is a sawtooth that hides the points; join the
+    # frontier points instead.
+    front = frontier.pareto_indices(rate, distortion)
+    handles += ax.plot(rate[front], rate[front] + distortion[front], 'k-',
+                       lw=0.8, label='Pareto frontier points, joined')
+  elif len(points):
+    xs, ys = frontier.stepwise(rate, distortion, rate_max=r_max,
+                               distortion_max=d_max)
+    handles += ax.plot(xs, ys, 'k-', lw=1.2, label='Pareto frontier')
   if len(points):
-    # On the skew axes the staircase's extensions would only add slopes.
-    xs, ys = frontier.stepwise(rate, distortion,
-                               rate_max=None if skew else r_max,
-                               distortion_max=None if skew else d_max)
-    handles += ax.plot(xs, xs + ys if skew else ys, 'k-', lw=1.2,
-                       label='Pareto frontier')
     hull = frontier.lower_hull_indices(rate, distortion)
     hx, hy = rate[hull], distortion[hull]
     handles += ax.plot(hx, hx + hy if skew else hy, '-', color='0.6', lw=2.0,
@@ -283,8 +287,9 @@ def plot_elbo_rate(points: Sequence[PlanePoint], h_hat: Optional[float],
                    path: str, title: str = '-ELBO against rate') -> None:
   """Fig. 3b: -ELBO = R + D against R, the same points on skew axes.
 
-  The shear (R, D) -> (R, R + D) maps the frontier and hull onto their
-  images and the line D = H-hat - R onto the level -ELBO = H-hat.
+  The shear (R, D) -> (R, R + D) maps the hull onto its image and the line
+  D = H-hat - R onto the level -ELBO = H-hat; the Pareto points are joined
+  by straight segments (the sheared staircase would be a sawtooth).
   """
   fig = _new_figure(9.5, 6.0)
   ax = fig.subplots()
