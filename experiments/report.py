@@ -1,4 +1,5 @@
 r"""python -m experiments.report --workdir=runs/mnist_rd [--grid_betas=0.1,1]
+    [--grid_families=-+v] [--max_grids=12]
 
 Writes the report of a sweep (or any directory of runs) to DIR/report/:
 points.csv, frontier.csv, hull.csv, the RD plane (Fig. 3a), its panels by
@@ -17,6 +18,9 @@ from rdvae import report
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The sweep directory.')
 _GRID_BETAS = flags.DEFINE_list(
     'grid_betas', ['1'], 'Final betas whose points get a grid figure each.')
+_GRID_FAMILIES = flags.DEFINE_list(
+    'grid_families', [], "Families (e.g. '-+v') whose points get a grid "
+    'figure each, by falling rate.')
 _MAX_GRIDS = flags.DEFINE_integer('max_grids', 12,
                                   'Grids per grid figure.')
 flags.mark_flag_as_required('workdir')
@@ -32,7 +36,8 @@ def main(argv):
                          'comma-separated list of numbers') from None
   if _MAX_GRIDS.value < 1:
     raise app.UsageError(f'--max_grids={_MAX_GRIDS.value} must be >= 1')
-  out = report.write_report(_WORKDIR.value, betas, _MAX_GRIDS.value)
+  out = report.write_report(_WORKDIR.value, betas, _MAX_GRIDS.value,
+                            _GRID_FAMILIES.value)
   counts = {s: sum(p.status == s for p in out['points'])
             for s in ('done', 'pending', 'failed')}
   h_hat = 'unknown' if out['h_hat'] is None else f"{out['h_hat']:.6g} nats"

@@ -148,12 +148,14 @@ def _spread(items: Points, limit: int) -> list[Point]:
 
 
 def choose_grids(points: Points, betas: Sequence[float] = (1.0,),
-                 max_grids: int = 12) -> dict[str, list[Point]]:
+                 max_grids: int = 12, families: Sequence[str] = ()
+                 ) -> dict[str, list[Point]]:
   """Fig. 4's choices: file stem -> finished points with a grid.
 
-  'grids_frontier': the Pareto frontier by rate (Fig. 4d, 6), at most
-  `max_grids` evenly spaced; 'grids_beta_<b>': every point trained at the
-  final beta b (Fig. 4c at b = 1), by family.
+  'grids_frontier': the Pareto frontier by rate (Fig. 4d, 6); 'grids_beta_<b>':
+  the points trained at the final beta b (Fig. 4c at b = 1), by family;
+  'grids_family_<f>': the points of family f by falling rate, autoencoders
+  to autodecoders (Fig. 4a, b). Each at most `max_grids`, evenly spaced.
   """
   with_grid = [p for p in sweep_results.finished(points) if p.grid]
   front = [p for p in sweep_results.frontier_points(points) if p.grid]
@@ -163,12 +165,17 @@ def choose_grids(points: Points, betas: Sequence[float] = (1.0,),
                    and math.isclose(p.beta, beta, rel_tol=1e-9)),
                   key=lambda p: (_family_key(p.family), p.name))
     chosen[f'grids_beta_{beta:g}'] = _spread(same, max_grids)
+  for family in families:
+    same = sorted((p for p in with_grid if p.family == family),
+                  key=lambda p: (-p.measure('rate'), p.name))
+    chosen[f'grids_family_{family}'] = _spread(same, max_grids)
   return {stem: group for stem, group in chosen.items() if group}
 
 
 def write_figures(points: Points, h_hat: Optional[float],
                   directory: str, betas: Sequence[float] = (1.0,),
-                  max_grids: int = 12) -> list[str]:
+                  max_grids: int = 12, families: Sequence[str] = ()
+                  ) -> list[str]:
   """Draws every figure of the report into directory; returns file names."""
   plane = plane_points(points)
   if not plane:
@@ -179,7 +186,8 @@ def write_figures(points: Points, h_hat: Optional[float],
   if any(figures.is_family(p.family) for p in plane):
     names.append('rd_panels.png')
     figures.plot_rd_panels(plane, h_hat, os.path.join(directory, names[-1]))
-  for stem, group in choose_grids(points, betas, max_grids).items():
+  for stem, group in choose_grids(points, betas, max_grids,
+                                  families).items():
     names.append(f'{stem}.png')
     figures.plot_grids([(_grid_title(p), _read_png(p.grid)) for p in group],
                        os.path.join(directory, names[-1]))
@@ -255,7 +263,8 @@ def markdown(points: Points, h_hat: Optional[float], source: str,
 
 
 def write_report(workdir: str, betas: Sequence[float] = (1.0,),
-                 max_grids: int = 12) -> dict[str, Any]:
+                 max_grids: int = 12, families: Sequence[str] = ()
+                 ) -> dict[str, Any]:
   """Reads the sweep in workdir and writes workdir/report/ (module docstring).
 
   Returns:
@@ -271,7 +280,8 @@ def write_report(workdir: str, betas: Sequence[float] = (1.0,),
            'hull.csv': frontier_csv(points, hull=True)}
   for name, text in texts.items():
     write_text_atomic(os.path.join(directory, name), text)
-  names = write_figures(points, h_hat, directory, betas, max_grids)
+  names = write_figures(points, h_hat, directory, betas, max_grids,
+                        families)
   title = os.path.basename(os.path.normpath(os.path.abspath(workdir)))
   write_text_atomic(os.path.join(directory, 'report.md'),
                     markdown(points, h_hat, source, names, title))

@@ -11,6 +11,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
+from tensorboardX.proto import event_pb2
 
 from rdvae import figures
 from rdvae import report
@@ -109,7 +110,8 @@ class ReportTest(absltest.TestCase):
     cls._root = tempfile.TemporaryDirectory()
     cls.workdir = os.path.join(cls._root.name, 'sweep')
     make_fake_sweep(cls.workdir)
-    cls.out = report.write_report(cls.workdir, betas=(1.0, 0.1))
+    cls.out = report.write_report(cls.workdir, betas=(1.0, 0.1),
+                                  families=('---',))
 
   @classmethod
   def tearDownClass(cls):
@@ -215,7 +217,8 @@ class ReportTest(absltest.TestCase):
     names = set(out['files'])
     self.assertContainsSubset(
         {'rd_plane.png', 'rd_panels.png', 'elbo_rate.png',
-         'grids_frontier.png', 'grids_beta_1.png', 'grids_beta_0.1.png'},
+         'grids_frontier.png', 'grids_beta_1.png', 'grids_beta_0.1.png',
+         'grids_family_---.png'},
         names)
     for name in names:
       if not name.endswith('.png'):
@@ -227,6 +230,12 @@ class ReportTest(absltest.TestCase):
         [p.name for p in report.choose_grids(sweep_results.read_sweep(
             self.workdir))['grids_beta_1']],
         ['b_beta1', 'f_pixel', 'e_duplicate'])  # by family: ---, -+-, ++v
+    chosen = report.choose_grids(sweep_results.read_sweep(self.workdir),
+                                 betas=(), max_grids=2, families=('---',))
+    self.assertEqual([p.name for p in chosen['grids_family_---']],
+                     ['a_beta0.1', 'c_beta10'])  # the ends of R 60, 25, 0.2
+    self.assertEqual([p.name for p in chosen['grids_frontier']],
+                     ['c_beta10', 'a_beta0.1'])
     self.assertEqual([f for f in os.listdir(out['directory'])
                       if '.tmp' in f or f.endswith('.old')], [])
 
@@ -344,7 +353,6 @@ class FiguresTest(absltest.TestCase):
 
 def _read_scalars(directory):
   """tag -> simple_value of the TFRecord event files in directory."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
   scalars = {}
   for name in os.listdir(directory):
     with open(os.path.join(directory, name), 'rb') as f:
