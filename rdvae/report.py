@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from rdvae import figures
+from rdvae import frontier
 from rdvae import sweep_results
 
 Point = sweep_results.Point
@@ -229,6 +230,25 @@ def write_hparams(points: Points, h_hat: Optional[float],
   shutil.rmtree(old, ignore_errors=True)
 
 
+def frontier_rows(points: Points) -> list[dict]:
+  """The Pareto points by rate; hull vertices with their range of beta.
+
+  Hull vertex k of M (by rate) minimises D + beta R for beta between the
+  slopes of its two edges, -dD/dR: [b_k, b_(k-1)] with b_(-1) = inf and
+  b_(M-1) = 0.
+  """
+  hull = sweep_results.frontier_points(points, hull=True)
+  rate = [p.measure('rate') for p in hull]
+  distortion = [p.measure('distortion') for p in hull]
+  edges = [math.inf, *frontier.hull_betas(rate, distortion), 0.0]
+  ranges = {p.name: f'{edges[k + 1]:.4g} to {edges[k]:.4g}'
+            for k, p in enumerate(hull)}
+  return [{'name': p.name, 'rate': p.measure('rate'),
+           'distortion': p.measure('distortion'),
+           'betas': ranges.get(p.name, '')}
+          for p in sweep_results.frontier_points(points)]
+
+
 def markdown(points: Points, h_hat: Optional[float], source: str,
              figure_names: Sequence[str], title: str) -> str:
   """report.md: counts, H-hat, the figures, the frontier and every point."""
@@ -244,13 +264,12 @@ def markdown(points: Points, h_hat: Optional[float], source: str,
   lines += [f'**Not comparable**: {line}.\n'
             for line in sweep_results.disagreements(points)]
   lines += [f'![{name}]({name})\n' for name in figure_names]
-  front = sweep_results.frontier_points(points)
   lines += ['## Pareto frontier', '',
-            markdown_table([{'name': p.name, 'rate': p.measure('rate'),
-                             'distortion': p.measure('distortion')}
-                            for p in front],
-                           ('name', 'rate', 'distortion'),
-                           ('name', 'R', 'D')), '',
+            'Hull vertices minimise D + beta R (Eq. 6) for beta in the range '
+            'given; the other frontier points no beta picks out.', '',
+            markdown_table(frontier_rows(points),
+                           ('name', 'rate', 'distortion', 'betas'),
+                           ('name', 'R', 'D', 'beta range (hull)')), '',
             '## Points', '',
             'frontier: P on the Pareto frontier, H a vertex of the lower '
             'convex hull.', '', markdown_table(rows(points, h_hat)), '']

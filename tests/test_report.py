@@ -208,6 +208,12 @@ class ReportTest(absltest.TestCase):
     self.assertIn('| x_pending | pending | --v | beta_vae | beta=3 |  |',
                   text)
     self.assertIn('- y_failed: FloatingPointError', text)
+    # Hull c, f, b, a: edge betas 150, 30/24.5 and 1.
+    self.assertIn('| c_beta10 | 0.2 | 150 | 150 to inf |', text)
+    self.assertIn('| f_pixel | 0.5 | 105 | 1.224 to 150 |', text)
+    self.assertIn('| b_beta1 | 25 | 75 | 1 to 1.224 |', text)
+    self.assertIn('| g_target | 30 | 72 |  |', text)
+    self.assertIn('| a_beta0.1 | 60 | 40 | 0 to 1 |', text)
     for name in self.out['files']:
       if name.endswith('.png'):
         self.assertIn(f'![{name}]({name})', text)
