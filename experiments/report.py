@@ -10,9 +10,12 @@ only the points' config.json, sweep_point.json, results.json, failure.json
 and images, so it can run while the sweep does; see `rdvae.report`.
 """
 
+import os
+
 from absl import app
 from absl import flags
 
+from rdvae import figures
 from rdvae import report
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The sweep directory.')
@@ -34,6 +37,13 @@ def main(argv):
   except ValueError:
     raise app.UsageError(f'--grid_betas={_GRID_BETAS.value!r} must be a '
                          'comma-separated list of numbers') from None
+  bad = [f for f in _GRID_FAMILIES.value if not figures.is_family(f)]
+  if bad:
+    raise app.UsageError(
+        f'--grid_families: {bad} are not families; expected 3 letters '
+        "(encoder - or +, decoder - or +, marginal -, + or v), e.g. '-+v'")
+  if not os.path.isdir(_WORKDIR.value):
+    raise app.UsageError(f'--workdir={_WORKDIR.value!r} is not a directory')
   if _MAX_GRIDS.value < 1:
     raise app.UsageError(f'--max_grids={_MAX_GRIDS.value} must be >= 1')
   out = report.write_report(_WORKDIR.value, betas, _MAX_GRIDS.value,
