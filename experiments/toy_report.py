@@ -139,17 +139,19 @@ def acceptance(results: dict) -> list[tuple[str, bool]]:
 
 
 def write_figures(workdir: str, run: dict) -> list[str]:
-  from rdvae import toy_figure  # pylint: disable=g-import-not-at-top
+  from rdvae import figures  # pylint: disable=g-import-not-at-top
+  from rdvae import toy  # pylint: disable=g-import-not-at-top
   spec, tables = run['spec'], run['tables']
   paths = []
   for reading in READINGS:
-    columns = [('(a) hand-built', spec,
-                tables[('true_process', 'hand_built')]),
-               ('(b) ELBO', spec, tables[(reading, 'elbo')]),
-               ('(c) target rate 0.5', spec,
-                tables[(reading, 'target_rate')])]
+    columns = [
+        toy.figure_column('(a) hand-built', spec,
+                          tables[('true_process', 'hand_built')]),
+        toy.figure_column('(b) ELBO', spec, tables[(reading, 'elbo')]),
+        toy.figure_column('(c) target rate 0.5', spec,
+                          tables[(reading, 'target_rate')])]
     path = os.path.join(workdir, f'fig2_{reading}.png')
-    toy_figure.plot_columns(columns, path)
+    figures.plot_toy_columns(columns, path)
     paths.append(path)
   return paths
 

@@ -42,6 +42,7 @@ from scipy import stats
 
 from rdvae import checkpointing
 from rdvae import exact
+from rdvae import figures
 from rdvae import objectives
 from rdvae import validation
 from rdvae import writers
@@ -501,10 +502,19 @@ def _train_loop(config, spec, model, objective, options, state, workdir,
   return state
 
 
+def figure_column(title: str, spec: DataSpec,
+                  tables: Tables) -> figures.ToyColumn:
+  """One model's column of Fig. 2 (`figures.plot_toy_columns`)."""
+  return figures.ToyColumn(
+      title=title, p_data=spec.p_data, centres=spec.centres,
+      class_joint=spec.class_probs[:, None] * spec.class_likelihood,
+      encoder=np.asarray(tables.encoder), decoder=np.asarray(tables.decoder),
+      marginal=np.asarray(tables.marginal))
+
+
 def _write_figure(config, spec, tables, path) -> None:
-  from rdvae import toy_figure  # pylint: disable=g-import-not-at-top
   c = config.objective
   title = f'{config.model.encoder}/{config.model.decoder}: {c.kind}'
   if c.kind in ('target_rate', 'rate_constraint'):
     title += f' {c.rate:g}'
-  toy_figure.plot_columns([(title, spec, tables)], path)
+  figures.plot_toy_columns([figure_column(title, spec, tables)], path)

@@ -1,6 +1,6 @@
-"""Tests for rdvae/toy.py, rdvae/toy_figure.py and configs/toy.py: the data
-spec, the hand-built model, the parameterizations, each acceptance line of
-the toy experiment (fewer seeds and steps than the report), the bump-decoder
+"""Tests for rdvae/toy.py (its Fig. 2 drawn by rdvae/figures.py) and
+configs/toy.py: the data spec, the hand-built model, the parameterizations,
+each acceptance line of the toy experiment (fewer seeds and steps than the report), the bump-decoder
 finding, and an end-to-end run through `rdvae.train_and_eval`."""
 
 import functools
