@@ -60,7 +60,7 @@ def _argv(argv: list[str]) -> list[str]:
   """`argv` with --config=<the --sweep file> first, so the --config.*
   overrides apply to the sweep's base config."""
   if any(re.match(r'^--?config(=|$)', a) for a in argv[1:]):
-    raise app.UsageError('pass the sweep file as --sweep=PATH, not --config')
+    raise ValueError('pass the sweep file as --sweep=PATH, not --config')
   for i, arg in enumerate(argv[1:], 1):
     match = re.match(r'^--?sweep(=(.*))?$', arg)
     if match:
@@ -82,9 +82,14 @@ def main(argv):
     jax.config.update('jax_platforms', _PLATFORMS.value)
   from rdvae import sweep  # pylint: disable=g-import-not-at-top
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
-  rows = sweep.run(_SWEEP.value, _WORKDIR.value, overrides=overrides,
-                   retry_failed=_RETRY_FAILED.value, wait=_WAIT.value,
-                   poll_seconds=_POLL_SECONDS.value)
+  from rdvae import validation  # pylint: disable=g-import-not-at-top
+  try:
+    rows = sweep.run(_SWEEP.value, _WORKDIR.value, overrides=overrides,
+                     retry_failed=_RETRY_FAILED.value, wait=_WAIT.value,
+                     poll_seconds=_POLL_SECONDS.value)
+  except validation.ConfigError as e:  # a bad sweep: the message says it all
+    print(f'FATAL: {e}', file=sys.stderr, flush=True)
+    return 2
   counts = {s: sum(r['status'] == s for r in rows) for s in sweep.STATUSES}
   print('[sweep] ' + ', '.join(f'{n} {s}' for s, n in counts.items())
         + f'; see {_WORKDIR.value}/{sweep.SUMMARY_FILE}', flush=True)
@@ -92,5 +97,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  sys.argv = _argv(sys.argv)
+  try:
+    sys.argv = _argv(sys.argv)
+  except ValueError as e:
+    sys.exit(f'FATAL Flags parsing error: {e}')
   app.run(main)
