@@ -355,7 +355,7 @@ if not hasattr(toy, 'real_train_and_eval'):
 
 def get_config():
   config = toy_config.get_config('smoke')
-  config.train.num_steps = {num_steps}
+  config.train.num_steps = 20  # the runners pass --config.train.num_steps
   config.train.steps_per_dispatch = 10
   config.train.log_every = 10
   return config
@@ -366,19 +366,21 @@ def get_sweep():
 '''
 
 
-def _write_sweep(tmp_path, num_points, fail_seed=-1, num_steps=2000):
+def _write_sweep(tmp_path, num_points, fail_seed=-1):
   path = str(tmp_path / 'seeds.py')
   with open(path, 'w') as f:
     f.write(_SUBPROCESS_SWEEP.format(num_points=num_points,
-                                     fail_seed=fail_seed,
-                                     num_steps=num_steps))
+                                     fail_seed=fail_seed))
   return path
 
 
 def _runner(path, workdir, log):
+  """A sweep runner of 2000 steps per point (the steps set on the command
+  line: the test checks that every point ran them)."""
   return subprocess.Popen(
       [sys.executable, '-m', 'experiments.sweep', f'--sweep={path}',
-       f'--workdir={workdir}', '--jax_platforms=cpu', '--poll_seconds=0.2'],
+       f'--workdir={workdir}', '--jax_platforms=cpu', '--poll_seconds=0.2',
+       '--config.train.num_steps=2000'],
       cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
 
