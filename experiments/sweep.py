@@ -11,6 +11,8 @@ any runs.
                           --config.train.num_steps=100 (as in
                           experiments.main)
   --retry_failed          also rerun the points recorded as failed
+  --dry_run               list the points (name and status) after the
+                          checks, and run nothing
   --nowait                exit when the only points left are held by other
                           runners, instead of waiting to take over any whose
                           runner dies
@@ -44,6 +46,8 @@ _SWEEP = flags.DEFINE_string('sweep', None,
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the sweep.')
 _RETRY_FAILED = flags.DEFINE_bool('retry_failed', False,
                                   'Rerun the points recorded as failed.')
+_DRY_RUN = flags.DEFINE_bool(
+    'dry_run', False, 'List the points and their status; run nothing.')
 _WAIT = flags.DEFINE_bool(
     'wait', True, 'Wait for points other runners hold (and take over any '
     'whose runner dies) before exiting.')
@@ -84,6 +88,13 @@ def main(argv):
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
   from rdvae import validation  # pylint: disable=g-import-not-at-top
   try:
+    if _DRY_RUN.value:
+      points = sweep.expand(_SWEEP.value, overrides)
+      sweep.check_workdir(_WORKDIR.value, points)
+      for row in sweep.summarise(_WORKDIR.value, points):
+        print(f'{row["status"]:8} {row["name"]}')
+      print(f'{len(points)} points, every config valid', flush=True)
+      return 0
     rows = sweep.run(_SWEEP.value, _WORKDIR.value, overrides=overrides,
                      retry_failed=_RETRY_FAILED.value, wait=_WAIT.value,
                      poll_seconds=_POLL_SECONDS.value)

@@ -180,12 +180,12 @@ def test_shipped_sweeps_hold_the_papers_points():
       'family=---,beta=0.1', 'family=---,beta=0.2', 'family=---,beta=0.5',
       'family=---,beta=1', 'family=---,beta=2', 'family=---,beta=5',
       'family=---,beta=10',
-      'family=-+-,beta=0.1,num_steps=100,iwae_samples=2',
-      'family=-+-,beta=0.5,num_steps=100,iwae_samples=2',
-      'family=-+-,beta=1,num_steps=100,iwae_samples=2',
       'family=---,kind=rate_constraint,rate=5',
       'family=---,kind=rate_constraint,rate=15',
-      'family=---,kind=rate_constraint,rate=30']
+      'family=---,kind=rate_constraint,rate=30',
+      'family=-+-,beta=0.1,num_steps=100,iwae_samples=2',
+      'family=-+-,beta=0.5,num_steps=100,iwae_samples=2',
+      'family=-+-,beta=1,num_steps=100,iwae_samples=2']
   for p in points:
     c = p.config
     assert (c.train.batch_size, c.eval.max_examples, c.train.eval_every,

@@ -56,4 +56,4 @@ def get_sweep() -> list[dict]:
               for beta in PIXELCNN_BETAS]
   constrained = [{'model.family': '---', 'objective.kind': 'rate_constraint',
                   'objective.rate': sigma} for sigma in RATE_TARGETS]
-  return simple + pixelcnn + constrained
+  return simple + constrained + pixelcnn   # the slowest last
