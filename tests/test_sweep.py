@@ -435,7 +435,18 @@ def test_killed_runner_rerun_finishes_every_point_once(tmp_path):
     proc.wait()
   killed = os.path.basename(directory)
   assert not os.path.exists(os.path.join(directory, 'results.json'))
-  assert _read_summary(workdir)[killed]['status'] == 'running'  # as left
+  summary = _read_summary(workdir)
+  assert summary[killed]['status'] == 'running'  # as the runner left it
+  # The dead runner's claim.json is stale: --dry_run lists the point as
+  # pending and writes nothing.
+  assert os.path.exists(os.path.join(directory, claims.CLAIM_FILE))
+  listing = subprocess.run(
+      [sys.executable, '-m', 'experiments.sweep', f'--sweep={path}',
+       f'--workdir={workdir}', '--jax_platforms=cpu', '--dry_run',
+       '--config.train.num_steps=2000'],
+      cwd=REPO, capture_output=True, text=True, check=True).stdout
+  assert re.search(rf'^pending +{re.escape(killed)}$', listing, re.M), listing
+  assert _read_summary(workdir) == summary
   with open(logs[1], 'w') as log:
     assert _runner(path, workdir, log).wait(timeout=600) == 0
   _check_every_point_done_once(workdir, logs, names)
