@@ -85,8 +85,8 @@ def main(argv):
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)
   from rdvae import sweep  # pylint: disable=g-import-not-at-top
-  overrides = config_flags.get_override_values(flags.FLAGS['config'])
   from rdvae import validation  # pylint: disable=g-import-not-at-top
+  overrides = config_flags.get_override_values(flags.FLAGS['config'])
   try:
     if _DRY_RUN.value:
       points = sweep.expand(_SWEEP.value, overrides)
