@@ -10,7 +10,7 @@ the string after the colon:
   --config=configs/mnist.py:one_epoch  one epoch (781 steps) at beta = 1,
                                        full validation and test evaluation
   --config=configs/mnist.py:short      the fixed short budget of
-                                       experiments/beta_table.py (300 steps)
+                                       configs/sweeps/beta_table.py (300 steps)
   --config=configs/mnist.py:smoke      a few steps on tiny evaluation
                                        subsets, for tests
 

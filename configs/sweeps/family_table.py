@@ -1,0 +1,39 @@
+r"""python -m experiments.sweep --sweep=configs/sweeps/family_table.py --workdir=runs/family_table
+
+The paper's twelve model families (encoder, decoder, marginal) in
+{-,+} x {-,+} x {-,+,v} on static binarized MNIST at one short budget: 50
+Adam steps of batch 64 (configs/mnist.py:short otherwise), beta-VAE objective
+(Eq. 6), every family at beta = 1 (the ELBO) and the four PixelCNN++
+families (decoder +) also at beta = 0.1, to show the rate collapse of a
+powerful decoder at beta = 1 (the paper's autodecoder). R, D, ELBO and IWAE
+(k = 2) on 500 examples per split. Training speed per family:
+benchmarks/family_throughput.py.
+"""
+
+import ml_collections
+
+from configs import mnist
+from rdvae import model
+
+NUM_STEPS = 50
+BETAS = (1.0,)
+DECODER_BETAS = (0.1,)   # extra betas for the PixelCNN++ (decoder +) families
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = mnist.get_config('short')
+  config.objective.kind = 'beta_vae'
+  config.train.num_steps = NUM_STEPS
+  config.train.log_every = NUM_STEPS
+  config.eval.max_examples = 500
+  config.eval.iwae_samples = 2
+  return config
+
+
+def get_sweep() -> list[dict]:
+  points = []
+  for family in model.FAMILIES:
+    extra = DECODER_BETAS if family[1] == '+' else ()
+    for beta in BETAS + tuple(b for b in extra if b not in BETAS):
+      points.append({'model.family': family, 'objective.beta': beta})
+  return points

@@ -1,0 +1,115 @@
+r"""python -m experiments.sweep --sweep=configs/sweeps/NAME.py --workdir=DIR
+
+Runs every point of a sweep file (configs/sweeps/*.py: get_config() and
+get_sweep(), see rdvae/sweep.py) in DIR/<point name>/ through
+`rdvae.train_and_eval`, one after another in this process, and keeps
+DIR/summary.csv (name, swept keys, status, test rate, distortion, elbo, iwae,
+error) up to date after each point. Every point's config is validated before
+any runs.
+
+  --config.<key>=<value>  overrides the base config of every point, e.g.
+                          --config.train.num_steps=100 (as in
+                          experiments.main)
+  --retry_failed          also rerun the points recorded as failed
+  --dry_run               list the points (name and status) after the
+                          checks, and run nothing
+  --nowait                exit when the only points left are held by other
+                          runners, instead of waiting to take over any whose
+                          runner dies
+  --jax_platforms, --cpu_devices  as in experiments.main
+
+Rerunning the command resumes: finished points are skipped, interrupted ones
+resume from their checkpoints, failed ones (DIR/<point>/failure.json) are
+skipped unless --retry_failed. Several runners may share DIR (e.g. one per
+GPU: CUDA_VISIBLE_DEVICES=0 and 1): each point is trained by one of them.
+Exits with status 1 when some points are failed, 0 otherwise.
+"""
+
+import re
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from rdvae import cpu_devices
+
+# The sweep file is also the base config (it has get_config()); defining it
+# as a config file flag gives the --config.<key>=<value> overrides. --sweep
+# is the name users type; `_argv` passes its value to --config as well.
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Set through --sweep; takes the --config.* overrides.',
+    lock_config=True)
+_SWEEP = flags.DEFINE_string('sweep', None,
+                             'Sweep file (configs/sweeps/NAME.py).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the sweep.')
+_RETRY_FAILED = flags.DEFINE_bool('retry_failed', False,
+                                  'Rerun the points recorded as failed.')
+_DRY_RUN = flags.DEFINE_bool(
+    'dry_run', False, 'List the points and their status; run nothing.')
+_WAIT = flags.DEFINE_bool(
+    'wait', True, 'Wait for points other runners hold (and take over any '
+    'whose runner dies) before exiting.')
+_POLL_SECONDS = flags.DEFINE_float(
+    'poll_seconds', 10.0, 'How often a waiting runner looks again.')
+_PLATFORMS = flags.DEFINE_string(
+    'jax_platforms', None, 'JAX backends to use, e.g. "cpu".')
+_CPU_DEVICES = flags.DEFINE_integer(
+    'cpu_devices', 0, 'Emulate this many CPU devices (0: leave as is).')
+flags.mark_flags_as_required(['sweep', 'workdir'])
+
+
+def _argv(argv: list[str]) -> list[str]:
+  """`argv` with --config=<the --sweep file> first, so the --config.*
+  overrides apply to the sweep's base config."""
+  if any(re.match(r'^--?config(=|$)', a) for a in argv[1:]):
+    raise ValueError('pass the sweep file as --sweep=PATH, not --config')
+  for i, arg in enumerate(argv[1:], 1):
+    match = re.match(r'^--?sweep(=(.*))?$', arg)
+    if match:
+      path = match.group(2) if match.group(1) else (
+          argv[i + 1] if i + 1 < len(argv) else '')
+      return [argv[0], f'--config={path}', *argv[1:]]
+  return argv
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
+    logging.set_verbosity(logging.WARNING)
+  if _CPU_DEVICES.value:
+    cpu_devices.use_emulated_devices(_CPU_DEVICES.value)
+  import jax  # pylint: disable=g-import-not-at-top
+  if _PLATFORMS.value:
+    jax.config.update('jax_platforms', _PLATFORMS.value)
+  from rdvae import sweep  # pylint: disable=g-import-not-at-top
+  from rdvae import validation  # pylint: disable=g-import-not-at-top
+  overrides = config_flags.get_override_values(flags.FLAGS['config'])
+  try:
+    if _DRY_RUN.value:
+      points = sweep.expand(_SWEEP.value, overrides)
+      sweep.check_workdir(_WORKDIR.value, points)
+      for row in sweep.summarise(_WORKDIR.value, points):
+        print(f'{row["status"]:8} {row["name"]}')
+      print(f'{len(points)} points, every config valid', flush=True)
+      return 0
+    rows = sweep.run(_SWEEP.value, _WORKDIR.value, overrides=overrides,
+                     retry_failed=_RETRY_FAILED.value, wait=_WAIT.value,
+                     poll_seconds=_POLL_SECONDS.value)
+  except validation.ConfigError as e:  # a bad sweep: the message says it all
+    print(f'FATAL: {e}', file=sys.stderr, flush=True)
+    return 2
+  counts = {s: sum(r['status'] == s for r in rows) for s in sweep.STATUSES}
+  print('[sweep] ' + ', '.join(f'{n} {s}' for s, n in counts.items())
+        + f'; see {_WORKDIR.value}/{sweep.SUMMARY_FILE}', flush=True)
+  return 1 if counts['failed'] else 0
+
+
+if __name__ == '__main__':
+  try:
+    sys.argv = _argv(sys.argv)
+  except ValueError as e:
+    sys.exit(f'FATAL Flags parsing error: {e}')
+  app.run(main)

@@ -1,0 +1,442 @@
+"""Config-file sweeps: expand, name, claim, run and summarise points.
+
+A sweep file (configs/sweeps/NAME.py) defines
+
+  get_config()  the base config (e.g. configs/mnist.py's), and
+  get_sweep()   a list of points, each a dict from dotted config keys to
+                values, e.g. {'model.family': '-+v', 'objective.beta': 0.15};
+                products and zips of axes are plain Python.
+
+`run(sweep, workdir)` trains every point through `rdvae.train_and_eval` in
+`workdir/<point name>/` (in this process, one point after another), so each
+point directory is a complete single run (config.json, metrics.jsonl,
+checkpoints, images, results.json) plus `sweep_point.json` {'name',
+'overrides'}. `workdir/summary.csv` has one row per point: its name, every
+swept key, its status and the test rate, distortion, elbo and iwae.
+
+Point names (`point_name`): `label=value` pairs joined by ',' in the point's
+key order, the label being the last part of the dotted key ('model.family'
+-> 'family'), or the whole key where two of the point's keys end alike.
+Floats print as Python's shortest repr without a trailing '.0' (0.15, 1, 1e-05),
+tuples join their items with '_', and any character other than letters,
+digits and '+-._' is %-escaped, so '=' and ',' only separate. The point with
+no overrides is 'base'. E.g. {'model.family': '-+v', 'objective.beta': 0.15}
+-> 'family=-+v,beta=0.15'. Two points with the same name, or with the same
+config, are an error.
+
+Before anything runs, every point's config is built and validated exactly as
+`train_and_eval` validates it (toy or image), and a point directory that
+already holds another config is refused; errors name the point and the key.
+
+Restarts and concurrent runners. A point is `done` when its results.json
+exists (written last by `train_and_eval`), `failed` when its failure.json
+exists (error type, message, traceback), `running` while a live runner owns
+it (`rdvae.claims`), else `pending`. A runner claims a point (an flock that
+dies with its owner), re-reads its status under the claim, trains it (an
+interrupted point resumes from its checkpoints; metrics.jsonl drops the
+records past the restored step), records success or failure, and releases
+it. So any number of runners, started together or one after a kill, train
+every point to completion exactly once. A point that raises is recorded once
+and the others go on; `retry_failed` retries the points that had failed when
+the runner started (once each). With `wait`, a runner that finds no free
+point waits for the points other runners hold, and takes over any whose
+owner dies, so the sweep ends complete while one runner survives.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import fcntl
+import importlib.util
+import io
+import json
+import math
+import os
+import socket
+import time
+import traceback
+import types
+import urllib.parse
+import uuid
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import ml_collections
+
+from rdvae import claims
+from rdvae import validation
+from rdvae import writers
+
+POINT_FILE = 'sweep_point.json'
+FAILURE_FILE = 'failure.json'
+SUMMARY_FILE = 'summary.csv'
+SWEEP_FILE = 'sweep.json'
+STATUSES = ('done', 'failed', 'running', 'pending')
+RESULT_KEYS = ('rate', 'distortion', 'elbo', 'iwae')
+MAX_NAME_LENGTH = 200
+
+
+class SweepError(validation.ConfigError):
+  """A sweep file or point is invalid; the message names the point and key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One point of a sweep: its name, overrides and full (validated) config."""
+
+  name: str
+  overrides: dict[str, Any]
+  config: ml_collections.ConfigDict
+
+
+# ------------------------------------------------------------------ expansion
+
+
+def load(sweep: Union[str, types.ModuleType]) -> types.ModuleType:
+  """The sweep module: `sweep` itself, or the file at path `sweep`."""
+  if isinstance(sweep, types.ModuleType):
+    module = sweep
+  else:
+    if not os.path.isfile(sweep):
+      raise SweepError(f'sweep file {sweep!r} does not exist')
+    name = 'rdvae_sweep_' + os.path.splitext(os.path.basename(sweep))[0]
+    spec = importlib.util.spec_from_file_location(name, sweep)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  for function in ('get_config', 'get_sweep'):
+    if not callable(getattr(module, function, None)):
+      raise SweepError(f'sweep {module.__name__!r} ({sweep!r}) has no '
+                       f'{function}() function')
+  return module
+
+
+def _format_value(value: Any) -> str:
+  if isinstance(value, (bool, int, str)) or value is None:
+    return str(value)
+  if isinstance(value, float):
+    text = repr(value)
+    return text[:-2] if text.endswith('.0') else text
+  if isinstance(value, (tuple, list)):
+    return '_'.join(_format_value(v) for v in value)
+  raise SweepError(f'value {value!r} of type {type(value).__name__} cannot be '
+                   'swept; use numbers, strings, booleans or tuples of them')
+
+
+def point_name(overrides: Mapping[str, Any]) -> str:
+  """The point's directory name (see the module doc), e.g.
+  {'model.family': '-+v', 'objective.beta': 0.15} -> 'family=-+v,beta=0.15'."""
+  if not overrides:
+    return 'base'
+  shorts = [key.rsplit('.', 1)[-1] for key in overrides]
+  parts = []
+  for (key, value), short in zip(overrides.items(), shorts):
+    label = short if shorts.count(short) == 1 else key
+    text = urllib.parse.quote(_format_value(value), safe='+-._')
+    parts.append(f'{label}={text}')
+  return ','.join(parts)
+
+
+def _leaf_parent(config: ml_collections.ConfigDict, key: str):
+  parent_key, _, leaf = key.rpartition('.')
+  parent = validation.get(config, parent_key) if parent_key else config
+  if not isinstance(parent, ml_collections.ConfigDict) or leaf not in parent:
+    raise validation.ConfigError(f'config key {key!r} is missing')
+  if isinstance(parent[leaf], ml_collections.ConfigDict):
+    raise validation.ConfigError(
+        f'config key {key!r} is a section; override its keys one by one')
+  return parent, leaf
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Mapping[str, Any], where: str
+                    ) -> ml_collections.ConfigDict:
+  """A copy of `config` with `overrides` ({dotted key: value}) set.
+
+  Raises:
+    SweepError naming `where` (the point), the key and the value, for a key
+    that is missing or a section, or a value of the wrong type.
+  """
+  config = copy.deepcopy(config)
+  for key, value in overrides.items():
+    if not isinstance(key, str) or not key:
+      raise SweepError(f'{where}: key {key!r} must be a dotted config key')
+    try:
+      parent, leaf = _leaf_parent(config, key)
+      parent[leaf] = value
+    except validation.ConfigError as e:
+      raise SweepError(f'{where}: {e}') from None
+    except (TypeError, ValueError, AttributeError, KeyError) as e:
+      raise SweepError(
+          f'{where}: config.{key}={value!r} has the wrong type for the key '
+          f'(now {parent[leaf]!r}): {e}') from None
+  return config
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Validates a config as `rdvae.train.train_and_eval` does (toy or image)."""
+  if validation.get(config, 'dataset.name') == 'toy':
+    from rdvae import toy  # pylint: disable=g-import-not-at-top
+    toy.validate(config)
+  else:
+    from rdvae import train  # pylint: disable=g-import-not-at-top
+    train.validate(config)
+
+
+def expand(sweep: Union[str, types.ModuleType],
+           overrides: Optional[Mapping[str, Any]] = None) -> list[Point]:
+  """The sweep's points, each named and with its config validated.
+
+  Args:
+    sweep: a sweep module or the path of a sweep file.
+    overrides: {dotted key: value} applied to the base config of every point
+      (before the point's own overrides), e.g. a shorter budget.
+
+  Raises:
+    SweepError (a ConfigError) naming the point and the key, before any work.
+  """
+  module = load(sweep)
+  base = module.get_config()
+  if not isinstance(base, ml_collections.ConfigDict):
+    raise SweepError(f'{module.__name__}.get_config() returned '
+                     f'{type(base).__name__}, expected a ConfigDict')
+  base = apply_overrides(base, dict(overrides or {}), 'base config override')
+  raw = module.get_sweep()
+  if not isinstance(raw, (list, tuple)) or not raw:
+    raise SweepError(f'{module.__name__}.get_sweep() must return a non-empty '
+                     f'list of dicts, got {raw!r}'[:300])
+  points, names, configs = [], {}, {}
+  for index, point in enumerate(raw):
+    if not isinstance(point, Mapping):
+      raise SweepError(f'sweep point {index} is {point!r}, expected a dict '
+                       'from dotted config keys to values')
+    point = dict(point)
+    name = point_name(point)
+    where = f'sweep point {index} ({name})'
+    if len(name) > MAX_NAME_LENGTH:
+      raise SweepError(f'{where}: the name is longer than {MAX_NAME_LENGTH} '
+                       'characters; sweep fewer keys per point')
+    if name in names:
+      raise SweepError(
+          f'sweep points {names[name]} and {index} have the same name {name!r}'
+          f' (overrides {raw[names[name]]!r} and {point!r})')
+    names[name] = index
+    config = apply_overrides(base, point, where)
+    try:
+      validate_config(config)
+    except validation.ConfigError as e:
+      raise SweepError(f'{where}: {e}') from None
+    key = json.dumps(writers.config_to_dict(config), sort_keys=True)
+    if key in configs:
+      raise SweepError(f'sweep points {configs[key]!r} and {name!r} have the '
+                       'same config')
+    configs[key] = name
+    points.append(Point(name=name, overrides=point, config=config))
+  return points
+
+
+# ------------------------------------------------------------------- status
+
+
+def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  if not isinstance(tree, Mapping):
+    return {prefix[:-1]: tree}
+  flat = {}
+  for key, value in tree.items():
+    flat.update(_flatten(value, f'{prefix}{key}.'))
+  return flat
+
+
+def check_workdir(workdir: str, points: Sequence[Point]) -> None:
+  """Refuses a sweep directory whose point directories hold other configs."""
+  for point in points:
+    path = os.path.join(workdir, point.name, writers.CONFIG_FILE)
+    existing = claims.read_json(path)
+    if existing is None:
+      continue
+    wanted = _flatten(writers.config_to_dict(point.config))
+    existing = _flatten(existing)
+    changed = sorted(k for k in set(wanted) | set(existing)
+                     if wanted.get(k) != existing.get(k))
+    if changed:
+      raise SweepError(
+          f'sweep point {point.name!r}: {path} holds a run with another config'
+          f' (keys that differ: {changed}); use another --workdir, or the '
+          'same base config overrides as before')
+
+
+def status(directory: str) -> str:
+  """One of STATUSES for the point directory `directory`."""
+  if os.path.exists(os.path.join(directory, FAILURE_FILE)):
+    return 'failed'
+  if os.path.exists(os.path.join(directory, writers.RESULTS_FILE)):
+    return 'done'
+  if claims.live_owner(directory) is not None:
+    return 'running'
+  return 'pending'
+
+
+def summarise(workdir: str, points: Sequence[Point]) -> list[dict[str, Any]]:
+  """One row per point, from the directory's state: name, swept keys,
+  status, test rate, distortion, elbo, iwae and (failed points) error."""
+  rows = []
+  for point in points:
+    directory = os.path.join(workdir, point.name)
+    row = {'name': point.name, **point.overrides,
+           'status': status(directory)}
+    if row['status'] == 'done':
+      results = claims.read_json(
+          os.path.join(directory, writers.RESULTS_FILE)) or {}
+      row.update({k: results.get(k) for k in RESULT_KEYS})
+    if row['status'] == 'failed':
+      failure = claims.read_json(os.path.join(directory, FAILURE_FILE)) or {}
+      row['error'] = (f'{failure.get("type")}: {failure.get("message")}'
+                      if failure else 'unreadable failure.json')
+    rows.append(row)
+  return rows
+
+
+def _csv_value(value: Any) -> str:
+  if value is None:
+    return ''
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  if isinstance(value, (list, tuple)):
+    return json.dumps(list(value))
+  return str(value)
+
+
+def write_summary(workdir: str, points: Sequence[Point]
+                  ) -> list[dict[str, Any]]:
+  """Recomputes summary.csv from the directory and writes it atomically.
+
+  Writers take an flock on summary.lock, so the file's last version is the
+  last state computed, also with several runners.
+  """
+  keys = []
+  for point in points:
+    keys += [k for k in point.overrides if k not in keys]
+  columns = ['name', *keys, 'status', *RESULT_KEYS, 'error']
+  fd = os.open(os.path.join(workdir, 'summary.lock'), os.O_RDWR | os.O_CREAT,
+               0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    rows = summarise(workdir, points)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator='\n')
+    writer.writerow(columns)
+    for row in rows:
+      writer.writerow([_csv_value(row.get(c)) for c in columns])
+    claims.write_text_atomic(os.path.join(workdir, SUMMARY_FILE),
+                             text.getvalue())
+  finally:
+    os.close(fd)  # drops the lock
+  return rows
+
+
+# ------------------------------------------------------------------ running
+
+
+def _record_failure(directory: str, error: BaseException) -> None:
+  claims.write_json_atomic(os.path.join(directory, FAILURE_FILE), {
+      'type': type(error).__name__, 'message': str(error),
+      'traceback': traceback.format_exc(), 'token': uuid.uuid4().hex,
+      'time': time.time(), 'pid': os.getpid(), 'host': socket.gethostname()})
+
+
+def _failure_token(directory: str) -> Optional[str]:
+  failure = claims.read_json(os.path.join(directory, FAILURE_FILE))
+  return None if failure is None else failure.get('token', '')
+
+
+def run_point(point: Point, directory: str) -> Optional[dict[str, Any]]:
+  """Trains one point in `directory` (the caller holds its claim).
+
+  Returns its results, or None when it raised: then failure.json holds the
+  error type, message and traceback.
+  """
+  from rdvae import train  # pylint: disable=g-import-not-at-top
+  claims.write_json_atomic(os.path.join(directory, POINT_FILE), {
+      'name': point.name, 'overrides': point.overrides})
+  tic = time.time()
+  try:
+    results = train.train_and_eval(point.config, directory)
+  except Exception as e:  # pylint: disable=broad-except
+    _record_failure(directory, e)
+    print(f'[sweep] {point.name}: FAILED after {time.time() - tic:.1f} s: '
+          f'{type(e).__name__}: {e}', flush=True)
+    return None
+  figures = ' '.join(f'{k} {results[k]:.4g}' for k in RESULT_KEYS
+                     if isinstance(results.get(k), (int, float)))
+  print(f'[sweep] {point.name}: done in {time.time() - tic:.1f} s: {figures}',
+        flush=True)
+  return results
+
+
+def run(sweep: Union[str, types.ModuleType], workdir: str,
+        overrides: Optional[Mapping[str, Any]] = None,
+        retry_failed: bool = False, wait: bool = True,
+        poll_seconds: float = 10.0,
+        heartbeat_seconds: float = claims.HEARTBEAT_SECONDS
+        ) -> list[dict[str, Any]]:
+  """Runs every point of `sweep` in `workdir` (restartable, shareable).
+
+  Args:
+    sweep: a sweep module or the path of a sweep file.
+    workdir: the sweep directory; point p runs in workdir/<p.name>/.
+    overrides: {dotted key: value} for the base config of every point.
+    retry_failed: also rerun the points whose failure.json exists when this
+      runner starts (each once).
+    wait: when the only points left are held by other runners, wait for
+      them (polling every `poll_seconds`) and take over any whose owner dies.
+    heartbeat_seconds: how often a held claim's heartbeat is refreshed.
+
+  Returns:
+    The summary rows (as in summary.csv), after this runner's last point.
+  """
+  points = expand(sweep, overrides)
+  check_workdir(workdir, points)
+  os.makedirs(workdir, exist_ok=True)
+  claims.write_json_atomic(os.path.join(workdir, SWEEP_FILE), {
+      'sweep': sweep if isinstance(sweep, str) else sweep.__name__,
+      'overrides': dict(overrides or {}),
+      'points': [{'name': p.name, 'overrides': p.overrides} for p in points]})
+  retry = {}
+  if retry_failed:
+    for point in points:
+      token = _failure_token(os.path.join(workdir, point.name))
+      if token is not None:
+        retry[point.name] = token
+  write_summary(workdir, points)
+  print(f'[sweep] {len(points)} points in {workdir}', flush=True)
+
+  def runnable(directory, name):
+    """Whether the point needs this runner (read again under its claim)."""
+    token = _failure_token(directory)
+    if token is not None:
+      return retry.get(name) == token
+    return not os.path.exists(os.path.join(directory, writers.RESULTS_FILE))
+
+  while True:
+    held_elsewhere = False
+    for point in points:
+      directory = os.path.join(workdir, point.name)
+      if not runnable(directory, point.name):
+        continue
+      claim = claims.try_claim(directory, heartbeat_seconds)
+      if claim is None:
+        held_elsewhere = True
+        continue
+      with claim:
+        if not runnable(directory, point.name):
+          continue
+        if _failure_token(directory) is not None:
+          os.remove(os.path.join(directory, FAILURE_FILE))
+        retry.pop(point.name, None)
+        write_summary(workdir, points)
+        run_point(point, directory)
+      write_summary(workdir, points)
+    if not (held_elsewhere and wait):
+      break
+    time.sleep(poll_seconds)
+  return write_summary(workdir, points)

@@ -1,0 +1,471 @@
+"""Sweeps (rdvae/sweep.py, rdvae/claims.py, experiments/sweep.py): naming
+and expansion of every shipped sweep file, restarts, failures and concurrent
+runners on tiny toy points (configs/toy.py:smoke with a few dozen steps)."""
+
+import collections
+import csv
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+
+import pytest
+
+from configs import toy as toy_config
+from rdvae import claims
+from rdvae import model
+from rdvae import sweep
+from rdvae import validation
+from rdvae import writers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SWEEP_DIR = os.path.join(REPO, 'configs', 'sweeps')
+SHIPPED = sorted(f[:-3] for f in os.listdir(SWEEP_DIR) if f.endswith('.py'))
+
+
+def _read_summary(workdir):
+  with open(os.path.join(workdir, sweep.SUMMARY_FILE)) as f:
+    return {row['name']: row for row in csv.DictReader(f)}
+
+
+# ------------------------------------------------------------------- naming
+
+
+@pytest.mark.parametrize('overrides, name', [
+    ({'model.family': '-+v', 'objective.beta': 0.15}, 'family=-+v,beta=0.15'),
+    ({'objective.beta': 1.0}, 'beta=1'),
+    ({'objective.beta': 1}, 'beta=1'),
+    ({'objective.rate': 2.9140512100848506}, 'rate=2.9140512100848506'),
+    ({'optim.learning_rate': 1e-05}, 'learning_rate=1e-05'),
+    ({'objective.beta': -0.5}, 'beta=-0.5'),
+    ({'train.scan_unroll': False}, 'scan_unroll=False'),
+    ({'data.class_probs': (0.6, 0.4)}, 'class_probs=0.6_0.4'),
+    ({'dataset.path': 'a/b c,d=e.npz'}, 'path=a%2Fb%20c%2Cd%3De.npz'),
+    ({'objective.rate': 5.0, 'dataset.rate': 1}, 'objective.rate=5,dataset.rate=1'),
+    ({}, 'base'),
+])
+def test_point_name(overrides, name):
+  assert sweep.point_name(overrides) == name
+
+
+def test_point_names_are_filesystem_safe():
+  for overrides in ({'a.b': 'x/y'}, {'a.b': '..'}, {'a.b': '%s'}):
+    name = sweep.point_name(overrides)
+    assert re.fullmatch(r'[A-Za-z0-9._+\-=,%]+', name), name
+    assert '/' not in name
+
+
+def _module(get_config, points):
+  module = types.ModuleType('test_sweep_module')
+  module.get_config = get_config
+  module.get_sweep = lambda: points
+  return module
+
+
+def _toy(num_steps=40):
+  config = toy_config.get_config('smoke')
+  config.train.num_steps = num_steps
+  config.train.steps_per_dispatch = 10
+  config.train.log_every = 10
+  return config
+
+
+@pytest.mark.parametrize('points, pattern', [
+    ([{'seed': 1}, {'seed': 1.0}], r"points 0 and 1 have the same name 'seed=1'"),
+    ([{'seed': 1, 'train.num_steps': 40}, {'train.num_steps': 40, 'seed': 1}],
+     r"points 'seed=1,num_steps=40' and 'num_steps=40,seed=1' have the same "
+     'config'),
+    ([{'seed': 0}, {'model.encodr': 'bump'}],
+     r"sweep point 1 \(encodr=bump\): config key 'model.encodr' is missing"),
+    ([{'model': 3}], r"point 0 \(model=3\): config key 'model' is a section"),
+    ([{'train.num_steps': 2.5}],
+     r"point 0 \(num_steps=2.5\): config.train.num_steps=2.5 has the wrong "
+     'type'),
+    ([{'seed': 0}, {'objective.rate': 3.0, 'objective.kind': 'target_rate'}],
+     r'sweep point 1 \(rate=3,kind=target_rate\): config.objective.rate=3.0 '
+     'is above the data entropy'),
+    ([{'seed': 0}, {'model.decoder': 'pixelcnn'}],
+     r"sweep point 1 \(decoder=pixelcnn\): config.model.decoder='pixelcnn' "
+     'is not one of'),
+    ([], r'non-empty list'),
+    (['seed=1'], r"sweep point 0 is 'seed=1', expected a dict"),
+])
+def test_bad_points_name_the_point_and_key(points, pattern):
+  with pytest.raises(sweep.SweepError, match=pattern):
+    sweep.expand(_module(_toy, points))
+
+
+def test_base_overrides_apply_to_every_point_and_are_checked():
+  points = sweep.expand(_module(_toy, [{'seed': 0}, {'seed': 1}]),
+                        overrides={'train.num_steps': 20})
+  assert [p.config.train.num_steps for p in points] == [20, 20]
+  assert [p.config.seed for p in points] == [0, 1]
+  with pytest.raises(validation.ConfigError,
+                     match=r'base config override: config key '
+                     r"'train.num_stepz' is missing"):
+    sweep.expand(_module(_toy, [{'seed': 0}]), {'train.num_stepz': 20})
+
+
+def test_shipped_sweep_files_are_all_tested():
+  assert SHIPPED == ['beta_table', 'family_table', 'mnist_rd', 'mnist_rd_cpu',
+                     'mnist_vpm', 'omniglot_rd', 'toy_rd']
+
+
+@pytest.mark.parametrize('name', SHIPPED)
+def test_shipped_sweep_expands_and_validates(name):
+  path = os.path.join(SWEEP_DIR, f'{name}.py')
+  with open(path) as f:
+    assert f.readline().startswith(
+        f'r"""python -m experiments.sweep --sweep=configs/sweeps/{name}.py '
+        f'--workdir=runs/{name}')
+  points = sweep.expand(path)  # validates every point's config
+  names = [p.name for p in points]
+  assert len(set(names)) == len(names)
+  assert [p.name for p in sweep.expand(path)] == names  # stable
+  base = sweep.load(path).get_config()
+  for point in points:
+    assert point.name == sweep.point_name(point.overrides)
+    for key, value in point.overrides.items():
+      assert validation.get(point.config, key) == value
+    for key in ('objective.kind', 'train.batch_size', 'train.num_steps'):
+      if key not in point.overrides and key.split('.')[1] in base[
+          key.split('.')[0]]:
+        assert validation.get(point.config, key) == validation.get(base, key)
+
+
+def test_shipped_sweeps_hold_the_papers_points():
+  def load(name):
+    path = os.path.join(SWEEP_DIR, f'{name}.py')
+    return sweep.load(path), sweep.expand(path)
+
+  module, points = load('mnist_rd')
+  assert len(points) == 12 * 9 * 2
+  assert {p.config.model.family for p in points} == set(model.FAMILIES)
+  betas = sorted({p.config.objective.beta for p in points})
+  assert betas[0] == 0.1 and betas[-1] == 10.0
+  assert {0.15, 1.0, 1.1} <= set(betas)
+  assert {p.config.objective.beta_schedule for p in points} == {
+      'constant', 'linear'}
+  assert all(p.config.train.num_epochs == 200.0 and
+             p.config.train.num_steps == 0 for p in points)
+  assert points[0].name == 'family=---,beta=0.1,beta_schedule=constant'
+  # The compute stated in the docstring.
+  assert round(module.estimated_hours(), -2) == 29_500
+  assert round(module.estimated_hours(module.GPU_SPEEDUP), -2) == 300
+
+  _, points = load('mnist_vpm')
+  assert [p.name for p in points] == ['beta=0.1', 'beta=0.15', 'beta=1',
+                                      'beta=1.1']
+  assert all(p.config.model.family == '-+v' and
+             p.config.objective.beta_schedule == 'linear' for p in points)
+
+  _, points = load('omniglot_rd')
+  assert len(points) == (6 * 8 + 6 * 3) * 2
+  assert all(p.config.dataset.name == 'omniglot' for p in points)
+
+  _, points = load('toy_rd')
+  rates = [p.config.objective.rate for p in points]
+  assert rates[0] == 0.0 and rates[1] == 0.05 and rates[-2] == 2.9
+  assert abs(rates[-1] - 2.9140512) < 1e-7
+  assert all(p.config.objective.kind == 'target_rate' and
+             p.config.model.encoder == 'bump' and
+             p.config.model.decoder == 'tabular' for p in points)
+
+  _, points = load('mnist_rd_cpu')
+  assert [p.name for p in points] == [
+      'family=---,beta=0.1', 'family=---,beta=0.2', 'family=---,beta=0.5',
+      'family=---,beta=1', 'family=---,beta=2', 'family=---,beta=5',
+      'family=---,beta=10',
+      'family=---,kind=rate_constraint,rate=5',
+      'family=---,kind=rate_constraint,rate=15',
+      'family=---,kind=rate_constraint,rate=30',
+      'family=-+-,beta=0.1,num_steps=100,iwae_samples=2',
+      'family=-+-,beta=0.5,num_steps=100,iwae_samples=2',
+      'family=-+-,beta=1,num_steps=100,iwae_samples=2']
+  for p in points:
+    c = p.config
+    assert (c.train.batch_size, c.eval.max_examples, c.train.eval_every,
+            c.train.checkpoint_every, c.train.log_every) == (32, 1000, 0, 50,
+                                                             50)
+    simple = c.model.family == '---'
+    assert c.train.num_steps == (200 if simple else 100)
+    assert c.eval.iwae_samples == (5 if simple else 2)
+
+  _, points = load('beta_table')
+  assert [p.config.objective.beta for p in points] == [0.1, 1.0, 10.0]
+  assert all(p.config.train.num_steps == 300 and
+             p.config.train.batch_size == 64 for p in points)
+
+  _, points = load('family_table')
+  pairs = [(p.config.model.family, p.config.objective.beta) for p in points]
+  assert pairs == [(f, b) for f in model.FAMILIES
+                   for b in ((1.0, 0.1) if f[1] == '+' else (1.0,))]
+  assert all(p.config.train.num_steps == 50 for p in points)
+
+
+# ------------------------------------------------------------------- claims
+
+
+def test_claims_exclude_and_release(tmp_path):
+  directory = str(tmp_path / 'point')
+  first = claims.try_claim(directory)
+  assert first is not None
+  assert claims.try_claim(directory) is None  # held (also in one process)
+  record = claims.live_owner(directory)
+  assert (record['pid'], record['host']) == (os.getpid(), socket.gethostname())
+  assert sweep.status(directory) == 'running'
+  first.release()
+  assert not os.path.exists(os.path.join(directory, claims.CLAIM_FILE))
+  assert sweep.status(directory) == 'pending'
+  second = claims.try_claim(directory)
+  assert second is not None
+  second.release()
+
+
+def test_heartbeat_refreshes_the_claim(tmp_path):
+  directory = str(tmp_path / 'point')
+  with claims.try_claim(directory, heartbeat_seconds=0.05):
+    started = claims.read_json(os.path.join(directory, claims.CLAIM_FILE))
+    time.sleep(0.3)
+    now = claims.read_json(os.path.join(directory, claims.CLAIM_FILE))
+  assert now['heartbeat'] > started['heartbeat']
+  assert now['token'] == started['token']
+
+
+def test_stale_claims(tmp_path):
+  directory = str(tmp_path / 'point')
+  os.makedirs(directory)
+  path = os.path.join(directory, claims.CLAIM_FILE)
+  dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+  dead.wait()
+  now = time.time()
+  here = socket.gethostname()
+  cases = [({'pid': dead.pid, 'host': here, 'heartbeat': now}, False),
+           ({'pid': os.getpid(), 'host': here, 'heartbeat': now}, True),
+           ({'pid': os.getpid(), 'host': here, 'heartbeat': now - 3600}, False),
+           ({'pid': 1, 'host': 'elsewhere', 'heartbeat': now - 10}, True),
+           ({'pid': 1, 'host': 'elsewhere', 'heartbeat': now - 3600}, False),
+           ({'host': 'elsewhere'}, False)]
+  for record, live in cases:
+    claims.write_json_atomic(path, record)
+    assert (claims.live_owner(directory) is not None) == live, record
+  # A stale claim.json (its owner died) does not stop the next owner.
+  claims.write_json_atomic(path, cases[0][0])
+  with claims.try_claim(directory) as claim:
+    assert claims.read_json(path)['token'] == claim.record['token']
+
+
+# --------------------------------------------------- restarts (in-process)
+
+
+def test_failed_point_is_recorded_once_and_retried(tmp_path, monkeypatch):
+  from rdvae import toy  # pylint: disable=g-import-not-at-top
+  calls = collections.Counter()
+  real = toy.train_and_eval
+
+  def fails_for_seed_1(config, workdir):
+    calls[config.seed] += 1
+    if config.seed == 1:
+      raise RuntimeError('fails on purpose')
+    return real(config, workdir)
+
+  monkeypatch.setattr(toy, 'train_and_eval', fails_for_seed_1)
+  module = _module(_toy, [{'seed': s} for s in range(3)])
+  workdir = str(tmp_path / 'sweep')
+  rows = sweep.run(module, workdir)
+  assert [r['status'] for r in rows] == ['done', 'failed', 'done']
+  assert calls == {0: 1, 1: 1, 2: 1}
+  failure = writers.read_json(os.path.join(workdir, 'seed=1', 'failure.json'))
+  assert failure['type'] == 'RuntimeError'
+  assert failure['message'] == 'fails on purpose'
+  assert 'fails_for_seed_1' in failure['traceback']
+  summary = _read_summary(workdir)
+  assert list(summary) == ['seed=0', 'seed=1', 'seed=2']
+  assert summary['seed=1']['status'] == 'failed'
+  assert summary['seed=1']['error'] == 'RuntimeError: fails on purpose'
+  assert summary['seed=1']['rate'] == ''
+  results = writers.read_json(os.path.join(workdir, 'seed=0', 'results.json'))
+  assert float(summary['seed=0']['rate']) == results['rate']
+  assert float(summary['seed=0']['distortion']) == results['distortion']
+  assert summary['seed=0']['seed'] == '0'
+  for s in range(3):
+    assert writers.read_json(
+        os.path.join(workdir, f'seed={s}', 'sweep_point.json')) == {
+            'name': f'seed={s}', 'overrides': {'seed': s}}
+    assert not os.path.exists(os.path.join(workdir, f'seed={s}',
+                                           claims.CLAIM_FILE))
+
+  # Rerun: nothing runs again, the failure stays as it was.
+  sweep.run(module, workdir)
+  assert calls == {0: 1, 1: 1, 2: 1}
+  assert writers.read_json(
+      os.path.join(workdir, 'seed=1', 'failure.json')) == failure
+
+  # retry_failed: the failed point runs once more (and fails again, once).
+  rows = sweep.run(module, workdir, retry_failed=True)
+  assert calls == {0: 1, 1: 2, 2: 1}
+  assert writers.read_json(os.path.join(workdir, 'seed=1', 'failure.json')
+                           )['token'] != failure['token']
+
+  # Fixed, retried: done; the others untouched.
+  monkeypatch.setattr(toy, 'train_and_eval', real)
+  rows = sweep.run(module, workdir, retry_failed=True)
+  assert [r['status'] for r in rows] == ['done'] * 3
+  assert not os.path.exists(os.path.join(workdir, 'seed=1', 'failure.json'))
+  assert [r['step'] for r in writers.read_metrics(
+      os.path.join(workdir, 'seed=1'))] == [10, 20, 30, 40]
+
+
+def test_workdir_with_another_config_is_refused_before_any_work(tmp_path):
+  workdir = str(tmp_path / 'sweep')
+  module = _module(_toy, [{'seed': 0}, {'seed': 1}])
+  sweep.run(module, workdir, overrides={'train.num_steps': 10})
+  before = _read_summary(workdir)
+  with pytest.raises(sweep.SweepError,
+                     match=r"sweep point 'seed=0': .* another config .*"
+                     r"'train.num_steps'"):
+    sweep.run(module, workdir, overrides={'train.num_steps': 20})
+  assert _read_summary(workdir) == before
+
+
+# ------------------------------------------------- runners (subprocesses)
+
+_SUBPROCESS_SWEEP = '''
+"""Toy points (one per seed); the point with seed FAIL_SEED raises."""
+from configs import toy as toy_config
+from rdvae import toy
+
+FAIL_SEED = {fail_seed}
+NUM_POINTS = {num_points}
+
+if not hasattr(toy, 'real_train_and_eval'):
+  toy.real_train_and_eval = toy.train_and_eval
+
+  def _train_and_eval(config, workdir):
+    if config.seed == FAIL_SEED:
+      raise RuntimeError('fails on purpose')
+    return toy.real_train_and_eval(config, workdir)
+
+  toy.train_and_eval = _train_and_eval
+
+
+def get_config():
+  config = toy_config.get_config('smoke')
+  config.train.num_steps = 20  # the runners pass --config.train.num_steps
+  config.train.steps_per_dispatch = 10
+  config.train.log_every = 10
+  return config
+
+
+def get_sweep():
+  return [{{'seed': s}} for s in range(NUM_POINTS)]
+'''
+
+
+def _write_sweep(tmp_path, num_points, fail_seed=-1):
+  path = str(tmp_path / 'seeds.py')
+  with open(path, 'w') as f:
+    f.write(_SUBPROCESS_SWEEP.format(num_points=num_points,
+                                     fail_seed=fail_seed))
+  return path
+
+
+def _runner(path, workdir, log):
+  """A sweep runner of 2000 steps per point (the steps set on the command
+  line: the test checks that every point ran them)."""
+  return subprocess.Popen(
+      [sys.executable, '-m', 'experiments.sweep', f'--sweep={path}',
+       f'--workdir={workdir}', '--jax_platforms=cpu', '--poll_seconds=0.2',
+       '--config.train.num_steps=2000'],
+      cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _running_point(workdir, procs, timeout=300):
+  """Waits until some point is mid-training (its claim held, metrics
+  logged, no results yet) and returns (point directory, owner pid)."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    assert any(p.poll() is None for p in procs), 'every runner exited'
+    for name in sorted(os.listdir(workdir)) if os.path.isdir(workdir) else ():
+      directory = os.path.join(workdir, name)
+      owner = claims.live_owner(directory)
+      if (owner and writers.read_metrics(directory) and
+          not os.path.exists(os.path.join(directory, 'results.json'))):
+        return directory, owner['pid']
+    time.sleep(0.02)
+  raise AssertionError('no point was seen mid-training')
+
+
+def _check_every_point_done_once(workdir, logs, names, failed=()):
+  outcomes = collections.Counter()
+  for log in logs:
+    with open(log) as f:
+      for line in f:
+        match = re.match(r'\[sweep\] (\S+): (done|FAILED)', line)
+        if match:
+          outcomes[match.groups()] += 1
+  expected = {(n, 'FAILED' if n in failed else 'done'): 1 for n in names}
+  assert outcomes == expected
+  summary = _read_summary(workdir)
+  assert list(summary) == names
+  for name in names:
+    assert summary[name]['status'] == ('failed' if name in failed else 'done')
+    directory = os.path.join(workdir, name)
+    assert not os.path.exists(os.path.join(directory, claims.CLAIM_FILE))
+    if name not in failed:
+      steps = [r['step'] for r in writers.read_metrics(directory)]
+      assert steps == sorted(set(steps)) and steps[-1] == 2000, (name, steps)
+
+
+@pytest.mark.slow
+def test_killed_runner_rerun_finishes_every_point_once(tmp_path):
+  path = _write_sweep(tmp_path, num_points=3)
+  workdir = str(tmp_path / 'sweep')
+  names = [f'seed={s}' for s in range(3)]
+  logs = [str(tmp_path / f'log{i}') for i in range(2)]
+  with open(logs[0], 'w') as log:
+    proc = _runner(path, workdir, log)
+    directory, pid = _running_point(workdir, [proc])
+    assert pid == proc.pid
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+  killed = os.path.basename(directory)
+  assert not os.path.exists(os.path.join(directory, 'results.json'))
+  summary = _read_summary(workdir)
+  assert summary[killed]['status'] == 'running'  # as the runner left it
+  # The dead runner's claim.json is stale: --dry_run lists the point as
+  # pending and writes nothing.
+  assert os.path.exists(os.path.join(directory, claims.CLAIM_FILE))
+  listing = subprocess.run(
+      [sys.executable, '-m', 'experiments.sweep', f'--sweep={path}',
+       f'--workdir={workdir}', '--jax_platforms=cpu', '--dry_run',
+       '--config.train.num_steps=2000'],
+      cwd=REPO, capture_output=True, text=True, check=True).stdout
+  assert re.search(rf'^pending +{re.escape(killed)}$', listing, re.M), listing
+  assert _read_summary(workdir) == summary
+  with open(logs[1], 'w') as log:
+    assert _runner(path, workdir, log).wait(timeout=600) == 0
+  _check_every_point_done_once(workdir, logs, names)
+
+
+@pytest.mark.slow
+def test_concurrent_runners_one_killed_share_the_points(tmp_path):
+  path = _write_sweep(tmp_path, num_points=6, fail_seed=2)
+  workdir = str(tmp_path / 'sweep')
+  names = [f'seed={s}' for s in range(6)]
+  logs = [str(tmp_path / f'log{i}') for i in range(2)]
+  with open(logs[0], 'w') as log0, open(logs[1], 'w') as log1:
+    procs = [_runner(path, workdir, log0), _runner(path, workdir, log1)]
+    _, pid = _running_point(workdir, procs)
+    victim = next(p for p in procs if p.pid == pid)
+    survivor = next(p for p in procs if p.pid != pid)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert survivor.wait(timeout=600) == 1  # one point failed
+  _check_every_point_done_once(workdir, logs, names, failed=('seed=2',))
+  failure = writers.read_json(os.path.join(workdir, 'seed=2', 'failure.json'))
+  assert failure['message'] == 'fails on purpose'
