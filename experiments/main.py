@@ -72,7 +72,7 @@ def main(argv):
   process_flags = (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)
   given = [f'--{f.name}' for f in process_flags if f.value is not None]
   if given and not _MULTIHOST.value:
-    raise app.UsageError(f'{", ".join(given)} need --multihost')
+    raise app.UsageError(f'{", ".join(given)} is only for --multihost')
   if _MULTIHOST.value:
     try:  # the values are checked before JAX starts
       distributed.settings(*(f.value for f in process_flags))
