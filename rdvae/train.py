@@ -20,6 +20,10 @@ Nothing here is traced; the device programs come from `steps` (bodies) and
 The data order and every sample are functions of (seed, step), and the
 checkpoint holds the whole TrainState, so a killed run restarted in the same
 workdir ends with the same parameters and metrics as one never stopped.
+
+Across processes (`rdvae.distributed`) every process runs this loop on its
+share of the global batch; process 0 alone writes config.json, metrics,
+images and results.json, and all of them save each checkpoint together.
 """
 
 from __future__ import annotations
@@ -245,6 +249,10 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
     `bpd`, and every `validation/*` and `test/*` figure, as in results.json.
   """
   if validation.get(config, 'dataset.name') == 'toy':
+    if jax.process_count() > 1:
+      raise validation.ConfigError(
+          "config.dataset.name='toy' runs in one process; start it without "
+          '--multihost')
     from rdvae import toy  # pylint: disable=g-import-not-at-top
     return toy.train_and_eval(config, workdir)
   validate(config)
