@@ -19,7 +19,7 @@ JAX_PROCESS_ID, else from JAX's detection of the cluster (Cloud TPU, SLURM,
 Open MPI). The processes train on one global batch (`train.batch_size`,
 split over every process's devices) and give the same numbers as one
 process with as many devices. The workdir must be one directory that every
-process sees (shared filesystem or a bucket path orbax can write): process
+process sees (a shared filesystem, or a bucket mounted with gcsfuse): process
 0 writes config.json, metrics, TensorBoard events, images and results.json;
 every process takes part in each checkpoint save. A checkpoint resumes on
 any number of processes and devices. Launch recipes: docs/multiprocess.md.

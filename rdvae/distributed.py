@@ -35,20 +35,21 @@ PROCESS_ID_ENV = 'JAX_PROCESS_ID'
 
 
 def _int_setting(value, env_name: str, flag_name: str,
-                 environ: Mapping[str, str]) -> Optional[int]:
-  """The flag's value if set, else the environment's, as an int (or None)."""
+                 environ: Mapping[str, str]) -> tuple[Optional[int], str]:
+  """The flag's value if set, else the environment's, as an int (or None),
+  and where it came from ('--flag=value' or 'VARIABLE=value')."""
   source = f'--{flag_name}'
   if value is None and environ.get(env_name, '') != '':
     value, source = environ[env_name], env_name
   if value is None:
-    return None
+    return None, ''
   try:
     number = int(value)
   except (TypeError, ValueError):
     raise ValueError(f'{source}={value!r} is not an integer') from None
   if number < 0:
     raise ValueError(f'{source}={value!r} must be >= 0')
-  return number
+  return number, f'{source}={number}'
 
 
 def settings(coordinator_address: Optional[str] = None,
@@ -61,19 +62,21 @@ def settings(coordinator_address: Optional[str] = None,
   None, left to JAX's cluster auto-detection.
 
   Raises:
-    ValueError: a value is not an integer, num_processes < 1, or
-      process_id >= num_processes; the message names the flag or variable.
+    ValueError: a value is not an integer, the count is below 1, the id is
+      not below the count, or the address has no port; the message names
+      the flag or variable.
   """
   environ = os.environ if environ is None else environ
   address = coordinator_address or environ.get(COORDINATOR_ENV) or None
-  count = _int_setting(num_processes, NUM_PROCESSES_ENV, 'num_processes',
-                       environ)
-  index = _int_setting(process_id, PROCESS_ID_ENV, 'process_id', environ)
+  count, count_source = _int_setting(num_processes, NUM_PROCESSES_ENV,
+                                     'num_processes', environ)
+  index, index_source = _int_setting(process_id, PROCESS_ID_ENV,
+                                     'process_id', environ)
   if count is not None and count < 1:
-    raise ValueError(f'the number of processes is {count}; it must be >= 1')
+    raise ValueError(f'{count_source}: the number of processes must be >= 1')
   if count is not None and index is not None and index >= count:
-    raise ValueError(f'process id {index} is not below the number of '
-                     f'processes {count} (ids run from 0 to {count - 1})')
+    raise ValueError(f'{index_source} is not below {count_source} (process '
+                     f'ids run from 0 to {count - 1})')
   if address is not None and ':' not in address:
     raise ValueError(f'coordinator address {address!r} must be HOST:PORT')
   return dict(coordinator_address=address, num_processes=count,

@@ -193,11 +193,14 @@ def test_unset_values_are_left_to_cluster_detection():
      r"JAX_NUM_PROCESSES='two' is not an integer"),
     ({}, {'JAX_PROCESS_ID': '-1'}, r"JAX_PROCESS_ID='-1' must be >= 0"),
     ({'num_processes': 2, 'process_id': 2}, {},
-     r'process id 2 is not below the number of processes 2'),
-    ({'num_processes': 0}, {}, r'number of processes is 0'),
+     r'--process_id=2 is not below --num_processes=2'),
+    ({}, {'JAX_NUM_PROCESSES': '2', 'JAX_PROCESS_ID': '5'},
+     r'JAX_PROCESS_ID=5 is not below JAX_NUM_PROCESSES=2'),
+    ({'num_processes': 0}, {},
+     r'--num_processes=0: the number of processes must be >= 1'),
     ({'coordinator_address': 'localhost'}, {}, r"'localhost' must be HOST:PORT"),
-], ids=['count_not_int', 'negative_id', 'id_too_large', 'zero_processes',
-        'no_port'])
+], ids=['count_not_int', 'negative_id', 'id_too_large', 'env_id_too_large',
+        'zero_processes', 'no_port'])
 def test_bad_settings_are_named(kwargs, env, message):
   with pytest.raises(ValueError, match=message):
     distributed.settings(environ=env, **kwargs)
