@@ -5,13 +5,30 @@ Runs one experiment: parses the flags and calls
 overridden, e.g. `--config.objective.beta=10`; a config variant is chosen
 after a colon, e.g. `--config=configs/mnist.py:smoke`.
 
-Devices: all local devices are used (`config.train.parallel` = 'jit' or
-'pmap'). `--jax_platforms=cpu` picks the backend; `--cpu_devices=4` emulates
-4 CPU devices (it sets XLA_FLAGS before JAX starts). On several hosts, pass
-`--multihost` on every process: it calls `jax.distributed.initialize()`
-(coordinator address, process count and id come from the cluster
-environment, e.g. SLURM or Cloud TPU, or from JAX_COORDINATOR_ADDRESS,
-JAX_NUM_PROCESSES, JAX_PROCESS_ID).
+Devices: all devices are used (`config.train.parallel` = 'jit' or 'pmap').
+`--jax_platforms=cpu` picks the backend; `--cpu_devices=4` emulates 4 CPU
+devices (it sets XLA_FLAGS before JAX starts).
+
+Several processes (hosts of a TPU pod slice, GPUs or nodes of a cluster):
+start the same command on every process with `--multihost`. It calls
+`jax.distributed.initialize` (rdvae/distributed.py) with the coordinator
+address (process 0's HOST:PORT), the process count and this process's id
+taken from --coordinator_address, --num_processes, --process_id, else from
+the environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+JAX_PROCESS_ID, else from JAX's detection of the cluster (Cloud TPU, SLURM,
+Open MPI). The processes train on one global batch (`train.batch_size`,
+split over every process's devices) and give the same numbers as one
+process with as many devices. The workdir must be one directory that every
+process sees (a shared filesystem, or a bucket mounted with gcsfuse): process
+0 writes config.json, metrics, TensorBoard events, images and results.json;
+every process takes part in each checkpoint save. A checkpoint resumes on
+any number of processes and devices. Launch recipes: docs/multiprocess.md.
+On two local CPU processes, e.g.
+
+  JAX_COORDINATOR_ADDRESS=127.0.0.1:12345 JAX_NUM_PROCESSES=2 \
+  JAX_PROCESS_ID=0 python -m experiments.main --multihost --cpu_devices=2 \
+      --jax_platforms=cpu --config=configs/mnist.py:smoke --workdir=runs/mp &
+  (the same with JAX_PROCESS_ID=1)
 """
 
 import json
@@ -22,6 +39,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from rdvae import cpu_devices
+from rdvae import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (configs/*.py[:variant]).',
@@ -32,7 +50,17 @@ _PLATFORMS = flags.DEFINE_string(
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'Emulate this many CPU devices (0: leave as is).')
 _MULTIHOST = flags.DEFINE_bool(
-    'multihost', False, 'Call jax.distributed.initialize() first.')
+    'multihost', False, 'Train across processes: call '
+    'jax.distributed.initialize() first.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'With --multihost: HOST:PORT of process 0 '
+    '(default: $JAX_COORDINATOR_ADDRESS or the cluster\'s).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'With --multihost: the number of processes '
+    '(default: $JAX_NUM_PROCESSES or the cluster\'s).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'With --multihost: this process\'s id, 0 .. '
+    'num_processes - 1 (default: $JAX_PROCESS_ID or the cluster\'s).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -41,13 +69,22 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
     logging.set_verbosity(logging.WARNING)
+  process_flags = (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)
+  given = [f'--{f.name}' for f in process_flags if f.value is not None]
+  if given and not _MULTIHOST.value:
+    raise app.UsageError(f'{", ".join(given)} is only for --multihost')
+  if _MULTIHOST.value:
+    try:  # the values are checked before JAX starts
+      distributed.settings(*(f.value for f in process_flags))
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
   if _CPU_DEVICES.value:
     cpu_devices.use_emulated_devices(_CPU_DEVICES.value)
   import jax  # pylint: disable=g-import-not-at-top
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)
   if _MULTIHOST.value:
-    jax.distributed.initialize()
+    distributed.initialize(*(f.value for f in process_flags))
   from rdvae import train  # pylint: disable=g-import-not-at-top
   results = train.train_and_eval(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:

@@ -18,16 +18,20 @@ In both modes `steps_per_dispatch` updates run inside one `lax.scan` per
 host call, fetching their batches from the on-device split, so the host only
 dispatches and logs.
 
-Multi-host (not exercised on this machine): call `jax.distributed.initialize()`
-first (experiments/main.py does with `--multihost`), make the mesh over
-`jax.devices()` (all processes' devices). Each process loads the whole
-training split; `put_replicated` builds global arrays with
-`jax.make_array_from_callback`, so each process only supplies its own devices'
-copies. Because batch indices and keys are pure functions of (seed, step), no
-process ever needs another's data: under jit the sharding constraint hands
-each device its slice of the global batch. Host-side evaluation batches go
-through `put_sharded`, where every process provides the same global batch and
-keeps its slice (`process_slice` for the rows this process owns).
+Several processes (`rdvae.distributed`; tests/test_multiprocess.py runs two
+on one machine): the mesh spans `jax.devices()`, every process's devices, in
+process order, so one jit program trains on one global batch. Each process
+loads the whole training split and `put_replicated` builds global arrays with
+`jax.make_array_from_callback`, each process supplying only its own devices'
+copies. Batch indices and keys are pure functions of (seed, step), so no
+process ever needs another's data: the sharding constraint hands each device
+its slice of the global batch, and the results equal one process's with the
+same global batch and device count. Host-fed evaluation batches go through
+`put_sharded`: every process computes the same global batch and transfers
+only the rows of its devices. Under pmap, arrays carry a leading axis of the
+*local* devices and each process feeds the rows of its devices (pmap's axis
+index counts the devices of all processes, in process order). Host copies of
+replicated arrays (`get_replicated`) come from a shard this process holds.
 """
 
 from __future__ import annotations
@@ -73,17 +77,17 @@ def put_replicated(tree: Any, mesh: Mesh, mode: str = 'jit') -> Any:
   """Copies a host or device pytree onto every device of the mesh.
 
   jit: global arrays with a replicated sharding; pmap: arrays with a leading
-  device axis of size D.
+  axis over this process's devices.
   """
   if mode == 'pmap':
-    num_devices = mesh.devices.size
+    num_local = len(_local_devices(mesh))
     return jax.tree.map(
-        lambda a: _put_stacked(np.stack([np.asarray(a)] * num_devices), mesh),
-        jax.device_get(tree))
+        lambda a: _put_stacked(np.stack([np.asarray(a)] * num_local), mesh),
+        get_replicated(tree))
   sharding = replicated(mesh)
 
   def put(a):
-    a = np.asarray(jax.device_get(a))
+    a = np.asarray(_host_copy(a))
     return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
 
   return jax.tree.map(put, tree)
@@ -92,14 +96,19 @@ def put_replicated(tree: Any, mesh: Mesh, mode: str = 'jit') -> Any:
 def put_sharded(tree: Any, mesh: Mesh, mode: str = 'jit') -> Any:
   """Splits the leading (batch) axis of a host pytree over the devices.
 
-  jit: global arrays sharded along 'data'; pmap: [D, B/D, ...] arrays.
+  Every process passes the same global batch. jit: global arrays sharded
+  along 'data' (each process transfers its devices' rows only); pmap:
+  [D_local, B/D, ...] arrays of this process's devices' rows.
   """
   num_devices = mesh.devices.size
   if mode == 'pmap':
-    return jax.tree.map(
-        lambda a: _put_stacked(
-            np.asarray(a).reshape((num_devices, -1) + np.shape(a)[1:]), mesh),
-        tree)
+    local = process_slice(num_devices)
+
+    def put_local(a):
+      rows = np.asarray(a).reshape((num_devices, -1) + np.shape(a)[1:])
+      return _put_stacked(rows[local], mesh)
+
+    return jax.tree.map(put_local, tree)
   sharding = batch_sharded(mesh)
 
   def put(a):
@@ -109,20 +118,43 @@ def put_sharded(tree: Any, mesh: Mesh, mode: str = 'jit') -> Any:
   return jax.tree.map(put, tree)
 
 
+def _local_devices(mesh: Mesh) -> list:
+  """The mesh's devices that belong to this process, in mesh order."""
+  index = jax.process_index()
+  return [d for d in mesh.devices.flat if d.process_index == index]
+
+
 def _put_stacked(a: np.ndarray, mesh: Mesh) -> jax.Array:
-  """A [D, ...] host array with row d on device d (pmap's layout)."""
-  return jax.device_put(a, batch_sharded(mesh))
+  """A [D_local, ...] host array with row d on this process's device d
+  (pmap's layout)."""
+  return jax.device_put(a, batch_sharded(create_mesh(_local_devices(mesh))))
+
+
+def _host_copy(a: Any) -> Any:
+  """A numpy copy of a replicated array from a shard this process holds
+  (`jax.device_get` would gather from every process)."""
+  if not isinstance(a, jax.Array):
+    return a
+  if a.is_fully_addressable:
+    return np.asarray(a)
+  if not a.sharding.is_fully_replicated:
+    raise ValueError(f'an array of shape {a.shape} sharded as {a.sharding} '
+                     'is not replicated; its host copy would need every '
+                     'process')
+  return np.asarray(a.addressable_shards[0].data)
 
 
 def get_replicated(tree: Any, mode: str = 'jit') -> Any:
-  """The host copy of a replicated pytree (device 0's copy under pmap)."""
+  """The host copy of a replicated pytree (a local device's copy under
+  pmap, a locally held shard of a global array under jit)."""
   if mode == 'pmap':
-    tree = jax.tree.map(lambda a: a[0], tree)
-  return jax.device_get(tree)
+    tree = jax.tree.map(lambda a: a.addressable_shards[0].data[0], tree)
+  return jax.tree.map(_host_copy, tree)
 
 
 def process_slice(global_batch_size: int) -> slice:
-  """The rows of a global batch that belong to this process (multi-host)."""
+  """The rows of a global batch that belong to this process: the devices of
+  the mesh, like `jax.devices()`, are ordered by process."""
   per_process = global_batch_size // jax.process_count()
   start = jax.process_index() * per_process
   return slice(start, start + per_process)

@@ -20,6 +20,10 @@ Nothing here is traced; the device programs come from `steps` (bodies) and
 The data order and every sample are functions of (seed, step), and the
 checkpoint holds the whole TrainState, so a killed run restarted in the same
 workdir ends with the same parameters and metrics as one never stopped.
+
+Across processes (`rdvae.distributed`) every process runs this loop on its
+share of the global batch; process 0 alone writes config.json, metrics,
+images and results.json, and all of them save each checkpoint together.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import numpy as np
 from rdvae import bounds
 from rdvae import checkpointing
 from rdvae import data
+from rdvae import distributed
 from rdvae import model as model_lib
 from rdvae import objectives
 from rdvae import optim
@@ -225,7 +230,7 @@ def _evaluate_and_log(run, writer, params_host, params, step, final):
     means = evaluate(run, params, getattr(run.dataset, split), final)
     results.update({f'{split}/{k}': v for k, v in means.items()})
   writer.write_scalars(step, results)
-  if run.config.eval.num_grid_images:
+  if run.config.eval.num_grid_images and distributed.is_primary():
     x = jnp.asarray(run.dataset.validation[:run.config.eval.num_grid_images],
                     jnp.float32)
     samples = run.sample_fn(params_host, x,
@@ -244,10 +249,16 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
     `bpd`, and every `validation/*` and `test/*` figure, as in results.json.
   """
   if validation.get(config, 'dataset.name') == 'toy':
+    if jax.process_count() > 1:
+      raise validation.ConfigError(
+          "config.dataset.name='toy' runs in one process; start it without "
+          '--multihost')
     from rdvae import toy  # pylint: disable=g-import-not-at-top
     return toy.train_and_eval(config, workdir)
   validate(config)
-  writers.prepare_workdir(workdir, config)
+  distributed.primary_first('config.json', writers.prepare_workdir, workdir,
+                            config)
+  writers.check_workdir(workdir, config)
   done = os.path.join(workdir, writers.RESULTS_FILE)
   if os.path.exists(done):  # written last: the run is complete
     return writers.read_json(done)
@@ -261,7 +272,8 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
   # (the record with test/*) that a killed run left without results.json.
   writer = writers.MetricWriter(
       workdir, start_step,
-      keep=lambda r: r['step'] <= start_step and 'test/elbo' not in r)
+      keep=lambda r: r['step'] <= start_step and 'test/elbo' not in r
+  ) if distributed.is_primary() else writers.NullWriter(workdir)
   state = parallel.put_replicated(state, run.mesh, run.mode)
   train_data = parallel.put_replicated(run.dataset.train, run.mesh, run.mode)
   speed = _Speed()
@@ -278,7 +290,8 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
     if step % c.log_every == 0 or step == run.num_steps:
       metrics['learning_rate'] = float(run.schedule(step - 1))
       writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
-      _progress(step, run.num_steps, metrics, speed, c.batch_size)
+      if distributed.is_primary():
+        _progress(step, run.num_steps, metrics, speed, c.batch_size)
     if c.eval_every and step % c.eval_every == 0 and step < run.num_steps:
       host = parallel.get_replicated(state, run.mode)
       means = _evaluate_and_log(run, writer, host.params, state.params,
@@ -288,7 +301,7 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
     if c.checkpoint_every and step % c.checkpoint_every == 0:
       checkpointing.save(manager, step, parallel.get_replicated(state,
                                                                 run.mode))
-  if speed.first is not None:
+  if speed.first is not None and distributed.is_primary():
     print(f'trained steps {start_step}..{step}: {speed.rate():.2f} steps/s, '
           f'{speed.rate() * c.batch_size:.1f} images/s (compile excluded)',
           flush=True)
@@ -307,5 +320,6 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
                                     jax.tree.leaves(host.params)))
   if speed.first is not None:
     results['train_images_per_second'] = speed.rate() * c.batch_size
-  writers.write_results(workdir, results)
+  if distributed.is_primary():
+    writers.write_results(workdir, results)
   return results

@@ -74,18 +74,26 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
   """
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, CONFIG_FILE)
-  wanted = config_to_dict(config)
   if os.path.exists(path):
-    existing = read_json(path)
-    if existing != wanted:
-      changed = sorted(_diff_keys(existing, wanted))
-      raise WorkdirConflictError(
-          f'workdir {workdir!r} holds a run with a different config '
-          f'(keys that differ: {changed}); choose another workdir or remove '
-          'it yourself')
+    check_workdir(workdir, config)
     return True
-  write_json_atomic(path, wanted)
+  write_json_atomic(path, config_to_dict(config))
   return False
+
+
+def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Raises WorkdirConflictError unless workdir's config.json is `config`
+  (e.g. on the processes that wait for process 0's `prepare_workdir`)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise WorkdirConflictError(f'workdir {workdir!r} has no {CONFIG_FILE}')
+  existing, wanted = read_json(path), config_to_dict(config)
+  if existing != wanted:
+    changed = sorted(_diff_keys(existing, wanted))
+    raise WorkdirConflictError(
+        f'workdir {workdir!r} holds a run with a different config '
+        f'(keys that differ: {changed}); choose another workdir or remove '
+        'it yourself')
 
 
 def _diff_keys(a: Mapping, b: Mapping, prefix: str = '') -> set[str]:
@@ -180,6 +188,26 @@ class MetricWriter:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+class NullWriter:
+  """MetricWriter's interface writing nothing: the writer of every process
+  but the one that writes the run's files."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    del step, scalars
+
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+    del step, images
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
 
 
 def latest_record(workdir: str, key: str) -> Optional[dict[str, Any]]:

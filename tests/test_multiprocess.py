@@ -1,0 +1,215 @@
+"""Training across processes (rdvae/distributed.py, experiments/main.py).
+
+Two local CPU processes on loopback, launched as experiments/main.py
+documents (`--multihost`, JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+JAX_PROCESS_ID, `--cpu_devices=2` each), train configs/mnist.py:smoke against
+one process with 4 emulated devices and the same global batch. Then the
+two-process run's step-2 checkpoint is resumed by one process, which
+finishes the run.
+
+Tolerance: both layouts see the same global batch, keys and 4 devices; the
+only difference is the cross-device all-reduce (gloo between processes
+against XLA:CPU's in-process one), which may add the devices' partial sums in
+another order. That is float32 rounding: the largest relative difference
+measured over every logged metric was 3.1e-7 (train/rate at step 4). rtol
+1e-5 leaves a margin of 30 and is far below any real defect (a wrong slice
+of the batch, a doubled gradient or another process's keys change the losses
+by 1e-3 or more). Parameters are compared to 1e-5 absolute, as in
+tests/test_parallel.py: Adam divides each gradient element by its running
+RMS, so an element near zero can turn its float32 rounding into a visible
+share of a step of size <= 3e-4 (measured: 3.0e-6 after 4 steps).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from rdvae import checkpointing
+from rdvae import distributed
+from rdvae import writers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RTOL = 1e-5
+PARAM_ATOL = 1e-5
+TIMEOUT = 900
+# Timing, not a result of the model.
+UNCOMPARED = ('train_images_per_second',)
+
+
+def _command(workdir, devices, *extra):
+  return [sys.executable, '-m', 'experiments.main',
+          '--config=configs/mnist.py:smoke', '--jax_platforms=cpu',
+          f'--cpu_devices={devices}', f'--workdir={workdir}', *extra]
+
+
+def _env(**variables):
+  env = dict(os.environ)
+  for name in (distributed.COORDINATOR_ENV, distributed.NUM_PROCESSES_ENV,
+               distributed.PROCESS_ID_ENV, 'XLA_FLAGS'):
+    env.pop(name, None)
+  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+  env.update({k: str(v) for k, v in variables.items()})
+  return env
+
+
+def _start(command, env):
+  return subprocess.Popen(command, cwd=REPO, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finish(process):
+  try:
+    out, err = process.communicate(timeout=TIMEOUT)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    out, err = process.communicate()
+  assert process.returncode == 0, err[-3000:]
+  return out
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope='session')
+def runs(tmp_path_factory):
+  """The one-process, two-process and resumed runs' workdirs and stdout."""
+  root = tmp_path_factory.mktemp('multiprocess')
+  one, two, resumed = (str(root / name) for name in ('one', 'two', 'resumed'))
+  port = _free_port()
+  processes = [_start(_command(one, 4), _env())] + [
+      _start(_command(two, 2, '--multihost'),
+             _env(JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+                  JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i)) for i in (0, 1)]
+  stdout = {name: _finish(p) for name, p in
+            zip(('one', 'two_0', 'two_1'), processes)}
+  # The state a two-process run killed after its step-2 checkpoint leaves.
+  shutil.copytree(two, resumed)
+  os.remove(os.path.join(resumed, writers.RESULTS_FILE))
+  shutil.rmtree(os.path.join(resumed, checkpointing.LATEST_DIR, '4'))
+  stdout['resumed'] = _finish(_start(_command(resumed, 4), _env()))
+  return dict(one=one, two=two, resumed=resumed, stdout=stdout)
+
+
+def _assert_close(got, want, where):
+  assert got.keys() == want.keys(), where
+  for key, value in want.items():
+    if key in UNCOMPARED:
+      continue
+    if isinstance(value, float):
+      np.testing.assert_allclose(got[key], value, rtol=RTOL,
+                                 err_msg=f'{where}: {key}')
+    else:
+      assert got[key] == value, f'{where}: {key}'
+
+
+def _assert_same_metrics(workdir, reference):
+  got, want = writers.read_metrics(workdir), writers.read_metrics(reference)
+  # Same records in the same order: process 1 wrote none of its own.
+  assert [r['step'] for r in got] == [r['step'] for r in want] == [2, 2, 4, 4]
+  for g, w in zip(got, want):
+    _assert_close(g, w, f'{workdir} step {w["step"]}')
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(runs):
+  _assert_close(writers.read_json(os.path.join(runs['two'], 'results.json')),
+                writers.read_json(os.path.join(runs['one'], 'results.json')),
+                'results.json')
+  _assert_same_metrics(runs['two'], runs['one'])
+  for step in (2, 4):
+    got = checkpointing.restore(
+        checkpointing.create_manager(runs['two']), step=step)
+    want = checkpointing.restore(
+        checkpointing.create_manager(runs['one']), step=step)
+    assert int(got['step']) == step
+    for g, w in zip(jax.tree.leaves(got['params']), jax.tree.leaves(want['params'])):
+      np.testing.assert_allclose(g, w, rtol=0, atol=PARAM_ATOL)
+
+
+@pytest.mark.slow
+def test_process_zero_alone_writes_and_prints(runs):
+  out0, out1 = runs['stdout']['two_0'], runs['stdout']['two_1']
+  assert 'step 4/4' in out0 and '"elbo"' in out0
+  # No progress lines, no results from process 1 (gloo's own lines aside).
+  assert [line for line in out1.splitlines()
+          if not line.startswith('[Gloo]')] == []
+  two = runs['two']
+  assert len(os.listdir(os.path.join(two, 'tensorboard'))) == 1
+  assert sorted(os.listdir(os.path.join(two, 'images'))) == [
+      'grid_00000002.png', 'grid_00000004.png']
+  assert not [f for f in os.listdir(two) if f.endswith('.tmp')]
+
+
+@pytest.mark.slow
+def test_two_process_checkpoint_resumes_in_one_process(runs):
+  # One process with 4 devices restores the two-process step-2 checkpoint,
+  # trains steps 3-4 and ends where the uninterrupted runs end.
+  assert 'trained steps 2..4' in runs['stdout']['resumed']
+  _assert_close(
+      writers.read_json(os.path.join(runs['resumed'], 'results.json')),
+      writers.read_json(os.path.join(runs['one'], 'results.json')),
+      'resumed results.json')
+  _assert_same_metrics(runs['resumed'], runs['one'])
+  got = checkpointing.restore(checkpointing.create_manager(runs['resumed']))
+  want = checkpointing.restore(checkpointing.create_manager(runs['one']))
+  assert int(got['step']) == int(want['step']) == 4
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=0, atol=PARAM_ATOL)
+
+
+# Settings from flags and the environment (no processes started).
+
+
+def test_settings_read_the_environment():
+  env = {'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234',
+         'JAX_NUM_PROCESSES': '8', 'JAX_PROCESS_ID': '3'}
+  assert distributed.settings(environ=env) == dict(
+      coordinator_address='10.0.0.1:1234', num_processes=8, process_id=3)
+
+
+def test_flags_override_the_environment():
+  env = {'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234',
+         'JAX_NUM_PROCESSES': '8', 'JAX_PROCESS_ID': '3'}
+  assert distributed.settings('host:99', 2, 1, environ=env) == dict(
+      coordinator_address='host:99', num_processes=2, process_id=1)
+
+
+def test_unset_values_are_left_to_cluster_detection():
+  assert distributed.settings(environ={}) == dict(
+      coordinator_address=None, num_processes=None, process_id=None)
+
+
+@pytest.mark.parametrize('kwargs, env, message', [
+    ({}, {'JAX_NUM_PROCESSES': 'two'},
+     r"JAX_NUM_PROCESSES='two' is not an integer"),
+    ({}, {'JAX_PROCESS_ID': '-1'}, r"JAX_PROCESS_ID='-1' must be >= 0"),
+    ({'num_processes': 2, 'process_id': 2}, {},
+     r'--process_id=2 is not below --num_processes=2'),
+    ({}, {'JAX_NUM_PROCESSES': '2', 'JAX_PROCESS_ID': '5'},
+     r'JAX_PROCESS_ID=5 is not below JAX_NUM_PROCESSES=2'),
+    ({'num_processes': 0}, {},
+     r'--num_processes=0: the number of processes must be >= 1'),
+    ({'coordinator_address': 'localhost'}, {}, r"'localhost' must be HOST:PORT"),
+], ids=['count_not_int', 'negative_id', 'id_too_large', 'env_id_too_large',
+        'zero_processes', 'no_port'])
+def test_bad_settings_are_named(kwargs, env, message):
+  with pytest.raises(ValueError, match=message):
+    distributed.settings(environ=env, **kwargs)
+
+
+def test_main_refuses_process_flags_without_multihost(tmp_path):
+  out = subprocess.run(
+      _command(str(tmp_path / 'run'), 1, '--num_processes=2'), cwd=REPO,
+      env=_env(), capture_output=True, text=True, timeout=120, check=False)
+  assert out.returncode != 0
+  assert '--num_processes is only for --multihost' in out.stderr
+  assert not os.path.exists(tmp_path / 'run')
