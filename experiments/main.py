@@ -12,9 +12,16 @@ Devices: all local devices are used (`config.train.parallel` = 'jit' or
 (coordinator address, process count and id come from the cluster
 environment, e.g. SLURM or Cloud TPU, or from JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES, JAX_PROCESS_ID).
+
+Errors: a bad config value, data file or workdir prints its message alone
+(no traceback) and exits with status 2, before anything is written; a run
+stopped by SIGTERM/SIGINT checkpoints and exits with status 75 (rerun to
+resume); the other statuses are listed in rdvae/preemption.py. A bug still
+shows its traceback.
 """
 
 import json
+import sys
 
 from absl import app
 from absl import flags
@@ -49,9 +56,36 @@ def main(argv):
   if _MULTIHOST.value:
     jax.distributed.initialize()
   from rdvae import train  # pylint: disable=g-import-not-at-top
-  results = train.train_and_eval(_CONFIG.value, _WORKDIR.value)
+  try:
+    results = train.train_and_eval(_CONFIG.value, _WORKDIR.value)
+  except _expected_errors() as e:
+    print(f'{type(e).__name__}: {e}', file=sys.stderr, flush=True)
+    sys.exit(_exit_status(e))
   if jax.process_index() == 0:
     print(json.dumps(results, indent=2, sort_keys=True, default=str))
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+  """The exceptions that are outcomes, not bugs: shown without traceback."""
+  from rdvae import checkpointing  # pylint: disable=g-import-not-at-top
+  from rdvae import preemption  # pylint: disable=g-import-not-at-top
+  from rdvae import validation  # pylint: disable=g-import-not-at-top
+  from rdvae import writers  # pylint: disable=g-import-not-at-top
+  return (validation.ConfigError, writers.WorkdirConflictError,
+          FloatingPointError, checkpointing.NoGoodCheckpointError,
+          preemption.Preempted)
+
+
+def _exit_status(error: BaseException) -> int:
+  from rdvae import checkpointing  # pylint: disable=g-import-not-at-top
+  from rdvae import preemption  # pylint: disable=g-import-not-at-top
+  if isinstance(error, preemption.Preempted):
+    return preemption.EXIT_PREEMPTED
+  if isinstance(error, FloatingPointError):
+    return preemption.EXIT_NONFINITE
+  if isinstance(error, checkpointing.NoGoodCheckpointError):
+    return preemption.EXIT_CORRUPT
+  return preemption.EXIT_USAGE
 
 
 if __name__ == '__main__':
