@@ -88,5 +88,37 @@ def _exit_status(error: BaseException) -> int:
   return preemption.EXIT_USAGE
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an unknown `--config.<key>` (which
+  ml_collections raises as AttributeError) reported in absl's usage-error
+  style too."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _flags_error(_without_config_traceback(str(e)))
+  except (AttributeError, KeyError) as e:
+    while e.args and isinstance(e.args[0], BaseException):
+      e = e.args[0]
+    _flags_error('unknown key in a --config.<key> override: ' +
+                 str(e.args[0] if e.args else e))
+
+
+def _without_config_traceback(message: str) -> str:
+  """A config file's ValueError (e.g. an unknown variant) without the
+  traceback ml_collections puts in the message; other errors keep it."""
+  lines = [line for line in message.splitlines() if line.strip()]
+  if ('Traceback (most recent call last):' in message
+      and lines[-1].startswith('ValueError: ')):
+    return f'{lines[0]} {lines[-1]}'
+  return message
+
+
+def _flags_error(message: str) -> None:
+  print(f'FATAL Flags parsing error: {message}\n'
+        'Pass --helpshort or --helpfull to see help on flags.',
+        file=sys.stderr, flush=True)
+  sys.exit(1)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

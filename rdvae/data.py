@@ -123,6 +123,9 @@ def check_npz(path: str, key: str = 'dataset.path') -> None:
   Only the array headers are read: keys `train`, `valid`, `test`, each
   uint8 of shape (N, 98) with N > 0.
   """
+  if os.path.isdir(path):
+    raise validation.ConfigError(
+        f'config.{key}: {path!r} is a directory, not a dataset file')
   if not os.path.isfile(path):
     raise validation.ConfigError(
         f'config.{key}: the dataset file {path!r} does not exist')

@@ -85,14 +85,23 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
     True when the workdir already held a run of the same config (a resume).
 
   Raises:
-    WorkdirConflictError: config.json exists with a different config; the
-      existing run is left untouched.
+    WorkdirConflictError: config.json exists with a different config or is
+      unreadable, or the workdir is a file; what is there is left untouched.
   """
-  os.makedirs(workdir, exist_ok=True)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirConflictError(
+        f'workdir {workdir!r} is a file, not a directory; choose another '
+        'workdir')
   path = os.path.join(workdir, CONFIG_FILE)
   wanted = config_to_dict(config)
   if os.path.exists(path):
-    existing = read_json(path)
+    try:
+      existing = read_json(path)
+    except (ValueError, OSError) as e:
+      raise WorkdirConflictError(
+          f'workdir {workdir!r} holds a {CONFIG_FILE} that cannot be read '
+          f'({e}); it is not a run of this config: choose another workdir or '
+          'remove it yourself') from None
     if existing != wanted:
       changed = sorted(_diff_keys(existing, wanted))
       raise WorkdirConflictError(
@@ -100,6 +109,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
           f'(keys that differ: {changed}); choose another workdir or remove '
           'it yourself')
     return True
+  os.makedirs(workdir, exist_ok=True)
   write_json_atomic(path, wanted)
   return False
 
