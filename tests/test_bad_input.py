@@ -313,3 +313,31 @@ def test_command_line_bug_keeps_its_traceback(tmp_path):
     del os.environ['RDVAE_FAULT']
   assert out.returncode == 1
   assert 'Traceback' in out.stderr and 'ValueError' in out.stderr
+
+
+def errors_table() -> str:
+  """docs/errors.md's table: each case with the message it gets (temporary
+  paths shortened to DIR)."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  rows = ['| case | bad input | error | message |', '|---|---|---|---|']
+  for case in CASES:
+    with tempfile.TemporaryDirectory() as directory:
+      workdir = os.path.join(directory, 'run')
+      config = _config(case, directory)
+      _prepare_workdir(case, workdir)
+      try:
+        train.train_and_eval(config, workdir)
+      except case.error as e:
+        message = str(e).replace(directory, 'DIR').replace(
+            str(data.packaged_npz_path()), 'rdvae/data/binarized_mnist.npz')
+      overrides = ', '.join(f'`{k}={v!r}`'.replace("'{file}'", 'FILE')
+                            for k, v in case.overrides.items())
+      what = f'{case.what} ({overrides})' if overrides else case.what
+      message = message.replace('|', '\\|').replace('\n', ' ')
+      rows.append(f'| `{case.id}` | {what} | {case.error.__name__} | '
+                  f'{message} |')
+  return '\n'.join(rows)
+
+
+if __name__ == '__main__':
+  print(errors_table())
