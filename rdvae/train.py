@@ -4,22 +4,30 @@ Nothing here is traced; the device programs come from `steps` (bodies) and
 `parallel` (their jit / pmap wrappers). One run:
 
   1. validates the whole config (data, model, objective, optimizer, training,
-     evaluation, device count) and raises ConfigError before any work;
+     evaluation, device count), loads and checks the data and checks the
+     config against the split sizes, raising ConfigError before anything is
+     written;
   2. prepares the workdir (config.json; a different config there raises
-     WorkdirConflictError), restores the latest checkpoint or initialises;
+     WorkdirConflictError), restores the newest checkpoint that reads back
+     whole (falling back past damaged ones) or initialises;
   3. dispatches `train.steps_per_dispatch` steps per call (a `lax.scan` over
-     on-device data), checks every dispatch's metrics for NaN/inf (stopping
-     with FloatingPointError, so the last checkpoint saved stays the last
-     good one), logs `train/*` every `log_every` steps with a progress line,
-     evaluates the validation set every `eval_every` steps (R, D, ELBO,
-     bits/dim, exact masked means; with the Fig. 4 image grid), checkpoints
-     every `checkpoint_every` steps and keeps the best by validation ELBO;
+     on-device data), acts on each step's NaN/inf flags as
+     `train.nonfinite` says ('stop': FloatingPointError naming the step, so
+     the last checkpoint saved stays the last good one; 'skip': the update
+     was dropped on the device, counted as train/skipped), logs `train/*`
+     every `log_every` steps with a progress line, evaluates the validation
+     set every `eval_every` steps (R, D, ELBO, bits/dim, exact masked means;
+     with the Fig. 4 image grid), checkpoints every `checkpoint_every` steps
+     and keeps the best by validation ELBO; on SIGTERM/SIGINT it checkpoints
+     after the dispatch and raises `preemption.Preempted`;
   4. at the end evaluates validation and test with the IWAE bound
      (`eval.iwae_samples`) and writes results.json.
 
 The data order and every sample are functions of (seed, step), and the
 checkpoint holds the whole TrainState, so a killed run restarted in the same
-workdir ends with the same parameters and metrics as one never stopped.
+workdir ends with the same parameters and metrics as one never stopped
+(tests/test_faults.py kills one between dispatches, during an evaluation and
+during a checkpoint save).
 """
 
 from __future__ import annotations

@@ -48,10 +48,17 @@ def _to_json_value(value: Any) -> Any:
 
 def write_json_atomic(path: str, payload: Mapping[str, Any]) -> None:
   """Writes JSON through a temporary file so a crash leaves the old file."""
+  write_text_atomic(path, json.dumps(_to_json_value(payload), indent=2,
+                                     sort_keys=True) + '\n')
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` so that a crash at any moment leaves either the
+  old file or the new one: a temporary file, fsync, rename, fsync of the
+  directory (e.g. results.json, a sweep's summary.csv)."""
   tmp = f'{path}.tmp'
   with open(tmp, 'w') as f:
-    json.dump(_to_json_value(payload), f, indent=2, sort_keys=True)
-    f.write('\n')
+    f.write(text)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
