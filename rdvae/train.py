@@ -58,6 +58,7 @@ from rdvae import writers
 
 NONFINITE_MODES = ('stop', 'skip')
 
+
 @dataclasses.dataclass(frozen=True)
 class Run:
   """What the loop needs, built once from the config."""

@@ -50,7 +50,8 @@ def whole(tmp_path_factory):
 
 
 def _checkpoint_dirs(workdir, subdir=checkpointing.LATEST_DIR):
-  return sorted(os.listdir(os.path.join(workdir, subdir)))
+  names = os.listdir(os.path.join(workdir, subdir))
+  return sorted(names, key=lambda n: (int(n.split('.')[0]), n))
 
 
 def _assert_same_run(workdir, whole):

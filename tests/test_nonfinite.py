@@ -178,8 +178,11 @@ def test_learning_rate_that_blows_up_stops_with_good_checkpoints(mode,
   workdir = str(tmp_path / 'run')
   with pytest.raises(FloatingPointError, match=r'non-finite .* at step') as e:
     train.train_and_eval(config, workdir)
-  if mode == 'skip':  # steps 1, 2 skipped and checkpointed unchanged, 3 stops
-    assert 'at step 3 (3 consecutive' in str(e.value)
+  if mode == 'skip':
+    # Step 1 takes the parameters to ~1e38 (finite), steps 2, 3, 4 are
+    # non-finite and skipped, the third in a row stops the run; the
+    # checkpoint of step 2 holds the state after step 1.
+    assert 'at step 4 (3 consecutive' in str(e.value)
     assert _checkpoints_finite_and_restorable(workdir) == [2]
   else:
     assert not checkpointing.create_manager(workdir).all_steps()
