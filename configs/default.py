@@ -18,7 +18,8 @@ Sections (each module documents and validates its own):
   train.*      rdvae/train.py: seed, batch_size, num_epochs or num_steps,
                steps_per_dispatch, scan_unroll, parallel ('jit' | 'pmap'), log_every,
                eval_every, checkpoint_every (0 = only at the end),
-               max_checkpoints_to_keep.
+               max_checkpoints_to_keep, nonfinite ('stop' | 'skip'),
+               max_skipped.
   eval.*       batch_size, iwae_samples (K of the final IWAE bound),
                max_examples (0 = the whole split), num_grid_images,
                num_decodes (the 'mean of 5' of Fig. 4).
@@ -57,6 +58,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_every = 7810    # 10 epochs of 781 steps
   config.train.checkpoint_every = 1000
   config.train.max_checkpoints_to_keep = 2
+  # A step whose loss, rate, distortion, gradient norm or updated state is
+  # NaN/inf: 'stop' the run (the last checkpoint stays the last good one) or
+  # 'skip' the update (counted as train/skipped; the run stops after
+  # max_skipped consecutive skips).
+  config.train.nonfinite = 'stop'
+  config.train.max_skipped = 10
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 500

@@ -29,9 +29,16 @@ On two local CPU processes, e.g.
   JAX_PROCESS_ID=0 python -m experiments.main --multihost --cpu_devices=2 \
       --jax_platforms=cpu --config=configs/mnist.py:smoke --workdir=runs/mp &
   (the same with JAX_PROCESS_ID=1)
+
+Errors: a bad config value, data file or workdir prints its message alone
+(no traceback) and exits with status 2, before anything is written; a run
+stopped by SIGTERM/SIGINT checkpoints and exits with status 75 (rerun to
+resume); the other statuses are listed in rdvae/preemption.py. A bug still
+shows its traceback.
 """
 
 import json
+import sys
 
 from absl import app
 from absl import flags
@@ -86,10 +93,69 @@ def main(argv):
   if _MULTIHOST.value:
     distributed.initialize(*(f.value for f in process_flags))
   from rdvae import train  # pylint: disable=g-import-not-at-top
-  results = train.train_and_eval(_CONFIG.value, _WORKDIR.value)
+  try:
+    results = train.train_and_eval(_CONFIG.value, _WORKDIR.value)
+  except _expected_errors() as e:
+    print(f'{type(e).__name__}: {e}', file=sys.stderr, flush=True)
+    sys.exit(_exit_status(e))
   if jax.process_index() == 0:
     print(json.dumps(results, indent=2, sort_keys=True, default=str))
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+  """The exceptions that are outcomes, not bugs: shown without traceback."""
+  from rdvae import checkpointing  # pylint: disable=g-import-not-at-top
+  from rdvae import preemption  # pylint: disable=g-import-not-at-top
+  from rdvae import validation  # pylint: disable=g-import-not-at-top
+  from rdvae import writers  # pylint: disable=g-import-not-at-top
+  return (validation.ConfigError, writers.WorkdirConflictError,
+          FloatingPointError, checkpointing.NoGoodCheckpointError,
+          preemption.Preempted)
+
+
+def _exit_status(error: BaseException) -> int:
+  from rdvae import checkpointing  # pylint: disable=g-import-not-at-top
+  from rdvae import preemption  # pylint: disable=g-import-not-at-top
+  if isinstance(error, preemption.Preempted):
+    return preemption.EXIT_PREEMPTED
+  if isinstance(error, FloatingPointError):
+    return preemption.EXIT_NONFINITE
+  if isinstance(error, checkpointing.NoGoodCheckpointError):
+    return preemption.EXIT_CORRUPT
+  return preemption.EXIT_USAGE
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an unknown `--config.<key>` (which
+  ml_collections raises as AttributeError) reported in absl's usage-error
+  style too."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _flags_error(_without_config_traceback(str(e)))
+  except (AttributeError, KeyError) as e:
+    while e.args and isinstance(e.args[0], BaseException):
+      e = e.args[0]
+    _flags_error('unknown key in a --config.<key> override: ' +
+                 str(e.args[0] if e.args else e))
+
+
+def _without_config_traceback(message: str) -> str:
+  """A config file's ValueError (e.g. an unknown variant) without the
+  traceback ml_collections puts in the message; other errors keep it."""
+  lines = [line for line in message.splitlines() if line.strip()]
+  if ('Traceback (most recent call last):' in message
+      and lines[-1].startswith('ValueError: ')):
+    return f'{lines[0]} {lines[-1]}'
+  return message
+
+
+def _flags_error(message: str) -> None:
+  print(f'FATAL Flags parsing error: {message}\n'
+        'Pass --helpshort or --helpfull to see help on flags.',
+        file=sys.stderr, flush=True)
+  sys.exit(1)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -10,16 +10,25 @@ Two orbax `CheckpointManager`s live in a workdir:
   checkpoints_best/  the best one by a metric (validation ELBO: higher is
                      better), for users who want the early-stopped model.
 Orbax writes each checkpoint to a temporary directory and renames it when
-complete, so a run killed mid-save leaves the previous checkpoints intact.
+complete, so a run killed mid-save leaves the previous checkpoints intact
+(and the temporary directory, removed when the next manager opens). A
+checkpoint damaged on disk afterwards (a truncated or deleted file) fails to
+restore; `restore_latest_good` then moves it aside as `<step>.corrupt` and
+falls back to the one before, with a warning naming both.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Mapping, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.path import atomicity
+
+from rdvae import faults
 
 LATEST_DIR = 'checkpoints'
 BEST_DIR = 'checkpoints_best'
@@ -49,6 +58,10 @@ def create_manager(workdir: str, max_to_keep: int = 2,
       # Synchronous saves: a save that returned is on disk, which keeps
       # resume-after-kill simple and exact on a single host.
       enable_async_checkpointing=False,
+      # A save killed before its rename leaves a temporary directory.
+      cleanup_tmp_directories=True,
+      temporary_path_class=(_FaultyRenamePath if faults.active('checkpoint')
+                            else None),
   )
   return ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, subdir)), options=options)
@@ -91,3 +104,69 @@ def restore(manager: ocp.CheckpointManager, template: Any = None,
     return manager.restore(step, args=ocp.args.StandardRestore())
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+class NoGoodCheckpointError(RuntimeError):
+  """Every checkpoint of a workdir failed to restore."""
+
+
+def _all_finite(tree: Any) -> bool:
+  return all(bool(np.all(np.isfinite(a))) for a in jax.tree.leaves(tree)
+             if np.issubdtype(np.asarray(a).dtype, np.inexact))
+
+
+def restore_latest_good(manager: ocp.CheckpointManager, template: Any
+                        ) -> Optional[Any]:
+  """Restores the newest checkpoint that reads back whole and finite.
+
+  A checkpoint that fails (missing or truncated files, wrong structure, a
+  non-finite value) is renamed `<step>.corrupt` in the same directory, so
+  that a resumed run saves that step afresh, and the one before is tried,
+  with a warning naming both.
+
+  Returns:
+    The restored state (with `template`'s structure), or None when the
+    manager holds no checkpoint.
+
+  Raises:
+    NoGoodCheckpointError: there were checkpoints and none restored.
+  """
+  tried = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      state = restore(manager, template, step)
+      if not _all_finite(state):
+        raise ValueError('it holds NaN or inf')
+    except Exception as e:  # pylint: disable=broad-except
+      # Orbax and tensorstore raise many types for damaged files.
+      path = os.path.join(str(manager.directory), str(step))
+      tried.append(f'{path} ({type(e).__name__}: {str(e)[:200]})')
+      os.replace(path, f'{path}.corrupt')
+      manager.reload()
+      logging.warning('checkpoint %s cannot be restored (%s: %s); moved to '
+                      '%s.corrupt, trying the previous one', path,
+                      type(e).__name__, str(e)[:200], path)
+      print(f'WARNING: checkpoint {path} cannot be restored; moved it to '
+            f'{path}.corrupt and falling back to the previous one',
+            flush=True)
+      continue
+    if tried:
+      print(f'resuming from the checkpoint of step {step} in '
+            f'{manager.directory}', flush=True)
+    return state
+  if tried:
+    raise NoGoodCheckpointError(
+        'no checkpoint could be restored: ' + '; '.join(tried) +
+        '; they were renamed *.corrupt: remove the workdir to start afresh')
+  return None
+
+
+class _FaultyRenamePath(atomicity.AtomicRenameTemporaryPath):
+  """Orbax's rename protocol with the `checkpoint` fault point (tests): the
+  checkpoint's files are complete in the temporary directory, not renamed."""
+
+  async def finalize(self, *args, **kwargs):
+    name = os.path.basename(str(self.get_final()))
+    if name.isdigit():
+      faults.point('checkpoint', int(name))
+    return await super().finalize(*args, **kwargs)

@@ -123,6 +123,9 @@ def check_npz(path: str, key: str = 'dataset.path') -> None:
   Only the array headers are read: keys `train`, `valid`, `test`, each
   uint8 of shape (N, 98) with N > 0.
   """
+  if os.path.isdir(path):
+    raise validation.ConfigError(
+        f'config.{key}: {path!r} is a directory, not a dataset file')
   if not os.path.isfile(path):
     raise validation.ConfigError(
         f'config.{key}: the dataset file {path!r} does not exist')
@@ -142,7 +145,7 @@ def check_npz(path: str, key: str = 'dataset.path') -> None:
           raise validation.ConfigError(
               f'config.{key}: array {k!r} of {path!r} is {dtype} of shape '
               f'{shape}; expected {expected}')
-  except (zipfile.BadZipFile, ValueError) as e:
+  except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
     if isinstance(e, validation.ConfigError):
       raise
     raise validation.ConfigError(
@@ -170,14 +173,53 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check_npz(_npz_path(config))
 
 
+def describe_source(config: ml_collections.ConfigDict) -> str:
+  """Where `config.dataset` is read from, for error messages."""
+  c = config.dataset
+  if c.source == 'npz':
+    return repr(_npz_path(config))
+  return f'TFDS {c.name!r} in {c.tfds_data_dir or "the TFDS default data_dir"}'
+
+
+def check_images(images: np.ndarray, split: str, where: str) -> None:
+  """Raises ConfigError unless `images` are uint8 [N > 0, 28, 28, 1] of 0/1.
+
+  Args:
+    images: one loaded split.
+    split: its name ('train', 'validation', 'test').
+    where: the file or source it came from (named in the message).
+  """
+  images = np.asarray(images)
+  expected = f'uint8 images of shape (N > 0,) + {IMAGE_SHAPE} of 0 and 1'
+  if (images.dtype != np.uint8 or images.shape[1:] != IMAGE_SHAPE
+      or not len(images)):
+    raise validation.ConfigError(
+        f'{where}: split {split!r} is {images.dtype} of shape {images.shape}; '
+        f'expected {expected}')
+  if images.max(initial=0) > 1:
+    values = np.unique(images)
+    raise validation.ConfigError(
+        f'{where}: split {split!r} holds values '
+        f'{values[values > 1][:5].tolist()} besides 0 and 1; expected '
+        f'{expected} (binarize it first)')
+
+
 def create_dataset(config: ml_collections.ConfigDict) -> Dataset:
-  """Loads `config.dataset` (validated first) into host memory."""
+  """Loads `config.dataset` (validated first) into host memory.
+
+  Raises:
+    ConfigError: the file is unreadable (e.g. truncated or damaged) or a
+      split is not uint8 [N, 28, 28, 1] of 0/1; the message names the file.
+  """
   validate(config)
   c = config.dataset
   if c.source == 'npz':
     splits = load_npz(_npz_path(config))
   else:
     splits = load_tfds(c.name, c.tfds_data_dir or None)
+  where = f'config.dataset: {describe_source(config)}'
+  for split, images in splits.items():
+    check_images(images, split, where)
   return Dataset(name=c.name, **splits)
 
 
@@ -192,9 +234,20 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
 
   Returns:
     uint8 [N, 28, 28, 1] arrays of 0/1, keyed by split.
+
+  Raises:
+    ConfigError: the file is missing, not in this format, or damaged (a
+      truncated file, an array shorter than its header, a failed CRC).
   """
-  with np.load(path) as f:
-    packed = {k: f[k] for k in NPZ_KEYS}
+  check_npz(path)
+  try:
+    with np.load(path) as f:
+      packed = {k: f[k] for k in NPZ_KEYS}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise validation.ConfigError(
+        f'config.dataset.path: {path!r} is damaged or truncated ({e}); '
+        f'expected the arrays {NPZ_KEYS}, each uint8 of shape (N, '
+        f'{_PACKED_WIDTH})') from None
   unpack = lambda a: np.unpackbits(a, axis=1)[:, :784].reshape(
       (-1,) + IMAGE_SHAPE)
   return {'train': unpack(packed['train']),

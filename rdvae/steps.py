@@ -153,9 +153,31 @@ def apply_per_example(model: nn.Module, params: Any, x: jax.Array,
   return jax.vmap(one)(x, keys)
 
 
+# What `nonfinite` flags, bit i for NONFINITE_KEYS[i]: 'state' is the updated
+# parameters, optimizer and objective state.
+NONFINITE_KEYS = ('loss', 'rate', 'distortion', 'grad_norm', 'state')
+
+
+def nonfinite_flags(metrics: types.Metrics, state: TrainState) -> jax.Array:
+  """int32 bit mask: bit i set when NONFINITE_KEYS[i] holds a NaN or inf."""
+  leaves = jax.tree.leaves((state.params, state.opt_state,
+                            state.objective_state))
+  state_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves
+                                if jnp.issubdtype(a.dtype, jnp.inexact)]))
+  ok = [jnp.isfinite(metrics[k]) for k in NONFINITE_KEYS[:-1]] + [state_ok]
+  return sum(jnp.where(o, 0, 1 << i) for i, o in enumerate(ok)).astype(
+      jnp.int32)
+
+
+def names_of_flags(flags: int) -> list[str]:
+  """The NONFINITE_KEYS named by a `nonfinite_flags` mask."""
+  return [k for i, k in enumerate(NONFINITE_KEYS) if int(flags) >> i & 1]
+
+
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                     objective: objectives.Objective,
-                    axis_name: Optional[str] = None
+                    axis_name: Optional[str] = None,
+                    skip_nonfinite: bool = False
                     ) -> Callable[..., tuple[TrainState, types.Metrics]]:
   """One update of the objective (Eq. 6 and its variants) on one batch.
 
@@ -171,13 +193,17 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     objective: static hyperparameters of the objective.
     axis_name: the pmap axis, or None under jit (where the batch may be
       sharded but the program is global).
+    skip_nonfinite: when the step's loss, rate, distortion, gradient norm or
+      updated state is not finite, keep the old parameters, optimizer and
+      objective state (the step count still advances, so the next step takes
+      the next batch).
 
   Returns:
     `train_step(state, x [B, ...], keys [B]) -> (state, metrics)` with scalar
     metrics `loss`, `rate`, `distortion`, `elbo`, `beta`, `multiplier`,
     (`constraint`), `analytic_rate` (when the model gives one), `grad_norm`
-    (of the raw gradient) and `learning_rate` is not included (the host knows
-    the schedule).
+    (of the raw gradient) and `nonfinite` (`nonfinite_flags`; 0 for a good
+    step); `learning_rate` is not included (the host knows the schedule).
   """
 
   def loss_of(params, state, x, keys):
@@ -207,6 +233,12 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     new_state = state.replace(step=state.step + 1, params=params,
                               opt_state=opt_state,
                               objective_state=objective_state)
+    metrics['nonfinite'] = nonfinite_flags(metrics, new_state)
+    if skip_nonfinite:
+      keep = state.replace(step=new_state.step)
+      new_state = jax.tree.map(
+          functools.partial(jnp.where, metrics['nonfinite'] == 0),
+          new_state, keep)
     return new_state, metrics
 
   return train_step

@@ -4,22 +4,30 @@ Nothing here is traced; the device programs come from `steps` (bodies) and
 `parallel` (their jit / pmap wrappers). One run:
 
   1. validates the whole config (data, model, objective, optimizer, training,
-     evaluation, device count) and raises ConfigError before any work;
+     evaluation, device count), loads and checks the data and checks the
+     config against the split sizes, raising ConfigError before anything is
+     written;
   2. prepares the workdir (config.json; a different config there raises
-     WorkdirConflictError), restores the latest checkpoint or initialises;
+     WorkdirConflictError), restores the newest checkpoint that reads back
+     whole (falling back past damaged ones) or initialises;
   3. dispatches `train.steps_per_dispatch` steps per call (a `lax.scan` over
-     on-device data), checks every dispatch's metrics for NaN/inf (stopping
-     with FloatingPointError, so the last checkpoint saved stays the last
-     good one), logs `train/*` every `log_every` steps with a progress line,
-     evaluates the validation set every `eval_every` steps (R, D, ELBO,
-     bits/dim, exact masked means; with the Fig. 4 image grid), checkpoints
-     every `checkpoint_every` steps and keeps the best by validation ELBO;
+     on-device data), acts on each step's NaN/inf flags as
+     `train.nonfinite` says ('stop': FloatingPointError naming the step, so
+     the last checkpoint saved stays the last good one; 'skip': the update
+     was dropped on the device, counted as train/skipped), logs `train/*`
+     every `log_every` steps with a progress line, evaluates the validation
+     set every `eval_every` steps (R, D, ELBO, bits/dim, exact masked means;
+     with the Fig. 4 image grid), checkpoints every `checkpoint_every` steps
+     and keeps the best by validation ELBO; on SIGTERM/SIGINT it checkpoints
+     after the dispatch and raises `preemption.Preempted`;
   4. at the end evaluates validation and test with the IWAE bound
      (`eval.iwae_samples`) and writes results.json.
 
 The data order and every sample are functions of (seed, step), and the
 checkpoint holds the whole TrainState, so a killed run restarted in the same
-workdir ends with the same parameters and metrics as one never stopped.
+workdir ends with the same parameters and metrics as one never stopped
+(tests/test_faults.py kills one between dispatches, during an evaluation and
+during a checkpoint save).
 
 Across processes (`rdvae.distributed`) every process runs this loop on its
 share of the global batch; process 0 alone writes config.json, metrics,
@@ -43,13 +51,17 @@ from rdvae import bounds
 from rdvae import checkpointing
 from rdvae import data
 from rdvae import distributed
+from rdvae import faults
 from rdvae import model as model_lib
 from rdvae import objectives
 from rdvae import optim
 from rdvae import parallel
+from rdvae import preemption
 from rdvae import steps
 from rdvae import validation
 from rdvae import writers
+
+NONFINITE_MODES = ('stop', 'skip')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,10 +107,30 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f'config.train.scan_unroll={config.train.scan_unroll!r} must be '
         'True or False')
   check(config, 'train.max_checkpoints_to_keep')
+  validation.check_choice(config, 'train.nonfinite', NONFINITE_MODES)
+  check(config, 'train.max_skipped')
   check(config, 'eval.iwae_samples')
   check(config, 'eval.max_examples', allow_zero=True)
   check(config, 'eval.num_grid_images', allow_zero=True)
   check(config, 'eval.num_decodes')
+
+
+def check_splits(config: ml_collections.ConfigDict,
+                 dataset: data.Dataset) -> None:
+  """Checks the config against the loaded splits, before anything is written.
+
+  Raises:
+    ConfigError: train.batch_size exceeds the training split (no full batch
+      per epoch), or eval.num_grid_images the validation split.
+  """
+  where = data.describe_source(config)
+  for key, split in (('train.batch_size', 'train'),
+                     ('eval.num_grid_images', 'validation')):
+    size = len(getattr(dataset, split))
+    if validation.get(config, key) > size:
+      raise validation.ConfigError(
+          f'config.{key}={validation.get(config, key)} is larger than the '
+          f'{split} split of {where} ({size} images); use at most {size}')
 
 
 def num_train_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
@@ -109,9 +141,13 @@ def num_train_steps(config: ml_collections.ConfigDict, num_examples: int) -> int
   return max(1, int(math.ceil(config.train.num_epochs * per_epoch)))
 
 
-def create_run(config: ml_collections.ConfigDict) -> Run:
-  """Loads the data and builds the model, optimizer and compiled loops."""
-  dataset = data.create_dataset(config)
+def create_run(config: ml_collections.ConfigDict,
+               dataset: data.Dataset | None = None) -> Run:
+  """Builds the model, optimizer and compiled loops (loading the data unless
+  `dataset` is given)."""
+  if dataset is None:
+    dataset = data.create_dataset(config)
+    check_splits(config, dataset)
   model = model_lib.create_model(config, dataset.image_shape)
   objective = objectives.create_objective(config)
   c = config.train
@@ -122,7 +158,8 @@ def create_run(config: ml_collections.ConfigDict) -> Run:
   axis = parallel.AXIS if mode == 'pmap' else None
   init_key, data_key, eval_key, sample_key = jax.random.split(
       jax.random.key(c.seed), 4)
-  body = steps.make_train_step(model, optimizer, objective, axis)
+  body = steps.make_train_step(model, optimizer, objective, axis,
+                               skip_nonfinite=c.nonfinite == 'skip')
   num_train = len(dataset.train)
 
   def loop(length):
@@ -180,18 +217,68 @@ def evaluate(run: Run, params: Any, images: np.ndarray, final: bool
 
 
 def _restore_or_init(run: Run, manager) -> Any:
-  if checkpointing.latest_step(manager) is None:
-    return jax.device_get(run.init_state)
-  return checkpointing.restore(manager, jax.device_get(run.init_state))
+  """The newest checkpoint that restores (falling back past damaged ones,
+  `checkpointing.restore_latest_good`), or the initial state."""
+  init = jax.device_get(run.init_state)
+  state = checkpointing.restore_latest_good(manager, init)
+  return init if state is None else state
 
 
-def _check_finite(metrics: dict[str, float], step: int, manager) -> None:
-  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-  if bad:
+class _NonFinite:
+  """Acts on the per-step `nonfinite` flags of each dispatch (train.nonfinite).
+
+  'stop': the first flagged step raises FloatingPointError naming the step
+  and the quantities (loss, rate, distortion, grad_norm, state), before the
+  state is checkpointed. 'skip': the step body already dropped the update;
+  flagged steps are counted (`skipped`, logged as train/skipped) and
+  `train.max_skipped` consecutive ones raise the same error. The count of
+  consecutive skips restarts when a run resumes.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, manager):
+    self.mode, self.limit = config.train.nonfinite, config.train.max_skipped
+    self.manager, self.consecutive = manager, 0
+
+  def check(self, flags: np.ndarray, end_step: int) -> int:
+    """Returns the number of skipped steps among `flags` (steps up to
+    `end_step`), or raises FloatingPointError."""
+    first = end_step - len(flags) + 1
+    for i, flag in enumerate(np.asarray(flags).tolist()):
+      self.consecutive = self.consecutive + 1 if flag else 0
+      if flag and (self.mode == 'stop' or self.consecutive >= self.limit):
+        self._stop(first + i, steps.names_of_flags(flag))
+    skipped = int(np.count_nonzero(flags))
+    if skipped:
+      print(f'skipped {skipped} non-finite update(s) in steps {first}..'
+            f'{end_step}', flush=True)
+    return skipped
+
+  def _stop(self, step: int, names: list[str]) -> None:
+    why = (f'{self.consecutive} consecutive non-finite steps (train.nonfinite='
+           f"'skip', train.max_skipped={self.limit})"
+           if self.mode == 'skip' else "train.nonfinite='stop'")
     raise FloatingPointError(
-        f'non-finite training metrics {bad} in the steps up to {step}; the '
-        f'last good checkpoint is step {checkpointing.latest_step(manager)} '
-        'in the workdir (lower optim.learning_rate or check the data)')
+        f'non-finite {", ".join(names)} at step {step} ({why}); the last good '
+        f'checkpoint is step {checkpointing.latest_step(self.manager)} in '
+        f'{self.manager.directory} (lower optim.learning_rate, check the '
+        "data, or set train.nonfinite='skip')")
+
+
+def _dispatch(run: Run, state, train_data, step: int, speed: '_Speed'):
+  """One call of the compiled loop from `step`: (state, step metrics
+  averaged over the good steps, nonfinite flags [S], the new step)."""
+  c = run.config.train
+  full = step + c.steps_per_dispatch <= run.num_steps
+  length = c.steps_per_dispatch if full else run.num_steps - step
+  tic = time.perf_counter()
+  state, metrics = (run.train_loop if full else run.tail_loop)(
+      state, train_data)
+  metrics = parallel.get_replicated(metrics, run.mode)  # waits for the steps
+  speed.add(length, time.perf_counter() - tic)
+  flags = np.asarray(metrics.pop('nonfinite'))
+  good = flags == 0 if flags.any() and not flags.all() else slice(None)
+  means = {k: float(np.mean(np.asarray(v)[good])) for k, v in metrics.items()}
+  return state, means, flags, step + length
 
 
 class _Speed:
@@ -240,6 +327,49 @@ def _evaluate_and_log(run, writer, params_host, params, step, final):
   return results
 
 
+def _train_loop(run: Run, state, train_data, step: int, writer, managers,
+                speed: _Speed, workdir: str):
+  """Steps `step`..num_steps: dispatch, check for NaN/inf, log, evaluate,
+  checkpoint. On SIGTERM/SIGINT it finishes the dispatch, checkpoints,
+  flushes the metrics and raises `preemption.Preempted`.
+
+  Returns:
+    (state, step) at the end of training, the state on the devices.
+  """
+  c = run.config.train
+  manager, best = managers
+  nonfinite = _NonFinite(run.config, manager)
+  with preemption.SignalWatch() as watch:
+    while step < run.num_steps:
+      state, metrics, flags, step = _dispatch(run, state, train_data, step,
+                                              speed)
+      faults.point('dispatch', step)
+      skipped = nonfinite.check(flags, step)
+      if c.nonfinite == 'skip':
+        metrics['skipped'] = skipped
+      if step % c.log_every == 0 or step == run.num_steps:
+        metrics['learning_rate'] = float(run.schedule(step - 1))
+        writer.write_scalars(step, {f'train/{k}': v
+                                    for k, v in metrics.items()})
+        if distributed.is_primary():
+          _progress(step, run.num_steps, metrics, speed, c.batch_size)
+      if watch.received is not None:
+        checkpointing.save(manager, step, parallel.get_replicated(state,
+                                                                  run.mode))
+        writer.close()
+        raise preemption.Preempted(watch.received, step, workdir)
+      if c.eval_every and step % c.eval_every == 0 and step < run.num_steps:
+        host = parallel.get_replicated(state, run.mode)
+        means = _evaluate_and_log(run, writer, host.params, state.params,
+                                  step, final=False)
+        checkpointing.save(best, step, host,
+                           {'elbo': means['validation/elbo']})
+      if c.checkpoint_every and step % c.checkpoint_every == 0:
+        checkpointing.save(manager, step, parallel.get_replicated(state,
+                                                                  run.mode))
+  return state, step
+
+
 def train_and_eval(config: ml_collections.ConfigDict, workdir: str
                    ) -> dict[str, Any]:
   """Trains `config`'s model in `workdir` (resuming) and evaluates it.
@@ -256,13 +386,15 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
     from rdvae import toy  # pylint: disable=g-import-not-at-top
     return toy.train_and_eval(config, workdir)
   validate(config)
+  dataset = data.create_dataset(config)  # a bad data file stops here,
+  check_splits(config, dataset)          # before anything is written
   distributed.primary_first('config.json', writers.prepare_workdir, workdir,
                             config)
   writers.check_workdir(workdir, config)
   done = os.path.join(workdir, writers.RESULTS_FILE)
   if os.path.exists(done):  # written last: the run is complete
     return writers.read_json(done)
-  run = create_run(config)
+  run = create_run(config, dataset)
   c = config.train
   manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
   best = checkpointing.create_manager(workdir, 1, best_metric='elbo')
@@ -277,30 +409,8 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
   state = parallel.put_replicated(state, run.mesh, run.mode)
   train_data = parallel.put_replicated(run.dataset.train, run.mesh, run.mode)
   speed = _Speed()
-  while step < run.num_steps:
-    full = step + c.steps_per_dispatch <= run.num_steps
-    length = c.steps_per_dispatch if full else run.num_steps - step
-    tic = time.perf_counter()
-    state, metrics = (run.train_loop if full else run.tail_loop)(
-        state, train_data)
-    metrics = parallel.scalar_metrics(metrics, run.mode)  # waits for the steps
-    speed.add(length, time.perf_counter() - tic)
-    step += length
-    _check_finite(metrics, step, manager)
-    if step % c.log_every == 0 or step == run.num_steps:
-      metrics['learning_rate'] = float(run.schedule(step - 1))
-      writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
-      if distributed.is_primary():
-        _progress(step, run.num_steps, metrics, speed, c.batch_size)
-    if c.eval_every and step % c.eval_every == 0 and step < run.num_steps:
-      host = parallel.get_replicated(state, run.mode)
-      means = _evaluate_and_log(run, writer, host.params, state.params,
-                                step, final=False)
-      checkpointing.save(best, step, host,
-                         {'elbo': means['validation/elbo']})
-    if c.checkpoint_every and step % c.checkpoint_every == 0:
-      checkpointing.save(manager, step, parallel.get_replicated(state,
-                                                                run.mode))
+  state, step = _train_loop(run, state, train_data, step, writer,
+                            (manager, best), speed, workdir)
   if speed.first is not None and distributed.is_primary():
     print(f'trained steps {start_step}..{step}: {speed.rate():.2f} steps/s, '
           f'{speed.rate() * c.batch_size:.1f} images/s (compile excluded)',

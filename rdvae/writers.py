@@ -2,10 +2,12 @@
 events, images and results.json.
 
 Every file is written so that a crash cannot corrupt what was there before:
-whole files go through a temporary file and `os.replace`; metrics.jsonl is
-append-only, one JSON object per logged step, and a resumed run first drops
-the lines written after the step it resumed from, so the file of a killed and
-resumed run equals that of an uninterrupted one.
+whole files go through a temporary file, fsync and `os.replace` (and an
+fsync of the directory, so the rename itself survives a power cut);
+metrics.jsonl is append-only, one JSON object per logged step, and a resumed
+run first drops the lines written after the step it resumed from and a last
+line torn by a kill, so the file of a killed and resumed run equals that of
+an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any, Callable, Mapping, Optional
 
 import ml_collections
 import numpy as np
+
+from rdvae import faults
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
@@ -44,13 +48,32 @@ def _to_json_value(value: Any) -> Any:
 
 def write_json_atomic(path: str, payload: Mapping[str, Any]) -> None:
   """Writes JSON through a temporary file so a crash leaves the old file."""
+  write_text_atomic(path, json.dumps(_to_json_value(payload), indent=2,
+                                     sort_keys=True) + '\n')
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` so that a crash at any moment leaves either the
+  old file or the new one: a temporary file, fsync, rename, fsync of the
+  directory (e.g. results.json, a sweep's summary.csv)."""
   tmp = f'{path}.tmp'
   with open(tmp, 'w') as f:
-    json.dump(_to_json_value(payload), f, indent=2, sort_keys=True)
-    f.write('\n')
+    f.write(text)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+  fsync_directory(os.path.dirname(path) or '.')
+
+
+def fsync_directory(path: str) -> None:
+  """Makes a rename or a new file in directory `path` durable (POSIX)."""
+  if os.name != 'posix':
+    return
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
 
 
 def read_json(path: str) -> dict[str, Any]:
@@ -69,14 +92,18 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
     True when the workdir already held a run of the same config (a resume).
 
   Raises:
-    WorkdirConflictError: config.json exists with a different config; the
-      existing run is left untouched.
+    WorkdirConflictError: config.json exists with a different config or is
+      unreadable, or the workdir is a file; what is there is left untouched.
   """
-  os.makedirs(workdir, exist_ok=True)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirConflictError(
+        f'workdir {workdir!r} is a file, not a directory; choose another '
+        'workdir')
   path = os.path.join(workdir, CONFIG_FILE)
   if os.path.exists(path):
     check_workdir(workdir, config)
     return True
+  os.makedirs(workdir, exist_ok=True)
   write_json_atomic(path, config_to_dict(config))
   return False
 
@@ -87,7 +114,14 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise WorkdirConflictError(f'workdir {workdir!r} has no {CONFIG_FILE}')
-  existing, wanted = read_json(path), config_to_dict(config)
+  try:
+    existing = read_json(path)
+  except (ValueError, OSError) as e:
+    raise WorkdirConflictError(
+        f'workdir {workdir!r} holds a {CONFIG_FILE} that cannot be read '
+        f'({e}); it is not a run of this config: choose another workdir or '
+        'remove it yourself') from None
+  wanted = config_to_dict(config)
   if existing != wanted:
     changed = sorted(_diff_keys(existing, wanted))
     raise WorkdirConflictError(
@@ -113,12 +147,29 @@ def write_results(workdir: str, results: Mapping[str, Any]) -> None:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """All records of metrics.jsonl, in order."""
+  """All records of metrics.jsonl, in order.
+
+  A last line without its newline that is not valid JSON (torn by a kill
+  mid-write) is left out; a bad line anywhere else raises ValueError naming
+  the file and line.
+  """
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = f.read().split('\n')
+  records = []
+  for number, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if number == len(lines):  # no newline after it: a torn last write
+        break
+      raise ValueError(f'{path}, line {number}: not a JSON record ({e})'
+                       ) from None
+  return records
 
 
 class MetricWriter:
@@ -145,6 +196,8 @@ class MetricWriter:
     with open(tmp, 'w') as f:
       for record in kept:
         f.write(json.dumps(record, sort_keys=True) + '\n')
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(tmp, self._path)
     self._file = open(self._path, 'a')
     self._tb = None
@@ -156,7 +209,14 @@ class MetricWriter:
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     record = {'step': int(step)}
     record.update(_to_json_value(dict(scalars)))
-    self._file.write(json.dumps(record, sort_keys=True) + '\n')
+    line = json.dumps(record, sort_keys=True) + '\n'
+    if faults.active('metrics') and any(k.startswith('validation/')
+                                        for k in record):
+      self._file.write(line[:len(line) // 2])  # a torn line, for the tests
+      self._file.flush()
+      faults.point('metrics', step)
+      line = line[len(line) // 2:]
+    self._file.write(line)
     self._file.flush()
     if self._tb is not None:
       for name, value in scalars.items():

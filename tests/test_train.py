@@ -79,11 +79,28 @@ def test_workdir_with_other_config_is_not_overwritten(tmp_path):
   assert sorted(os.listdir(workdir)) == ['config.json']
 
 
-def test_check_finite_stops_with_a_clear_error(tmp_path):
+def test_nonfinite_stop_names_the_step_and_quantities(tmp_path):
   manager = checkpointing.create_manager(str(tmp_path))
-  with pytest.raises(FloatingPointError, match=r'loss.*last good checkpoint'):
-    train._check_finite({'loss': math.nan, 'rate': 1.0}, 10, manager)
-  train._check_finite({'loss': 1.0}, 10, manager)
+  check = train._NonFinite(_smoke(), manager)
+  assert check.check(np.zeros(2, np.int32), 10) == 0
+  flags = np.array([0, 0b01001], np.int32)  # loss and grad_norm at step 12
+  with pytest.raises(FloatingPointError,
+                     match=r'non-finite loss, grad_norm at step 12 .*'
+                     r'last good checkpoint is step None'):
+    check.check(flags, 12)
+
+
+def test_nonfinite_skip_counts_and_stops_after_max_skipped(tmp_path):
+  manager = checkpointing.create_manager(str(tmp_path))
+  check = train._NonFinite(
+      _smoke(**{'train.nonfinite': 'skip', 'train.max_skipped': 3}), manager)
+  assert check.check(np.array([2, 0], np.int32), 2) == 1  # reset by step 2
+  assert check.check(np.array([0, 4], np.int32), 4) == 1
+  assert check.check(np.array([4, 0], np.int32), 6) == 1  # 2 in a row, reset
+  assert check.check(np.array([16, 16], np.int32), 8) == 2
+  with pytest.raises(FloatingPointError,
+                     match=r'non-finite rate at step 9 \(3 consecutive'):
+    check.check(np.array([2, 0], np.int32), 10)
 
 
 @pytest.mark.parametrize('epochs, steps, expected',

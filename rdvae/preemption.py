@@ -1,0 +1,85 @@
+"""How a run stops early: on a signal, and the exit statuses that say why.
+
+Schedulers of preemptible TPU/GPU machines send SIGTERM some seconds before
+they take a machine back, and Ctrl-C sends SIGINT. Inside `SignalWatch` both
+only set a flag; the training loop (`train.train_and_eval`) looks at it after
+every dispatch, writes a checkpoint at the step reached, flushes the metrics
+and raises `Preempted`. `python -m experiments.main` turns that into the exit
+status `EXIT_PREEMPTED`, which a sweep runner or shell script can tell from a
+failure; running the same command again resumes from that step. A second
+signal while the first is being handled restores the previous handler and
+delivers the signal again (a second Ctrl-C stops at once).
+
+Exit statuses of `python -m experiments.main`:
+
+  0                the run finished (results.json written);
+  1                a bug or an unexpected failure (with its traceback);
+  EXIT_USAGE       a bad config value, data file or workdir (the message
+                   alone, naming the key or file; nothing was written);
+  EXIT_NONFINITE   training produced NaN/inf (`train.nonfinite`); the last
+                   checkpoint holds the last good state;
+  EXIT_CORRUPT     no checkpoint of the workdir could be restored;
+  EXIT_PREEMPTED   stopped by SIGTERM/SIGINT after saving; rerun to resume.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Optional
+
+EXIT_USAGE = 2
+EXIT_NONFINITE = 3
+EXIT_CORRUPT = 4
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL of sysexits.h: "try again later"
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Preempted(Exception):
+  """The run stopped on a signal after checkpointing `step`."""
+
+  def __init__(self, signum: int, step: int, workdir: str):
+    self.signum, self.step, self.workdir = signum, step, workdir
+    super().__init__(
+        f'stopped by {signal.Signals(signum).name} at step {step} after '
+        f'saving a checkpoint in {workdir!r}; run the same command again to '
+        'resume')
+
+
+class SignalWatch:
+  """A context in which SIGTERM and SIGINT set `received` instead of
+  stopping the process; the previous handlers come back on exit.
+
+  Outside the main thread (where Python cannot install handlers) it watches
+  nothing and `received` stays None.
+  """
+
+  def __init__(self, signals: tuple[int, ...] = SIGNALS):
+    self._signals = signals
+    self._previous: dict[int, object] = {}
+    self.received: Optional[int] = None
+
+  def _handle(self, signum, frame):
+    if self.received is not None:  # a second signal: do what it did before
+      self._restore()
+      signal.raise_signal(signum)
+      return
+    del frame
+    self.received = signum
+    print(f'received {signal.Signals(signum).name}: finishing the current '
+          'dispatch, then checkpointing and stopping', flush=True)
+
+  def _restore(self) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    self._previous = {}
+
+  def __enter__(self) -> 'SignalWatch':
+    if threading.current_thread() is threading.main_thread():
+      for signum in self._signals:
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._restore()

@@ -1,0 +1,188 @@
+"""train.nonfinite: 'stop' and 'skip' on a NaN in a batch and on a learning
+rate that blows up; no checkpoint ever holds a non-finite value.
+
+Step level on the tiny model (exact: a skipped step leaves every array of the
+state as it was but the step count), end to end on configs/mnist.py:smoke.
+"""
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import tiny_model
+from configs import mnist
+from rdvae import checkpointing
+from rdvae import data
+from rdvae import objectives
+from rdvae import optim
+from rdvae import steps
+from rdvae import train
+from rdvae import writers
+
+MODEL = tiny_model.TinyModel()
+X = (jax.random.uniform(jax.random.key(0), (6, 4, 4, 1)) > 0.5).astype(
+    jnp.float32)
+
+
+def _step(skip, learning_rate=1e-3):
+  config = ml_collections.ConfigDict({'optim': optim.default_config()})
+  config.optim.learning_rate = learning_rate
+  optimizer = optim.create_optimizer(config, 10)
+  objective = objectives.Objective(kind='rate_constraint', rate=1.0,
+                                   multiplier_lr=0.5)
+  state = steps.create_train_state(MODEL, optimizer, objective,
+                                   jax.random.key(1), X)
+  step = jax.jit(steps.make_train_step(MODEL, optimizer, objective,
+                                       skip_nonfinite=skip))
+  return state, step
+
+
+def _run(state, step, x):
+  return step(state, x, steps.example_keys(state.rng, state.step, len(x)))
+
+
+def _assert_same(a, b):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  for u, v in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def _finite(tree):
+  return all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree.leaves(tree)
+             if np.issubdtype(np.asarray(a).dtype, np.inexact))
+
+
+def test_good_step_has_no_flags_and_skip_changes_nothing():
+  state, stop = _step(skip=False)
+  _, skip = _step(skip=True)
+  a, metrics = _run(state, stop, X)
+  b, _ = _run(state, skip, X)
+  assert int(metrics['nonfinite']) == 0
+  _assert_same(a, b)
+
+
+@pytest.mark.parametrize('skip', [False, True], ids=['stop', 'skip'])
+def test_nan_in_a_batch(skip):
+  state, step = _step(skip)
+  x = X.at[2, 1, 1, 0].set(jnp.nan)
+  new, metrics = _run(state, step, x)
+  names = steps.names_of_flags(int(metrics['nonfinite']))
+  assert {'loss', 'distortion', 'grad_norm'} <= set(names), names
+  assert int(new.step) == 1
+  if skip:  # everything as before the step, but the step count
+    _assert_same(new.replace(step=state.step), state)
+    again, metrics = _run(new, step, X)  # the next good batch trains
+    assert int(metrics['nonfinite']) == 0 and int(again.step) == 2
+    assert not np.array_equal(again.params['logits']['kernel'],
+                              state.params['logits']['kernel'])
+  else:  # the update went through: the host must stop before saving it
+    assert not _finite(new.params)
+
+
+@pytest.mark.parametrize('skip', [False, True], ids=['stop', 'skip'])
+def test_learning_rate_that_blows_up(skip):
+  state, step = _step(skip, learning_rate=1e38)
+  flags = []
+  current = state
+  for _ in range(3):
+    current, metrics = _run(current, step, X)
+    flags.append(int(metrics['nonfinite']))
+  assert any(flags), flags
+  if skip:
+    assert _finite(current)
+    first_bad = next(i for i, f in enumerate(flags) if f)
+    assert all(flags[first_bad:]), flags  # the blown-up update never lands
+  else:
+    assert not _finite(current)
+
+
+# ----------------------------------------------------------- end to end
+
+
+def _smoke(**overrides):
+  config = mnist.get_config('smoke')
+  config.train.num_steps = 6
+  config.train.eval_every = 0
+  config.eval.num_grid_images = 0
+  config.train.max_checkpoints_to_keep = 5
+  for key, value in overrides.items():
+    section, name = key.split('.')
+    config[section][name] = value
+  return config
+
+
+def _poison_step(monkeypatch, config, step):
+  """Training examples of the (1-based) `step` become NaN when gathered."""
+  _, data_key, _, _ = jax.random.split(jax.random.key(config.train.seed), 4)
+  poisoned = int(data.batch_indices(data_key, step - 1, 50000,
+                                    config.train.batch_size)[0])
+  gather = data.gather_batch
+
+  def poisoned_gather(images, indices):
+    x = gather(images, indices)
+    hit = (indices == poisoned)[..., None, None, None]
+    return jnp.where(hit, jnp.nan, x)
+
+  monkeypatch.setattr(data, 'gather_batch', poisoned_gather)
+
+
+def _checkpoints_finite_and_restorable(workdir):
+  manager = checkpointing.create_manager(workdir)
+  assert manager.all_steps()
+  for step in manager.all_steps():
+    state = checkpointing.restore(manager, step=step)
+    assert _finite(state), step
+  return manager.all_steps()
+
+
+@pytest.mark.slow
+def test_stop_on_a_nan_batch_keeps_the_last_good_checkpoint(monkeypatch,
+                                                             tmp_path):
+  config = _smoke()
+  _poison_step(monkeypatch, config, 3)
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(FloatingPointError,
+                     match=r'non-finite loss, rate, distortion, grad_norm, state at step '
+                     r"3 \(train.nonfinite='stop'\); the last good checkpoint "
+                     r'is step 2'):
+    train.train_and_eval(config, workdir)
+  assert _checkpoints_finite_and_restorable(workdir) == [2]
+  assert not os.path.exists(os.path.join(workdir, 'results.json'))
+
+
+@pytest.mark.slow
+def test_skip_on_a_nan_batch_counts_and_finishes(monkeypatch, tmp_path):
+  config = _smoke(**{'train.nonfinite': 'skip'})
+  _poison_step(monkeypatch, config, 3)
+  workdir = str(tmp_path / 'run')
+  results = train.train_and_eval(config, workdir)
+  assert math.isfinite(results['elbo'])
+  skipped = {r['step']: r['train/skipped'] for r in writers.read_metrics(workdir)
+             if 'train/skipped' in r}
+  assert skipped == {2: 0, 4: 1, 6: 0}
+  assert _checkpoints_finite_and_restorable(workdir) == [2, 4, 6]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('mode', ['stop', 'skip'])
+def test_learning_rate_that_blows_up_stops_with_good_checkpoints(mode,
+                                                                 tmp_path):
+  config = _smoke(**{'train.nonfinite': mode, 'train.max_skipped': 3,
+                     'optim.learning_rate': 1e38})
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(FloatingPointError, match=r'non-finite .* at step') as e:
+    train.train_and_eval(config, workdir)
+  if mode == 'skip':
+    # Step 1 takes the parameters to ~1e38 (finite), steps 2, 3, 4 are
+    # non-finite and skipped, the third in a row stops the run; the
+    # checkpoint of step 2 holds the state after step 1.
+    assert 'at step 4 (3 consecutive' in str(e.value)
+    assert _checkpoints_finite_and_restorable(workdir) == [2]
+  else:
+    assert not checkpointing.create_manager(workdir).all_steps()

@@ -1,0 +1,142 @@
+"""Corrupt state: damaged, truncated or partial checkpoints, torn
+metrics.jsonl lines, atomic whole-file writes."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from rdvae import checkpointing
+from rdvae import writers
+
+
+def _state(value):
+  return {'w': np.full((64,), value, np.float32),
+          'b': np.full((3,), value, np.float32)}
+
+
+def _manager(tmp_path, steps=(1, 2, 3)):
+  manager = checkpointing.create_manager(str(tmp_path), max_to_keep=5)
+  for step in steps:
+    checkpointing.save(manager, step, _state(float(step)))
+  return manager
+
+
+def _files(step_dir):
+  return sorted((os.path.getsize(os.path.join(root, name)),
+                 os.path.join(root, name))
+                for root, _, names in os.walk(step_dir) for name in names)
+
+
+def _truncate_largest(manager, step):
+  size, path = _files(os.path.join(str(manager.directory), str(step)))[-1]
+  with open(path, 'r+b') as f:
+    f.truncate(size // 2)
+
+
+def _delete_data(manager, step):
+  for _, path in _files(os.path.join(str(manager.directory), str(step))):
+    if '/d/' in path or path.endswith('manifest.ocdbt'):
+      os.remove(path)
+
+
+@pytest.mark.parametrize('damage', [_truncate_largest, _delete_data],
+                         ids=['truncated', 'files_deleted'])
+def test_damaged_latest_falls_back_to_the_previous_one(tmp_path, capsys,
+                                                        damage):
+  manager = _manager(tmp_path)
+  damage(manager, 3)
+  state = checkpointing.restore_latest_good(
+      checkpointing.create_manager(str(tmp_path)), _state(0.0))
+  np.testing.assert_array_equal(state['w'], np.full(64, 2.0, np.float32))
+  out = capsys.readouterr().out
+  bad = os.path.join(str(manager.directory), '3')
+  assert f'WARNING: checkpoint {bad} cannot be restored' in out
+  assert 'resuming from the checkpoint of step 2' in out
+  assert os.path.isdir(bad + '.corrupt')
+  manager = checkpointing.create_manager(str(tmp_path), max_to_keep=5)
+  assert manager.all_steps() == [1, 2]
+  checkpointing.save(manager, 3, _state(3.0))  # the step is saved afresh
+  np.testing.assert_array_equal(checkpointing.restore(manager)['w'],
+                                np.full(64, 3.0, np.float32))
+
+
+def test_non_finite_checkpoint_is_not_restored(tmp_path):
+  manager = _manager(tmp_path, steps=(1,))
+  checkpointing.save(manager, 2, _state(np.nan))
+  state = checkpointing.restore_latest_good(manager, _state(0.0))
+  np.testing.assert_array_equal(state['b'], np.ones(3, np.float32))
+
+
+def test_no_good_checkpoint_left_is_a_clear_error(tmp_path):
+  manager = _manager(tmp_path, steps=(1, 2))
+  for step in (1, 2):
+    _truncate_largest(manager, step)
+  with pytest.raises(checkpointing.NoGoodCheckpointError,
+                     match=r'no checkpoint could be restored: .*/2 \(.*'
+                     r'/1 \(.*remove the workdir'):
+    checkpointing.restore_latest_good(manager, _state(0.0))
+
+
+def test_no_checkpoint_at_all_restores_none(tmp_path):
+  manager = checkpointing.create_manager(str(tmp_path))
+  assert checkpointing.restore_latest_good(manager, _state(0.0)) is None
+
+
+def test_partial_save_is_ignored_and_cleaned_up(tmp_path):
+  """What a save killed before orbax's rename leaves behind."""
+  manager = _manager(tmp_path, steps=(1,))
+  partial = os.path.join(str(manager.directory),
+                         '2.orbax-checkpoint-tmp-1234567')
+  os.makedirs(os.path.join(partial, 'default'))
+  with open(os.path.join(partial, 'default', 'junk'), 'wb') as f:
+    f.write(b'\0' * 10)
+  manager = checkpointing.create_manager(str(tmp_path))
+  assert manager.all_steps() == [1]
+  state = checkpointing.restore_latest_good(manager, _state(0.0))
+  np.testing.assert_array_equal(state['w'], np.ones(64, np.float32))
+  manager.wait_until_finished()
+  assert not os.path.exists(partial)
+
+
+# ------------------------------------------------------------ metrics.jsonl
+
+
+def _write_lines(workdir, text):
+  with open(os.path.join(workdir, writers.METRICS_FILE), 'w') as f:
+    f.write(text)
+
+
+def test_torn_last_line_is_dropped_on_read_and_on_resume(tmp_path):
+  workdir = str(tmp_path)
+  good = [{'step': 2, 'train/loss': 1.5}, {'step': 4, 'train/loss': 1.25}]
+  torn = json.dumps({'step': 6, 'validation/elbo': -90.0})[:13]
+  _write_lines(workdir, ''.join(json.dumps(r) + '\n' for r in good) + torn)
+  assert writers.read_metrics(workdir) == good
+  writer = writers.MetricWriter(workdir, start_step=2, tensorboard=False)
+  writer.write_scalars(4, {'train/loss': 9.0})
+  writer.close()
+  with open(os.path.join(workdir, writers.METRICS_FILE)) as f:
+    assert f.read() == (json.dumps(good[0], sort_keys=True) + '\n' +
+                        json.dumps({'step': 4, 'train/loss': 9.0}) + '\n')
+
+
+def test_bad_line_in_the_middle_is_an_error_naming_it(tmp_path):
+  _write_lines(str(tmp_path), '{"step": 2}\n{"step": \n{"step": 4}\n')
+  with pytest.raises(ValueError, match=r'metrics.jsonl, line 2: not a JSON'):
+    writers.read_metrics(str(tmp_path))
+
+
+def test_write_json_atomic_syncs_the_file_and_the_directory(tmp_path,
+                                                           monkeypatch):
+  synced = []
+  real_fsync = os.fsync
+  monkeypatch.setattr(os, 'fsync',
+                      lambda fd: synced.append(os.path.realpath(
+                          f'/proc/self/fd/{fd}')) or real_fsync(fd))
+  path = str(tmp_path / 'results.json')
+  writers.write_json_atomic(path, {'elbo': -90.5, 'bad': float('nan')})
+  assert writers.read_json(path) == {'elbo': -90.5, 'bad': 'nan'}
+  assert os.listdir(tmp_path) == ['results.json']
+  assert synced == [path + '.tmp', str(tmp_path)]
