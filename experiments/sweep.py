@@ -84,6 +84,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)
+  from rdvae import preemption  # pylint: disable=g-import-not-at-top
   from rdvae import sweep  # pylint: disable=g-import-not-at-top
   from rdvae import validation  # pylint: disable=g-import-not-at-top
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
@@ -100,7 +101,10 @@ def main(argv):
                      poll_seconds=_POLL_SECONDS.value)
   except validation.ConfigError as e:  # a bad sweep: the message says it all
     print(f'FATAL: {e}', file=sys.stderr, flush=True)
-    return 2
+    return preemption.EXIT_USAGE
+  except preemption.Preempted as e:  # the point checkpointed; rerun to resume
+    print(f'[sweep] {e}', file=sys.stderr, flush=True)
+    return preemption.EXIT_PREEMPTED
   counts = {s: sum(r['status'] == s for r in rows) for s in sweep.STATUSES}
   print('[sweep] ' + ', '.join(f'{n} {s}' for s, n in counts.items())
         + f'; see {_WORKDIR.value}/{sweep.SUMMARY_FILE}', flush=True)

@@ -65,6 +65,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import ml_collections
 
 from rdvae import claims
+from rdvae import preemption
 from rdvae import validation
 from rdvae import writers
 
@@ -361,6 +362,8 @@ def run_point(point: Point, directory: str) -> Optional[dict[str, Any]]:
   tic = time.time()
   try:
     results = train.train_and_eval(point.config, directory)
+  except preemption.Preempted:
+    raise  # not a failure: the point resumes when a runner is started again
   except Exception as e:  # pylint: disable=broad-except
     _record_failure(directory, e)
     print(f'[sweep] {point.name}: FAILED after {time.time() - tic:.1f} s: '
