@@ -39,7 +39,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rdvae import bounds
 from rdvae import checkpointing
 from rdvae import data
 from rdvae import evaluation
