@@ -2,8 +2,9 @@ r"""python -m experiments.beta_table --workdir=runs/beta_table
 
 Trains the simple family (-,-,-) on static binarized MNIST with the beta-VAE
 objective D + beta R (Eq. 6) at beta = 0.1, 1 and 10, all with the same fixed
-budget (configs/mnist.py:short: 300 steps of batch 64, evaluation on the first
-2,000 validation and test images), and prints test R, D and ELBO per beta.
+budget (configs/mnist.py:short: 300 steps of batch 64, evaluation on a fixed
+seeded random 2,000 validation and test images), and prints test R, D and ELBO
+per beta.
 R should fall and D rise as beta grows. Each beta is its own run in
 WORKDIR/beta_<beta> (rerunning resumes or reuses finished runs).
 

@@ -3,7 +3,8 @@ r"""python -m experiments.family_table --workdir=runs/family_table
 Trains each of the paper's twelve model families (encoder, decoder, marginal)
 in {-,+} x {-,+} x {-,+,v} on static binarized MNIST with the same fixed
 short budget (configs/mnist.py:short, `--num_steps` steps of batch 64,
-evaluation on the first `--max_examples` validation and test images), and
+evaluation on a fixed seeded random `--max_examples` validation and test
+images), and
 prints, per family and beta: the parameter count and test R, D, ELBO and IWAE
 in nats per image. (Training speed: benchmarks/family_throughput.py, on a
 quiet machine; these runs may share the CPU.)
