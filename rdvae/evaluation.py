@@ -75,6 +75,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(config, 'eval.generative_samples', allow_zero=True)
 
 
+def generative_batch_size(config: ml_collections.ConfigDict) -> int:
+  """Pairs per call of the generative step: eval.batch_size, or fewer when
+  eval.generative_samples is smaller (pairs past the last are drawn too)."""
+  return max(1, min(config.eval.batch_size, config.eval.generative_samples))
+
+
 def subset_description(config: ml_collections.ConfigDict) -> dict[str, int]:
   """results.json's 'eval_subset': {'max_examples': N (0 = whole split),
   'seed': the subset's seed}."""
@@ -142,8 +148,8 @@ def generative_bounds(run: Any, params_host: Any) -> dict[str, float]:
   """E <= I_d <= G (Eqs. 9-11) from eval.generative_samples generated pairs.
 
   Monte Carlo means over pairs z ~ m(z), x ~ d(x|z) (`steps.
-  make_generative_step`, compiled once per run, batches of eval.batch_size
-  on the host's parameters): E is unbiased; G uses the model's own IWAE
+  make_generative_step`, compiled once per run, batches of
+  `generative_batch_size` on the host's parameters): E is unbiased; G uses the model's own IWAE
   estimate of log g(x) as log q(x), so it bounds I_d from above only up to
   that estimator's bias (see `bounds.generative_upper_terms`). The draws are
   functions of the run's seed and the pair index only.
@@ -152,12 +158,11 @@ def generative_bounds(run: Any, params_host: Any) -> dict[str, float]:
     {'generative_lower', 'generative_upper'} in nats, or {} when
     eval.generative_samples is 0.
   """
-  c = run.config.eval
-  num_pairs = c.generative_samples
+  num_pairs = run.config.eval.generative_samples
   if not num_pairs:
     return {}
   totals: dict[str, Any] = {}
-  for start in range(0, num_pairs, c.batch_size):
+  for start in range(0, num_pairs, generative_batch_size(run.config)):
     _accumulate(totals, jax.device_get(run.generative_step(
         params_host, run.generative_key, jnp.int32(start),
         jnp.int32(num_pairs))))

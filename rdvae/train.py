@@ -156,7 +156,8 @@ def create_run(config: ml_collections.ConfigDict) -> Run:
           steps.make_latent_step(model, axis), config.eval.batch_size, mesh,
           mode),
       generative_step=jax.jit(steps.make_generative_step(
-          model, config.eval.batch_size, config.eval.iwae_samples)),
+          model, evaluation.generative_batch_size(config),
+          config.eval.iwae_samples)),
       # A key of its own, so the other draws stay as they were.
       generative_key=jax.random.key_data(jax.random.split(eval_key)[1]))
 
