@@ -20,14 +20,21 @@ Sections (each module documents and validates its own):
                eval_every, checkpoint_every (0 = only at the end),
                max_checkpoints_to_keep, nonfinite ('stop' | 'skip'),
                max_skipped.
-  eval.*       batch_size, iwae_samples (K of the final IWAE bound),
-               max_examples (0 = the whole split), num_grid_images,
-               num_decodes (the 'mean of 5' of Fig. 4).
+  eval.*       rdvae/evaluation.py: batch_size, iwae_samples (K of the
+               final IWAE bound and of the model's log q(x) in G),
+               max_examples (0 = the whole split; N > 0 = a fixed random
+               sample of N examples of each split, drawn with subset_seed,
+               the same for every run: the test split is ordered by class,
+               so its first N are not a sample), subset_seed,
+               num_grid_images, num_decodes (the 'mean of 5' of Fig. 4),
+               generative_samples (pairs z ~ m(z), x ~ d(x|z) for the
+               generative bounds E and G; 0 skips them).
 """
 
 import ml_collections
 
 from rdvae import data
+from rdvae import evaluation
 from rdvae import model
 from rdvae import objectives
 from rdvae import optim
@@ -65,12 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.nonfinite = 'stop'
   config.train.max_skipped = 10
 
-  config.eval = ml_collections.ConfigDict()
-  config.eval.batch_size = 500
-  config.eval.iwae_samples = 100
-  config.eval.max_examples = 0
-  config.eval.num_grid_images = 10
-  config.eval.num_decodes = 5
+  config.eval = evaluation.default_config()
 
   config.lock()
   return config
@@ -88,4 +90,5 @@ def make_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.eval.iwae_samples = 2
   config.eval.max_examples = 12
   config.eval.num_grid_images = 3
+  config.eval.generative_samples = 4
   return config

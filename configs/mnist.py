@@ -10,7 +10,9 @@ the string after the colon:
   --config=configs/mnist.py:one_epoch  one epoch (781 steps) at beta = 1,
                                        full validation and test evaluation
   --config=configs/mnist.py:short      the fixed short budget of
-                                       configs/sweeps/beta_table.py (300 steps)
+                                       configs/sweeps/beta_table.py (300 steps,
+                                       seeded random 2,000 examples per
+                                       split, 100 generated pairs for E, G)
   --config=configs/mnist.py:smoke      a few steps on tiny evaluation
                                        subsets, for tests
 
@@ -47,6 +49,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 0
     config.eval.iwae_samples = 5
     config.eval.max_examples = 2000
+    # Pairs for E and G: a PixelCNN++ decoder samples them pixel by pixel
+    # (784 sequential network passes per batch), slow on a CPU.
+    config.eval.generative_samples = 100
   elif variant == 'smoke':
     default.make_smoke(config)
   return config

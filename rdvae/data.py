@@ -530,3 +530,36 @@ def eval_batches(images: np.ndarray, batch_size: int
     mask = np.zeros((batch_size,), np.float32)
     mask[:len(chunk)] = 1.0
     yield x, mask
+
+
+def subset_indices(num_examples: int, max_examples: int,
+                   seed: int = 0) -> np.ndarray:
+  """The sorted indices of a fixed seeded random subset of a split.
+
+  A split can be ordered (the static binarized MNIST test split is sorted by
+  class), so its first N images are not a sample of it. The subset is
+  `max_examples` indices drawn without replacement by
+  `np.random.default_rng(seed).choice`, then sorted: the same for every run
+  with the same (split size, max_examples, seed), so runs stay comparable.
+
+  Args:
+    num_examples: the split's size.
+    max_examples: the subset's size; 0 (or >= num_examples) means the whole
+      split, in order.
+    seed: the subset's seed (`eval.subset_seed`).
+
+  Returns:
+    int64 [min(max_examples, num_examples)] indices, increasing.
+  """
+  if not max_examples or max_examples >= num_examples:
+    return np.arange(num_examples)
+  rng = np.random.default_rng(seed)
+  return np.sort(rng.choice(num_examples, size=max_examples, replace=False))
+
+
+def eval_subset(images: np.ndarray, max_examples: int,
+                seed: int = 0) -> np.ndarray:
+  """`images[subset_indices(len(images), max_examples, seed)]`."""
+  if not max_examples or max_examples >= len(images):
+    return images
+  return images[subset_indices(len(images), max_examples, seed)]

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from rdvae import bounds
 from rdvae import decoders
 from rdvae import encoders
 from rdvae import marginals
@@ -178,6 +179,50 @@ class RDModel(nn.Module):
     flat_z = z.reshape(num_samples * batch, z.shape[-1])
     log_d = self.decoder(flat_z, flat_x).log_prob(flat_x)
     return log_d.reshape(num_samples, batch) + log_m - log_e
+
+  def generative_pairs(self, num_samples: int) -> dict[str, jax.Array]:
+    """Pairs of the generative joint, z ~ m(z), x ~ d(x|z), scored (App. C).
+
+    One x per z (sequentially for an autoregressive decoder). The scores are
+    the integrands of the generative bounds E (Eq. 9, log e(z|x) - log m(z))
+    and G (Eq. 10, log d(x|z) - log q(x)); see `bounds`. For the IAF encoder
+    log e(z|x) at a z it did not draw runs the flow's sequential inverse.
+
+    Returns:
+      {'z': [N, Z], 'x': [N, H, W, C] float32 in {0, 1}, 'log_m': [N],
+       'log_d': [N], 'log_e': [N]}, N = num_samples, nats.
+    """
+    prior = self.marginal(self.encoder)
+    z, log_m = prior.sample_and_log_prob(seed=self.make_rng('sample'),
+                                         sample_shape=(num_samples,))
+    if getattr(self.decoder, 'autoregressive', False):
+      x = self.decoder.sample(z, 1)[0]
+    else:
+      x = self.decoder(z).sample(seed=self.make_rng('sample'))
+    x = x.astype(jnp.float32)
+    log_d = self.decoder(z, x).log_prob(x)
+    log_e = self.encoder(x).log_prob(z)
+    return {'z': z, 'x': x, 'log_m': log_m, 'log_d': log_d, 'log_e': log_e}
+
+  def latent_statistics(self, x: jax.Array) -> dict[str, jax.Array]:
+    """Per-example statistics of e(z|x) for the active units and rate per dim.
+
+    'mean' [B, Z]: E_{e(z|x)}[z] for the Gaussian encoder; for the IAF
+    encoder, the mean of its Gaussian stage (z_0, before the flow;
+    `marginals.gaussian_stage`), whose variance over the data is what
+    `bounds.active_units` counts. 'rate_per_dim' [B, Z], present only when
+    e(z|x) and m(z) are both diagonal Gaussians (the rate then factorises):
+    the analytic KL of each dimension (`bounds.gaussian_kl_per_dim`), summing
+    to `analytic_rate`.
+    """
+    posterior = self.encoder(x)
+    stats = {'mean': marginals.gaussian_stage(posterior).mean()}
+    prior = self.marginal(self.encoder)
+    gaussian = distrax.MultivariateNormalDiag
+    if isinstance(posterior, gaussian) and isinstance(prior, gaussian):
+      stats['rate_per_dim'] = bounds.gaussian_kl_per_dim(
+          posterior.loc, posterior.scale_diag, prior.loc, prior.scale_diag)
+    return stats
 
   def reconstruct(self, x: jax.Array,
                   num_decodes: int) -> tuple[jax.Array, jax.Array]:

@@ -310,6 +310,103 @@ def _log_importance_weights(module, x, num_samples):
   return jnp.moveaxis(module.log_importance_weights(x, num_samples), 0, 1)
 
 
+def make_latent_step(model: nn.Module, axis_name: Optional[str] = None
+                     ) -> Callable[..., types.Metrics]:
+  """Per-batch moments of the encoder's mean, and the rate per dimension.
+
+  For the examples of one batch (mask 1), with mu(x) = E_{e(z|x)}[z] (the
+  Gaussian stage's mean for the IAF encoder; `model.latent_statistics`):
+  `count`, `mean` [Z] (their mean) and `m2` [Z] (the sum of squared
+  deviations from it), global over `axis_name`, which the host merges across
+  batches with `bounds.merge_moments` into the variance over the split
+  (active units, `bounds.active_units`); and, where the rate factorises,
+  `rate_per_dim` [Z], the masked sum of the per-dimension KL. The encoder's
+  mean is deterministic: the keys are not used.
+
+  Returns:
+    `latent_step(params, x [B, ...], mask [B], keys [B]) -> dict`, with the
+    signature of `make_eval_step`'s step (so `parallel.make_eval_loop` wraps
+    it).
+  """
+
+  def psum(v):
+    return v if axis_name is None else jax.lax.psum(v, axis_name)
+
+  def latent_step(params, x: jax.Array, mask: jax.Array, keys: jax.Array):
+    del keys
+    stats = model.apply({'params': params}, x, method='latent_statistics')
+    mean_x = stats['mean']  # [B, Z]
+    count = psum(jnp.sum(mask))
+    mean = psum(jnp.sum(mask[:, None] * mean_x, axis=0)) / jnp.maximum(count,
+                                                                        1.0)
+    m2 = psum(jnp.sum(mask[:, None] * (mean_x - mean) ** 2, axis=0))
+    out = {'count': count, 'mean': mean, 'm2': m2}
+    if 'rate_per_dim' in stats:
+      out['rate_per_dim'] = psum(
+          jnp.sum(mask[:, None] * stats['rate_per_dim'], axis=0))
+    return out
+
+  return latent_step
+
+
+def make_generative_step(model: nn.Module, batch_size: int,
+                         iwae_samples: int, iwae_batch: int = 1024
+                         ) -> Callable[..., types.Metrics]:
+  """Masked sums of the integrands of E and G over one batch of generated pairs.
+
+  Pair i (i = start .. start + B - 1) draws with its own key
+  k_i = fold_in(key, i): z ~ m(z), x ~ d(x|z), scored by
+  `model.generative_pairs`; log q(x) is the IWAE bound with K =
+  `iwae_samples` proposals z_k ~ e(z|x) (`bounds.iwae`), drawn in chunks of C
+  with keys fold_in(k_i, c + 1) as in `make_eval_step`. The draws of pair i
+  depend on (key, i) only, not on the batch size or the devices. The program
+  is global (jit, on the host's parameters).
+
+  Args:
+    model: an `RDModel`.
+    batch_size: B, the pairs per call.
+    iwae_samples: K of log q(x).
+    iwae_batch: decoded images per IWAE chunk (memory bound).
+
+  Returns:
+    `generative_step(params, key_data, start, num_pairs) -> sums` with scalar
+    `generative_lower` (E, Eq. 9), `generative_upper` (G, Eq. 10) and
+    `count`, summed over the pairs i < num_pairs of the batch.
+  """
+  chunk = iwae_chunk(iwae_samples, batch_size, iwae_batch)
+
+  def generative_step(params, key_data: jax.Array, start: jax.Array,
+                      num_pairs: jax.Array):
+    index = start + jnp.arange(batch_size)
+    key = jax.random.wrap_key_data(key_data)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+
+    def one(k):
+      out = model.apply({'params': params}, 1, rngs={'sample': k},
+                        method='generative_pairs')
+      return jax.tree.map(lambda a: a[0], out)
+
+    pairs = jax.vmap(one)(keys)
+    x = pairs['x']
+
+    def weights(c):
+      chunk_keys = jax.vmap(lambda k: jax.random.fold_in(k, c + 1))(keys)
+      return apply_per_example(model, params, x, chunk_keys,
+                               _log_importance_weights, chunk)  # [B, C]
+
+    log_w = jax.lax.map(weights, jnp.arange(iwae_samples // chunk))
+    log_w = jnp.moveaxis(log_w, 1, 0).reshape(batch_size, -1)  # [B, K]
+    log_q = bounds.iwae(log_w.T)  # [B]
+    keep = index < num_pairs  # pairs past the last are drawn, not counted
+    lower = bounds.generative_lower_terms(pairs['log_e'], pairs['log_m'])
+    upper = bounds.generative_upper_terms(pairs['log_d'], log_q)
+    return {'generative_lower': jnp.sum(jnp.where(keep, lower, 0.0)),
+            'generative_upper': jnp.sum(jnp.where(keep, upper, 0.0)),
+            'count': jnp.sum(keep.astype(jnp.float32))}
+
+  return generative_step
+
+
 def make_sample_fn(model: nn.Module, num_images: int, num_decodes: int = 5
                    ) -> Callable[..., dict[str, jax.Array]]:
   """Reconstructions and generations for the Fig. 4 style grid.

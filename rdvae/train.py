@@ -21,7 +21,11 @@ Nothing here is traced; the device programs come from `steps` (bodies) and
      and keeps the best by validation ELBO; on SIGTERM/SIGINT it checkpoints
      after the dispatch and raises `preemption.Preempted`;
   4. at the end evaluates validation and test with the IWAE bound
-     (`eval.iwae_samples`) and writes results.json.
+     (`eval.iwae_samples`), the generative bounds E and G, the active units
+     and the rate per dimension (`evaluation`), and writes results.json.
+
+Evaluation (the measures, the seeded evaluation subsets, evaluating a
+finished run again) lives in `evaluation`.
 
 The data order and every sample are functions of (seed, step), and the
 checkpoint holds the whole TrainState, so a killed run restarted in the same
@@ -47,11 +51,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rdvae import bounds
 from rdvae import checkpointing
 from rdvae import data
 from rdvae import distributed
 from rdvae import faults
+from rdvae import evaluation
 from rdvae import model as model_lib
 from rdvae import objectives
 from rdvae import optim
@@ -83,6 +87,9 @@ class Run:
   init_state: Any
   eval_rng: Any
   sample_key: Any
+  latent_loop: Any = None
+  generative_step: Any = None
+  generative_key: Any = None
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -109,10 +116,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(config, 'train.max_checkpoints_to_keep')
   validation.check_choice(config, 'train.nonfinite', NONFINITE_MODES)
   check(config, 'train.max_skipped')
-  check(config, 'eval.iwae_samples')
-  check(config, 'eval.max_examples', allow_zero=True)
-  check(config, 'eval.num_grid_images', allow_zero=True)
-  check(config, 'eval.num_decodes')
+  evaluation.validate(config)
 
 
 def check_splits(config: ml_collections.ConfigDict,
@@ -189,31 +193,15 @@ def create_run(config: ml_collections.ConfigDict,
           model, config.eval.num_grid_images, config.eval.num_decodes)),
       init_state=steps.create_train_state(model, optimizer, objective,
                                           init_key, example),
-      eval_rng=jax.random.key_data(eval_key), sample_key=sample_key)
-
-
-def evaluate(run: Run, params: Any, images: np.ndarray, final: bool
-             ) -> dict[str, float]:
-  """Exact means over `images` (capped at eval.max_examples) of R, D, ELBO,
-  bits/dim and, when `final`, the IWAE bound (`bounds.iwae`)."""
-  limit = run.config.eval.max_examples
-  images = images[:limit] if limit else images
-  loop = run.final_eval_loop if final else run.eval_loop
-  rng = parallel.put_replicated(run.eval_rng, run.mesh, run.mode)
-  totals: dict[str, float] = {}
-  for index, (x, mask) in enumerate(
-      data.eval_batches(images, run.config.eval.batch_size)):
-    x, mask = parallel.put_sharded((x, mask), run.mesh, run.mode)
-    sums = parallel.get_replicated(loop(params, x, mask, rng, index), run.mode)
-    for k, v in sums.items():
-      totals[k] = totals.get(k, 0.0) + float(np.asarray(v, np.float64))
-  count = totals.pop('count')
-  means = {k: v / count for k, v in totals.items()}
-  num_dims = int(np.prod(images.shape[1:]))
-  means['bpd'] = float(bounds.bits_per_dim(-means['elbo'], num_dims))
-  if 'iwae' in means:
-    means['iwae_bpd'] = float(bounds.bits_per_dim(-means['iwae'], num_dims))
-  return means
+      eval_rng=jax.random.key_data(eval_key), sample_key=sample_key,
+      latent_loop=parallel.make_eval_loop(
+          steps.make_latent_step(model, axis), config.eval.batch_size, mesh,
+          mode),
+      generative_step=jax.jit(steps.make_generative_step(
+          model, evaluation.generative_batch_size(config),
+          config.eval.iwae_samples)),
+      # A key of its own, so the other draws stay as they were.
+      generative_key=jax.random.key_data(jax.random.split(eval_key)[1]))
 
 
 def _restore_or_init(run: Run, manager) -> Any:
@@ -311,12 +299,9 @@ def _progress(step: int, total: int, metrics, speed: _Speed,
 def _evaluate_and_log(run, writer, params_host, params, step, final):
   """Validation (and at the end test) metrics and the image grid; one
   metrics record per evaluation (the final one is the one with test/*)."""
-  results = {}
   splits = ('validation', 'test') if final else ('validation',)
-  for split in splits:
-    means = evaluate(run, params, getattr(run.dataset, split), final)
-    results.update({f'{split}/{k}': v for k, v in means.items()})
-  writer.write_scalars(step, results)
+  results = evaluation.evaluate_splits(run, params_host, params, final, splits)
+  writer.write_scalars(step, evaluation.scalars(results))
   if run.config.eval.num_grid_images and distributed.is_primary():
     x = jnp.asarray(run.dataset.validation[:run.config.eval.num_grid_images],
                     jnp.float32)
@@ -375,8 +360,10 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
   """Trains `config`'s model in `workdir` (resuming) and evaluates it.
 
   Returns:
-    The test-set `rate`, `distortion`, `elbo`, `iwae` (nats per image) and
-    `bpd`, and every `validation/*` and `test/*` figure, as in results.json.
+    The test-set `rate`, `distortion`, `elbo`, `iwae` (nats per image),
+    `bpd`, `generative_lower`, `generative_upper`, `active_units`, every
+    `validation/*` and `test/*` figure, 'eval_subset' and 'params' ('last':
+    the parameters at the end of training), as in results.json.
   """
   if validation.get(config, 'dataset.name') == 'toy':
     if jax.process_count() > 1:
@@ -422,9 +409,7 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
                               step, final=True)
   checkpointing.save(best, step, host, {'elbo': results['validation/elbo']})
   writer.close()
-  results.update({k: results[f'test/{k}'] for k in
-                  ('rate', 'distortion', 'elbo', 'iwae', 'bpd')
-                  if f'test/{k}' in results})
+  evaluation.summarize(results, config, 'last')
   results.update(step=step, num_steps=run.num_steps,
                  num_parameters=sum(int(np.size(p)) for p in
                                     jax.tree.leaves(host.params)))

@@ -475,3 +475,41 @@ def test_eval_mean_of_the_real_test_split(mnist):
   assert count == 10000
   np.testing.assert_allclose(total / count, mnist['test'].mean(), rtol=1e-12)
   assert round(total / count, 4) == 0.1325
+
+
+@pytest.mark.parametrize('n,size,seed', [(10, 4, 0), (1000, 999, 3),
+                                         (7, 0, 0), (7, 7, 1), (7, 20, 2)])
+def test_subset_indices_are_a_fixed_sorted_sample(n, size, seed):
+  indices = data.subset_indices(n, size, seed)
+  assert len(indices) == (min(size, n) if size else n)
+  assert np.all(np.diff(indices) > 0) and indices.min() >= 0
+  assert indices.max() < n
+  np.testing.assert_array_equal(indices, data.subset_indices(n, size, seed))
+  if 0 < size < n:  # another seed, another sample
+    assert not np.array_equal(indices, data.subset_indices(n, size, seed + 1))
+  images = _random_binary(np.random.default_rng(seed), n)
+  np.testing.assert_array_equal(data.eval_subset(images, size, seed),
+                                images[indices])
+
+
+def test_seeded_subset_represents_the_class_ordered_test_split(mnist):
+  # The static binarized MNIST test split is ordered by class: the pixel
+  # means of its 1000-image blocks run 0.170, 0.076, 0.140, ... The first
+  # 2000 images are two of those blocks; a seeded 2000 spreads over all.
+  test = mnist['test']
+  pixel_mean = lambda images: images.mean(dtype=np.float64)
+  blocks = [pixel_mean(test[i:i + 1000]) for i in range(0, 10000, 1000)]
+  np.testing.assert_allclose(blocks[:3], [0.1701, 0.0764, 0.1404], atol=1e-4)
+  whole = pixel_mean(test)
+  first = pixel_mean(test[:2000])
+  seeded = pixel_mean(data.eval_subset(test, 2000, seed=0))
+  assert abs(first - whole) > 0.009     # measured 0.1232 vs 0.1325
+  assert abs(seeded - whole) < 0.0003   # measured 0.13266 vs 0.13251
+  # Every class block is sampled at about its share (binomial sd ~12.6):
+  # 181..222 of 200; the first 2000 take 1000, 1000 and 0 x 8.
+  per_block = np.bincount(data.subset_indices(10000, 2000, 0) // 1000,
+                          minlength=10)
+  assert per_block.min() >= 175 and per_block.max() <= 225, per_block
+  # The block-weighted pixel mean of the subset follows the whole split's.
+  weighted = np.dot(per_block, blocks) / 2000
+  assert abs(weighted - whole) < 0.0005

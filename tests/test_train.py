@@ -18,6 +18,7 @@ import pytest
 
 from configs import mnist
 from rdvae import checkpointing
+from rdvae import evaluation
 from rdvae import train
 from rdvae import validation
 from rdvae import writers
@@ -44,10 +45,13 @@ def _smoke(**overrides) -> ml_collections.ConfigDict:
      ({'train.parallel': 'shard_map'}, r'train\.parallel'),
      ({'train.log_every': 3}, r'train\.log_every.*multiple'),
      ({'eval.iwae_samples': 0}, r'eval\.iwae_samples'),
+     ({'eval.subset_seed': -1}, r'eval\.subset_seed=-1'),
+     ({'eval.generative_samples': -1}, r'eval\.generative_samples=-1'),
      ({'optim.learning_rate': -1.0}, r'optim\.learning_rate')],
     ids=['dataset_name', 'missing_file', 'family_letter', 'family_length',
          'objective_kind', 'negative_beta', 'parallel_mode', 'log_every',
-         'iwae_samples', 'learning_rate'])
+         'iwae_samples', 'subset_seed', 'generative_samples',
+         'learning_rate'])
 def test_bad_config_fails_before_any_work(tmp_path, overrides, pattern):
   workdir = str(tmp_path / 'run')
   with pytest.raises(validation.ConfigError, match=pattern):
@@ -117,10 +121,16 @@ def _numbers(record):
   return {k: v for k, v in record.items() if isinstance(v, (int, float))}
 
 
-def test_smoke_run_writes_its_files_and_resumes(tmp_path):
-  workdir = str(tmp_path / 'run')
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+  """A finished smoke run: (config, workdir, results)."""
+  workdir = str(tmp_path_factory.mktemp('smoke') / 'run')
   config = _smoke()
-  results = train.train_and_eval(config, workdir)
+  return config, workdir, train.train_and_eval(config, workdir)
+
+
+def test_smoke_run_writes_its_files_and_resumes(smoke_run):
+  config, workdir, results = smoke_run
   for name in ('config.json', 'metrics.jsonl', 'results.json',
                'images/grid_00000002.png', 'images/grid_00000004.png'):
     assert os.path.isfile(os.path.join(workdir, name)), name
@@ -147,6 +157,78 @@ def test_smoke_run_writes_its_files_and_resumes(tmp_path):
   again = train.train_and_eval(config, workdir)
   assert _numbers(again) == _numbers(results)
   assert writers.read_metrics(workdir) == records
+
+
+def test_smoke_run_reports_the_new_measures(smoke_run):
+  config, _, results = smoke_run
+  assert results['eval_subset'] == {'max_examples': 12, 'seed': 0}
+  assert results['params'] == 'last'
+  for key in ('generative_lower', 'generative_upper', 'active_units'):
+    assert results[key] == results[f'test/{key}'], key
+    assert math.isfinite(results[key]), key
+  assert 0 <= results['active_units'] <= config.model.latent_dim
+  assert isinstance(results['active_units'], int)
+  # '---' factorises: the rate per dimension sums to the analytic rate.
+  for split in ('validation', 'test'):
+    per_dim = results[f'{split}/rate_per_dim']
+    assert len(per_dim) == config.model.latent_dim
+    assert min(per_dim) >= 0
+    np.testing.assert_allclose(sum(per_dim),
+                               results[f'{split}/analytic_rate'], rtol=1e-5)
+
+
+def test_evaluate_again_reproduces_then_changes_the_evaluation(smoke_run):
+  config, workdir, results = smoke_run
+  files = {name: open(os.path.join(workdir, name)).read()
+           for name in evaluation.RUN_FILES}
+  # The same settings on the last checkpoint give results.json's figures.
+  same = evaluation.evaluate_workdir(workdir, 'last', {}, 'same.json')
+  assert same['params'] == 'last' and same['step'] == 4
+  for key, value in _numbers(results).items():
+    if key.startswith(('test/', 'validation/')):
+      np.testing.assert_allclose(same[key], value, rtol=1e-6, err_msg=key)
+  assert same['test/rate_per_dim'] == pytest.approx(
+      results['test/rate_per_dim'], rel=1e-6)
+  assert writers.read_json(os.path.join(workdir, 'same.json')) == same
+  # Other evaluation settings, on the best checkpoint.
+  other = evaluation.evaluate_workdir(
+      workdir, 'best', {'eval.iwae_samples': 3, 'eval.max_examples': 16,
+                        'eval.subset_seed': 1}, 'other.json')
+  assert other['params'] == 'best'
+  assert other['eval_subset'] == {'max_examples': 16, 'seed': 1}
+  assert other['eval_overrides']['eval.iwae_samples'] == 3
+  assert other['test/elbo'] != results['test/elbo']
+  # Nothing of the run was touched; bad requests fail before any work.
+  for name, text in files.items():
+    assert open(os.path.join(workdir, name)).read() == text, name
+  with pytest.raises(validation.ConfigError, match=r'train\.num_steps'):
+    evaluation.evaluate_workdir(workdir, overrides={'train.num_steps': 8})
+  with pytest.raises(validation.ConfigError, match=r'eval\.bogus'):
+    evaluation.evaluate_workdir(workdir, overrides={'eval.bogus': 1})
+  with pytest.raises(validation.ConfigError, match=r'eval\.iwae_samples=0'):
+    evaluation.evaluate_workdir(workdir, overrides={'eval.iwae_samples': 0})
+  for output in ('results.json', 'config.json', 'sub/x.json', 'x.txt'):
+    with pytest.raises(ValueError, match='output'):
+      evaluation.evaluate_workdir(workdir, output=output)
+  with pytest.raises(FileNotFoundError):
+    evaluation.evaluate_workdir(os.path.dirname(workdir))
+
+
+@pytest.mark.slow
+def test_evaluate_command_line(smoke_run):
+  _, workdir, _ = smoke_run
+  out = subprocess.run(
+      [sys.executable, '-m', 'experiments.evaluate', f'--workdir={workdir}',
+       '--params=best', '--output=cli.json', '--eval.iwae_samples=4',
+       '--eval.generative_samples=2', '--jax_platforms=cpu'],
+      capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  written = writers.read_json(os.path.join(workdir, 'cli.json'))
+  assert written['params'] == 'best'
+  assert written['eval_overrides'] == {'eval.iwae_samples': 4,
+                                       'eval.generative_samples': 2}
+  assert math.isfinite(written['test/iwae'])
+  assert math.isfinite(written['generative_upper'])
 
 
 def test_omniglot_smoke_run_on_mock_tfds(tmp_path):

@@ -69,3 +69,39 @@ class TinyModel(nn.Module):
     z = self.marginal().sample(seed=self.make_rng('sample'),
                                sample_shape=(num_images,))
     return self._decode_draws(z, num_decodes)
+
+
+class TinyEncoder(nn.Module):
+  """e(z|x): a diagonal Gaussian from one dense layer (the RDModel contract)."""
+
+  latent_dim: int = 3
+
+  @nn.compact
+  def __call__(self, x):
+    h = 2.0 * x.reshape(x.shape[0], -1) - 1.0
+    return distrax.MultivariateNormalDiag(
+        nn.Dense(self.latent_dim)(h),
+        jax.nn.softplus(nn.Dense(self.latent_dim)(h)) + 1e-3)
+
+
+class TinyDecoder(nn.Module):
+  """d(x|z): Bernoulli pixels from one dense layer (the RDModel contract)."""
+
+  image_shape: tuple = (4, 4, 1)
+
+  @nn.compact
+  def __call__(self, z, x=None):
+    del x  # not autoregressive
+    logits = nn.Dense(math.prod(self.image_shape))(z).reshape(
+        (z.shape[0],) + self.image_shape)
+    return distrax.Independent(
+        distrax.Bernoulli(logits=logits, dtype=jnp.float32), 3)
+
+
+def tiny_rd_model(latent_dim: int = 3, image_shape: tuple = (4, 4, 1)):
+  """The real `rdvae.model.RDModel` over tiny components and m = N(0, I)."""
+  from rdvae import marginals  # pylint: disable=g-import-not-at-top
+  from rdvae import model  # pylint: disable=g-import-not-at-top
+  return model.RDModel(encoder=TinyEncoder(latent_dim),
+                       decoder=TinyDecoder(image_shape),
+                       marginal=marginals.StandardNormal(latent_dim))

@@ -1,0 +1,55 @@
+r"""python -m experiments.evaluate --workdir=runs/mnist --params=best \
+     --output=results_k1000.json --eval.iwae_samples=1000 --eval.max_examples=0
+
+Evaluates a finished run again from its checkpoint, without retraining:
+reads the run's config.json, restores its last checkpoint (`--params=last`)
+or its best by validation ELBO (`--params=best`), applies the `--eval.<key>`
+overrides (only evaluation keys; see rdvae/evaluation.py) and writes every
+measure of results.json (R, D, ELBO, IWAE, bits/dim, E, G, active units,
+rate per dimension) to `<workdir>/<output>`. The run's own config.json,
+metrics.jsonl and results.json are left as they are.
+
+`--jax_platforms=cpu` picks the backend.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from rdvae import evaluation
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of a run.')
+_PARAMS = flags.DEFINE_enum('params', 'last', list(evaluation.PARAMS),
+                            'Checkpoint: the last, or the best by validation '
+                            'ELBO.')
+_OUTPUT = flags.DEFINE_string('output', 'results_eval.json',
+                              'Results file name, written in the workdir.')
+_PLATFORMS = flags.DEFINE_string(
+    'jax_platforms', None, 'JAX backends to use, e.g. "cpu".')
+_EVAL = {
+    key: flags.DEFINE_integer(f'eval.{key}', None,
+                              f'Override config.eval.{key} (default: the '
+                              f'run\'s own; {value} in new configs).')
+    for key, value in evaluation.default_config().items()}
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
+    logging.set_verbosity(logging.WARNING)
+  import jax  # pylint: disable=g-import-not-at-top
+  if _PLATFORMS.value:
+    jax.config.update('jax_platforms', _PLATFORMS.value)
+  overrides = {f'eval.{key}': flag.value for key, flag in _EVAL.items()
+               if flag.value is not None}
+  results = evaluation.evaluate_workdir(_WORKDIR.value, _PARAMS.value,
+                                        overrides, _OUTPUT.value)
+  print(json.dumps(results, indent=2, sort_keys=True, default=str))
+
+
+if __name__ == '__main__':
+  app.run(main)
