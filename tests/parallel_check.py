@@ -40,7 +40,8 @@ def run(mode: str, num_devices: int) -> dict:
             ).astype(jnp.uint8)
   config = ml_collections.ConfigDict({'optim': optim.default_config()})
   optimizer = optim.create_optimizer(config, DISPATCHES * LENGTH)
-  objective = objectives.Objective(kind='target_rate', rate=1.0)
+  objective = objectives.Objective(kind='target_rate')
+  objective_state = objectives.init_state(objectives.hyperparameters(rate=1.0))
   mesh = parallel.create_mesh(jax.devices()[:num_devices])
   axis = parallel.AXIS if mode == 'pmap' else None
   data_key = jax.random.key(2)
@@ -48,7 +49,7 @@ def run(mode: str, num_devices: int) -> dict:
       steps.make_train_step(model, optimizer, objective, axis),
       lambda start: data.batch_index_block(data_key, start, LENGTH, 40, BATCH),
       data.gather_batch, BATCH, LENGTH, mesh, mode)
-  state = steps.create_train_state(model, optimizer, objective,
+  state = steps.create_train_state(model, optimizer, objective_state,
                                    jax.random.key(1),
                                    images[:1].astype(jnp.float32))
   state = parallel.put_replicated(state, mesh, mode)
