@@ -117,9 +117,9 @@ DEFAULTS = {
     'distortion': 0.0,
     'rate_anneal_steps': 1,
     'multiplier_init': 1.0,
-    'multiplier_lr': 0.05,
+    'multiplier_lr': 0.1,
     'constraint_decay': 0.9,
-    'penalty': 0.0,
+    'penalty': 5.0,
 }
 
 
