@@ -58,7 +58,8 @@ class LossTest(parameterized.TestCase):
       # R - sigma = 0.5: 3.5 + 0.25 + 2 * 0.25 / 2.
       ('rate_constraint', 'rate_constraint', {'rate': 2.0, 'penalty': 4.0},
        0.5, 3.5 + 0.5 * 0.5 + 2.0 * 0.25 / 2.0, 0.5 + 4.0 * 0.5 / 2.0, 1.0),
-      ('rate_constraint_no_penalty', 'rate_constraint', {'rate': 3.0}, 2.0,
+      ('rate_constraint_no_penalty', 'rate_constraint',
+       {'rate': 3.0, 'penalty': 0.0}, 2.0,
        3.5 + 2.0 * (-0.5), 2.0, 1.0),
       # R + lambda (D - delta) + (rho / 2) (D - delta)^2 / delta,
       # D - delta = -0.5.
@@ -260,7 +261,7 @@ class MultiplierTest(parameterized.TestCase):
   def test_solves_a_constrained_problem(self):
     """min (t - 2)^2 + 1 s.t. R = t = 1: t* = 1, lambda* = -dD/dR = 2."""
     hparams = objectives.hyperparameters(rate=1.0, multiplier_lr=0.05,
-                                         constraint_decay=0.9)
+                                         constraint_decay=0.9, penalty=0.0)
     multiplier, t = _quadratic_problem(1.0, hparams, 3000)
     self.assertAlmostEqual(float(t[-1]), 1.0, places=5)
     self.assertAlmostEqual(float(multiplier[-1]), 2.0, places=4)
