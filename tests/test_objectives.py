@@ -174,7 +174,8 @@ class ScheduleTest(parameterized.TestCase):
     # rate_constraint D + lambda (2.5 - 1).
     objective = objectives.Objective(kind, rate_schedule='linear')
     value, aux, grad_rate, _ = _loss_and_grads(
-        objective, multiplier, step=2, rate=4.0, rate_anneal_steps=8)
+        objective, multiplier, step=2, rate=4.0, rate_anneal_steps=8,
+        penalty=0.0)
     self.assertAlmostEqual(float(aux['rate_target']), 1.0, places=6)
     self.assertAlmostEqual(value, 3.5 + multiplier * 1.5, places=5)
     np.testing.assert_allclose(grad_rate, multiplier * WEIGHTS, atol=1e-6)
