@@ -42,6 +42,11 @@ lambda <- lambda + lr (R - sigma) moved lambda by an amount proportional to the
 violation in nats: tuned for the toy's fractions of a nat, at sigma = 30 on
 MNIST it overshot to lambda ~ 100 and collapsed the rate. The twin
 `distortion_constraint` swaps the roles of R and D (lambda = -dR/dD there).
+With the defaults below (lambda_0 = 1, lr 0.1, decay 0.9, penalty 5) the
+simple family on MNIST (batch 32, 200 steps) ends at test R 5.70, 16.11 and
+30.45 for sigma = 5, 15 and 30, with lambda 4.24, 0.97 and 0.45, and the
+toy (sigma = 0.5) at R = 0.5000002 / 0.5000004 on seeds 0 / 1 with lambda
+1.000 (docs/training.md, "Constraints"; docs/toy.md).
 
 Numbers as arrays. `Objective` holds only what changes the traced program
 (the kind and the schedule kinds); every number (beta, sigma, delta, the
