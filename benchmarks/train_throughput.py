@@ -81,10 +81,11 @@ def build_model(fast: bool) -> model_lib.RDModel:
 
 def make_train_steps(model, optimizer, objective):
   """(state, images [S, B, ...]) -> (state, losses [S]): S Adam steps."""
+  objective_state = objectives.init_state(objectives.hyperparameters())
 
   def loss(params, images, key):
     terms = model.apply({'params': params}, images, rngs={'sample': key})
-    return objectives.loss_fn(objective, terms, objective.init_state(), 0)[0]
+    return objectives.loss_fn(objective, terms, objective_state, 0)[0]
 
   def step(state, images):
     params, opt_state, key = state

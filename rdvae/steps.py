@@ -14,16 +14,16 @@ devices, which is what lets the sharded, pmapped and single-device runs follow
 the same trajectory.
 
 `TrainState` holds no Python-side state, only arrays (the step, the parameters,
-the optimizer state, the objective's Lagrange multiplier, the beta of Eq. 6
-and the raw RNG key data), so a population of runs can be stacked along a
-leading axis and trained under `jax.vmap`: a beta sweep is one program
-(tested in tests/test_steps.py). The objective's other hyperparameters are
-static.
+the optimizer state, the objective's state with its numbers -- beta, the
+target rate, the multiplier and its settings -- and the raw RNG key data), so
+runs that differ only in those numbers share one compiled step, and a
+population of them can be stacked along a leading axis and trained under
+`jax.vmap` (tested in tests/test_steps.py). Only the objective's kind and
+schedule kinds are static.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Callable, Optional
 
@@ -46,10 +46,9 @@ class TrainState:
     step: int32 scalar, the number of updates applied so far.
     params: the model's parameter pytree.
     opt_state: the optax state of `params`.
-    objective_state: the objective's state (the Lagrange multiplier).
-    beta: float32 scalar, the final beta of `beta_vae` (Eq. 6); it overrides
-      `Objective.beta` in the step, so members of a vmapped population can
-      differ in beta.
+    objective_state: the objective's numbers (`objectives.Hyperparameters`:
+      beta, sigma, ...) and its Lagrange multiplier; members of a vmapped
+      population can differ in any of them.
     rng: uint32 [2] raw key data (`jax.random.key_data`), so checkpoints and
       device transfers see a plain array; wrapped by `jax.random.wrap_key_data`
       where keys are drawn.
@@ -59,21 +58,19 @@ class TrainState:
   params: Any
   opt_state: Any
   objective_state: objectives.ObjectiveState
-  beta: jax.Array
   rng: jax.Array
 
 
 def _init_state(model: nn.Module, optimizer: optax.GradientTransformation,
-                objective: objectives.Objective, key: types.PRNGKey,
-                example_x: jax.Array) -> TrainState:
+                objective_state: objectives.ObjectiveState,
+                key: types.PRNGKey, example_x: jax.Array) -> TrainState:
   init_key, sample_key, train_key = jax.random.split(key, 3)
   params = model.init({'params': init_key, 'sample': sample_key},
                       example_x)['params']
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
       opt_state=optimizer.init(params),
-      objective_state=objective.init_state(),
-      beta=jnp.asarray(objective.beta, jnp.float32),
+      objective_state=objective_state,
       rng=jax.random.key_data(train_key))
 
 
@@ -89,30 +86,32 @@ _CPU_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0,
 @functools.cache
 def _compiled_init(backend: str) -> Callable[..., TrainState]:
   options = _CPU_INIT_COMPILER_OPTIONS if backend == 'cpu' else None
-  return jax.jit(_init_state, static_argnums=(0, 1, 2),
+  return jax.jit(_init_state, static_argnums=(0, 1),
                  compiler_options=options)
 
 
 def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation,
-                       objective: objectives.Objective, key: types.PRNGKey,
-                       example_x: jax.Array) -> TrainState:
+                       objective_state: objectives.ObjectiveState,
+                       key: types.PRNGKey, example_x: jax.Array) -> TrainState:
   """Initialises parameters from `key` on an example batch [B, ...].
 
-  Called eagerly, it is compiled once per (model, optimizer, objective), all
-  three static; called inside a transformation (e.g. `jax.vmap` over keys for
-  a population), it becomes part of the caller's program (and it runs op by
-  op if one of the three is not hashable).
+  `objective_state` (`objectives.init_state`) is stored as given. Called
+  eagerly, it is compiled once per (model, optimizer), both static; called
+  inside a transformation (e.g. `jax.vmap` over keys for a population), it
+  becomes part of the caller's program (and it runs op by op if the model or
+  optimizer is not hashable).
   """
   traced = any(isinstance(a, jax.core.Tracer)
-               for a in jax.tree.leaves((key, example_x)))
+               for a in jax.tree.leaves((objective_state, key, example_x)))
   try:
-    hash((model, optimizer, objective))
+    hash((model, optimizer))
   except TypeError:  # e.g. a module with an array attribute: run op by op
     traced = True
   if traced:
-    return _init_state(model, optimizer, objective, key, example_x[:1])
-  return _compiled_init(jax.default_backend())(model, optimizer, objective,
-                                                key, example_x[:1])
+    return _init_state(model, optimizer, objective_state, key, example_x[:1])
+  return _compiled_init(jax.default_backend())(model, optimizer,
+                                                objective_state, key,
+                                                example_x[:1])
 
 
 def example_keys(rng: jax.Array, step: jax.Array, batch_size: int) -> jax.Array:
@@ -190,7 +189,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
   Args:
     model: returns RDTerms per example from `__call__(x)` ('sample' rngs).
     optimizer: the optax transformation.
-    objective: static hyperparameters of the objective.
+    objective: the objective's kind and schedules (its numbers are in
+      `state.objective_state`).
     axis_name: the pmap axis, or None under jit (where the batch may be
       sharded but the program is global).
     skip_nonfinite: when the step's loss, rate, distortion, gradient norm or
@@ -201,15 +201,15 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
   Returns:
     `train_step(state, x [B, ...], keys [B]) -> (state, metrics)` with scalar
     metrics `loss`, `rate`, `distortion`, `elbo`, `beta`, `multiplier`,
-    (`constraint`), `analytic_rate` (when the model gives one), `grad_norm`
-    (of the raw gradient) and `nonfinite` (`nonfinite_flags`; 0 for a good
-    step); `learning_rate` is not included (the host knows the schedule).
+    (`rate_target`), (`constraint`), `analytic_rate` (when the model gives
+    one), `grad_norm` (of the raw gradient) and `nonfinite`
+    (`nonfinite_flags`; 0 for a good step); `learning_rate` is not included
+    (the host knows the schedule).
   """
 
   def loss_of(params, state, x, keys):
     terms = apply_per_example(model, params, x, keys)
-    member = dataclasses.replace(objective, beta=state.beta)
-    loss, aux = objectives.loss_fn(member, terms, state.objective_state,
+    loss, aux = objectives.loss_fn(objective, terms, state.objective_state,
                                    state.step, axis_name=axis_name)
     if terms.analytic_rate is not None:
       aux['analytic_rate'] = objectives.batch_mean(

@@ -328,11 +328,13 @@ def adam_optimizer(options: TrainOptions) -> optax.GradientTransformation:
 
 
 def init_state(model: ToyModel, options: TrainOptions,
-               objective: objectives.Objective, seed: int) -> TrainState:
+               objective_state: objectives.ObjectiveState,
+               seed: int) -> TrainState:
+  """The state at step 0; `objective_state` holds the objective's numbers."""
   params = model.init(jax.random.key(seed))['params']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=adam_optimizer(options).init(params),
-                    objective_state=objective.init_state())
+                    objective_state=objective_state)
 
 
 @functools.partial(jax.jit,
@@ -344,7 +346,11 @@ def train_steps(state: TrainState, p_data: jax.Array, *, model: ToyModel,
 
   Each step minimises `objectives.loss_fn` of the exact per-x terms
   (`exact.terms`) weighted by p*(x) [X], then updates the objective state
-  (the multiplier of a constrained objective ascends its constraint).
+  (the multiplier of a constrained objective follows its constraint). The
+  objective's numbers are arrays in `state.objective_state`, so runs that
+  differ only in them (e.g. a sweep of target rates) reuse one compiled
+  program, and `jax.vmap` of this function over stacked states trains them
+  as one population.
 
   Returns:
     (state, aux) with aux the last step's batch means (rate, distortion, ...).
@@ -463,7 +469,8 @@ def fit(config: ml_collections.ConfigDict,
   model = create_model(config, spec)
   objective = objectives.create_objective(config)
   options = create_train_options(config)
-  state = init_state(model, options, objective, int(config.seed))
+  state = init_state(model, options, objectives.create_state(config),
+                     int(config.seed))
   manager = checkpointing.create_manager(workdir)
   if checkpointing.latest_step(manager) is not None:
     state = checkpointing.restore(manager, state)

@@ -191,8 +191,9 @@ def create_run(config: ml_collections.ConfigDict,
       final_eval_loop=eval_loop(config.eval.iwae_samples),
       sample_fn=jax.jit(steps.make_sample_fn(
           model, config.eval.num_grid_images, config.eval.num_decodes)),
-      init_state=steps.create_train_state(model, optimizer, objective,
-                                          init_key, example),
+      init_state=steps.create_train_state(
+          model, optimizer, objectives.create_state(config), init_key,
+          example),
       eval_rng=jax.random.key_data(eval_key), sample_key=sample_key,
       latent_loop=parallel.make_eval_loop(
           steps.make_latent_step(model, axis), config.eval.batch_size, mesh,

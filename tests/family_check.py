@@ -56,7 +56,7 @@ def tiny_config(family: str):
   return config
 
 
-def run(model, optimizer, objective, images: np.ndarray,
+def run(model, optimizer, objective, objective_state, images: np.ndarray,
         num_devices: int) -> dict:
   """One step and one evaluation over the first `num_devices` devices."""
   mesh = parallel.create_mesh(jax.devices()[:num_devices])
@@ -66,7 +66,7 @@ def run(model, optimizer, objective, images: np.ndarray,
       lambda start: data.batch_index_block(data_key, start, 1, NUM_IMAGES,
                                            BATCH),
       data.gather_batch, BATCH, 1, mesh, 'jit')
-  initial = steps.create_train_state(model, optimizer, objective,
+  initial = steps.create_train_state(model, optimizer, objective_state,
                                      jax.random.key(0),
                                      data.gather_batch(images, np.arange(1)))
   state, metrics = loop(parallel.put_replicated(initial, mesh),
@@ -97,6 +97,7 @@ def main():
   # Built once, so both runs share the compiled initialisation.
   parts = (model_lib.create_model(config), optim.create_optimizer(config, 10),
            objectives.create_objective(config),
+           objectives.create_state(config),
            data.load_npz(str(data.packaged_npz_path()))['test'][:NUM_IMAGES])
   one, two = run(*parts, 1), run(*parts, 2)
   report = {'family': family, 'devices': jax.device_count()}

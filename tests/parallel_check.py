@@ -41,10 +41,10 @@ BATCH, DISPATCHES, LENGTH = 8, 3, 3
 # IWAE: K samples in chunks of C, the largest divisor of K with B C <=
 # IWAE_BATCH; the global batch (8) gives C = 1, one device's rows (2) C = 4.
 IWAE_SAMPLES, IWAE_BATCH = 4, 8
-OBJECTIVES = {
-    'elbo': objectives.Objective(kind='elbo'),
-    'rate_constraint': objectives.Objective(
-        kind='rate_constraint', rate=1.0, multiplier_init=0.5, penalty=2.0),
+OBJECTIVES = {  # name: (the static objective, its numbers)
+    'elbo': (objectives.Objective(kind='elbo'), {}),
+    'rate_constraint': (objectives.Objective(kind='rate_constraint'),
+                        {'rate': 1.0, 'multiplier_init': 0.5, 'penalty': 2.0}),
 }
 
 
@@ -64,13 +64,15 @@ def recording() -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def run(mode: str, num_devices: int, objective: objectives.Objective) -> dict:
+def run(mode: str, num_devices: int, spec) -> dict:
   model = tiny_model.TinyModel()
   images = (jax.random.uniform(jax.random.key(0), (40, 4, 4, 1)) > 0.5
             ).astype(jnp.uint8)
   config = ml_collections.ConfigDict({'optim': optim.default_config()})
   optimizer = optax.chain(
       recording(), optim.create_optimizer(config, DISPATCHES * LENGTH))
+  objective, numbers = spec
+  objective_state = objectives.init_state(objectives.hyperparameters(**numbers))
   mesh = parallel.create_mesh(jax.devices()[:num_devices])
   axis = parallel.AXIS if mode == 'pmap' else None
   data_key = jax.random.key(2)
@@ -78,7 +80,7 @@ def run(mode: str, num_devices: int, objective: objectives.Objective) -> dict:
       steps.make_train_step(model, optimizer, objective, axis),
       lambda start: data.batch_index_block(data_key, start, LENGTH, 40, BATCH),
       data.gather_batch, BATCH, LENGTH, mesh, mode)
-  state = steps.create_train_state(model, optimizer, objective,
+  state = steps.create_train_state(model, optimizer, objective_state,
                                    jax.random.key(1),
                                    images[:1].astype(jnp.float32))
   state = parallel.put_replicated(state, mesh, mode)
@@ -117,12 +119,12 @@ def main():
                 'per_device': steps.iwae_chunk(IWAE_SAMPLES, BATCH // 4,
                                                IWAE_BATCH)},
             'objectives': {}}
-  for name, objective in OBJECTIVES.items():
-    reference = run('jit', 1, objective)
+  for name, spec in OBJECTIVES.items():
+    reference = run('jit', 1, spec)
     entry = {'reference': {k: reference[k] for k in
                            ('losses', 'grad_norms', 'first_grads', 'sums')}}
     for mode in ('jit', 'pmap'):
-      out = run(mode, 4, objective)
+      out = run(mode, 4, spec)
       entry[mode] = {
           'losses': out['losses'], 'grad_norms': out['grad_norms'],
           'first_grads': out['first_grads'], 'step': out['step'],

@@ -15,9 +15,10 @@ from rdvae import steps
 def _state(seed=0):
   config = ml_collections.ConfigDict({'optim': optim.default_config()})
   model = tiny_model.TinyModel()
-  return jax.jit(steps.create_train_state, static_argnums=(0, 1, 2))(
+  return jax.jit(steps.create_train_state, static_argnums=(0, 1))(
       model, optim.create_optimizer(config, 10),
-      objectives.Objective(kind='rate_constraint', multiplier_init=0.25),
+      objectives.init_state(objectives.hyperparameters(
+          multiplier_init=0.25, rate=2.0)),
       jax.random.key(seed), jnp.zeros((1, 4, 4, 1)))
 
 
@@ -38,6 +39,7 @@ def test_train_state_round_trip_is_exact(tmp_path):
   _assert_trees_equal(restored, state)
   assert int(restored.step) == 7
   assert float(restored.objective_state.multiplier) == 0.25
+  assert float(restored.objective_state.hparams.rate) == 2.0
   assert restored.rng.dtype == np.uint32
 
 

@@ -33,9 +33,10 @@ def _step(skip, learning_rate=1e-3):
   config = ml_collections.ConfigDict({'optim': optim.default_config()})
   config.optim.learning_rate = learning_rate
   optimizer = optim.create_optimizer(config, 10)
-  objective = objectives.Objective(kind='rate_constraint', rate=1.0,
-                                   multiplier_lr=0.5)
-  state = steps.create_train_state(MODEL, optimizer, objective,
+  objective = objectives.Objective(kind='rate_constraint')
+  objective_state = objectives.init_state(
+      objectives.hyperparameters(rate=1.0, multiplier_lr=0.5))
+  state = steps.create_train_state(MODEL, optimizer, objective_state,
                                    jax.random.key(1), X)
   step = jax.jit(steps.make_train_step(MODEL, optimizer, objective,
                                        skip_nonfinite=skip))

@@ -41,9 +41,12 @@ OPTIMIZER = _optimizer()
 
 
 @functools.lru_cache(maxsize=None)
-def _state(objective=objectives.Objective()):
-  init = jax.jit(steps.create_train_state, static_argnums=(0, 1, 2))
-  return init(MODEL, OPTIMIZER, objective, jax.random.key(1), X)
+def _state(**numbers):
+  """The initial state with objective numbers `numbers` (Hyperparameters)."""
+  init = jax.jit(steps.create_train_state, static_argnums=(0, 1))
+  return init(MODEL, OPTIMIZER,
+              objectives.init_state(objectives.hyperparameters(**numbers)),
+              jax.random.key(1), X)
 
 
 def test_example_keys_depend_on_step_only_through_fold_in():
@@ -82,15 +85,16 @@ def test_apply_per_example_is_layout_independent():
 
 
 @pytest.mark.parametrize(
-    'objective',
-    [objectives.Objective(),
-     objectives.Objective(kind='beta_vae', beta=10.0),
-     objectives.Objective(kind='target_rate', rate=2.0),
-     objectives.Objective(kind='rate_constraint', rate=1.0,
-                          multiplier_lr=0.5, penalty=1.0)],
+    'kind, numbers',
+    [('elbo', {}),
+     ('beta_vae', {'beta': 10.0}),
+     ('target_rate', {'rate': 2.0}),
+     ('rate_constraint', {'rate': 1.0, 'multiplier_lr': 0.5, 'penalty': 1.0,
+                          'constraint_decay': 0.5})],
     ids=['elbo', 'beta_vae', 'target_rate', 'rate_constraint'])
-def test_train_step_equals_manual_update(objective):
-  state = _state(objective)
+def test_train_step_equals_manual_update(kind, numbers):
+  objective = objectives.Objective(kind)
+  state = _state(**numbers)
   optimizer = OPTIMIZER
   keys = steps.example_keys(state.rng, state.step, len(X))
   step = jax.jit(steps.make_train_step(MODEL, optimizer, objective))
@@ -115,8 +119,10 @@ def test_train_step_equals_manual_update(objective):
   np.testing.assert_allclose(new.objective_state.multiplier,
                              expected_multiplier, rtol=1e-5, atol=1e-7)
   if objective.kind == 'rate_constraint':
+    # lambda_1 = lambda_0 exp(lr (1 - decay) (R - sigma) / sigma), lambda_0 = 1
     np.testing.assert_allclose(expected_multiplier,
-                               0.5 * (aux['rate'] - 1.0), rtol=1e-5)
+                               np.exp(0.5 * 0.5 * (aux['rate'] - 1.0)),
+                               rtol=1e-5)
 
 
 def test_training_lowers_the_loss():
@@ -198,15 +204,23 @@ def test_train_state_is_a_pytree_of_arrays():
   assert dataclasses.is_dataclass(state)
 
 
-def test_vmapped_population_equals_separate_runs():
-  # A beta sweep as one program: two states stacked on a leading axis, each
-  # with its own beta and key, trained under jax.vmap.
-  objective = objectives.Objective(kind='beta_vae', beta=1.0)
-  step = steps.make_train_step(MODEL, OPTIMIZER, objective)
-  base = _state(objective)
-  members = [base.replace(beta=jnp.float32(b),
-                          rng=jax.random.key_data(jax.random.key(s)))
-             for b, s in ((0.1, 5), (10.0, 6))]
+def _with_numbers(state, **numbers):
+  return state.replace(objective_state=objectives.init_state(
+      objectives.hyperparameters(**numbers)))
+
+
+@pytest.mark.parametrize('kind, members', [
+    ('beta_vae', ({'beta': 0.1}, {'beta': 10.0})),
+    ('rate_constraint', ({'rate': 0.5, 'multiplier_lr': 0.5},
+                         {'rate': 3.0, 'multiplier_lr': 0.2})),
+], ids=['beta', 'sigma'])
+def test_vmapped_population_equals_separate_runs(kind, members):
+  # A sweep as one program: states stacked on a leading axis, each with its
+  # own objective numbers and key, trained under jax.vmap.
+  step = steps.make_train_step(MODEL, OPTIMIZER, objectives.Objective(kind))
+  members = [_with_numbers(_state(), **numbers).replace(
+      rng=jax.random.key_data(jax.random.key(s)))
+             for numbers, s in zip(members, (5, 6))]
 
   def two_steps(state):
     for _ in range(2):
@@ -218,12 +232,45 @@ def test_vmapped_population_equals_separate_runs():
   stacked, metrics = jax.jit(jax.vmap(two_steps))(population)
   for i, member in enumerate(members):
     alone, alone_metrics = jax.jit(two_steps)(member)
-    np.testing.assert_allclose(metrics['loss'][i], alone_metrics['loss'],
-                               rtol=1e-5)
+    for key in ('loss', 'multiplier'):
+      np.testing.assert_allclose(metrics[key][i], alone_metrics[key],
+                                 rtol=1e-5)
     for a, b in zip(jax.tree.leaves(stacked.params),
                     jax.tree.leaves(alone.params)):
       np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-7)
   assert not np.allclose(metrics['loss'][0], metrics['loss'][1])
+  if kind == 'rate_constraint':
+    assert not np.allclose(metrics['multiplier'][0], metrics['multiplier'][1])
+
+
+def test_runs_differing_only_in_numbers_share_one_program():
+  # Two configs that differ in sigma (and in every other number of the
+  # objective) lower to the same program text, and one jitted step traces
+  # once for both: a sweep over them compiles once.
+  traces = []
+
+  def counted(model, optimizer, objective):
+    body = steps.make_train_step(model, optimizer, objective)
+
+    def step(state, x, keys):
+      traces.append(1)
+      return body(state, x, keys)
+    return jax.jit(step)
+
+  objective = objectives.Objective('rate_constraint', rate_schedule='linear')
+  step = counted(MODEL, OPTIMIZER, objective)
+  a = _with_numbers(_state(), rate=5.0, rate_anneal_steps=100)
+  b = _with_numbers(_state(), rate=30.0, rate_anneal_steps=7, beta=3.0,
+                    multiplier_lr=0.1, multiplier_init=2.0, penalty=1.0)
+  keys = steps.example_keys(a.rng, a.step, len(X))
+  out_a = step(a, X, keys)[1]
+  out_b = step(b, X, keys)[1]
+  assert len(traces) == 1
+  assert float(out_a['rate_target']) == 0.0  # sigma_0 = 0 under 'linear'
+  assert float(out_a['multiplier']) != float(out_b['multiplier'])
+  text = [jax.jit(steps.make_train_step(MODEL, OPTIMIZER, objective)).lower(
+      s, X, keys).as_text() for s in (a, b)]
+  assert text[0] == text[1]
 
 
 @pytest.mark.parametrize('k, batch, limit, expected',
@@ -255,10 +302,10 @@ def test_chunked_iwae_uses_the_chunk_keys():
 def test_create_train_state_eager_and_inside_jit_agree():
   # Eagerly it runs as its own program (compiled at low optimisation on the
   # CPU); inside a transformation it is inlined into the caller's program.
-  objective = objectives.Objective()
-  eager = steps.create_train_state(MODEL, OPTIMIZER, objective,
-                                   jax.random.key(1), X)
-  inlined = _state(objective)
+  eager = steps.create_train_state(
+      MODEL, OPTIMIZER, objectives.init_state(objectives.hyperparameters()),
+      jax.random.key(1), X)
+  inlined = _state()
   for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(inlined)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   assert int(eager.step) == 0
@@ -273,9 +320,10 @@ def test_create_train_state_with_an_unhashable_model_runs_op_by_op():
   model = WithArray(weights=np.ones(3))
   with pytest.raises(TypeError):
     hash(model)
-  state = steps.create_train_state(model, OPTIMIZER, objectives.Objective(),
+  objective_state = objectives.init_state(objectives.hyperparameters())
+  state = steps.create_train_state(model, OPTIMIZER, objective_state,
                                    jax.random.key(1), X)
-  want = steps.create_train_state(MODEL, OPTIMIZER, objectives.Objective(),
+  want = steps.create_train_state(MODEL, OPTIMIZER, objective_state,
                                   jax.random.key(1), X)
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(want.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -40,7 +40,8 @@ def _trained(variant, decoder, seed, num_steps):
   model = toy.create_model(config, spec)
   objective = objectives.create_objective(config)
   options = toy.create_train_options(config)
-  state = toy.init_state(model, options, objective, seed)
+  state = toy.init_state(model, options, objectives.create_state(config),
+                         seed)
   state, _ = toy.train_steps(state, jnp.asarray(spec.p_data, jnp.float32),
                              model=model, objective=objective,
                              options=options, length=num_steps)
@@ -182,8 +183,45 @@ class AcceptanceTest(parameterized.TestCase):
   @parameterized.named_parameters(('seed0', 0), ('seed1', 1))
   def test_rate_constraint_pins_the_rate(self, seed):
     results = _trained('rate_constraint', 'tabular', seed, 8000)
-    self.assertAlmostEqual(results['rate'], 0.5, delta=0.005)
+    self.assertAlmostEqual(results['rate'], 0.5, delta=1e-5)
+    self.assertLessEqual(abs(results['distortion'] - (results['entropy']
+                                                      - results['rate'])),
+                         1e-3)
     self.assertTrue(results['bounds_hold'])
+
+
+class PopulationTest(absltest.TestCase):
+
+  def test_target_rates_share_one_program_and_vmap(self):
+    """Runs that differ only in sigma: one compilation, and the vmapped
+    population equals each run alone."""
+    config = toy_configs.get_config('rate_constraint')
+    spec = toy.validate(config)
+    model = toy.create_model(config, spec)
+    objective = objectives.create_objective(config)
+    options = toy.create_train_options(config)
+    p_data = jnp.asarray(spec.p_data, jnp.float32)
+    members = []
+    for sigma, seed in ((0.3, 0), (0.5, 1)):
+      config.objective.rate = sigma
+      members.append(toy.init_state(model, options,
+                                    objectives.create_state(config), seed))
+    train = functools.partial(toy.train_steps, p_data=p_data, model=model,
+                              objective=objective, options=options, length=50)
+    before = toy.train_steps._cache_size()  # pylint: disable=protected-access
+    alone = [train(m) for m in members]
+    self.assertEqual(toy.train_steps._cache_size() - before, 1)  # pylint: disable=protected-access
+    population = jax.tree.map(lambda *a: jnp.stack(a), *members)
+    stacked, aux = jax.jit(jax.vmap(train))(population)
+    for i, (state, member_aux) in enumerate(alone):
+      self.assertAlmostEqual(float(aux['rate_target'][i]), (0.3, 0.5)[i],
+                             places=6)
+      for a, b in zip(jax.tree.leaves(stacked), jax.tree.leaves(state)):
+        np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(aux['multiplier'][i],
+                                 member_aux['multiplier'], rtol=1e-5)
+    self.assertNotAlmostEqual(float(aux['multiplier'][0]),
+                              float(aux['multiplier'][1]), places=3)
 
 
 def _tempdir_method(self):
