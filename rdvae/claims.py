@@ -26,11 +26,12 @@ import fcntl
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 import uuid
 from typing import Any, Optional
+
+from rdvae import writers
 
 LOCK_FILE = 'claim.lock'
 CLAIM_FILE = 'claim.json'
@@ -39,27 +40,8 @@ HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 600.0
 
 
-def write_text_atomic(path: str, text: str) -> None:
-  """Writes `text` to a unique temporary file beside `path`, fsyncs it and
-  renames it over `path`, so readers see the old file or the new one whole,
-  also when several processes write `path` at once."""
-  directory, base = os.path.split(path)
-  fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix='.tmp',
-                             dir=directory or '.')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def write_json_atomic(path: str, payload: Any) -> None:
-  write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + '\n')
+  writers.write_json_atomic(path, payload)
 
 
 def read_json(path: str) -> Optional[dict[str, Any]]:

@@ -30,6 +30,7 @@ import numpy as np
 from rdvae import figures
 from rdvae import frontier
 from rdvae import sweep_results
+from rdvae import writers
 
 Point = sweep_results.Point
 Points = Sequence[Point]
@@ -72,15 +73,6 @@ def markdown_table(table: Sequence[dict], columns=COLUMNS,
   lines += ['| ' + ' | '.join(_cell(row.get(c)) for c in columns) + ' |'
             for row in table]
   return '\n'.join(lines)
-
-
-def write_text_atomic(path: str, text: str) -> None:
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def _csv(header: Sequence[str], records: Sequence[Sequence[Any]]) -> str:
@@ -298,11 +290,11 @@ def write_report(workdir: str, betas: Sequence[float] = (1.0,),
            'frontier.csv': frontier_csv(points),
            'hull.csv': frontier_csv(points, hull=True)}
   for name, text in texts.items():
-    write_text_atomic(os.path.join(directory, name), text)
+    writers.write_text_atomic(os.path.join(directory, name), text)
   names = write_figures(points, h_hat, directory, betas, max_grids,
                         families)
   title = os.path.basename(os.path.normpath(os.path.abspath(workdir)))
-  write_text_atomic(os.path.join(directory, 'report.md'),
+  writers.write_text_atomic(os.path.join(directory, 'report.md'),
                     markdown(points, h_hat, source, names, title))
   write_hparams(points, h_hat, os.path.join(directory, 'tensorboard'))
   return {'points': points, 'h_hat': h_hat, 'directory': directory,

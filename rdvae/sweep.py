@@ -328,7 +328,7 @@ def write_summary(workdir: str, points: Sequence[Point]
     writer.writerow(columns)
     for row in rows:
       writer.writerow([_csv_value(row.get(c)) for c in columns])
-    claims.write_text_atomic(os.path.join(workdir, SUMMARY_FILE),
+    writers.write_text_atomic(os.path.join(workdir, SUMMARY_FILE),
                              text.getvalue())
   finally:
     os.close(fd)  # drops the lock

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from typing import Any, Callable, Mapping, Optional
 
 import ml_collections
@@ -54,15 +55,23 @@ def write_json_atomic(path: str, payload: Mapping[str, Any]) -> None:
 
 def write_text_atomic(path: str, text: str) -> None:
   """Writes `text` to `path` so that a crash at any moment leaves either the
-  old file or the new one: a temporary file, fsync, rename, fsync of the
-  directory (e.g. results.json, a sweep's summary.csv)."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-  fsync_directory(os.path.dirname(path) or '.')
+  old file or the new one: a unique temporary file beside it (so several
+  processes may write `path` at once), fsync, rename, fsync of the directory
+  (e.g. results.json, a sweep's summary.csv, a report's files)."""
+  directory, base = os.path.split(path)
+  fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix='.tmp',
+                             dir=directory or '.')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  fsync_directory(directory or '.')
 
 
 def fsync_directory(path: str) -> None:

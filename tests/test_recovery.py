@@ -139,4 +139,9 @@ def test_write_json_atomic_syncs_the_file_and_the_directory(tmp_path,
   writers.write_json_atomic(path, {'elbo': -90.5, 'bad': float('nan')})
   assert writers.read_json(path) == {'elbo': -90.5, 'bad': 'nan'}
   assert os.listdir(tmp_path) == ['results.json']
-  assert synced == [path + '.tmp', str(tmp_path)]
+  # The file, written under a unique temporary name beside results.json, then
+  # the directory that holds the rename.
+  assert len(synced) == 2 and synced[1] == str(tmp_path)
+  assert os.path.dirname(synced[0]) == str(tmp_path)
+  assert os.path.basename(synced[0]).startswith('.results.json.')
+  assert synced[0].endswith('.tmp')

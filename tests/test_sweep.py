@@ -183,16 +183,20 @@ def test_shipped_sweeps_hold_the_papers_points():
       'family=---,kind=rate_constraint,rate=5',
       'family=---,kind=rate_constraint,rate=15',
       'family=---,kind=rate_constraint,rate=30',
-      'family=-+-,beta=0.1,num_steps=100,iwae_samples=2',
-      'family=-+-,beta=0.5,num_steps=100,iwae_samples=2',
-      'family=-+-,beta=1,num_steps=100,iwae_samples=2']
+      'family=-+-,beta=0.1,num_steps=50,iwae_samples=2,'
+      'generative_samples=100',
+      'family=-+-,beta=0.5,num_steps=50,iwae_samples=2,'
+      'generative_samples=100',
+      'family=-+-,beta=1,num_steps=50,iwae_samples=2,'
+      'generative_samples=100']
   for p in points:
     c = p.config
     assert (c.train.batch_size, c.eval.max_examples, c.train.eval_every,
-            c.train.checkpoint_every, c.train.log_every) == (32, 1000, 0, 50,
+            c.train.checkpoint_every, c.train.log_every) == (64, 1000, 0, 50,
                                                              50)
     simple = c.model.family == '---'
-    assert c.train.num_steps == (200 if simple else 100)
+    assert c.train.num_steps == (300 if simple else 50)
+    assert c.eval.generative_samples == (1000 if simple else 100)
     assert c.eval.iwae_samples == (5 if simple else 2)
 
   _, points = load('beta_table')
