@@ -12,6 +12,11 @@ Devices: all local devices are used (`config.train.parallel` = 'jit' or
 (coordinator address, process count and id come from the cluster
 environment, e.g. SLURM or Cloud TPU, or from JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES, JAX_PROCESS_ID).
+
+Compiled programs are kept in a persistent cache (rdvae/compilation.py;
+`--compilation_cache=DIR` or `off`). `--dry_run [--backend=gpu]` prints the
+train settings the backend would get (rdvae/backends.py) and exits; it needs
+no such device.
 """
 
 import json
@@ -33,12 +38,35 @@ _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'Emulate this many CPU devices (0: leave as is).')
 _MULTIHOST = flags.DEFINE_bool(
     'multihost', False, 'Call jax.distributed.initialize() first.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_COMPILATION_CACHE = flags.DEFINE_string(
+    'compilation_cache', None,
+    'Persistent compilation cache directory, or "off" (default: '
+    '$RDVAE_COMPILATION_CACHE, else ~/.cache/rdvae/jax).')
+_DRY_RUN = flags.DEFINE_bool(
+    'dry_run', False, 'Print the train settings chosen for the backend '
+    '(train.scan_unroll, train.steps_per_dispatch) and exit.')
+_BACKEND = flags.DEFINE_string(
+    'backend', None, 'With --dry_run: the backend to choose for (cpu, gpu, '
+    'tpu), without needing one; default: JAX\'s default backend.')
+flags.mark_flag_as_required('config')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _DRY_RUN.value:
+    from rdvae import backends  # pylint: disable=g-import-not-at-top
+    backend = _BACKEND.value
+    if not backend:
+      import jax  # pylint: disable=g-import-not-at-top
+      backend = jax.default_backend()
+    print(backends.describe(backends.resolve(_CONFIG.value, backend)))
+    return
+  if _BACKEND.value:
+    raise app.UsageError('--backend only names a backend for --dry_run; '
+                         'use --jax_platforms to pick the one to run on')
+  if not _WORKDIR.value:
+    raise app.UsageError('--workdir is required (except with --dry_run)')
   if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
     logging.set_verbosity(logging.WARNING)
   if _CPU_DEVICES.value:
@@ -48,7 +76,9 @@ def main(argv):
     jax.config.update('jax_platforms', _PLATFORMS.value)
   if _MULTIHOST.value:
     jax.distributed.initialize()
+  from rdvae import compilation  # pylint: disable=g-import-not-at-top
   from rdvae import train  # pylint: disable=g-import-not-at-top
+  compilation.setup(_COMPILATION_CACHE.value)
   results = train.train_and_eval(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:
     print(json.dumps(results, indent=2, sort_keys=True, default=str))

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 import tiny_model
+from rdvae import compilation
 from rdvae import data
 from rdvae import objectives
 from rdvae import optim
@@ -32,6 +33,8 @@ from rdvae import parallel
 from rdvae import steps
 
 BATCH, DISPATCHES, LENGTH = 8, 3, 3
+
+compilation.setup()  # the suite's cache (RDVAE_COMPILATION_CACHE)
 
 
 def run(mode: str, num_devices: int) -> dict:
