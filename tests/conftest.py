@@ -7,7 +7,7 @@ RDVAE_COMPILATION_CACHE says otherwise ('off' turns it off). It is set in
 the environment here, so the pytest-xdist workers and every subprocess a test
 starts (experiments.main, tests/parallel_check.py, tests/family_check.py)
 share it: a program compiled by one is read back by the others and by the
-next run of the suite (`pytest --cache-clear` empties it).
+next run of the suite (delete the directory for a cold start).
 """
 
 import os
