@@ -189,7 +189,7 @@ def create_run(config: ml_collections.ConfigDict) -> Run:
   objective = objectives.create_objective(config)
   c = config.train
   num_steps = num_train_steps(config, len(dataset.train))
-  programs = _programs(_ProgramSpec(
+  spec = _ProgramSpec(
       model=model, optim=ml_collections.FrozenConfigDict(config.optim),
       num_steps=num_steps, objective=_static_objective(objective),
       seed=c.seed, num_train=len(dataset.train), batch_size=c.batch_size,
@@ -198,7 +198,11 @@ def create_run(config: ml_collections.ConfigDict) -> Run:
       eval_batch_size=config.eval.batch_size,
       iwae_samples=config.eval.iwae_samples,
       num_grid_images=config.eval.num_grid_images,
-      num_decodes=config.eval.num_decodes))
+      num_decodes=config.eval.num_decodes)
+  try:
+    programs = _programs(spec)
+  except TypeError:  # an unhashable model: programs of this run alone
+    programs = _programs.__wrapped__(spec)
   init_key, _, eval_key, sample_key = jax.random.split(
       jax.random.key(c.seed), 4)
   example = jnp.asarray(dataset.train[:1], jnp.float32)
