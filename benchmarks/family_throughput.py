@@ -56,7 +56,8 @@ def time_family(family: str) -> dict:
     state, metrics = run.train_loop(state, data)
   jax.block_until_ready(metrics)
   seconds = time.perf_counter() - start
-  images = _DISPATCHES.value * config.train.steps_per_dispatch * _BATCH.value
+  images = (_DISPATCHES.value * run.config.train.steps_per_dispatch
+            * _BATCH.value)
   return {'family': family,
           'num_parameters': sum(int(np.size(p)) for p in
                                 jax.tree.leaves(run.init_state.params)),

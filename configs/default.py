@@ -16,8 +16,9 @@ Sections (each module documents and validates its own):
   optim.*      rdvae/optim.py: Adam on block-normalized gradients; lr held for
                hold_fraction of training, then linearly to final_fraction*lr.
   train.*      rdvae/train.py: seed, batch_size, num_epochs or num_steps,
-               steps_per_dispatch, scan_unroll, parallel ('jit' | 'pmap'), log_every,
-               eval_every, checkpoint_every (0 = only at the end),
+               steps_per_dispatch and scan_unroll (0 and None: the
+               backend's choice, rdvae/backends.py), parallel ('jit' |
+               'pmap'), log_every, eval_every, checkpoint_every (0 = only at the end),
                max_checkpoints_to_keep, nonfinite ('stop' | 'skip'),
                max_skipped.
   eval.*       rdvae/evaluation.py: batch_size, iwae_samples (K of the
@@ -32,6 +33,7 @@ Sections (each module documents and validates its own):
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from rdvae import data
 from rdvae import evaluation
@@ -55,11 +57,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.batch_size = 64
   config.train.num_epochs = 200.0   # F.4
   config.train.num_steps = 0        # > 0 overrides num_epochs
-  config.train.steps_per_dispatch = 2
-  # XLA:CPU runs convolutions inside a rolled loop ~20x slower, so the scan
-  # of steps_per_dispatch steps is unrolled; on GPU/TPU set it False and
-  # raise steps_per_dispatch.
-  config.train.scan_unroll = True
+  # 0 and None: the backend's choice (rdvae/backends.py): on the CPU an
+  # unrolled scan of 2 steps per dispatch (XLA:CPU runs convolutions inside a
+  # rolled loop ~20x slower), on GPU/TPU a rolled scan of up to 100 steps
+  # (a divisor of log_every, eval_every and checkpoint_every). The values
+  # chosen are logged and written to results.json under 'backend'.
+  config.train.steps_per_dispatch = 0
+  config.train.scan_unroll = config_dict.placeholder(bool)
   config.train.parallel = 'jit'
   config.train.log_every = 100
   config.train.eval_every = 7810    # 10 epochs of 781 steps

@@ -35,6 +35,11 @@ Errors: a bad config value, data file or workdir prints its message alone
 stopped by SIGTERM/SIGINT checkpoints and exits with status 75 (rerun to
 resume); the other statuses are listed in rdvae/preemption.py. A bug still
 shows its traceback.
+
+Compiled programs are kept in a persistent cache (rdvae/compilation.py;
+`--compilation_cache=DIR` or `off`). `--dry_run [--backend=gpu]` prints the
+train settings the backend would get (rdvae/backends.py) and exits; it needs
+no such device.
 """
 
 import json
@@ -68,12 +73,35 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'With --multihost: this process\'s id, 0 .. '
     'num_processes - 1 (default: $JAX_PROCESS_ID or the cluster\'s).')
-flags.mark_flags_as_required(['config', 'workdir'])
+_COMPILATION_CACHE = flags.DEFINE_string(
+    'compilation_cache', None,
+    'Persistent compilation cache directory, or "off" (default: '
+    '$RDVAE_COMPILATION_CACHE, else ~/.cache/rdvae/jax).')
+_DRY_RUN = flags.DEFINE_bool(
+    'dry_run', False, 'Print the train settings chosen for the backend '
+    '(train.scan_unroll, train.steps_per_dispatch) and exit.')
+_BACKEND = flags.DEFINE_string(
+    'backend', None, 'With --dry_run: the backend to choose for (cpu, gpu, '
+    'tpu), without needing one; default: JAX\'s default backend.')
+flags.mark_flag_as_required('config')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _DRY_RUN.value:
+    from rdvae import backends  # pylint: disable=g-import-not-at-top
+    backend = _BACKEND.value
+    if not backend:
+      import jax  # pylint: disable=g-import-not-at-top
+      backend = jax.default_backend()
+    print(backends.describe(backends.resolve(_CONFIG.value, backend)))
+    return
+  if _BACKEND.value:
+    raise app.UsageError('--backend only names a backend for --dry_run; '
+                         'use --jax_platforms to pick the one to run on')
+  if not _WORKDIR.value:
+    raise app.UsageError('--workdir is required (except with --dry_run)')
   if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
     logging.set_verbosity(logging.WARNING)
   process_flags = (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)
@@ -92,7 +120,9 @@ def main(argv):
     jax.config.update('jax_platforms', _PLATFORMS.value)
   if _MULTIHOST.value:
     distributed.initialize(*(f.value for f in process_flags))
+  from rdvae import compilation  # pylint: disable=g-import-not-at-top
   from rdvae import train  # pylint: disable=g-import-not-at-top
+  compilation.setup(_COMPILATION_CACHE.value)
   try:
     results = train.train_and_eval(_CONFIG.value, _WORKDIR.value)
   except _expected_errors() as e:

@@ -41,6 +41,7 @@ images and results.json, and all of them save each checkpoint together.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -51,7 +52,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from rdvae import backends
 from rdvae import checkpointing
+from rdvae import compilation
 from rdvae import data
 from rdvae import distributed
 from rdvae import faults
@@ -87,6 +90,7 @@ class Run:
   init_state: Any
   eval_rng: Any
   sample_key: Any
+  backend: dict[str, Any]
   latent_loop: Any = None
   generative_step: Any = None
   generative_key: Any = None
@@ -103,16 +107,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(config, 'train.seed', allow_zero=True)
   check(config, 'train.num_steps', allow_zero=True)
   validation.check_number(config, 'train.num_epochs', strictly_positive=True)
-  dispatch = check(config, 'train.steps_per_dispatch')
-  for key in ('train.log_every', 'train.eval_every', 'train.checkpoint_every'):
-    if check(config, key, allow_zero=key != 'train.log_every') % dispatch:
-      raise validation.ConfigError(
-          f'config.{key}={validation.get(config, key)} must be a multiple of '
-          f'train.steps_per_dispatch={dispatch}')
-  if not isinstance(validation.get(config, 'train.scan_unroll'), bool):
-    raise validation.ConfigError(
-        f'config.train.scan_unroll={config.train.scan_unroll!r} must be '
-        'True or False')
+  backends.validate(config)  # steps_per_dispatch, scan_unroll, *_every
   check(config, 'train.max_checkpoints_to_keep')
   validation.check_choice(config, 'train.nonfinite', NONFINITE_MODES)
   check(config, 'train.max_skipped')
@@ -145,10 +140,96 @@ def num_train_steps(config: ml_collections.ConfigDict, num_examples: int) -> int
   return max(1, int(math.ceil(config.train.num_epochs * per_epoch)))
 
 
+@dataclasses.dataclass(frozen=True)
+class _ProgramSpec:
+  """Everything that determines the compiled programs of a run (hashable).
+
+  Runs with equal specs (e.g. sweep points that differ only in the
+  objective's numbers, which the step receives as arrays in
+  `objectives.ObjectiveState`) share one set of jitted functions, so a
+  process compiles them once.
+  """
+
+  model: Any
+  optim: ml_collections.FrozenConfigDict
+  num_steps: int
+  objective: objectives.Objective
+  skip_nonfinite: bool
+  seed: int
+  num_train: int
+  batch_size: int
+  steps_per_dispatch: int
+  scan_unroll: bool
+  mode: str
+  devices: tuple[int, ...]
+  eval_batch_size: int
+  iwae_samples: int
+  num_grid_images: int
+  num_decodes: int
+  generative_batch: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Programs:
+  mesh: Any
+  optimizer: Any
+  train_loop: Any
+  tail_loop: Any
+  eval_loop: Any
+  final_eval_loop: Any
+  sample_fn: Any
+  latent_loop: Any
+  generative_step: Any
+
+
+@functools.lru_cache(maxsize=16)
+def _programs(spec: _ProgramSpec) -> _Programs:
+  """The jitted loops of `spec`, built once per spec in a process."""
+  optimizer = optim.create_optimizer(
+      ml_collections.ConfigDict({'optim': spec.optim.as_configdict()}),
+      spec.num_steps)
+  mesh = parallel.create_mesh()
+  axis = parallel.AXIS if spec.mode == 'pmap' else None
+  data_key = jax.random.split(jax.random.key(spec.seed), 4)[1]
+  body = steps.make_train_step(spec.model, optimizer, spec.objective, axis,
+                               skip_nonfinite=spec.skip_nonfinite)
+
+  def loop(length):
+    return parallel.make_train_loop(
+        body, lambda start: data.batch_index_block(
+            data_key, start, length, spec.num_train, spec.batch_size),
+        data.gather_batch, spec.batch_size, length, mesh, spec.mode,
+        unroll=spec.scan_unroll)
+
+  def eval_loop(step_fn):
+    return parallel.make_eval_loop(step_fn, spec.eval_batch_size, mesh,
+                                   spec.mode)
+
+  return _Programs(
+      mesh=mesh, optimizer=optimizer,
+      train_loop=loop(spec.steps_per_dispatch),
+      tail_loop=loop(spec.num_steps % spec.steps_per_dispatch or 1),
+      eval_loop=eval_loop(steps.make_eval_step(spec.model, 0, axis)),
+      final_eval_loop=eval_loop(
+          steps.make_eval_step(spec.model, spec.iwae_samples, axis)),
+      sample_fn=jax.jit(steps.make_sample_fn(
+          spec.model, spec.num_grid_images, spec.num_decodes)),
+      latent_loop=eval_loop(steps.make_latent_step(spec.model, axis)),
+      generative_step=jax.jit(steps.make_generative_step(
+          spec.model, spec.generative_batch, spec.iwae_samples)))
+
+
 def create_run(config: ml_collections.ConfigDict,
                dataset: data.Dataset | None = None) -> Run:
   """Builds the model, optimizer and compiled loops (loading the data unless
-  `dataset` is given)."""
+  `dataset` is given).
+
+  `train.scan_unroll` and `train.steps_per_dispatch` left to the backend
+  are resolved first (`backends`; `Run.config` holds the resolved values,
+  `Run.backend` the summary). The jitted loops are shared with earlier runs
+  of this process that have the same `_ProgramSpec`.
+  """
+  config, chosen = backends.resolved_config(config, jax.default_backend())
   if dataset is None:
     dataset = data.create_dataset(config)
     check_splits(config, dataset)
@@ -156,51 +237,41 @@ def create_run(config: ml_collections.ConfigDict,
   objective = objectives.create_objective(config)
   c = config.train
   num_steps = num_train_steps(config, len(dataset.train))
-  optimizer = optim.create_optimizer(config, num_steps)
-  mode, batch = c.parallel, c.batch_size
-  mesh = parallel.create_mesh()
-  axis = parallel.AXIS if mode == 'pmap' else None
-  init_key, data_key, eval_key, sample_key = jax.random.split(
+  spec = _ProgramSpec(
+      model=model, optim=ml_collections.FrozenConfigDict(config.optim),
+      num_steps=num_steps, objective=objective,
+      skip_nonfinite=c.nonfinite == 'skip', seed=c.seed,
+      num_train=len(dataset.train), batch_size=c.batch_size,
+      steps_per_dispatch=c.steps_per_dispatch, scan_unroll=c.scan_unroll,
+      mode=c.parallel, devices=tuple(d.id for d in jax.devices()),
+      eval_batch_size=config.eval.batch_size,
+      iwae_samples=config.eval.iwae_samples,
+      num_grid_images=config.eval.num_grid_images,
+      num_decodes=config.eval.num_decodes,
+      generative_batch=evaluation.generative_batch_size(config))
+  try:
+    programs = _programs(spec)
+  except TypeError:  # an unhashable model: programs of this run alone
+    programs = _programs.__wrapped__(spec)
+  init_key, _, eval_key, sample_key = jax.random.split(
       jax.random.key(c.seed), 4)
-  body = steps.make_train_step(model, optimizer, objective, axis,
-                               skip_nonfinite=c.nonfinite == 'skip')
-  num_train = len(dataset.train)
-
-  def loop(length):
-    return parallel.make_train_loop(
-        body, lambda start: data.batch_index_block(
-            data_key, start, length, num_train, batch),
-        data.gather_batch, batch, length, mesh, mode,
-        unroll=config.train.scan_unroll)
-
-  def eval_loop(iwae_samples):
-    return parallel.make_eval_loop(
-        steps.make_eval_step(model, iwae_samples, axis),
-        config.eval.batch_size, mesh, mode)
-
   example = jnp.asarray(dataset.train[:1], jnp.float32)
+  init_state = steps.create_train_state(
+      model, programs.optimizer, objectives.create_state(config), init_key,
+      example)
   return Run(
-      config=config, dataset=dataset, model=model, mesh=mesh, mode=mode,
-      num_steps=num_steps,
+      config=config, dataset=dataset, model=model, mesh=programs.mesh,
+      mode=c.parallel, num_steps=num_steps,
       schedule=optim.make_learning_rate_schedule(
           config.optim.learning_rate, num_steps, config.optim.hold_fraction,
           config.optim.final_fraction),
-      train_loop=loop(c.steps_per_dispatch),
-      tail_loop=loop(num_steps % c.steps_per_dispatch or 1),
-      eval_loop=eval_loop(0),
-      final_eval_loop=eval_loop(config.eval.iwae_samples),
-      sample_fn=jax.jit(steps.make_sample_fn(
-          model, config.eval.num_grid_images, config.eval.num_decodes)),
-      init_state=steps.create_train_state(
-          model, optimizer, objectives.create_state(config), init_key,
-          example),
+      train_loop=programs.train_loop, tail_loop=programs.tail_loop,
+      eval_loop=programs.eval_loop,
+      final_eval_loop=programs.final_eval_loop,
+      sample_fn=programs.sample_fn, init_state=init_state,
       eval_rng=jax.random.key_data(eval_key), sample_key=sample_key,
-      latent_loop=parallel.make_eval_loop(
-          steps.make_latent_step(model, axis), config.eval.batch_size, mesh,
-          mode),
-      generative_step=jax.jit(steps.make_generative_step(
-          model, evaluation.generative_batch_size(config),
-          config.eval.iwae_samples)),
+      backend=chosen, latent_loop=programs.latent_loop,
+      generative_step=programs.generative_step,
       # A key of its own, so the other draws stay as they were.
       generative_key=jax.random.key_data(jax.random.split(eval_key)[1]))
 
@@ -366,6 +437,7 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
     `validation/*` and `test/*` figure, 'eval_subset' and 'params' ('last':
     the parameters at the end of training), as in results.json.
   """
+  compilation.setup()  # the persistent compilation cache (rdvae.compilation)
   if validation.get(config, 'dataset.name') == 'toy':
     if jax.process_count() > 1:
       raise validation.ConfigError(
@@ -382,8 +454,10 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
   done = os.path.join(workdir, writers.RESULTS_FILE)
   if os.path.exists(done):  # written last: the run is complete
     return writers.read_json(done)
+  counter = compilation.Counter()
   run = create_run(config, dataset)
-  c = config.train
+  print(backends.describe(run.backend), flush=True)
+  c = run.config.train
   manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
   best = checkpointing.create_manager(workdir, 1, best_metric='elbo')
   state = _restore_or_init(run, manager)
@@ -416,6 +490,9 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
                                     jax.tree.leaves(host.params)))
   if speed.first is not None:
     results['train_images_per_second'] = speed.rate() * c.batch_size
+  results['backend'] = run.backend
+  results['compile'] = counter.report()
   if distributed.is_primary():
+    print(compilation.describe(results['compile']), flush=True)
     writers.write_results(workdir, results)
   return results

@@ -28,6 +28,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from configs import mnist
+from rdvae import compilation
 from rdvae import data
 from rdvae import model as model_lib
 from rdvae import objectives
@@ -38,6 +39,8 @@ from rdvae import steps
 BATCH = 4
 NUM_IMAGES = 8
 BETA = 0.5
+
+compilation.setup()  # the suite's cache (RDVAE_COMPILATION_CACHE)
 
 
 def tiny_config(family: str):

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 import tiny_model
+from rdvae import compilation
 from rdvae import data
 from rdvae import objectives
 from rdvae import optim
@@ -46,6 +47,8 @@ OBJECTIVES = {  # name: (the static objective, its numbers)
     'rate_constraint': (objectives.Objective(kind='rate_constraint'),
                         {'rate': 1.0, 'multiplier_init': 0.5, 'penalty': 2.0}),
 }
+
+compilation.setup()  # the suite's cache (RDVAE_COMPILATION_CACHE)
 
 
 def recording() -> optax.GradientTransformation:

@@ -1,0 +1,178 @@
+"""Compile once: the persistent compilation cache (rdvae/compilation.py), the
+programs shared by runs of one architecture (train.create_run), and the
+backend-aware train settings (rdvae/backends.py)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import default
+from configs import mnist
+from rdvae import backends
+from rdvae import compilation
+from rdvae import train
+from rdvae import validation
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --- backend-aware defaults: pure functions of the backend name -------------
+
+@pytest.mark.parametrize('backend, unroll, steps', [
+    ('cpu', True, 2), ('gpu', False, 100), ('cuda', False, 100),
+    ('rocm', False, 100), ('tpu', False, 100)])
+def test_defaults_for_backend(backend, unroll, steps):
+  assert backends.defaults_for_backend(backend) == {
+      'scan_unroll': unroll, 'steps_per_dispatch': steps}
+
+
+def test_defaults_for_unknown_backend_names_it():
+  with pytest.raises(ValueError, match="'metal'"):
+    backends.defaults_for_backend('metal')
+
+
+@pytest.mark.parametrize('preferred, every, expected', [
+    (100, [100, 7810, 1000], 10),  # gcd 10
+    (100, [1000], 100),
+    (2, [2, 2, 2], 2),
+    (100, [300, 450], 75),          # gcd 150: its largest divisor <= 100
+    (4, [6], 3),
+    (100, [7], 7),
+    (100, [], 100)])
+def test_auto_steps_per_dispatch(preferred, every, expected):
+  assert backends.auto_steps_per_dispatch(preferred, every) == expected
+
+
+@pytest.mark.parametrize('backend, unroll, steps', [
+    ('cpu', True, 2), ('gpu', False, 10), ('tpu', False, 10)])
+def test_default_config_resolves_per_backend(backend, unroll, steps):
+  config = default.get_config()  # log 100, eval 7810, checkpoint 1000
+  assert config.train.steps_per_dispatch == 0
+  assert config.train.scan_unroll is None
+  resolved, chosen = backends.resolved_config(config, backend)
+  assert chosen == {'backend': backend, 'scan_unroll': unroll,
+                    'steps_per_dispatch': steps,
+                    'auto': ['scan_unroll', 'steps_per_dispatch']}
+  assert resolved.train.scan_unroll is unroll
+  assert resolved.train.steps_per_dispatch == steps
+  for key in backends.EVERY_KEYS:  # still dispatch boundaries
+    assert validation.get(resolved, key) % steps == 0
+  train.validate(resolved)
+  # the user's config is left as asked (config.json keeps 'auto')
+  assert config.train.steps_per_dispatch == 0
+  assert config.train.scan_unroll is None
+
+
+def test_explicit_settings_are_kept():
+  config = default.get_config()
+  config.train.scan_unroll = True
+  config.train.steps_per_dispatch = 5
+  config.train.log_every = 5
+  config.train.eval_every = 10
+  config.train.checkpoint_every = 0
+  chosen = backends.resolve(config, 'gpu')
+  assert (chosen['scan_unroll'], chosen['steps_per_dispatch'],
+          chosen['auto']) == (True, 5, [])
+
+
+@pytest.mark.parametrize('key, value, pattern', [
+    ('train.steps_per_dispatch', -1, r'train\.steps_per_dispatch=-1'),
+    ('train.log_every', 3, r'train\.log_every=3 must be a multiple'),
+    ('train.log_every', 0, r'train\.log_every=0 must be > 0')])
+def test_bad_dispatch_settings_are_named(key, value, pattern):
+  config = mnist.get_config('smoke')  # steps_per_dispatch 2
+  section, name = key.split('.')
+  config[section][name] = value
+  with pytest.raises(validation.ConfigError, match=pattern):
+    backends.validate(config)
+
+
+def test_dry_run_prints_the_gpu_choice_without_a_gpu():
+  out = subprocess.run(
+      [sys.executable, '-m', 'experiments.main', '--config=configs/mnist.py',
+       '--dry_run', '--backend=gpu'],
+      capture_output=True, text=True, cwd=REPO, timeout=120, check=True)
+  assert ('backend gpu: train.scan_unroll=False train.steps_per_dispatch=10 '
+          '(auto: scan_unroll, steps_per_dispatch)') in out.stdout
+
+
+# --- the persistent cache ---------------------------------------------------
+
+_PROBE = r'''
+import json, sys
+from rdvae import compilation
+compilation.MIN_COMPILE_TIME_SECS = 0.0  # cache even this small program
+compilation.setup(sys.argv[1])
+counter = compilation.Counter()
+import jax, jax.numpy as jnp
+# compiler_options are part of the cache key (steps._compiled_init uses them)
+f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum(),
+            compiler_options={'xla_backend_optimization_level': 0})
+value = float(f(jnp.arange(64.0).reshape(8, 8) / 64))
+print(json.dumps({'value': value, **counter.report()}))
+'''
+
+
+def _probe(cache_dir):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', _PROBE, cache_dir],
+                       capture_output=True, text=True, cwd=REPO, env=env,
+                       timeout=120, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_persistent_cache_is_read_back_by_another_process(tmp_path):
+  cache_dir = str(tmp_path / 'cache')
+  first = _probe(cache_dir)
+  second = _probe(cache_dir)
+  assert first['cache_dir'] == second['cache_dir'] == cache_dir
+  assert first['cache_hits'] == 0 and first['cache_misses'] >= 1
+  # every program the second process needs comes from the cache
+  assert second['cache_misses'] == 0
+  assert second['cache_hits'] == first['cache_misses'] == second['programs']
+  assert second['value'] == first['value']
+  entries = os.listdir(cache_dir)
+  assert len(entries) == first['cache_misses']
+  assert all(e.endswith('-cache') for e in entries), entries  # no temp files
+
+
+def test_cache_path_resolution(monkeypatch, tmp_path):
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  monkeypatch.delenv(compilation.ENV, raising=False)
+  assert compilation.resolve_path() == str(tmp_path / 'rdvae' / 'jax')
+  monkeypatch.setenv(compilation.ENV, str(tmp_path / 'x'))
+  assert compilation.resolve_path() == str(tmp_path / 'x')
+  assert compilation.resolve_path(str(tmp_path / 'y')) == str(tmp_path / 'y')
+  monkeypatch.setenv(compilation.ENV, 'off')
+  assert compilation.resolve_path() is None
+  assert compilation.resolve_path('OFF') is None
+
+
+# --- one compilation per architecture within a process ----------------------
+
+def test_runs_differing_only_in_beta_share_their_programs(tmp_path):
+  def config(beta):
+    c = mnist.get_config('smoke')
+    c.train.seed = 90817  # programs no other test has built in this process
+    c.objective.kind = 'beta_vae'
+    c.objective.beta = beta
+    return c
+
+  first = train.train_and_eval(config(0.5), str(tmp_path / 'a'))
+  second = train.train_and_eval(config(2.0), str(tmp_path / 'b'))
+  assert first['compile']['programs'] > 0
+  assert second['compile']['programs'] == 0, second['compile']
+  assert second['compile']['cache_hits'] == 0
+  assert second['compile']['cache_misses'] == 0
+  # the beta reached the step: the runs trained differently
+  assert first['rate'] != second['rate']
+  assert first['backend'] == second['backend'] == {
+      'backend': 'cpu', 'scan_unroll': True, 'steps_per_dispatch': 2,
+      'auto': ['scan_unroll']}
+  with open(tmp_path / 'b' / 'results.json') as f:
+    assert json.load(f)['compile']['programs'] == 0
+  with open(tmp_path / 'b' / 'config.json') as f:
+    assert json.load(f)['train']['scan_unroll'] is None  # what was asked
