@@ -122,9 +122,9 @@ CASES = [
          ('config.train.num_steps=-4', '>= 0')),
     Case('num_epochs', 'zero epochs', {'train.num_epochs': 0.0}, E,
          ('config.train.num_epochs=0.0',)),
-    Case('steps_per_dispatch', 'zero steps per dispatch',
-         {'train.steps_per_dispatch': 0}, E,
-         ('config.train.steps_per_dispatch=0',)),
+    Case('steps_per_dispatch', 'negative steps per dispatch',
+         {'train.steps_per_dispatch': -1}, E,
+         ('config.train.steps_per_dispatch=-1',)),
     Case('log_every', 'log_every not a multiple of the dispatch',
          {'train.log_every': 3}, E, ('config.train.log_every=3', 'multiple')),
     Case('checkpoint_every', 'checkpoint_every not a multiple of the '
