@@ -1,7 +1,7 @@
 """Every bad input tried (config values, data files, workdirs): each is
 refused with a message naming the key or file and the bad value, before
 anything is written, and `python -m experiments.main` prints that message
-alone (no traceback) and exits non-zero. docs/errors.md tabulates `CASES`.
+alone (no traceback) and exits non-zero. BUILD.md ("Bad input and exit statuses") tabulates `CASES`.
 """
 
 import dataclasses
@@ -316,7 +316,7 @@ def test_command_line_bug_keeps_its_traceback(tmp_path):
 
 
 def errors_table() -> str:
-  """docs/errors.md's table: each case with the message it gets (temporary
+  """BUILD.md's bad-input table: each case with the message it gets (temporary
   paths shortened to DIR)."""
   import tempfile  # pylint: disable=g-import-not-at-top
   rows = ['| case | bad input | error | message |', '|---|---|---|---|']
