@@ -13,6 +13,7 @@ metrics.jsonl and results.json are left as they are.
 """
 
 import json
+import sys
 
 from absl import app
 from absl import flags
@@ -46,8 +47,16 @@ def main(argv):
     jax.config.update('jax_platforms', _PLATFORMS.value)
   overrides = {f'eval.{key}': flag.value for key, flag in _EVAL.items()
                if flag.value is not None}
-  results = evaluation.evaluate_workdir(_WORKDIR.value, _PARAMS.value,
-                                        overrides, _OUTPUT.value)
+  from rdvae import compilation  # pylint: disable=g-import-not-at-top
+  from rdvae import preemption  # pylint: disable=g-import-not-at-top
+  from rdvae import validation  # pylint: disable=g-import-not-at-top
+  compilation.setup()
+  try:
+    results = evaluation.evaluate_workdir(_WORKDIR.value, _PARAMS.value,
+                                          overrides, _OUTPUT.value)
+  except (validation.ConfigError, FileNotFoundError) as e:
+    print(f'{type(e).__name__}: {e}', file=sys.stderr, flush=True)
+    sys.exit(preemption.EXIT_USAGE)
   print(json.dumps(results, indent=2, sort_keys=True, default=str))
 
 

@@ -22,7 +22,8 @@ Rerunning the command resumes: finished points are skipped, interrupted ones
 resume from their checkpoints, failed ones (DIR/<point>/failure.json) are
 skipped unless --retry_failed. Several runners may share DIR (e.g. one per
 GPU: CUDA_VISIBLE_DEVICES=0 and 1): each point is trained by one of them.
-Exits with status 1 when some points are failed, 0 otherwise.
+Exits with status 0, 1 when some points are failed, 2 for a bad sweep, 75
+when a signal stopped a point (rdvae/preemption.py).
 """
 
 import re

@@ -28,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.path import atomicity
 
+from rdvae import distributed
 from rdvae import faults
 
 LATEST_DIR = 'checkpoints'
@@ -141,16 +142,20 @@ def restore_latest_good(manager: ocp.CheckpointManager, template: Any
       # Orbax and tensorstore raise many types for damaged files.
       path = os.path.join(str(manager.directory), str(step))
       tried.append(f'{path} ({type(e).__name__}: {str(e)[:200]})')
-      os.replace(path, f'{path}.corrupt')
+      # Across processes the workdir is shared: process 0 moves the
+      # checkpoint aside while the others wait, then all of them reload.
+      if distributed.is_primary():
+        os.replace(path, f'{path}.corrupt')
+        logging.warning('checkpoint %s cannot be restored (%s: %s); moved to '
+                        '%s.corrupt, trying the previous one', path,
+                        type(e).__name__, str(e)[:200], path)
+        print(f'WARNING: checkpoint {path} cannot be restored; moved it to '
+              f'{path}.corrupt and falling back to the previous one',
+              flush=True)
+      distributed.barrier(f'checkpoint-{step}-set-aside')
       manager.reload()
-      logging.warning('checkpoint %s cannot be restored (%s: %s); moved to '
-                      '%s.corrupt, trying the previous one', path,
-                      type(e).__name__, str(e)[:200], path)
-      print(f'WARNING: checkpoint {path} cannot be restored; moved it to '
-            f'{path}.corrupt and falling back to the previous one',
-            flush=True)
       continue
-    if tried:
+    if tried and distributed.is_primary():
       print(f'resuming from the checkpoint of step {step} in '
             f'{manager.directory}', flush=True)
     return state

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import jax
 from jax.experimental import multihost_utils
+import numpy as np
 
 COORDINATOR_ENV = 'JAX_COORDINATOR_ADDRESS'
 NUM_PROCESSES_ENV = 'JAX_NUM_PROCESSES'
@@ -97,6 +98,15 @@ def initialize(coordinator_address: Optional[str] = None,
 def is_primary() -> bool:
   """True on the one process that writes the run's files (process 0)."""
   return jax.process_index() == 0
+
+
+def any_process(flag: bool) -> bool:
+  """True when `flag` is True on any process (every process gets the same
+  answer; e.g. a stop signal that reached only some of them)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  flags = multihost_utils.process_allgather(np.asarray(flag, np.int32))
+  return bool(np.max(flags))
 
 
 def barrier(name: str) -> None:

@@ -39,10 +39,14 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class Preempted(Exception):
   """The run stopped on a signal after checkpointing `step`."""
 
-  def __init__(self, signum: int, step: int, workdir: str):
+  def __init__(self, signum: Optional[int], step: int, workdir: str):
+    # signum is None on a process that stopped because another one was
+    # signalled (runs across processes stop together).
     self.signum, self.step, self.workdir = signum, step, workdir
+    cause = (signal.Signals(signum).name if signum is not None
+             else "another process's signal")
     super().__init__(
-        f'stopped by {signal.Signals(signum).name} at step {step} after '
+        f'stopped by {cause} at step {step} after '
         f'saving a checkpoint in {workdir!r}; run the same command again to '
         'resume')
 

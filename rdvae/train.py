@@ -83,7 +83,7 @@ class Run:
   num_steps: int
   schedule: Any
   train_loop: Any
-  tail_loop: Any
+  short_loop: Any  # length -> a loop of that many steps (compiled once each)
   eval_loop: Any
   final_eval_loop: Any
   sample_fn: Any
@@ -174,7 +174,7 @@ class _Programs:
   mesh: Any
   optimizer: Any
   train_loop: Any
-  tail_loop: Any
+  short_loop: Any
   eval_loop: Any
   final_eval_loop: Any
   sample_fn: Any
@@ -208,7 +208,10 @@ def _programs(spec: _ProgramSpec) -> _Programs:
   return _Programs(
       mesh=mesh, optimizer=optimizer,
       train_loop=loop(spec.steps_per_dispatch),
-      tail_loop=loop(spec.num_steps % spec.steps_per_dispatch or 1),
+      # The last dispatch, and the first after a resume at a step that is
+      # not a multiple of steps_per_dispatch (e.g. a run preempted on another
+      # backend, whose choice differed), run fewer steps.
+      short_loop=functools.cache(loop),
       eval_loop=eval_loop(steps.make_eval_step(spec.model, 0, axis)),
       final_eval_loop=eval_loop(
           steps.make_eval_step(spec.model, spec.iwae_samples, axis)),
@@ -265,7 +268,7 @@ def create_run(config: ml_collections.ConfigDict,
       schedule=optim.make_learning_rate_schedule(
           config.optim.learning_rate, num_steps, config.optim.hold_fraction,
           config.optim.final_fraction),
-      train_loop=programs.train_loop, tail_loop=programs.tail_loop,
+      train_loop=programs.train_loop, short_loop=programs.short_loop,
       eval_loop=programs.eval_loop,
       final_eval_loop=programs.final_eval_loop,
       sample_fn=programs.sample_fn, init_state=init_state,
@@ -308,7 +311,7 @@ class _NonFinite:
       if flag and (self.mode == 'stop' or self.consecutive >= self.limit):
         self._stop(first + i, steps.names_of_flags(flag))
     skipped = int(np.count_nonzero(flags))
-    if skipped:
+    if skipped and distributed.is_primary():
       print(f'skipped {skipped} non-finite update(s) in steps {first}..'
             f'{end_step}', flush=True)
     return skipped
@@ -328,11 +331,14 @@ def _dispatch(run: Run, state, train_data, step: int, speed: '_Speed'):
   """One call of the compiled loop from `step`: (state, step metrics
   averaged over the good steps, nonfinite flags [S], the new step)."""
   c = run.config.train
-  full = step + c.steps_per_dispatch <= run.num_steps
-  length = c.steps_per_dispatch if full else run.num_steps - step
+  # Up to the next multiple of steps_per_dispatch (where logs, evaluations
+  # and checkpoints fall), or to the end.
+  length = min(c.steps_per_dispatch - step % c.steps_per_dispatch,
+               run.num_steps - step)
+  loop = (run.train_loop if length == c.steps_per_dispatch
+          else run.short_loop(length))
   tic = time.perf_counter()
-  state, metrics = (run.train_loop if full else run.tail_loop)(
-      state, train_data)
+  state, metrics = loop(state, train_data)
   metrics = parallel.get_replicated(metrics, run.mode)  # waits for the steps
   speed.add(length, time.perf_counter() - tic)
   flags = np.asarray(metrics.pop('nonfinite'))
@@ -410,7 +416,9 @@ def _train_loop(run: Run, state, train_data, step: int, writer, managers,
                                     for k, v in metrics.items()})
         if distributed.is_primary():
           _progress(step, run.num_steps, metrics, speed, c.batch_size)
-      if watch.received is not None:
+      # Every process stops at the same step, or none does (a save is
+      # collective).
+      if distributed.any_process(watch.received is not None):
         checkpointing.save(manager, step, parallel.get_replicated(state,
                                                                   run.mode))
         writer.close()
@@ -456,7 +464,8 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
     return writers.read_json(done)
   counter = compilation.Counter()
   run = create_run(config, dataset)
-  print(backends.describe(run.backend), flush=True)
+  if distributed.is_primary():
+    print(backends.describe(run.backend), flush=True)
   c = run.config.train
   manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
   best = checkpointing.create_manager(workdir, 1, best_metric='elbo')

@@ -5,6 +5,7 @@ Step level on the tiny model (exact: a skipped step leaves every array of the
 state as it was but the step count), end to end on configs/mnist.py:smoke.
 """
 
+import functools
 import math
 import os
 
@@ -131,6 +132,12 @@ def _poison_step(monkeypatch, config, step):
     return jnp.where(hit, jnp.nan, x)
 
   monkeypatch.setattr(data, 'gather_batch', poisoned_gather)
+  # train.create_run shares compiled loops between runs of one architecture
+  # in a process: the poisoned gather must not reach, or come from, them.
+  train._programs.cache_clear()  # pylint: disable=protected-access
+  monkeypatch.setattr(train, '_programs',
+                      functools.lru_cache(maxsize=16)(
+                          train._programs.__wrapped__))  # pylint: disable=protected-access
 
 
 def _checkpoints_finite_and_restorable(workdir):
