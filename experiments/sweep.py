@@ -16,6 +16,9 @@ any runs.
   --nowait                exit when the only points left are held by other
                           runners, instead of waiting to take over any whose
                           runner dies
+  --population=auto|on|off  train points that share a program as one
+                          vmapped population (auto: where it pays, the toy;
+                          see rdvae/sweep.py)
   --jax_platforms, --cpu_devices  as in experiments.main
 
 Rerunning the command resumes: finished points are skipped, interrupted ones
@@ -54,6 +57,10 @@ _WAIT = flags.DEFINE_bool(
     'whose runner dies) before exiting.')
 _POLL_SECONDS = flags.DEFINE_float(
     'poll_seconds', 10.0, 'How often a waiting runner looks again.')
+_POPULATION = flags.DEFINE_enum(
+    'population', 'auto', ['auto', 'on', 'off'],
+    'Train points that share a program as one population (auto: where it '
+    'pays).')
 _PLATFORMS = flags.DEFINE_string(
     'jax_platforms', None, 'JAX backends to use, e.g. "cpu".')
 _CPU_DEVICES = flags.DEFINE_integer(
@@ -92,14 +99,20 @@ def main(argv):
   try:
     if _DRY_RUN.value:
       points = sweep.expand(_SWEEP.value, overrides)
+      keys = [sweep.population_key(p, _POPULATION.value) for p in points]
       sweep.check_workdir(_WORKDIR.value, points)
       for row in sweep.summarise(_WORKDIR.value, points):
         print(f'{row["status"]:8} {row["name"]}')
-      print(f'{len(points)} points, every config valid', flush=True)
+      groups = len({k for k in keys if k is not None})
+      alone = sum(k is None for k in keys)
+      print(f'{len(points)} points, every config valid; '
+            f'{groups} population(s), {alone} point(s) alone '
+            f'(--population={_POPULATION.value})', flush=True)
       return 0
     rows = sweep.run(_SWEEP.value, _WORKDIR.value, overrides=overrides,
                      retry_failed=_RETRY_FAILED.value, wait=_WAIT.value,
-                     poll_seconds=_POLL_SECONDS.value)
+                     poll_seconds=_POLL_SECONDS.value,
+                     population=_POPULATION.value)
   except validation.ConfigError as e:  # a bad sweep: the message says it all
     print(f'FATAL: {e}', file=sys.stderr, flush=True)
     return preemption.EXIT_USAGE

@@ -8,7 +8,8 @@ A sweep file (configs/sweeps/NAME.py) defines
                 products and zips of axes are plain Python.
 
 `run(sweep, workdir)` trains every point through `rdvae.train_and_eval` in
-`workdir/<point name>/` (in this process, one point after another), so each
+`workdir/<point name>/` (in this process, one point after another, or as a
+population, below), so each
 point directory is a complete single run (config.json, metrics.jsonl,
 checkpoints, images, results.json) plus `sweep_point.json` {'name',
 'overrides'}. `workdir/summary.csv` has one row per point: its name, every
@@ -41,10 +42,25 @@ and the others go on; `retry_failed` retries the points that had failed when
 the runner started (once each). With `wait`, a runner that finds no free
 point waits for the points other runners hold, and takes over any whose
 owner dies, so the sweep ends complete while one runner survives.
+
+Populations. Points whose programs differ only in numbers the training step
+takes as arrays (seed, beta, target rates, multiplier settings) can train as
+one population: their states stacked on a leading axis, one `jax.vmap`'d
+program for all of them, each point still in its own directory with its own
+files, ending bitwise equal to its run alone. `population` = 'auto' (the
+default) does so where it pays: the toy, whose steps are tiny and whose
+population of 60 target rates trains many times faster than its points one
+after another. Image models train one point at a time ('auto' and 'off'): on
+XLA:CPU a vmapped convolution step runs 4-5x slower than its members one
+after another (grouped convolutions, benchmarks/train_throughput.py
+--population), and population training of image models is not built, so
+'on' refuses them. A population that fails trains its points again one at a
+time, so one bad point is recorded alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -74,6 +90,7 @@ FAILURE_FILE = 'failure.json'
 SUMMARY_FILE = 'summary.csv'
 SWEEP_FILE = 'sweep.json'
 STATUSES = ('done', 'failed', 'running', 'pending')
+POPULATION_MODES = ('auto', 'on', 'off')
 RESULT_KEYS = ('rate', 'distortion', 'elbo', 'iwae')
 MAX_NAME_LENGTH = 200
 
@@ -376,12 +393,62 @@ def run_point(point: Point, directory: str) -> Optional[dict[str, Any]]:
   return results
 
 
+def population_key(point: Point, mode: str) -> Optional[str]:
+  """The key of the population `point` trains in (points with equal keys
+  train together), or None when it trains alone; `mode` is one of
+  POPULATION_MODES (see the module doc).
+
+  Raises:
+    SweepError for an unknown mode, or 'on' with an image model.
+  """
+  if mode not in POPULATION_MODES:
+    raise SweepError(f'population={mode!r}; expected one of '
+                     f'{POPULATION_MODES}')
+  if mode == 'off':
+    return None
+  if validation.get(point.config, 'dataset.name') == 'toy':
+    from rdvae import toy  # pylint: disable=g-import-not-at-top
+    return toy.population_key(point.config)
+  if mode == 'on':
+    raise SweepError(
+        f'sweep point {point.name!r}: population training is built for the '
+        'toy only; image models train one point at a time (population=auto '
+        'or off)')
+  return None
+
+
+def run_population(points: Sequence[Point], directories: Sequence[str]
+                   ) -> None:
+  """Trains toy points as one population (the caller holds every claim);
+  if that raises, trains them again one at a time (`run_point`), so each
+  point's own success or failure is what gets recorded."""
+  from rdvae import toy  # pylint: disable=g-import-not-at-top
+  for point, directory in zip(points, directories):
+    claims.write_json_atomic(os.path.join(directory, POINT_FILE), {
+        'name': point.name, 'overrides': point.overrides})
+  tic = time.time()
+  try:
+    outputs = toy.fit_population([p.config for p in points], directories)
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'[sweep] population of {len(points)} points: {type(e).__name__}: '
+          f'{e}; training them one at a time', flush=True)
+    for point, directory in zip(points, directories):
+      run_point(point, directory)
+    return
+  print(f'[sweep] population of {len(points)} points: done in '
+        f'{time.time() - tic:.1f} s', flush=True)
+  for point, (results, _) in zip(points, outputs):
+    figures = ' '.join(f'{k} {results[k]:.4g}' for k in RESULT_KEYS
+                       if isinstance(results.get(k), (int, float)))
+    print(f'[sweep] {point.name}: done: {figures}', flush=True)
+
+
 def run(sweep: Union[str, types.ModuleType], workdir: str,
         overrides: Optional[Mapping[str, Any]] = None,
         retry_failed: bool = False, wait: bool = True,
         poll_seconds: float = 10.0,
-        heartbeat_seconds: float = claims.HEARTBEAT_SECONDS
-        ) -> list[dict[str, Any]]:
+        heartbeat_seconds: float = claims.HEARTBEAT_SECONDS,
+        population: str = 'auto') -> list[dict[str, Any]]:
   """Runs every point of `sweep` in `workdir` (restartable, shareable).
 
   Args:
@@ -393,11 +460,14 @@ def run(sweep: Union[str, types.ModuleType], workdir: str,
     wait: when the only points left are held by other runners, wait for
       them (polling every `poll_seconds`) and take over any whose owner dies.
     heartbeat_seconds: how often a held claim's heartbeat is refreshed.
+    population: 'auto', 'on' or 'off': whether points that share a program
+      train as one population (see the module doc).
 
   Returns:
     The summary rows (as in summary.csv), after this runner's last point.
   """
   points = expand(sweep, overrides)
+  keys = {p.name: population_key(p, population) for p in points}
   check_workdir(workdir, points)
   os.makedirs(workdir, exist_ok=True)
   claims.write_json_atomic(os.path.join(workdir, SWEEP_FILE), {
@@ -423,21 +493,35 @@ def run(sweep: Union[str, types.ModuleType], workdir: str,
   while True:
     held_elsewhere = False
     for point in points:
-      directory = os.path.join(workdir, point.name)
-      if not runnable(directory, point.name):
+      if not runnable(os.path.join(workdir, point.name), point.name):
         continue
-      claim = claims.try_claim(directory, heartbeat_seconds)
-      if claim is None:
-        held_elsewhere = True
-        continue
-      with claim:
-        if not runnable(directory, point.name):
+      group = [point] if keys[point.name] is None else [
+          p for p in points if keys[p.name] == keys[point.name]]
+      with contextlib.ExitStack() as held:
+        members = []
+        for member in group:
+          directory = os.path.join(workdir, member.name)
+          if not runnable(directory, member.name):
+            continue
+          claim = claims.try_claim(directory, heartbeat_seconds)
+          if claim is None:
+            held_elsewhere = True
+            continue
+          held.enter_context(claim)
+          if not runnable(directory, member.name):
+            continue
+          if _failure_token(directory) is not None:
+            os.remove(os.path.join(directory, FAILURE_FILE))
+          retry.pop(member.name, None)
+          members.append(member)
+        if not members:
           continue
-        if _failure_token(directory) is not None:
-          os.remove(os.path.join(directory, FAILURE_FILE))
-        retry.pop(point.name, None)
         write_summary(workdir, points)
-        run_point(point, directory)
+        directories = [os.path.join(workdir, m.name) for m in members]
+        if len(members) == 1:
+          run_point(members[0], directories[0])
+        else:
+          run_population(members, directories)
       write_summary(workdir, points)
     if not (held_elsewhere and wait):
       break

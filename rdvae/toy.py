@@ -27,6 +27,7 @@ e(z) = sum_x p*(x) e(z|x) summed over its states.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from typing import NamedTuple, Sequence
@@ -339,22 +340,43 @@ def init_state(model: ToyModel, options: TrainOptions,
 
 @functools.partial(jax.jit,
                    static_argnames=('model', 'objective', 'options', 'length'))
-def train_steps(state: TrainState, p_data: jax.Array, *, model: ToyModel,
+def train_steps(states: TrainState, p_data: jax.Array, *, model: ToyModel,
                 objective: objectives.Objective, options: TrainOptions,
                 length: int) -> tuple[TrainState, dict[str, jax.Array]]:
-  """Runs `length` training steps under one `lax.scan`.
+  """Runs `length` training steps of a population under one `lax.scan`.
 
-  Each step minimises `objectives.loss_fn` of the exact per-x terms
+  `states` carry a leading population axis (`stack`; a run alone is a
+  population of one), and `jax.vmap` trains the members side by side. Each
+  step minimises `objectives.loss_fn` of the exact per-x terms
   (`exact.terms`) weighted by p*(x) [X], then updates the objective state
   (the multiplier of a constrained objective follows its constraint). The
-  objective's numbers are arrays in `state.objective_state`, so runs that
-  differ only in them (e.g. a sweep of target rates) reuse one compiled
-  program, and `jax.vmap` of this function over stacked states trains them
-  as one population.
+  objective's numbers are arrays in the state, so runs that differ only in
+  them (e.g. a sweep of target rates) share one compiled program. A member
+  ends bitwise equal whatever the population around it (XLA computes each
+  member the same way; tests/test_toy.py), so a sweep's points equal their
+  runs alone.
 
   Returns:
-    (state, aux) with aux the last step's batch means (rate, distortion, ...).
+    (states, aux) with aux the last step's means (rate, distortion, ...),
+    each with the population axis.
   """
+  def member(state):
+    return _member_steps(state, p_data, model, objective, options, length)
+  return jax.vmap(member)(states)
+
+
+def stack(states: Sequence[TrainState]) -> TrainState:
+  """The population of `states`: their leaves stacked on a leading axis."""
+  return jax.tree.map(lambda *a: jnp.stack(a), *states)
+
+
+def unstack(states: TrainState) -> list[TrainState]:
+  """The members of a population, in order (`stack`'s inverse)."""
+  size = len(states.step)
+  return [jax.tree.map(lambda a, i=i: a[i], states) for i in range(size)]
+
+
+def _member_steps(state, p_data, model, objective, options, length):
   optimizer = adam_optimizer(options)
 
   def loss(params, objective_state, step):
@@ -464,6 +486,86 @@ def fit(config: ml_collections.ConfigDict,
     latent_alignment, cluster_mass_*, the generative bounds E and G and the
     bound gaps) plus `step`; and the trained model's float64 tables.
   """
+  run = _start(config, workdir)
+  [state] = _train_loop(run, [run.state], [workdir])
+  return _finish(run._replace(state=state), workdir)
+
+
+def population_key(config: ml_collections.ConfigDict) -> str:
+  """What must be equal for two toy configs to train as one population:
+  the config without the seed and the objective's numbers (which the step
+  takes as arrays, `objectives.Hyperparameters`)."""
+  flat = dict(_flatten(writers.config_to_dict(config)))
+  flat.pop('seed', None)
+  for field in objectives.Hyperparameters._fields:
+    flat.pop(f'objective.{field}', None)
+  return repr(sorted(flat.items()))
+
+
+def fit_population(configs: Sequence[ml_collections.ConfigDict],
+                   workdirs: Sequence[str]
+                   ) -> list[tuple[dict[str, float], Tables]]:
+  """Trains several toy runs as one population, each as `fit` would.
+
+  The runs must share `population_key` (they may differ in seed and in the
+  objective's numbers: targets, betas, multiplier settings). Their states
+  are stacked on a leading population axis and `train_steps` trains them
+  all per dispatch; every member keeps its own
+  workdir (config.json, metrics.jsonl, checkpoint, results.json, figure),
+  resumes from its own checkpoint, and ends bitwise equal to its run alone
+  (a population of one; tests/test_toy.py). Members restored at different steps
+  train in one population per step.
+
+  Returns:
+    `fit`'s (results, tables) for each member, in order; results gain
+    'population_size', the number of members trained together.
+  """
+  if len(configs) != len(workdirs) or not configs:
+    raise ValueError(f'{len(configs)} configs and {len(workdirs)} workdirs: '
+                     'expected one (or more) workdir per config')
+  keys = [population_key(c) for c in configs]
+  for config, workdir, key in zip(configs, workdirs, keys):
+    if key != keys[0]:
+      raise ValueError(f'the toy run in {workdir!r} differs from the one in '
+                       f'{workdirs[0]!r} in more than the seed and the '
+                       "objective's numbers; it cannot share their program")
+  runs = [_start(c, w) for c, w in zip(configs, workdirs)]
+  by_step: dict[int, list[int]] = {}
+  for index, run in enumerate(runs):
+    by_step.setdefault(int(run.state.step), []).append(index)
+  for members in by_step.values():
+    states = _train_loop(runs[members[0]], [runs[i].state for i in members],
+                         [workdirs[i] for i in members])
+    for i, state in zip(members, states):
+      runs[i] = runs[i]._replace(state=state)
+  outputs = []
+  for run, workdir in zip(runs, workdirs):
+    outputs.append(_finish(run, workdir, population_size=len(runs)))
+  return outputs
+
+
+def _flatten(tree, prefix: str = ''):
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from _flatten(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value
+
+
+class _Run(NamedTuple):
+  """A toy run between its start (restored state) and its finish."""
+
+  config: ml_collections.ConfigDict
+  spec: DataSpec
+  model: ToyModel
+  objective: objectives.Objective
+  options: TrainOptions
+  state: TrainState
+  manager: object
+
+
+def _start(config, workdir) -> _Run:
+  """Validates, prepares `workdir` and restores (or creates) the state."""
   spec = validate(config)
   writers.prepare_workdir(workdir, config)
   model = create_model(config, spec)
@@ -474,39 +576,55 @@ def fit(config: ml_collections.ConfigDict,
   manager = checkpointing.create_manager(workdir)
   if checkpointing.latest_step(manager) is not None:
     state = checkpointing.restore(manager, state)
-  state = _train_loop(config, spec, model, objective, options, state,
-                      workdir, manager)
-  tables = model_tables(model, state.params)
-  results = evaluate(spec, tables)
-  results['step'] = int(state.step)
+  return _Run(config, spec, model, objective, options, state, manager)
+
+
+def _finish(run: _Run, workdir: str, population_size: int = 0
+            ) -> tuple[dict[str, float], Tables]:
+  """Checkpoints the trained state, measures it, writes results and figure."""
+  step = int(run.state.step)
+  if checkpointing.latest_step(run.manager) != step:
+    checkpointing.save(run.manager, step, run.state)
+  tables = model_tables(run.model, run.state.params)
+  results = evaluate(run.spec, tables)
+  results['step'] = step
+  if population_size:
+    results['population_size'] = population_size
   writers.write_results(workdir, results)
-  _write_figure(config, spec, tables, os.path.join(workdir, FIGURE_FILE))
+  _write_figure(run.config, run.spec, tables,
+                os.path.join(workdir, FIGURE_FILE))
   return results, tables
 
 
-def _train_loop(config, spec, model, objective, options, state, workdir,
-                manager) -> TrainState:
-  """Dispatches `steps_per_dispatch` steps at a time, logging and saving."""
-  t = config.train
-  p_data = jnp.asarray(spec.p_data, jnp.float32)
-  step = int(state.step)
-  with writers.MetricWriter(workdir, start_step=step) as writer:
+def _train_loop(run: _Run, states: Sequence[TrainState],
+                workdirs: Sequence[str]) -> list[TrainState]:
+  """Trains `states` (all at one step) as one population, dispatching
+  `steps_per_dispatch` steps at a time and logging to each member's
+  workdir."""
+  t = run.config.train
+  p_data = jnp.asarray(run.spec.p_data, jnp.float32)
+  step = int(states[0].step)
+  population = stack(states)
+  with contextlib.ExitStack() as stack_:
+    metric_writers = [
+        stack_.enter_context(writers.MetricWriter(w, start_step=step))
+        for w in workdirs]
     while step < t.num_steps:
       length = min(t.steps_per_dispatch, t.num_steps - step,
                    t.log_every - step % t.log_every)
-      state, aux = train_steps(state, p_data, model=model,
-                               objective=objective, options=options,
-                               length=length)
-      step = int(state.step)
+      population, aux = train_steps(population, p_data, model=run.model,
+                                    objective=run.objective,
+                                    options=run.options, length=length)
+      step += length
       if step % t.log_every == 0 or step == t.num_steps:
-        scalars = {f'train/{k}': float(v) for k, v in aux.items()}
-        if not all(np.isfinite(list(scalars.values()))):
-          raise FloatingPointError(f'non-finite metrics at step {step}: '
-                                   f'{scalars}')
-        writer.write_scalars(step, scalars)
-  if checkpointing.latest_step(manager) != step:
-    checkpointing.save(manager, step, state)
-  return state
+        aux = jax.device_get(aux)
+        for i, (workdir, writer) in enumerate(zip(workdirs, metric_writers)):
+          scalars = {f'train/{k}': float(v[i]) for k, v in aux.items()}
+          if not all(np.isfinite(list(scalars.values()))):
+            raise FloatingPointError(
+                f'non-finite metrics at step {step} in {workdir}: {scalars}')
+          writer.write_scalars(step, scalars)
+  return unstack(population)
 
 
 def figure_column(title: str, spec: DataSpec,

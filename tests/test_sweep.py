@@ -266,10 +266,21 @@ def test_stale_claims(tmp_path):
 # --------------------------------------------------- restarts (in-process)
 
 
-def test_failed_point_is_recorded_once_and_retried(tmp_path, monkeypatch):
+@pytest.mark.parametrize('population', ['off', 'on'])
+def test_failed_point_is_recorded_once_and_retried(tmp_path, monkeypatch,
+                                                   population):
+  """With population 'on' the population fails first (on purpose), and its
+  points train again one at a time: the same records as 'off'."""
   from rdvae import toy  # pylint: disable=g-import-not-at-top
   calls = collections.Counter()
   real = toy.train_and_eval
+  populations = []
+
+  def population_fails(configs, workdirs):
+    populations.append(len(configs))
+    raise RuntimeError('the population fails on purpose')
+
+  monkeypatch.setattr(toy, 'fit_population', population_fails)
 
   def fails_for_seed_1(config, workdir):
     calls[config.seed] += 1
@@ -280,9 +291,10 @@ def test_failed_point_is_recorded_once_and_retried(tmp_path, monkeypatch):
   monkeypatch.setattr(toy, 'train_and_eval', fails_for_seed_1)
   module = _module(_toy, [{'seed': s} for s in range(3)])
   workdir = str(tmp_path / 'sweep')
-  rows = sweep.run(module, workdir)
+  rows = sweep.run(module, workdir, population=population)
   assert [r['status'] for r in rows] == ['done', 'failed', 'done']
   assert calls == {0: 1, 1: 1, 2: 1}
+  assert populations == ([3] if population == 'on' else [])
   failure = writers.read_json(os.path.join(workdir, 'seed=1', 'failure.json'))
   assert failure['type'] == 'RuntimeError'
   assert failure['message'] == 'fails on purpose'
@@ -304,24 +316,70 @@ def test_failed_point_is_recorded_once_and_retried(tmp_path, monkeypatch):
                                            claims.CLAIM_FILE))
 
   # Rerun: nothing runs again, the failure stays as it was.
-  sweep.run(module, workdir)
+  sweep.run(module, workdir, population=population)
   assert calls == {0: 1, 1: 1, 2: 1}
   assert writers.read_json(
       os.path.join(workdir, 'seed=1', 'failure.json')) == failure
 
   # retry_failed: the failed point runs once more (and fails again, once).
-  rows = sweep.run(module, workdir, retry_failed=True)
+  rows = sweep.run(module, workdir, retry_failed=True, population=population)
   assert calls == {0: 1, 1: 2, 2: 1}
+  assert populations == ([3] if population == 'on' else [])  # one left
   assert writers.read_json(os.path.join(workdir, 'seed=1', 'failure.json')
                            )['token'] != failure['token']
 
   # Fixed, retried: done; the others untouched.
   monkeypatch.setattr(toy, 'train_and_eval', real)
-  rows = sweep.run(module, workdir, retry_failed=True)
+  rows = sweep.run(module, workdir, retry_failed=True, population=population)
   assert [r['status'] for r in rows] == ['done'] * 3
   assert not os.path.exists(os.path.join(workdir, 'seed=1', 'failure.json'))
   assert [r['step'] for r in writers.read_metrics(
       os.path.join(workdir, 'seed=1'))] == [10, 20, 30, 40]
+
+
+def test_population_points_equal_their_runs_alone(tmp_path):
+  """Toy points differing in target rate and seed train as one population
+  (population='auto'); each ends bitwise equal to the same point trained
+  alone (population='off'): results, metrics and parameters."""
+  def base():
+    config = _toy(num_steps=40)
+    config.objective.kind = 'target_rate'
+    return config
+  points = [{'objective.rate': r, 'seed': s}
+            for r, s in ((0.2, 0), (0.5, 1), (1.0, 2))]
+  module = _module(base, points)
+  together = str(tmp_path / 'together')
+  alone = str(tmp_path / 'alone')
+  rows = sweep.run(module, together)
+  assert [r['status'] for r in rows] == ['done'] * 3
+  sweep.run(module, alone, population='off')
+  for row in rows:
+    a = writers.read_json(os.path.join(alone, row['name'], 'results.json'))
+    b = writers.read_json(os.path.join(together, row['name'],
+                                       'results.json'))
+    assert 'population_size' not in a and b.pop('population_size') == 3
+    assert a == b
+    assert float(row['rate']) == a['rate']
+    assert (writers.read_metrics(os.path.join(alone, row['name'])) ==
+            writers.read_metrics(os.path.join(together, row['name'])))
+  # Each member trained with its own numbers.
+  rates = [float(r['rate']) for r in rows]
+  assert len(set(rates)) == 3
+
+
+def test_population_on_refuses_image_models():
+  from configs import mnist  # pylint: disable=g-import-not-at-top
+  module = _module(lambda: mnist.get_config('smoke'),
+                   [{'objective.beta': 0.5}, {'objective.beta': 2.0}])
+  points = sweep.expand(module)
+  assert sweep.population_key(points[0], 'auto') is None
+  assert sweep.population_key(points[0], 'off') is None
+  with pytest.raises(sweep.SweepError,
+                     match=r"'beta=0.5': population training is built for "
+                     'the toy only'):
+    sweep.population_key(points[0], 'on')
+  with pytest.raises(sweep.SweepError, match=r"population='sometimes'"):
+    sweep.population_key(points[0], 'sometimes')
 
 
 def test_workdir_with_another_config_is_refused_before_any_work(tmp_path):
@@ -384,7 +442,7 @@ def _runner(path, workdir, log):
   return subprocess.Popen(
       [sys.executable, '-m', 'experiments.sweep', f'--sweep={path}',
        f'--workdir={workdir}', '--jax_platforms=cpu', '--poll_seconds=0.2',
-       '--config.train.num_steps=2000'],
+       '--config.train.num_steps=2000', '--population=off'],
       cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
 
