@@ -224,11 +224,6 @@ class PopulationTest(absltest.TestCase):
     self.assertNotAlmostEqual(float(aux['multiplier'][0]),
                               float(aux['multiplier'][1]), places=3)
 
-
-def _tempdir_method(self):
-  return self.enter_context(tempfile.TemporaryDirectory())
-
-
   def test_fit_population_equals_fit_and_resumes_by_step(self):
     """Members of a population end bitwise equal to their runs alone, each
     with its own files; a member restored at another step (trained, killed
@@ -239,26 +234,33 @@ def _tempdir_method(self):
       c.train.log_every = 30
       c.objective.kind, c.objective.rate, c.seed = kind, sigma, seed
       return c
-    configs = [config(0.3, 0), config(0.6, 1), config(1.2, 0)]
+    # Six members: member 1 restored at its last step only finishes; the
+    # other five train as populations of MAX_POPULATION (4) and 1.
+    configs = [config(0.3, 0), config(0.6, 1), config(1.2, 5),
+               config(0.1, 2), config(0.9, 3), config(1.5, 4)]
     root = tempfile.mkdtemp()
     alone = [toy.fit(c, os.path.join(root, f'alone{i}'))[0]
              for i, c in enumerate(configs)]
-    together = [os.path.join(root, f'pop{i}') for i in range(3)]
+    together = [os.path.join(root, f'pop{i}') for i in range(len(configs))]
     toy.fit(configs[1], together[1])
     os.remove(os.path.join(together[1], writers.RESULTS_FILE))
     outputs = toy.fit_population(configs, together)
     for i, (a, (b, _)) in enumerate(zip(alone, outputs)):
-      self.assertEqual(b.pop('population_size'), 3)
+      self.assertEqual(b.pop('population_size'), (4, 1, 4, 4, 4, 1)[i])
       self.assertEqual(a, b)
       self.assertEqual(
           writers.read_metrics(os.path.join(root, f'alone{i}')),
           writers.read_metrics(together[i]))
       self.assertEqual(writers.read_json(
           os.path.join(together[i], writers.RESULTS_FILE))['rate'], a['rate'])
-    self.assertLess(alone[0]['rate'], alone[1]['rate'])
+    self.assertLen({a['rate'] for a in alone}, len(configs))
     with self.assertRaisesRegex(ValueError, 'cannot share their program'):
       toy.fit_population([configs[0], config(0.3, 0, 'rate_constraint')],
                          [os.path.join(root, 'x'), os.path.join(root, 'y')])
+
+
+def _tempdir_method(self):
+  return self.enter_context(tempfile.TemporaryDirectory())
 
 
 class ConfigTest(parameterized.TestCase):
