@@ -1,16 +1,30 @@
-r"""Training throughput of the paper's twelve families at the paper's sizes.
+r"""Training throughput of the paper's twelve families at the paper's sizes,
+and where each stands against XLA's own convolution rate.
 
   python benchmarks/family_throughput.py                     # all twelve
   python benchmarks/family_throughput.py --families=---,-+- --dispatches=3
+  python benchmarks/family_throughput.py --compilation_cache=DIR   # twice:
+      # the first run compiles cold into DIR, the second reads it back warm
 
 For each family (encoder, decoder, marginal) in {-,+} x {-,+} x {-,+,v}:
 builds the run exactly as `train.train_and_eval` does (`train.create_run` on
 configs/mnist.py with the family, batch 64, static binarized MNIST, the
 trainer's own `parallel.make_train_loop` of `train.steps_per_dispatch` Adam
 steps per call), then times `--dispatches` calls after one warm-up call.
-Prints the parameter count, the time of the first call (compiling the loop
-plus its steps; excluded from the rate) and training images/s. Run it on a quiet
-machine: the load average is printed with the figures.
+Prints per family:
+- the parameter count;
+- the first call's time (tracing, compiling or reading the persistent cache,
+  and one dispatch) with the cache hits and misses;
+- training images/s;
+- FLOP per training image, from XLA's cost analysis of the compiled loop
+  (every op of a forward+backward step and the Adam update, divided by the
+  loop's steps x batch), and the GFLOP/s that rate achieves;
+- the ratio of that to a convolution probe timed in the same process just
+  before: a lone 'SAME' 5x5 convolution, 14x14, 64 -> 64 channels at batch
+  64, forward+backward (the simple family's middle layer), its FLOP counted
+  by the same cost analysis: the rate XLA:CPU reaches on a convolution with
+  nothing around it.
+Run it on a quiet machine: the load average is printed with the figures.
 """
 
 from __future__ import annotations
@@ -34,16 +48,56 @@ _BATCH = flags.DEFINE_integer('batch_size', 64, 'Training batch size.')
 _DISPATCHES = flags.DEFINE_integer(
     'dispatches', 2, 'Timed calls of the training loop (each runs '
     'train.steps_per_dispatch steps).')
+_CACHE = flags.DEFINE_string(
+    'compilation_cache', 'off', 'Persistent compilation cache directory '
+    "('off': every program compiles cold).")
+
+# The convolution probe: batch, height/width, channels in/out, kernel.
+PROBE = (64, 14, 64, 64, 5)
+
+
+def conv_probe_gflops(repeats: int = 5) -> float:
+  """GFLOP/s of a lone 'SAME' convolution forward+backward (PROBE), FLOP
+  counted by XLA's cost analysis."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  batch, size, cin, cout, k = PROBE
+  x = jnp.ones((batch, size, size, cin), jnp.float32)
+  w = jnp.full((k, k, cin, cout), 0.01, jnp.float32)
+
+  def loss(w, x):
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                     dimension_numbers=('NHWC', 'HWIO',
+                                                        'NHWC'))
+    return jnp.sum(y * y)
+
+  step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  jax.block_until_ready(step(w, x))
+  start = time.perf_counter()
+  for _ in range(repeats):
+    out = step(w, x)
+  jax.block_until_ready(out)
+  seconds = (time.perf_counter() - start) / repeats
+  return xla_flops(step.lower(w, x)) / seconds / 1e9
+
+
+def xla_flops(lowered) -> float:
+  """FLOP of a lowered program by XLA's cost analysis of its compiled form
+  (the same count for the probe and the families, so their ratio is fair)."""
+  cost = lowered.compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', 0.0))
 
 
 def time_family(family: str) -> dict:
   from configs import mnist  # pylint: disable=g-import-not-at-top
+  from rdvae import compilation  # pylint: disable=g-import-not-at-top
   from rdvae import parallel  # pylint: disable=g-import-not-at-top
   from rdvae import train  # pylint: disable=g-import-not-at-top
   config = mnist.get_config()
   config.model.family = family
   config.train.batch_size = _BATCH.value
   train.validate(config)
+  counter = compilation.Counter()
   run = train.create_run(config)
   state = parallel.put_replicated(run.init_state, run.mesh, run.mode)
   data = parallel.put_replicated(run.dataset.train, run.mesh, run.mode)
@@ -51,18 +105,25 @@ def time_family(family: str) -> dict:
   state, metrics = run.train_loop(state, data)
   jax.block_until_ready(metrics)
   first_s = time.perf_counter() - start
+  compiled = counter.report()
+  steps_per_call = run.config.train.steps_per_dispatch
+  flop_per_image = xla_flops(run.train_loop.lower(state, data)) / (
+      steps_per_call * _BATCH.value)
   start = time.perf_counter()
   for _ in range(_DISPATCHES.value):
     state, metrics = run.train_loop(state, data)
   jax.block_until_ready(metrics)
   seconds = time.perf_counter() - start
-  images = (_DISPATCHES.value * run.config.train.steps_per_dispatch
-            * _BATCH.value)
+  images = _DISPATCHES.value * steps_per_call * _BATCH.value
   return {'family': family,
           'num_parameters': sum(int(np.size(p)) for p in
                                 jax.tree.leaves(run.init_state.params)),
           'first_call_s': first_s,
+          'cache_hits': compiled['cache_hits'],
+          'cache_misses': compiled['cache_misses'],
           'images_per_second': images / seconds,
+          'flop_per_image': flop_per_image,
+          'gflops': flop_per_image * images / seconds / 1e9,
           'loss_finite': bool(np.all(np.isfinite(
               parallel.scalar_metrics(metrics, run.mode)['loss'])))}
 
@@ -70,15 +131,22 @@ def time_family(family: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  from rdvae import compilation  # pylint: disable=g-import-not-at-top
+  compilation.setup(_CACHE.value)
   print(f'devices: {jax.devices()}; load average: {os.getloadavg()}')
   print(f'batch {_BATCH.value}, {_DISPATCHES.value} timed calls after one '
-        'warm-up call')
-  print(f'{"family":>7} {"params":>10} {"first call s":>13} {"img/s":>7}',
-        flush=True)
+        f'warm-up call; compilation cache: {compilation.cache_path() or "off"}')
+  print(f'{"family":>7} {"params":>10} {"first call s":>13} {"hits/misses":>12}'
+        f' {"img/s":>7} {"GFLOP/img":>10} {"GFLOP/s":>8} {"probe":>6}'
+        f' {"ratio":>6}', flush=True)
   for family in _FAMILIES.value:
+    probe = conv_probe_gflops()
     r = time_family(family)
     print(f'{r["family"]:>7} {r["num_parameters"]:>10,d} '
-          f'{r["first_call_s"]:13.1f} {r["images_per_second"]:7.1f}'
+          f'{r["first_call_s"]:13.1f} '
+          f'{r["cache_hits"]:>5d}/{r["cache_misses"]:<6d} '
+          f'{r["images_per_second"]:7.1f} {r["flop_per_image"] / 1e9:10.3f} '
+          f'{r["gflops"]:8.1f} {probe:6.1f} {r["gflops"] / probe:6.2f}'
           + ('' if r['loss_finite'] else '  (loss not finite)'), flush=True)
   print(f'load average: {os.getloadavg()}')
 
