@@ -23,7 +23,8 @@ Prints per family:
   before: a lone 'SAME' 5x5 convolution, 14x14, 64 -> 64 channels at batch
   64, forward+backward (the simple family's middle layer), its FLOP counted
   by the same cost analysis: the rate XLA:CPU reaches on a convolution with
-  nothing around it.
+  nothing around it (the mean of a probe before and one after the family's
+  timed calls).
 Run it on a quiet machine: the load average is printed with the figures.
 """
 
@@ -140,8 +141,9 @@ def main(argv):
         f' {"img/s":>7} {"GFLOP/img":>10} {"GFLOP/s":>8} {"probe":>6}'
         f' {"ratio":>6}', flush=True)
   for family in _FAMILIES.value:
-    probe = conv_probe_gflops()
+    before = conv_probe_gflops()
     r = time_family(family)
+    probe = (before + conv_probe_gflops()) / 2  # A B A: the load moves
     print(f'{r["family"]:>7} {r["num_parameters"]:>10,d} '
           f'{r["first_call_s"]:13.1f} '
           f'{r["cache_hits"]:>5d}/{r["cache_misses"]:<6d} '
