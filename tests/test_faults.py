@@ -41,6 +41,8 @@ def _main(workdir, fault=None):
       check=False)
 
 
+# The tests that use this fixture share one pytest-xdist worker (their
+# xdist_group), so it is built once rather than once per worker.
 @pytest.fixture(scope='module')
 def whole(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('whole') / 'run')
@@ -73,6 +75,7 @@ def _assert_same_run(workdir, whole):
       np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.xdist_group('faults_whole')
 @pytest.mark.slow
 def test_killed_three_times_resumes_bitwise(tmp_path, whole):
   workdir = str(tmp_path / 'run')
@@ -102,6 +105,7 @@ def test_killed_three_times_resumes_bitwise(tmp_path, whole):
   _assert_same_run(workdir, whole)
 
 
+@pytest.mark.xdist_group('faults_whole')
 @pytest.mark.slow
 def test_sigterm_checkpoints_exits_and_resumes(tmp_path, whole):
   workdir = str(tmp_path / 'run')

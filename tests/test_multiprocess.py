@@ -79,6 +79,8 @@ def _free_port():
     return s.getsockname()[1]
 
 
+# The tests that use this fixture share one pytest-xdist worker (their
+# xdist_group), so it is built once rather than once per worker.
 @pytest.fixture(scope='session')
 def runs(tmp_path_factory):
   """The one-process, two-process and resumed runs' workdirs and stdout."""
@@ -120,6 +122,7 @@ def _assert_same_metrics(workdir, reference):
     _assert_close(g, w, f'{workdir} step {w["step"]}')
 
 
+@pytest.mark.xdist_group('multiprocess_runs')
 @pytest.mark.slow
 def test_two_processes_match_one_process(runs):
   _assert_close(writers.read_json(os.path.join(runs['two'], 'results.json')),
@@ -136,6 +139,7 @@ def test_two_processes_match_one_process(runs):
       np.testing.assert_allclose(g, w, rtol=0, atol=PARAM_ATOL)
 
 
+@pytest.mark.xdist_group('multiprocess_runs')
 @pytest.mark.slow
 def test_process_zero_alone_writes_and_prints(runs):
   out0, out1 = runs['stdout']['two_0'], runs['stdout']['two_1']
@@ -150,6 +154,7 @@ def test_process_zero_alone_writes_and_prints(runs):
   assert not [f for f in os.listdir(two) if f.endswith('.tmp')]
 
 
+@pytest.mark.xdist_group('multiprocess_runs')
 @pytest.mark.slow
 def test_two_process_checkpoint_resumes_in_one_process(runs):
   # One process with 4 devices restores the two-process step-2 checkpoint,

@@ -121,6 +121,8 @@ def _numbers(record):
   return {k: v for k, v in record.items() if isinstance(v, (int, float))}
 
 
+# The tests that use this fixture share one pytest-xdist worker (their
+# xdist_group), so it is built once rather than once per worker.
 @pytest.fixture(scope='module')
 def smoke_run(tmp_path_factory):
   """A finished smoke run: (config, workdir, results)."""
@@ -129,6 +131,7 @@ def smoke_run(tmp_path_factory):
   return config, workdir, train.train_and_eval(config, workdir)
 
 
+@pytest.mark.xdist_group('train_smoke_run')
 def test_smoke_run_writes_its_files_and_resumes(smoke_run):
   config, workdir, results = smoke_run
   for name in ('config.json', 'metrics.jsonl', 'results.json',
@@ -159,6 +162,7 @@ def test_smoke_run_writes_its_files_and_resumes(smoke_run):
   assert writers.read_metrics(workdir) == records
 
 
+@pytest.mark.xdist_group('train_smoke_run')
 def test_smoke_run_reports_the_new_measures(smoke_run):
   config, _, results = smoke_run
   assert results['eval_subset'] == {'max_examples': 12, 'seed': 0}
@@ -177,6 +181,7 @@ def test_smoke_run_reports_the_new_measures(smoke_run):
                                results[f'{split}/analytic_rate'], rtol=1e-5)
 
 
+@pytest.mark.xdist_group('train_smoke_run')
 def test_evaluate_again_reproduces_then_changes_the_evaluation(smoke_run):
   config, workdir, results = smoke_run
   files = {name: open(os.path.join(workdir, name)).read()
@@ -214,6 +219,7 @@ def test_evaluate_again_reproduces_then_changes_the_evaluation(smoke_run):
     evaluation.evaluate_workdir(os.path.dirname(workdir))
 
 
+@pytest.mark.xdist_group('train_smoke_run')
 @pytest.mark.slow
 def test_evaluate_command_line(smoke_run):
   _, workdir, _ = smoke_run
