@@ -106,8 +106,9 @@ def main(argv):
       groups = len({k for k in keys if k is not None})
       alone = sum(k is None for k in keys)
       print(f'{len(points)} points, every config valid; '
-            f'{groups} population(s), {alone} point(s) alone '
-            f'(--population={_POPULATION.value})', flush=True)
+            f'{len(points) - alone} in {groups} group(s) that train as '
+            f'populations, {alone} alone (--population={_POPULATION.value})',
+            flush=True)
       return 0
     rows = sweep.run(_SWEEP.value, _WORKDIR.value, overrides=overrides,
                      retry_failed=_RETRY_FAILED.value, wait=_WAIT.value,
