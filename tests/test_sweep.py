@@ -207,7 +207,7 @@ def test_shipped_sweeps_hold_the_papers_points():
   _, points = load('family_table')
   pairs = [(p.config.model.family, p.config.objective.beta) for p in points]
   assert pairs == [(f, b) for f in model.FAMILIES
-                   for b in ((1.0, 0.1) if f[1] == '+' else (1.0,))]
+                   for b in ((1.0, 0.1) if f == '-+-' else (1.0,))]
   assert all(p.config.train.num_steps == 50 for p in points)
 
 
