@@ -17,7 +17,7 @@ any runs.
                           runners, instead of waiting to take over any whose
                           runner dies
   --population=auto|on|off  train points that share a program as one
-                          vmapped population (auto: where it pays, the toy;
+                          vmapped population (auto: for the toy;
                           see rdvae/sweep.py)
   --jax_platforms, --cpu_devices  as in experiments.main
 
@@ -59,8 +59,8 @@ _POLL_SECONDS = flags.DEFINE_float(
     'poll_seconds', 10.0, 'How often a waiting runner looks again.')
 _POPULATION = flags.DEFINE_enum(
     'population', 'auto', ['auto', 'on', 'off'],
-    'Train points that share a program as one population (auto: where it '
-    'pays).')
+    'Train points that share a program as one population (auto: the toy; '
+    'image models train one at a time).')
 _PLATFORMS = flags.DEFINE_string(
     'jax_platforms', None, 'JAX backends to use, e.g. "cpu".')
 _CPU_DEVICES = flags.DEFINE_integer(

@@ -48,14 +48,15 @@ takes as arrays (seed, beta, target rates, multiplier settings) can train as
 one population: their states stacked on a leading axis, one `jax.vmap`'d
 program for all of them, each point still in its own directory with its own
 files, ending bitwise equal to its run alone. `population` = 'auto' (the
-default) does so where it pays: the toy, whose steps are tiny and whose
-population of 60 target rates trains many times faster than its points one
-after another. Image models train one point at a time ('auto' and 'off'): on
-XLA:CPU a vmapped convolution step runs 4-5x slower than its members one
-after another (grouped convolutions, benchmarks/train_throughput.py
---population), and population training of image models is not built, so
-'on' refuses them. A population that fails trains its points again one at a
-time, so one bad point is recorded alone.
+default) does so for the toy: never slower than its points one after
+another, and one dispatch for all where dispatches cost (on this project's
+2-core CPU the toy's 60-point sweep takes about the same time both ways,
+its points' own files and figures being most of it; BUILD.md). Image models
+train one point at a time ('auto' and 'off'): population training of image
+models is not built, so 'on' refuses them (on XLA:CPU a vmapped convolution
+step becomes a grouped convolution, several times slower than its members
+one after another). A population that fails trains its points again one at
+a time, so one bad point is recorded alone.
 """
 
 from __future__ import annotations
