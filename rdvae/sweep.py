@@ -257,15 +257,6 @@ def expand(sweep: Union[str, types.ModuleType],
 # ------------------------------------------------------------------- status
 
 
-def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
-  if not isinstance(tree, Mapping):
-    return {prefix[:-1]: tree}
-  flat = {}
-  for key, value in tree.items():
-    flat.update(_flatten(value, f'{prefix}{key}.'))
-  return flat
-
-
 def check_workdir(workdir: str, points: Sequence[Point]) -> None:
   """Refuses a sweep directory whose point directories hold other configs."""
   for point in points:
@@ -273,8 +264,8 @@ def check_workdir(workdir: str, points: Sequence[Point]) -> None:
     existing = claims.read_json(path)
     if existing is None:
       continue
-    wanted = _flatten(writers.config_to_dict(point.config))
-    existing = _flatten(existing)
+    wanted = writers.flatten(writers.config_to_dict(point.config))
+    existing = writers.flatten(existing)
     changed = sorted(k for k in set(wanted) | set(existing)
                      if wanted.get(k) != existing.get(k))
     if changed:
@@ -368,6 +359,12 @@ def _failure_token(directory: str) -> Optional[str]:
   return None if failure is None else failure.get('token', '')
 
 
+def _figures(results: Mapping[str, Any]) -> str:
+  """The log's summary of a point's results, e.g. 'rate 5.2 distortion 183'."""
+  return ' '.join(f'{k} {results[k]:.4g}' for k in RESULT_KEYS
+                  if isinstance(results.get(k), (int, float)))
+
+
 def run_point(point: Point, directory: str) -> Optional[dict[str, Any]]:
   """Trains one point in `directory` (the caller holds its claim).
 
@@ -387,10 +384,8 @@ def run_point(point: Point, directory: str) -> Optional[dict[str, Any]]:
     print(f'[sweep] {point.name}: FAILED after {time.time() - tic:.1f} s: '
           f'{type(e).__name__}: {e}', flush=True)
     return None
-  figures = ' '.join(f'{k} {results[k]:.4g}' for k in RESULT_KEYS
-                     if isinstance(results.get(k), (int, float)))
-  print(f'[sweep] {point.name}: done in {time.time() - tic:.1f} s: {figures}',
-        flush=True)
+  print(f'[sweep] {point.name}: done in {time.time() - tic:.1f} s: '
+        f'{_figures(results)}', flush=True)
   return results
 
 
@@ -439,9 +434,7 @@ def run_population(points: Sequence[Point], directories: Sequence[str]
   print(f'[sweep] population of {len(points)} points: done in '
         f'{time.time() - tic:.1f} s', flush=True)
   for point, (results, _) in zip(points, outputs):
-    figures = ' '.join(f'{k} {results[k]:.4g}' for k in RESULT_KEYS
-                       if isinstance(results.get(k), (int, float)))
-    print(f'[sweep] {point.name}: done: {figures}', flush=True)
+    print(f'[sweep] {point.name}: done: {_figures(results)}', flush=True)
 
 
 def run(sweep: Union[str, types.ModuleType], workdir: str,

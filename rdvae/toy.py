@@ -495,7 +495,7 @@ def population_key(config: ml_collections.ConfigDict) -> str:
   """What must be equal for two toy configs to train as one population:
   the config without the seed and the objective's numbers (which the step
   takes as arrays, `objectives.Hyperparameters`)."""
-  flat = dict(_flatten(writers.config_to_dict(config)))
+  flat = writers.flatten(writers.config_to_dict(config))
   flat.pop('seed', None)
   for field in objectives.Hyperparameters._fields:
     flat.pop(f'objective.{field}', None)
@@ -555,14 +555,6 @@ def fit_population(configs: Sequence[ml_collections.ConfigDict],
 # rate's and the ELBO's) turn that rounding into visible differences (up to
 # 0.02 nats in R after 20,000 steps at 60 members).
 MAX_POPULATION = 4
-
-
-def _flatten(tree, prefix: str = ''):
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      yield from _flatten(value, f'{prefix}{key}.')
-    else:
-      yield f'{prefix}{key}', value
 
 
 class _Run(NamedTuple):

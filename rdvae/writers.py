@@ -94,6 +94,16 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
+def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  """A nested dict as {dotted key: leaf}, e.g. {'a': {'b': 1}} -> {'a.b': 1}."""
+  if not isinstance(tree, Mapping):
+    return {prefix[:-1]: tree}
+  flat = {}
+  for key, value in tree.items():
+    flat.update(flatten(value, f'{prefix}{key}.'))
+  return flat
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
   """Creates the workdir and its config.json, or checks the one there.
 

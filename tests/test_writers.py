@@ -102,3 +102,9 @@ def test_write_sample_grid_png(tmp_path):
   assert pixels.shape == (3 * 5 + 1, 3 * 5 + 1 + 4 + 2 * 5 + 1)
   assert pixels[1, 1] == 255 and pixels[1, 6] == 0
   assert pixels[1, 11] == round(0.6 * 255)
+
+
+def test_flatten_gives_dotted_keys():
+  assert writers.flatten({'a': {'b': 1, 'c': {'d': [2, 3]}}, 'e': None}) == {
+      'a.b': 1, 'a.c.d': [2, 3], 'e': None}
+  assert writers.flatten({}) == {}
