@@ -12,6 +12,9 @@ next run of the suite (delete the directory for a cold start).
 
 import os
 import sys
+import warnings
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, 'tests')
@@ -29,3 +32,25 @@ compilation.setup()
 def pytest_configure(config):
   config.addinivalue_line(
       'markers', 'slow: takes more than ~20 s (deselect with -m "not slow")')
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+  """Warns when pytest-xdist's loadgroup ignores the xdist_group marks.
+
+  The expensive shared fixtures (the multi-process runs, the 4-device check,
+  the killed runs) are session fixtures whose tests carry one xdist_group, so
+  that one worker builds each. pytest-xdist marks a grouped test by a suffix
+  of its node id; pytest 9.2 no longer lets it (pytest-xdist#1386), and each
+  worker then builds every fixture again. Nothing fails; the suite is slower.
+  """
+  if not getattr(config.option, 'loadgroup', False):
+    return
+  lost = [item.nodeid for item in items
+          if item.get_closest_marker('xdist_group') and '@' not in item.nodeid]
+  if lost:
+    warnings.warn(pytest.PytestWarning(
+        f'pytest-xdist ignores the xdist_group of {len(lost)} tests (e.g. '
+        f'{lost[0]}) with pytest {pytest.__version__}: their shared fixtures '
+        'are built once per worker. Install the pinned versions '
+        '(constraints.txt).'))
