@@ -25,6 +25,7 @@ with T the number of training steps, h = `optim.hold_fraction` (0.5) and f =
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -62,6 +63,28 @@ def normalize_gradients(eps: float = 1e-8) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def learning_rate_at(step, learning_rate, hold_steps, decay_steps,
+                     final_fraction):
+  """lr(t) of the F.4 schedule (module doc), from numbers or arrays.
+
+  Args:
+    step: t, 0-based (the update at step t uses lr(t)).
+    learning_rate: lr0.
+    hold_steps: h T, the steps held at lr0.
+    decay_steps: T - h T (at least 1), the steps of the linear decay.
+    final_fraction: f, the rate at step T as a fraction of lr0.
+  """
+  t = jnp.asarray(step, jnp.float32)
+  fraction = jnp.clip((t - hold_steps) / decay_steps, 0.0, 1.0)
+  return learning_rate * (1.0 - (1.0 - final_fraction) * fraction)
+
+
+def schedule_steps(num_steps: int, hold_fraction: float) -> tuple[int, int]:
+  """(hold_steps, decay_steps) of a run of `num_steps` steps."""
+  hold = int(round(hold_fraction * num_steps))
+  return hold, max(num_steps - hold, 1)
+
+
 def make_learning_rate_schedule(learning_rate: float, num_steps: int,
                                 hold_fraction: float = 0.5,
                                 final_fraction: float = 0.0) -> optax.Schedule:
@@ -76,15 +99,35 @@ def make_learning_rate_schedule(learning_rate: float, num_steps: int,
   Returns:
     A schedule `step -> lr` (step 0-based; the update at step t uses lr(t)).
   """
-  hold = int(round(hold_fraction * num_steps))
-  decay = max(num_steps - hold, 1)
+  hold, decay = schedule_steps(num_steps, hold_fraction)
+  return functools.partial(learning_rate_at, learning_rate=learning_rate,
+                           hold_steps=hold, decay_steps=decay,
+                           final_fraction=final_fraction)
 
-  def schedule(step):
-    t = jnp.asarray(step, jnp.float32)
-    fraction = jnp.clip((t - hold) / decay, 0.0, 1.0)
-    return learning_rate * (1.0 - (1.0 - final_fraction) * fraction)
 
-  return schedule
+def _adam_on_normalized_gradients(
+    learning_rate, hold_steps, decay_steps, final_fraction, b1, b2, eps,
+    normalize_eps, normalize: bool) -> optax.GradientTransformation:
+  """The chain of `create_optimizer`, its numbers given as they come."""
+  schedule = functools.partial(learning_rate_at, learning_rate=learning_rate,
+                               hold_steps=hold_steps, decay_steps=decay_steps,
+                               final_fraction=final_fraction)
+  parts = [normalize_gradients(normalize_eps)] if normalize else []
+  parts += [optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+            optax.scale_by_learning_rate(schedule)]
+  return optax.chain(*parts)
+
+
+def numbers(config: ml_collections.ConfigDict,
+            num_steps: int) -> dict[str, float]:
+  """The optimizer's numbers for a run of `num_steps` steps, by name."""
+  c = config.optim
+  hold, decay = schedule_steps(num_steps, c.hold_fraction)
+  return {'learning_rate': float(c.learning_rate), 'hold_steps': float(hold),
+          'decay_steps': float(decay),
+          'final_fraction': float(c.final_fraction), 'b1': float(c.b1),
+          'b2': float(c.b2), 'eps': float(c.eps),
+          'normalize_eps': float(c.normalize_eps)}
 
 
 def create_optimizer(config: ml_collections.ConfigDict,
@@ -94,20 +137,44 @@ def create_optimizer(config: ml_collections.ConfigDict,
   Reads `config.optim`: learning_rate, hold_fraction, final_fraction,
   normalize_gradients (bool), normalize_eps, b1, b2, eps.
 
+  Numbers as arrays (as the objective's, rdvae/objectives.py): the learning
+  rate, the schedule's step counts (from `num_steps`), Adam's b1, b2, eps and
+  the normalization's eps (`numbers`) are float32 scalars of the optimizer
+  state (`optax.inject_hyperparams`); `init` writes them and `update` reads
+  them from the state it is given, never from this object. Runs that differ
+  only in them (a budget, a learning rate) share one compiled training step:
+  an optimizer built for one run updates another run's state by that run's
+  numbers, and `set_numbers` puts a run's numbers into a state initialised
+  by another. Only `normalize_gradients` shapes the program. Equal settings
+  return the same object, so jitted functions that take it as a static
+  argument compile once.
+
   Args:
     config: the experiment config.
     num_steps: the total number of training steps T.
   """
   validate(config)
-  c = config.optim
-  schedule = make_learning_rate_schedule(c.learning_rate, num_steps,
-                                         c.hold_fraction, c.final_fraction)
-  parts = []
-  if c.normalize_gradients:
-    parts.append(normalize_gradients(c.normalize_eps))
-  parts += [optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps),
-            optax.scale_by_learning_rate(schedule)]
-  return optax.chain(*parts)
+  return _create_optimizer(bool(config.optim.normalize_gradients),
+                           tuple(numbers(config, num_steps).items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _create_optimizer(
+    normalize: bool,
+    items: tuple[tuple[str, float], ...]) -> optax.GradientTransformation:
+  factory = functools.partial(_adam_on_normalized_gradients,
+                              normalize=normalize)
+  return optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)(
+      **dict(items))
+
+
+def set_numbers(opt_state: optax.OptState, config: ml_collections.ConfigDict,
+                num_steps: int) -> optax.OptState:
+  """`opt_state` of `create_optimizer` with the numbers of `config` and T."""
+  hyperparams = dict(opt_state.hyperparams)
+  for name, value in numbers(config, num_steps).items():
+    hyperparams[name] = jnp.asarray(value, jnp.float32)
+  return opt_state._replace(hyperparams=hyperparams)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -145,14 +145,14 @@ class _ProgramSpec:
   """Everything that determines the compiled programs of a run (hashable).
 
   Runs with equal specs (e.g. sweep points that differ only in the
-  objective's numbers, which the step receives as arrays in
-  `objectives.ObjectiveState`) share one set of jitted functions, so a
+  objective's numbers, the learning rate or the number of steps, which the
+  step receives as arrays in `objectives.ObjectiveState` and the optimizer
+  state, `optim.create_optimizer`) share one set of jitted functions, so a
   process compiles them once.
   """
 
   model: Any
-  optim: ml_collections.FrozenConfigDict
-  num_steps: int
+  normalize_gradients: bool
   objective: objectives.Objective
   skip_nonfinite: bool
   seed: int
@@ -185,9 +185,12 @@ class _Programs:
 @functools.lru_cache(maxsize=16)
 def _programs(spec: _ProgramSpec) -> _Programs:
   """The jitted loops of `spec`, built once per spec in a process."""
-  optimizer = optim.create_optimizer(
-      ml_collections.ConfigDict({'optim': spec.optim.as_configdict()}),
-      spec.num_steps)
+  # The defaults' numbers, the same for every run of this spec (so is the
+  # initialisation program that takes it); each run's own numbers are put
+  # into its state (create_run), and the step reads them from there.
+  optim_config = ml_collections.ConfigDict({'optim': optim.default_config()})
+  optim_config.optim.normalize_gradients = spec.normalize_gradients
+  optimizer = optim.create_optimizer(optim_config, 1)
   mesh = parallel.create_mesh()
   axis = parallel.AXIS if spec.mode == 'pmap' else None
   data_key = jax.random.split(jax.random.key(spec.seed), 4)[1]
@@ -241,8 +244,8 @@ def create_run(config: ml_collections.ConfigDict,
   c = config.train
   num_steps = num_train_steps(config, len(dataset.train))
   spec = _ProgramSpec(
-      model=model, optim=ml_collections.FrozenConfigDict(config.optim),
-      num_steps=num_steps, objective=objective,
+      model=model, normalize_gradients=config.optim.normalize_gradients,
+      objective=objective,
       skip_nonfinite=c.nonfinite == 'skip', seed=c.seed,
       num_train=len(dataset.train), batch_size=c.batch_size,
       steps_per_dispatch=c.steps_per_dispatch, scan_unroll=c.scan_unroll,
@@ -262,6 +265,9 @@ def create_run(config: ml_collections.ConfigDict,
   init_state = steps.create_train_state(
       model, programs.optimizer, objectives.create_state(config), init_key,
       example)
+  # This run's learning rate, schedule and Adam settings, as arrays.
+  init_state = init_state.replace(opt_state=optim.set_numbers(
+      init_state.opt_state, config, num_steps))
   return Run(
       config=config, dataset=dataset, model=model, mesh=programs.mesh,
       mode=c.parallel, num_steps=num_steps,

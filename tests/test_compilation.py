@@ -15,6 +15,7 @@ from rdvae import backends
 from rdvae import compilation
 from rdvae import train
 from rdvae import validation
+from rdvae import writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -153,22 +154,34 @@ def test_cache_path_resolution(monkeypatch, tmp_path):
 
 # --- one compilation per architecture within a process ----------------------
 
-def test_runs_differing_only_in_beta_share_their_programs(tmp_path):
-  def config(beta):
+def test_runs_differing_only_in_numbers_share_their_programs(tmp_path):
+  def config(beta, learning_rate=3e-4, num_steps=4):
     c = mnist.get_config('smoke')
     c.train.seed = 90817  # programs no other test has built in this process
     c.objective.kind = 'beta_vae'
     c.objective.beta = beta
+    c.optim.learning_rate = learning_rate
+    c.train.num_steps = num_steps
     return c
 
   first = train.train_and_eval(config(0.5), str(tmp_path / 'a'))
   second = train.train_and_eval(config(2.0), str(tmp_path / 'b'))
+  # another learning rate and budget: the optimizer's numbers are arrays too
+  third = train.train_and_eval(config(2.0, 1e-3, 6), str(tmp_path / 'c'))
   assert first['compile']['programs'] > 0
-  assert second['compile']['programs'] == 0, second['compile']
-  assert second['compile']['cache_hits'] == 0
-  assert second['compile']['cache_misses'] == 0
-  # the beta reached the step: the runs trained differently
+  for later in (second, third):
+    assert later['compile']['programs'] == 0, later['compile']
+    assert later['compile']['cache_hits'] == 0
+    assert later['compile']['cache_misses'] == 0
+  # the numbers reached the step: the runs trained differently
   assert first['rate'] != second['rate']
+  assert third['rate'] != second['rate']
+  metrics = writers.read_metrics(str(tmp_path / 'c'))
+  rates = {r['step']: r['train/learning_rate'] for r in metrics
+           if 'train/learning_rate' in r}
+  # the lr of the last update logged: 1e-3 held for steps 0-3 of 6, then
+  # down by a third of it per step
+  assert rates == pytest.approx({2: 1e-3, 4: 1e-3, 6: 1e-3 / 3}, abs=1e-9)
   assert first['backend'] == second['backend'] == {
       'backend': 'cpu', 'scan_unroll': True, 'steps_per_dispatch': 2,
       'auto': ['scan_unroll']}

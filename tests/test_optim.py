@@ -72,7 +72,11 @@ def test_first_step_is_lr_times_sign_of_gradient():
 def test_normalization_matches_manual_chain():
   params = {'w': jnp.array([0.5, -1.0, 2.0])}
   tx = optim.create_optimizer(_config(), num_steps=4)
-  ref = optax.chain(optax.scale_by_adam(), optax.scale(-3e-4))
+  # b1 and b2 as the float32 arrays the optimizer state holds: with Python
+  # floats optax takes 1 - b2 in double precision, 1.3e-5 away from float32's
+  ref = optax.chain(optax.scale_by_adam(b1=jnp.float32(0.9),
+                                        b2=jnp.float32(0.999)),
+                    optax.scale(-3e-4))
   s, r = tx.init(params), ref.init(params)
   for g in ([1.0, 2.0, 2.0], [0.0, 3.0, -4.0]):
     g = {'w': jnp.array(g)}
@@ -90,3 +94,48 @@ def test_normalization_matches_manual_chain():
 def test_validate_names_bad_key(key, value):
   with pytest.raises(validation.ConfigError, match=f'optim.{key}'):
     optim.validate(_config(**{key: value}))
+
+
+def test_update_reads_the_numbers_of_the_state():
+  # Numbers as arrays: `a` (lr 1e-3, T = 4: held 2 steps, then 2 of decay)
+  # and `b` (defaults, T = 100) are different objects, but the update takes
+  # its numbers from the state, so `b` updating `a`'s state is `a`.
+  params = {'w': jnp.array([0.5, -1.0, 2.0])}
+  a = optim.create_optimizer(_config(learning_rate=1e-3, b1=0.5), num_steps=4)
+  b = optim.create_optimizer(_config(), num_steps=100)
+  assert a is optim.create_optimizer(_config(learning_rate=1e-3, b1=0.5), 4)
+  assert a is not b
+  state = a.init(params)
+  assert {k: float(v) for k, v in state.hyperparams.items()} == pytest.approx(
+      {'learning_rate': 1e-3, 'hold_steps': 2.0, 'decay_steps': 2.0,
+       'final_fraction': 0.0, 'b1': 0.5, 'b2': 0.999, 'eps': 1e-8,
+       'normalize_eps': 1e-8})
+  state_a = state_b = state
+  lrs = []
+  for g in ([1.0, 2.0, 2.0], [0.0, 3.0, -4.0], [2.0, -1.0, 1.0],
+            [1.0, 1.0, -3.0]):
+    g = {'w': jnp.array(g)}
+    u_a, state_a = a.update(g, state_a, params)
+    u_b, state_b = jax.jit(b.update)(g, state_b, params)
+    np.testing.assert_allclose(u_b['w'], u_a['w'], rtol=1e-6)
+    lrs.append(float(optim.learning_rate_at(len(lrs), 1e-3, 2.0, 2.0, 0.0)))
+  # a's schedule, not b's (which would hold 3e-4 for 50 steps)
+  np.testing.assert_allclose(lrs, [1e-3, 1e-3, 1e-3, 5e-4], rtol=1e-6)
+  # set_numbers gives b's initial state a's numbers
+  moved = optim.set_numbers(b.init(params),
+                            _config(learning_rate=1e-3, b1=0.5), 4)
+  for got, want in zip(jax.tree.leaves(moved), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(got, want)
+
+
+def test_learning_rate_reaches_the_compiled_update():
+  # One jitted update, two learning rates in the state: the updates scale.
+  params = {'w': jnp.array([0.5, -1.0, 2.0])}
+  grads = {'w': jnp.array([1.0, 2.0, -2.0])}
+  tx = optim.create_optimizer(_config(), num_steps=10)
+  update = jax.jit(tx.update)
+  small, _ = update(grads, tx.init(params), params)
+  state = optim.set_numbers(tx.init(params), _config(learning_rate=3e-3), 10)
+  large, _ = update(grads, state, params)
+  assert update._cache_size() == 1
+  np.testing.assert_allclose(large['w'], 10 * small['w'], rtol=1e-5)

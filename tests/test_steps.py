@@ -32,12 +32,8 @@ def _per_example(params, x, keys):
   return steps.apply_per_example(MODEL, params, x, keys)
 
 
-def _optimizer(num_steps=10):
-  config = ml_collections.ConfigDict({'optim': optim.default_config()})
-  return optim.create_optimizer(config, num_steps)
-
-
-OPTIMIZER = _optimizer()
+OPTIMIZER = optim.create_optimizer(
+    ml_collections.ConfigDict({'optim': optim.default_config()}), 10)
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,9 +122,12 @@ def test_train_step_equals_manual_update(kind, numbers):
 
 
 def test_training_lowers_the_loss():
+  # 200 steps' schedule (lr held for 100): the step reads it from the state.
+  config = ml_collections.ConfigDict({'optim': optim.default_config()})
   state = _state()
-  optimizer = _optimizer(200)
-  step = jax.jit(steps.make_train_step(MODEL, optimizer, objectives.Objective()))
+  state = state.replace(opt_state=optim.set_numbers(state.opt_state, config,
+                                                    200))
+  step = jax.jit(steps.make_train_step(MODEL, OPTIMIZER, objectives.Objective()))
   losses = []
   for _ in range(200):
     keys = steps.example_keys(state.rng, state.step, len(X))
