@@ -55,6 +55,9 @@ def tiny_config(family: str):
   config.model.num_pseudo_inputs = 3
   config.model.pixelcnn_features = 4
   config.model.pixelcnn_resnets_per_block = 1
+  # Two scales keep a down and an up path (three are the paper's, checked in
+  # tests/test_pixelcnn.py): (-+-) checks in 24.1 s instead of 30.3 s.
+  config.model.pixelcnn_scales = 2
   config.objective.kind = 'beta_vae'
   config.objective.beta = BETA
   return config
