@@ -72,11 +72,7 @@ def test_first_step_is_lr_times_sign_of_gradient():
 def test_normalization_matches_manual_chain():
   params = {'w': jnp.array([0.5, -1.0, 2.0])}
   tx = optim.create_optimizer(_config(), num_steps=4)
-  # b1 and b2 as the float32 arrays the optimizer state holds: with Python
-  # floats optax takes 1 - b2 in double precision, 1.3e-5 away from float32's
-  ref = optax.chain(optax.scale_by_adam(b1=jnp.float32(0.9),
-                                        b2=jnp.float32(0.999)),
-                    optax.scale(-3e-4))
+  ref = optax.chain(optax.scale_by_adam(), optax.scale(-3e-4))
   s, r = tx.init(params), ref.init(params)
   for g in ([1.0, 2.0, 2.0], [0.0, 3.0, -4.0]):
     g = {'w': jnp.array(g)}
@@ -97,19 +93,20 @@ def test_validate_names_bad_key(key, value):
 
 
 def test_update_reads_the_numbers_of_the_state():
-  # Numbers as arrays: `a` (lr 1e-3, T = 4: held 2 steps, then 2 of decay)
-  # and `b` (defaults, T = 100) are different objects, but the update takes
-  # its numbers from the state, so `b` updating `a`'s state is `a`.
+  # Numbers as arrays: `a` (lr 1e-3, Adam's eps 1e-3, T = 4: held 2 steps,
+  # then 2 of decay) and `b` (defaults, T = 100) are different objects, but
+  # the update takes its numbers from the state, so `b` updating `a`'s state
+  # is `a`.
   params = {'w': jnp.array([0.5, -1.0, 2.0])}
-  a = optim.create_optimizer(_config(learning_rate=1e-3, b1=0.5), num_steps=4)
+  settings = _config(learning_rate=1e-3, eps=1e-3)
+  a = optim.create_optimizer(settings, num_steps=4)
   b = optim.create_optimizer(_config(), num_steps=100)
-  assert a is optim.create_optimizer(_config(learning_rate=1e-3, b1=0.5), 4)
+  assert a is optim.create_optimizer(settings, 4)
   assert a is not b
   state = a.init(params)
   assert {k: float(v) for k, v in state.hyperparams.items()} == pytest.approx(
       {'learning_rate': 1e-3, 'hold_steps': 2.0, 'decay_steps': 2.0,
-       'final_fraction': 0.0, 'b1': 0.5, 'b2': 0.999, 'eps': 1e-8,
-       'normalize_eps': 1e-8})
+       'final_fraction': 0.0, 'eps': 1e-3, 'normalize_eps': 1e-8})
   state_a = state_b = state
   lrs = []
   for g in ([1.0, 2.0, 2.0], [0.0, 3.0, -4.0], [2.0, -1.0, 1.0],
@@ -122,8 +119,7 @@ def test_update_reads_the_numbers_of_the_state():
   # a's schedule, not b's (which would hold 3e-4 for 50 steps)
   np.testing.assert_allclose(lrs, [1e-3, 1e-3, 1e-3, 5e-4], rtol=1e-6)
   # set_numbers gives b's initial state a's numbers
-  moved = optim.set_numbers(b.init(params),
-                            _config(learning_rate=1e-3, b1=0.5), 4)
+  moved = optim.set_numbers(b.init(params), settings, 4)
   for got, want in zip(jax.tree.leaves(moved), jax.tree.leaves(state)):
     np.testing.assert_array_equal(got, want)
 
