@@ -111,8 +111,8 @@ def test_base_overrides_apply_to_every_point_and_are_checked():
 
 
 def test_shipped_sweep_files_are_all_tested():
-  assert SHIPPED == ['beta_table', 'family_table', 'mnist_rd', 'mnist_rd_cpu',
-                     'mnist_vpm', 'omniglot_rd', 'toy_rd']
+  assert SHIPPED == ['beta_table', 'compile_once', 'family_table', 'mnist_rd',
+                     'mnist_rd_cpu', 'mnist_vpm', 'omniglot_rd', 'toy_rd']
 
 
 @pytest.mark.parametrize('name', SHIPPED)
@@ -209,6 +209,12 @@ def test_shipped_sweeps_hold_the_papers_points():
   assert pairs == [(f, b) for f in model.FAMILIES
                    for b in ((1.0, 0.1) if f == '-+-' else (1.0,))]
   assert all(p.config.train.num_steps == 50 for p in points)
+
+  _, points = load('compile_once')
+  pairs = [(p.config.model.family, p.config.objective.beta) for p in points]
+  assert pairs == [('---', b) for b in (0.1, 0.3, 1.0, 3.0, 10.0)] + [
+      ('-+-', b) for b in (0.1, 0.5, 1.0)]
+  assert all(p.config.train.num_steps == 4 for p in points)
 
 
 # ------------------------------------------------------------------- claims
