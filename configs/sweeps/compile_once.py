@@ -14,6 +14,7 @@ benchmarks/sweep_compile.py`).
 import ml_collections
 
 from configs import mnist
+from rdvae import sweep
 
 BUDGET = {
     'train.batch_size': 64,
@@ -35,9 +36,7 @@ PIXELCNN_BETAS = (0.1, 0.5, 1.0)
 def get_config() -> ml_collections.ConfigDict:
   config = mnist.get_config()
   config.objective.kind = 'beta_vae'
-  for key, value in BUDGET.items():
-    section, name = key.split('.')
-    config[section][name] = value
+  config = sweep.apply_overrides(config, BUDGET, 'budget')
   return config
 
 

@@ -19,6 +19,7 @@ here (or with --config.<key>=<value>, which applies to every point).
 import ml_collections
 
 from configs import mnist
+from rdvae import sweep
 
 # The budget of every point (the families' own steps and IWAE samples are in
 # get_sweep).
@@ -46,9 +47,7 @@ RATE_TARGETS = (5.0, 15.0, 30.0)
 def get_config() -> ml_collections.ConfigDict:
   config = mnist.get_config()
   config.objective.kind = 'beta_vae'
-  for key, value in BUDGET.items():
-    section, name = key.split('.')
-    config[section][name] = value
+  config = sweep.apply_overrides(config, BUDGET, 'budget')
   config.train.num_steps = SIMPLE_STEPS
   config.eval.iwae_samples = SIMPLE_IWAE
   return config
