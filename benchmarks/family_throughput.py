@@ -5,6 +5,9 @@ and where each stands against XLA's own convolution rate.
   python benchmarks/family_throughput.py --families=---,-+- --dispatches=3
   python benchmarks/family_throughput.py --compilation_cache=DIR   # twice:
       # the first run compiles cold into DIR, the second reads it back warm
+  python benchmarks/family_throughput.py --families=--v:0,--v,--v:0,--v
+      # FAMILY:N sets model.pseudo_input_batch = N (0: the VampPrior's
+      # pseudo-inputs through the encoder all at once), A B A B in one run
 
 For each family (encoder, decoder, marginal) in {-,+} x {-,+} x {-,+,v}:
 builds the run exactly as `train.train_and_eval` does (`train.create_run` on
@@ -44,7 +47,9 @@ from rdvae.model import FAMILIES
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs
 
-_FAMILIES = flags.DEFINE_list('families', list(FAMILIES), 'Families to time.')
+_FAMILIES = flags.DEFINE_list(
+    'families', list(FAMILIES), 'Families to time, each FAMILY or FAMILY:N '
+    '(N: model.pseudo_input_batch; default the backend\'s choice).')
 _BATCH = flags.DEFINE_integer('batch_size', 64, 'Training batch size.')
 _DISPATCHES = flags.DEFINE_integer(
     'dispatches', 2, 'Timed calls of the training loop (each runs '
@@ -89,13 +94,16 @@ def xla_flops(lowered) -> float:
   return float(cost.get('flops', 0.0))
 
 
-def time_family(family: str) -> dict:
+def time_family(spec: str) -> dict:
   from configs import mnist  # pylint: disable=g-import-not-at-top
   from rdvae import compilation  # pylint: disable=g-import-not-at-top
   from rdvae import parallel  # pylint: disable=g-import-not-at-top
   from rdvae import train  # pylint: disable=g-import-not-at-top
   config = mnist.get_config()
+  family, _, pseudo_input_batch = spec.partition(':')
   config.model.family = family
+  if pseudo_input_batch:
+    config.model.pseudo_input_batch = int(pseudo_input_batch)
   config.train.batch_size = _BATCH.value
   train.validate(config)
   counter = compilation.Counter()
@@ -116,7 +124,7 @@ def time_family(family: str) -> dict:
   jax.block_until_ready(metrics)
   seconds = time.perf_counter() - start
   images = _DISPATCHES.value * steps_per_call * _BATCH.value
-  return {'family': family,
+  return {'family': spec,
           'num_parameters': sum(int(np.size(p)) for p in
                                 jax.tree.leaves(run.init_state.params)),
           'first_call_s': first_s,

@@ -38,6 +38,12 @@ _ACCELERATOR = {'scan_unroll': False, 'steps_per_dispatch': 100}
 _BY_BACKEND = {'cpu': _CPU, 'gpu': _ACCELERATOR, 'cuda': _ACCELERATOR,
                'rocm': _ACCELERATOR, 'tpu': _ACCELERATOR}
 
+# Pseudo-inputs per encoder call of the VampPrior (rdvae/marginals.py): on
+# the CPU in batches of 64 (XLA:CPU's kernel gradient of a convolution over
+# a batch of 500 runs at a fraction of its rate over 64), elsewhere all at
+# once (0).
+_PSEUDO_INPUT_BATCH = {'cpu': 64}
+
 # The step counts that must be multiples of train.steps_per_dispatch (0 = off,
 # except log_every, which must be > 0).
 EVERY_KEYS = ('train.log_every', 'train.eval_every', 'train.checkpoint_every')
@@ -54,6 +60,16 @@ def defaults_for_backend(backend: str) -> dict[str, Any]:
     raise ValueError(f'unknown backend {backend!r}; expected one of '
                      f'{tuple(_BY_BACKEND)}')
   return dict(_BY_BACKEND[backend])
+
+
+def pseudo_input_batch(backend: str) -> int:
+  """The VampPrior's pseudo-inputs per encoder call on `backend` (0: all).
+
+  Args:
+    backend: a JAX backend name, as for `defaults_for_backend`.
+  """
+  defaults_for_backend(backend)  # names an unknown backend
+  return _PSEUDO_INPUT_BATCH.get(backend, 0)
 
 
 def auto_steps_per_dispatch(preferred: int, every: list[int]) -> int:

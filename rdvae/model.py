@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from ml_collections import config_dict
 
 from rdvae import bounds
 from rdvae import decoders
@@ -94,7 +95,8 @@ def _maf_marginal(config: ml_collections.ConfigDict) -> nn.Module:
 
 def _vamp_prior(config: ml_collections.ConfigDict) -> nn.Module:
   return marginals.VampPrior(num_pseudo_inputs=config.model.num_pseudo_inputs,
-                             image_shape=MNIST_SHAPE)
+                             image_shape=MNIST_SHAPE,
+                             encode_batch=config.model.get('pseudo_input_batch'))
 
 
 ENCODERS: dict[str, Component] = {
@@ -274,6 +276,10 @@ def default_config() -> ml_collections.ConfigDict:
       'made_layers': 3,
       # The 'v' marginal (VampPrior): N pseudo-inputs (Tomczak & Welling).
       'num_pseudo_inputs': 500,
+      # Pseudo-inputs per encoder call (the same values, another speed):
+      # None for the backend's choice (rdvae/backends.py: 64 on the CPU,
+      # all on GPU/TPU), 0 for all at once.
+      'pseudo_input_batch': config_dict.placeholder(int),
       # The '+' decoder (PixelCNN++, F.2): features of every layer, gated
       # resnet layers per block, resolutions of the down pass (28-14-7).
       'pixelcnn_features': 64,
@@ -335,6 +341,9 @@ def validate(config: ml_collections.ConfigDict,
       validation.check_positive_int(config, key)
   if family[2] == 'v':
     validation.check_positive_int(config, 'model.num_pseudo_inputs')
+    if config.model.get('pseudo_input_batch') is not None:
+      validation.check_positive_int(config, 'model.pseudo_input_batch',
+                                    allow_zero=True)
 
 
 def create_model(config: ml_collections.ConfigDict,

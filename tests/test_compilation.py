@@ -35,6 +35,17 @@ def test_defaults_for_unknown_backend_names_it():
     backends.defaults_for_backend('metal')
 
 
+@pytest.mark.parametrize('backend, batch', [
+    ('cpu', 64), ('gpu', 0), ('cuda', 0), ('rocm', 0), ('tpu', 0)])
+def test_pseudo_input_batch_for_backend(backend, batch):
+  assert backends.pseudo_input_batch(backend) == batch
+
+
+def test_pseudo_input_batch_for_unknown_backend_names_it():
+  with pytest.raises(ValueError, match="'metal'"):
+    backends.pseudo_input_batch('metal')
+
+
 @pytest.mark.parametrize('preferred, every, expected', [
     (100, [100, 7810, 1000], 10),  # gcd 10
     (100, [1000], 100),

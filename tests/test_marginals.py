@@ -197,6 +197,89 @@ def test_vamp_prior_with_iaf_encoder_mixes_the_gaussian_stage():
   np.testing.assert_allclose(log_m, expected, rtol=1e-5)
 
 
+class _Calls:
+  """The batch of every encoder call traced (flax keeps no list attribute)."""
+
+  def __init__(self):
+    self.batches = []
+
+
+class _CountingEncoder(nn.Module):
+  """The simple conv encoder, recording the batch of every call it traces."""
+
+  calls: _Calls
+
+  @nn.compact
+  def __call__(self, x):
+    self.calls.batches.append(x.shape[0])
+    return encoders.GaussianEncoder(latent_dim=3, name='inner')(x)
+
+
+class _ConvEncoderAndVampPrior(nn.Module):
+  calls: _Calls
+  encode_batch: object = None
+  num_pseudo_inputs: int = 7
+
+  def setup(self):
+    self.encoder = _CountingEncoder(self.calls)
+    self.marginal = marginals.VampPrior(
+        num_pseudo_inputs=self.num_pseudo_inputs,
+        encode_batch=self.encode_batch)
+
+  def __call__(self, z):
+    return self.marginal(self.encoder).log_prob(z)
+
+
+@pytest.mark.parametrize('encode_batch, batches',
+                         [(0, [7]), (3, [3, 3, 1]), (7, [7]), (64, [7]),
+                          (None, [7])],
+                         ids=['all', 'three', 'exact', 'larger', 'backend'])
+def test_vamp_prior_in_batches_equals_all_at_once(encode_batch, batches):
+  # The real conv encoder on 7 pseudo-inputs: every batching gives the same
+  # components (each pseudo-input's features are computed alone), so the
+  # same log m(z) to the last bit; the gradient sums the pseudo-inputs'
+  # shares in another order, so it agrees to float32 rounding. `None` takes
+  # backends.pseudo_input_batch (64 on the CPU: one call for 7).
+  z = jax.random.normal(jax.random.key(1), (5, 3))
+  calls = _Calls()
+  whole = _ConvEncoderAndVampPrior(_Calls(), encode_batch=0)
+  params = whole.init(jax.random.key(0), z)
+  params = jax.tree.map(lambda a: a, params)
+  params['params']['marginal']['pseudo_inputs'] = jax.random.uniform(
+      jax.random.key(2), (7, 28, 28, 1))
+  batched = _ConvEncoderAndVampPrior(calls, encode_batch=encode_batch)
+  log_m = jax.jit(batched.apply)(params, z)
+  assert calls.batches == batches
+  np.testing.assert_array_equal(log_m, jax.jit(whole.apply)(params, z))
+  grads = [jax.jit(jax.grad(lambda p, m=m: jnp.sum(m.apply(p, z))))(params)
+           for m in (batched, whole)]
+  for got, want in zip(*map(jax.tree.leaves, grads)):
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7)
+  assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads[1])
+             ) > 1e-3  # a gradient worth comparing
+
+
+def test_vamp_prior_in_batches_with_iaf_encoder():
+  encoder = encoders.IAFEncoder(latent_dim=3, flow_steps=2, made_hidden=8,
+                                 made_layers=1)
+
+  class Model(nn.Module):
+    encode_batch: int
+
+    def setup(self):
+      self.encoder = encoder
+      self.marginal = marginals.VampPrior(num_pseudo_inputs=5,
+                                          encode_batch=self.encode_batch)
+
+    def __call__(self, z):
+      return self.marginal(self.encoder).log_prob(z)
+
+  z = jax.random.normal(jax.random.key(1), (4, 3))
+  params = Model(0).init(jax.random.key(0), z)
+  np.testing.assert_array_equal(jax.jit(Model(2).apply)(params, z),
+                                jax.jit(Model(0).apply)(params, z))
+
+
 def test_maf_marginal_starts_at_standard_normal_and_samples_under_jit():
   module = marginals.MAFMarginal(latent_dim=4, flow_steps=2, made_hidden=8,
                                   made_layers=2)

@@ -243,13 +243,22 @@ def test_flow_and_vamp_families(family, images):
 
 @pytest.mark.parametrize('family,key,value', [
     ('+--', 'flow_steps', 0), ('--+', 'made_hidden', -3),
-    ('+--', 'made_layers', None), ('--v', 'num_pseudo_inputs', 0)],
-    ids=['flow_steps', 'made_hidden', 'made_layers', 'num_pseudo_inputs'])
+    ('+--', 'made_layers', None), ('--v', 'num_pseudo_inputs', 0),
+    ('--v', 'pseudo_input_batch', -1)],
+    ids=['flow_steps', 'made_hidden', 'made_layers', 'num_pseudo_inputs',
+         'pseudo_input_batch'])
 def test_create_model_rejects_flow_keys(family, key, value):
   config = _small_flow_config(family)
   config.model[key] = value
   with pytest.raises(validation.ConfigError, match=f'model.{key}'):
     model.create_model(config)
+
+
+@pytest.mark.parametrize('value', [None, 0, 2])
+def test_pseudo_input_batch_reaches_the_vamp_prior(value):
+  config = _small_flow_config('--v')
+  config.model.pseudo_input_batch = value
+  assert model.create_model(config).marginal.encode_batch == value
 
 
 @pytest.mark.slow
