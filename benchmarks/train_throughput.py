@@ -2,6 +2,9 @@
 
   python benchmarks/train_throughput.py                  # batch 64 and 256
   python benchmarks/train_throughput.py --batch_sizes=64 --reference
+  python benchmarks/train_throughput.py --batch_sizes=64 --rounds=3
+      # JAX, PyTorch eager and torch.compile alternated A B A B, with the
+      # ratios of every round (PyTorch: pip install -e ".[benchmarks]")
 
 Prints, per batch size: compile time (excluded from the rates), training
 images/s of an Adam step on the ELBO (value_and_grad of
@@ -11,7 +14,8 @@ pre-stacked device batch), the achieved GFLOP/s at 719.6 MFLOP per image per
 step beside XLA's own count (`compiled.cost_analysis()`), and evaluation
 images/s (RDTerms, forward only). `--reference` adds the direct Flax version
 (`lax.conv_transpose` deconvolutions, as `nn.ConvTranspose`), and the same
-architecture in PyTorch (eager, fp32) is timed when torch is installed.
+architecture in PyTorch (fp32, eager and under `torch.compile`) is timed
+when torch is installed, right after JAX in each of `--rounds` rounds.
 
 The scan is fully unrolled (`unroll=True`): XLA:CPU runs convolutions inside
 a while loop through a slow generic path (jax-ml/jax#12868); measured here,
@@ -154,8 +158,10 @@ def bench_jax(batch: int, steps: int, repeats: int, fast: bool) -> dict:
           'eval_images_per_s': eval_images.shape[0] / eval_s}
 
 
-def bench_torch(batch: int, steps: int) -> tuple[float, float] | None:
-  """Training (images/s, images/CPU-s) of the same model in PyTorch, or None."""
+def make_torch_bench(batch: int, mode: str):
+  """`time(steps) -> (images/s, images/CPU-s)` of the same model trained in
+  PyTorch (fp32; mode 'eager', or 'compile': the loss under
+  `torch.compile`), after two warm-up steps; None without torch."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -198,7 +204,7 @@ def bench_torch(batch: int, steps: int) -> tuple[float, float] | None:
   optimizer = torch.optim.Adam(params, lr=3e-4)
   images = torch.from_numpy(load_images(batch)).permute(0, 3, 1, 2).contiguous()
 
-  def step():
+  def loss_fn(images):
     loc, raw = encoder(2 * images - 1).chunk(2, dim=1)
     scale = functional.softplus(raw) + 1e-5
     z = loc + scale * torch.randn_like(loc)
@@ -207,18 +213,30 @@ def bench_torch(batch: int, steps: int) -> tuple[float, float] | None:
     logits = decoder(z)
     distortion = functional.binary_cross_entropy_with_logits(
         logits, images, reduction='none').sum((1, 2, 3))
-    loss = (rate + distortion).mean()
+    return (rate + distortion).mean()
+
+  if mode == 'compile':
+    loss_fn = torch.compile(loss_fn)
+  elif mode != 'eager':
+    raise ValueError(f'torch mode {mode!r}: expected eager or compile')
+
+  def step():
+    loss = loss_fn(images)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
 
   for _ in range(2):
     step()
-  start, cpu = time.perf_counter(), time.process_time()
-  for _ in range(steps):
-    step()
-  return (steps * batch / (time.perf_counter() - start),
-          steps * batch / (time.process_time() - cpu))
+
+  def time_steps(steps):
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+      step()
+    return (steps * batch / (time.perf_counter() - start),
+            steps * batch / (time.process_time() - cpu))
+
+  return time_steps
 
 
 def main():
@@ -228,7 +246,13 @@ def main():
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--reference', action='store_true',
                       help='also time the direct lax.conv_transpose version')
+  parser.add_argument('--torch', default='eager,compile',
+                      help="PyTorch modes beside JAX: 'eager', 'compile' "
+                      "(torch.compile), both, or '' for none")
   parser.add_argument('--torch_steps', type=int, default=10)
+  parser.add_argument('--rounds', type=int, default=1,
+                      help='alternate JAX and each PyTorch mode this many '
+                      'times (A B A B) and print the ratios of each round')
   args = parser.parse_args()
 
   print(f'jax {jax.__version__} on {jax.devices()[0].platform}, '
@@ -236,26 +260,40 @@ def main():
   print(f'FLOP model: {forward_mflop_per_image():.1f} MFLOP forward per image,'
         f' {MFLOP_PER_IMAGE_STEP} MFLOP per training step (3x forward)')
   variants = [('fast', True)] + ([('direct', False)] if args.reference else [])
+  torch_modes = [m for m in args.torch.split(',') if m]
   for batch in (int(b) for b in args.batch_sizes.split(',')):
-    for name, fast in variants:
-      r = bench_jax(batch, args.steps_per_dispatch, args.repeats, fast)
-      print(f'[jax {name:6s}] batch {batch:4d}: '
-            f'train {r["train_images_per_s"]:7.1f} images/s '
-            f'({r["gflop_per_s"]:5.1f} GFLOP/s at {MFLOP_PER_IMAGE_STEP} '
-            f'MFLOP/image; XLA counts {r["xla_mflop_per_image_step"]:.1f} '
-            f'MFLOP/image), eval {r["eval_images_per_s"]:7.1f} images/s, '
-            f'compile {r["compile_s"]:.1f} s '
-            f'({args.steps_per_dispatch} steps per dispatch); '
-            f'{r["train_images_per_cpu_s"]:.1f} train images per CPU-second',
-            flush=True)
-    rates = bench_torch(batch, args.torch_steps)
-    if rates is None:
-      print(f'[torch      ] batch {batch:4d}: PyTorch not installed')
-    else:
-      rate, per_cpu = rates
-      print(f'[torch      ] batch {batch:4d}: train {rate:7.1f} images/s '
-            f'(eager fp32, {rate * MFLOP_PER_IMAGE_STEP / 1e3:5.1f} GFLOP/s); '
-            f'{per_cpu:.1f} train images per CPU-second', flush=True)
+    benches = {m: make_torch_bench(batch, m) for m in torch_modes}
+    if any(b is None for b in benches.values()):
+      print(f'[torch        ] batch {batch:4d}: PyTorch not installed '
+            '(pip install -e ".[benchmarks]")')
+      benches = {}
+    ratios = {m: [] for m in benches}
+    for round_ in range(args.rounds):
+      for name, fast in variants:
+        r = bench_jax(batch, args.steps_per_dispatch, args.repeats, fast)
+        print(f'[jax {name:6s}  ] batch {batch:4d} round {round_}: '
+              f'train {r["train_images_per_s"]:7.1f} images/s '
+              f'({r["gflop_per_s"]:5.1f} GFLOP/s at {MFLOP_PER_IMAGE_STEP} '
+              f'MFLOP/image; XLA counts {r["xla_mflop_per_image_step"]:.1f} '
+              f'MFLOP/image), eval {r["eval_images_per_s"]:7.1f} images/s, '
+              f'compile {r["compile_s"]:.1f} s '
+              f'({args.steps_per_dispatch} steps per dispatch); '
+              f'{r["train_images_per_cpu_s"]:.1f} train images per '
+              'CPU-second', flush=True)
+        if fast:
+          jax_rate = r['train_images_per_s']
+      for mode, time_steps in benches.items():
+        rate, per_cpu = time_steps(args.torch_steps)
+        ratios[mode].append(jax_rate / rate)
+        print(f'[torch {mode:7s}] batch {batch:4d} round {round_}: train '
+              f'{rate:7.1f} images/s (fp32, '
+              f'{rate * MFLOP_PER_IMAGE_STEP / 1e3:5.1f} GFLOP/s); '
+              f'{per_cpu:.1f} train images per CPU-second; JAX / torch '
+              f'{mode} = {jax_rate / rate:.2f}', flush=True)
+    for mode, values in ratios.items():
+      print(f'batch {batch}: JAX / torch {mode} per round: '
+            + ', '.join(f'{v:.2f}' for v in values)
+            + f' (median {statistics.median(values):.2f})', flush=True)
   print(f'load average after: {os.getloadavg()}')
 
 
