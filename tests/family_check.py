@@ -1,17 +1,20 @@
-"""One train step and one evaluation of a model family on 1 and 2 devices.
+"""One train step and one evaluation of model families on 1 and 2 devices.
 
-Run as a script, `python tests/family_check.py FAMILY` (tests/test_families.py
-starts it in a subprocess, since XLA_FLAGS must be set before JAX initialises
-its backend). The family gets tiny widths (`tiny_config`); it is trained for
+Run as a script, `python tests/family_check.py FAMILY [FAMILY ...]`
+(tests/test_families.py starts it in a subprocess, since XLA_FLAGS must be
+set before JAX initialises its backend; several families share one process
+and its start-up). The family gets tiny widths (`tiny_config`); it is trained for
 one step through the real training loop (`parallel.make_train_loop`, jit mode)
 and evaluated through the real evaluation loop (`parallel.make_eval_loop`,
 IWAE with K = 2) on (a) one device and (b) two devices, where the batch is
-sharded and XLA inserts the gradient all-reduce. Prints a JSON report.
+sharded and XLA inserts the gradient all-reduce. Prints one JSON report
+per family, a line each.
 """
 
 import json
 import os
 import sys
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rdvae import cpu_devices  # pylint: disable=g-import-not-at-top
@@ -97,9 +100,8 @@ def run(model, optimizer, objective, objective_state, images: np.ndarray,
   }
 
 
-def main():
-  family = sys.argv[1]
-  assert jax.device_count() == 2, jax.devices()
+def check(family: str) -> dict:
+  """The report of `family`: both runs and their largest parameter gap."""
   config = tiny_config(family)
   # Built once, so both runs share the compiled initialisation.
   parts = (model_lib.create_model(config), optim.create_optimizer(config, 10),
@@ -112,7 +114,18 @@ def main():
     report[name] = {k: v for k, v in out.items() if k != 'params'}
   report['max_param_diff'] = max(
       float(np.max(np.abs(a - b))) for a, b in zip(one['params'], two['params']))
-  print(json.dumps(report))
+  return report
+
+
+def main():
+  assert jax.device_count() == 2, jax.devices()
+  for family in sys.argv[1:]:
+    try:
+      report = check(family)
+    except Exception:  # pylint: disable=broad-except
+      # Reported, so the other families of the process still run.
+      report = {'family': family, 'error': traceback.format_exc()[-3000:]}
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == '__main__':

@@ -5,11 +5,14 @@ on the data-parallel path over two devices (batch sharded, gradients
 all-reduced by XLA), with finite R, D and IWAE, the two runs agreeing, and the
 exact relations between the figures.
 
-Two devices on the CPU need XLA_FLAGS before JAX starts, so each family runs
-in a subprocess (tests/family_check.py). The pmap wrapper runs the same step
-body; it is compared with the jit paths in tests/test_parallel.py.
+Two devices on the CPU need XLA_FLAGS before JAX starts, so the families run
+in subprocesses (tests/family_check.py), four to a process: each process
+starts JAX once for its group (about 5 s), and the group's tests share a
+pytest-xdist worker, so the process runs once. The pmap wrapper runs the
+same step body; it is compared with the jit paths in tests/test_parallel.py.
 """
 
+import functools
 import json
 import math
 import os
@@ -25,15 +28,31 @@ from rdvae import model as model_lib
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAMILIES = model_lib.FAMILIES
 BETA = 0.5  # family_check.BETA
+# Three processes of four families, each with two PixelCNN++ decoders (the
+# costly ones) and two simple ones.
+GROUPS = (('---', '-+-', '+-+', '++v'), ('--+', '-++', '+-v', '++-'),
+          ('--v', '-+v', '+--', '+++'))
+
+
+@functools.lru_cache(maxsize=None)
+def _group_reports(group: tuple[str, ...]) -> dict:
+  out = subprocess.run(
+      [sys.executable, os.path.join(HERE, 'family_check.py'), *group],
+      capture_output=True, text=True, timeout=1800, check=False,
+      cwd=os.path.dirname(HERE))
+  assert out.returncode == 0, out.stderr[-3000:]
+  reports = [json.loads(line) for line in out.stdout.splitlines()
+             if line.startswith('{')]
+  return {r['family']: r for r in reports}
 
 
 def _report(family: str) -> dict:
-  out = subprocess.run(
-      [sys.executable, os.path.join(HERE, 'family_check.py'), family],
-      capture_output=True, text=True, timeout=900, check=False,
-      cwd=os.path.dirname(HERE))
-  assert out.returncode == 0, out.stderr[-3000:]
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  group, = (g for g in GROUPS if family in g)
+  return _group_reports(group)[family]
+
+
+def test_groups_hold_every_family_once():
+  assert sorted(f for g in GROUPS for f in g) == sorted(FAMILIES)
 
 
 def test_every_family_is_registered():
@@ -44,10 +63,14 @@ def test_every_family_is_registered():
     model_lib.validate(config)
 
 
-@pytest.mark.parametrize('family', FAMILIES,
-                         ids=[f'family{f}' for f in FAMILIES])
+@pytest.mark.parametrize('family', [
+    pytest.param(f, marks=pytest.mark.xdist_group(f'family_check_{i}'))
+    for i, g in enumerate(GROUPS) for f in g
+], ids=[f'family{f}' for g in GROUPS for f in g])
 def test_family_trains_and_evaluates_on_one_and_two_devices(family):
   report = _report(family)
+  assert 'error' not in report, report['error']
+  assert report['family'] == family
   assert report['devices'] == 2
   one, two = report['one_device'], report['two_devices']
   for run in (one, two):
