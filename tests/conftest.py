@@ -29,6 +29,16 @@ from rdvae import compilation  # pylint: disable=g-import-not-at-top,wrong-impor
 compilation.setup()
 
 
+@pytest.fixture(scope='session')
+def whole_smoke_run(tmp_path_factory):
+  """The workdir of the undisturbed smoke run (tests/reference_run.py)."""
+  import reference_run  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('whole') / 'run')
+  out = reference_run.run(workdir)
+  assert out.returncode == 0, out.stderr
+  return workdir
+
+
 def pytest_configure(config):
   config.addinivalue_line(
       'markers', 'slow: takes more than ~20 s (deselect with -m "not slow")')

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import reference_run
 from configs import mnist
 from rdvae import checkpointing
 from rdvae import evaluation
@@ -255,19 +256,15 @@ def test_omniglot_smoke_run_on_mock_tfds(tmp_path):
   assert results['step'] == 4
 
 
-def _main(workdir, *flags):
-  return [sys.executable, '-m', 'experiments.main',
-          '--config=configs/mnist.py:smoke', f'--workdir={workdir}',
-          '--jax_platforms=cpu', '--config.train.num_steps=12',
-          '--config.train.eval_every=6', *flags]
-
-
+@pytest.mark.xdist_group(reference_run.GROUP)
 @pytest.mark.slow
-def test_killed_run_resumes_bitwise(tmp_path):
-  """SIGKILL after the first checkpoint, restart: same as never stopped."""
-  killed, whole = str(tmp_path / 'killed'), str(tmp_path / 'whole')
-  proc = subprocess.Popen(_main(killed), cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+def test_killed_run_resumes_bitwise(tmp_path, whole_smoke_run):
+  """SIGKILL after the first checkpoint, restart: the same as the run never
+  stopped (tests/reference_run.py, shared with tests/test_faults.py)."""
+  killed = str(tmp_path / 'killed')
+  proc = subprocess.Popen(reference_run.command(killed), cwd=REPO,
+                          env=reference_run.environment(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   first = os.path.join(killed, 'checkpoints', '4')
   deadline = time.time() + 500
   while not os.path.isdir(first) and proc.poll() is None:
@@ -275,22 +272,8 @@ def test_killed_run_resumes_bitwise(tmp_path):
     time.sleep(0.05)
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
+  assert proc.returncode == -signal.SIGKILL
   assert not os.path.exists(os.path.join(killed, 'results.json'))
-  for workdir in (killed, whole):
-    subprocess.run(_main(workdir), cwd=REPO, check=True, timeout=600,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  assert writers.read_metrics(killed) == writers.read_metrics(whole)
-  timing = 'train_images_per_second'  # wall-clock, differs between runs
-  results = [writers.read_json(os.path.join(w, 'results.json'))
-             for w in (killed, whole)]
-  assert all(r.pop(timing) > 0 for r in results)
-  # what each process compiled or read from the compilation cache differs
-  assert all(r.pop('compile')['programs'] >= 0 for r in results)
-  assert results[0] == results[1]
-  a = checkpointing.restore(checkpointing.create_manager(killed))
-  b = checkpointing.restore(checkpointing.create_manager(whole))
-  import jax  # pylint: disable=g-import-not-at-top
-  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert len(leaves_a) == len(leaves_b) > 10
-  for x, y in zip(leaves_a, leaves_b):
-    np.testing.assert_array_equal(x, y)
+  out = reference_run.run(killed)
+  assert out.returncode == 0, out.stderr
+  reference_run.assert_same_run(killed, whole_smoke_run)
