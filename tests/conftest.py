@@ -39,6 +39,14 @@ def whole_smoke_run(tmp_path_factory):
   return workdir
 
 
+@pytest.fixture(scope='session')
+def multiprocess_runs(tmp_path_factory):
+  """The one-process, two-process and resumed smoke runs
+  (tests/multiprocess_runs.py)."""
+  import multiprocess_runs as runs  # pylint: disable=g-import-not-at-top
+  return runs.build(str(tmp_path_factory.mktemp('multiprocess')))
+
+
 def pytest_configure(config):
   config.addinivalue_line(
       'markers', 'slow: takes more than ~20 s (deselect with -m "not slow")')

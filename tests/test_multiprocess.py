@@ -22,15 +22,13 @@ share of a step of size <= 3e-4 (measured: 3.0e-6 after 4 steps).
 
 import os
 import re
-import shutil
-import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
+import multiprocess_runs
 from rdvae import checkpointing
 from rdvae import distributed
 from rdvae import writers
@@ -38,7 +36,6 @@ from rdvae import writers
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL = 1e-5
 PARAM_ATOL = 1e-5
-TIMEOUT = 900
 # Timing and what each process compiled: not results of the model.
 UNCOMPARED = ('train_images_per_second', 'compile')
 # The fixed words of gloo's 'Rank R is connected to N peer ranks. Expected
@@ -47,63 +44,9 @@ GLOO_WORDS = ('[Gloo] Rank', 'is connected to',
               'peer ranks. Expected number of connected peer ranks is :')
 
 
-def _command(workdir, devices, *extra):
-  return [sys.executable, '-m', 'experiments.main',
-          '--config=configs/mnist.py:smoke', '--jax_platforms=cpu',
-          f'--cpu_devices={devices}', f'--workdir={workdir}', *extra]
-
-
-def _env(**variables):
-  env = dict(os.environ)
-  for name in (distributed.COORDINATOR_ENV, distributed.NUM_PROCESSES_ENV,
-               distributed.PROCESS_ID_ENV, 'XLA_FLAGS'):
-    env.pop(name, None)
-  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
-  env.update({k: str(v) for k, v in variables.items()})
-  return env
-
-
-def _start(command, env):
-  return subprocess.Popen(command, cwd=REPO, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _finish(process):
-  try:
-    out, err = process.communicate(timeout=TIMEOUT)
-  except subprocess.TimeoutExpired:
-    process.kill()
-    out, err = process.communicate()
-  assert process.returncode == 0, err[-3000:]
-  return out
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-# The tests that use this fixture share one pytest-xdist worker (their
-# xdist_group), so it is built once rather than once per worker.
-@pytest.fixture(scope='session')
-def runs(tmp_path_factory):
-  """The one-process, two-process and resumed runs' workdirs and stdout."""
-  root = tmp_path_factory.mktemp('multiprocess')
-  one, two, resumed = (str(root / name) for name in ('one', 'two', 'resumed'))
-  port = _free_port()
-  processes = [_start(_command(one, 4), _env())] + [
-      _start(_command(two, 2, '--multihost'),
-             _env(JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-                  JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i)) for i in (0, 1)]
-  stdout = {name: _finish(p) for name, p in
-            zip(('one', 'two_0', 'two_1'), processes)}
-  # The state a two-process run killed after its step-2 checkpoint leaves.
-  shutil.copytree(two, resumed)
-  os.remove(os.path.join(resumed, writers.RESULTS_FILE))
-  shutil.rmtree(os.path.join(resumed, checkpointing.LATEST_DIR, '4'))
-  stdout['resumed'] = _finish(_start(_command(resumed, 4), _env()))
-  return dict(one=one, two=two, resumed=resumed, stdout=stdout)
+@pytest.fixture
+def runs(multiprocess_runs):
+  return multiprocess_runs
 
 
 def _assert_close(got, want, where):
@@ -127,7 +70,7 @@ def _assert_same_metrics(workdir, reference):
     _assert_close(g, w, f'{workdir} step {w["step"]}')
 
 
-@pytest.mark.xdist_group('multiprocess_runs')
+@pytest.mark.xdist_group(multiprocess_runs.GROUP)
 @pytest.mark.slow
 def test_two_processes_match_one_process(runs):
   _assert_close(writers.read_json(os.path.join(runs['two'], 'results.json')),
@@ -144,7 +87,7 @@ def test_two_processes_match_one_process(runs):
       np.testing.assert_allclose(g, w, rtol=0, atol=PARAM_ATOL)
 
 
-@pytest.mark.xdist_group('multiprocess_runs')
+@pytest.mark.xdist_group(multiprocess_runs.GROUP)
 @pytest.mark.slow
 def test_process_zero_alone_writes_and_prints(runs):
   out0, out1 = runs['stdout']['two_0'], runs['stdout']['two_1']
@@ -164,7 +107,7 @@ def test_process_zero_alone_writes_and_prints(runs):
   assert not [f for f in os.listdir(two) if f.endswith('.tmp')]
 
 
-@pytest.mark.xdist_group('multiprocess_runs')
+@pytest.mark.xdist_group(multiprocess_runs.GROUP)
 @pytest.mark.slow
 def test_two_process_checkpoint_resumes_in_one_process(runs):
   # One process with 4 devices restores the two-process step-2 checkpoint,
@@ -224,8 +167,10 @@ def test_bad_settings_are_named(kwargs, env, message):
 
 def test_main_refuses_process_flags_without_multihost(tmp_path):
   out = subprocess.run(
-      _command(str(tmp_path / 'run'), 1, '--num_processes=2'), cwd=REPO,
-      env=_env(), capture_output=True, text=True, timeout=120, check=False)
+      multiprocess_runs.command(str(tmp_path / 'run'), 1,
+                                 '--num_processes=2'),
+      cwd=REPO, env=multiprocess_runs.environment(), capture_output=True,
+      text=True, timeout=120, check=False)
   assert out.returncode != 0
   assert '--num_processes is only for --multihost' in out.stderr
   assert not os.path.exists(tmp_path / 'run')
