@@ -230,27 +230,39 @@ class _ConvEncoderAndVampPrior(nn.Module):
     return self.marginal(self.encoder).log_prob(z)
 
 
+def _conv_vamp_params(z):
+  params = _ConvEncoderAndVampPrior(_Calls(), encode_batch=0).init(
+      jax.random.key(0), z)
+  params['params']['marginal']['pseudo_inputs'] = jax.random.uniform(
+      jax.random.key(2), (7, 28, 28, 1))
+  return params
+
+
 @pytest.mark.parametrize('encode_batch, batches',
                          [(0, [7]), (3, [3, 3, 1]), (7, [7]), (64, [7]),
                           (None, [7])],
                          ids=['all', 'three', 'exact', 'larger', 'backend'])
-def test_vamp_prior_in_batches_equals_all_at_once(encode_batch, batches):
-  # The real conv encoder on 7 pseudo-inputs: every batching gives the same
-  # components (each pseudo-input's features are computed alone), so the
-  # same log m(z) to the last bit; the gradient sums the pseudo-inputs'
-  # shares in another order, so it agrees to float32 rounding. `None` takes
-  # backends.pseudo_input_batch (64 on the CPU: one call for 7).
-  z = jax.random.normal(jax.random.key(1), (5, 3))
+def test_vamp_prior_encoder_calls(encode_batch, batches):
+  # The batches the pseudo-inputs go through the encoder in (traced only).
+  # `None` takes backends.pseudo_input_batch: 64 on the CPU, one call for 7.
+  z = jnp.zeros((5, 3))
   calls = _Calls()
-  whole = _ConvEncoderAndVampPrior(_Calls(), encode_batch=0)
-  params = whole.init(jax.random.key(0), z)
-  params = jax.tree.map(lambda a: a, params)
-  params['params']['marginal']['pseudo_inputs'] = jax.random.uniform(
-      jax.random.key(2), (7, 28, 28, 1))
-  batched = _ConvEncoderAndVampPrior(calls, encode_batch=encode_batch)
-  log_m = jax.jit(batched.apply)(params, z)
+  module = _ConvEncoderAndVampPrior(calls, encode_batch=encode_batch)
+  jax.eval_shape(module.apply, _conv_vamp_params(z), z)
   assert calls.batches == batches
-  np.testing.assert_array_equal(log_m, jax.jit(whole.apply)(params, z))
+
+
+def test_vamp_prior_in_batches_equals_all_at_once():
+  # The real conv encoder on 7 pseudo-inputs in batches of 3, 3 and 1: each
+  # pseudo-input's features are computed alone, so the components and log
+  # m(z) are the same to the last bit; the gradient sums the pseudo-inputs'
+  # shares in another order, so it agrees to float32 rounding.
+  z = jax.random.normal(jax.random.key(1), (5, 3))
+  params = _conv_vamp_params(z)
+  batched, whole = (_ConvEncoderAndVampPrior(_Calls(), encode_batch=b)
+                    for b in (3, 0))
+  np.testing.assert_array_equal(jax.jit(batched.apply)(params, z),
+                                jax.jit(whole.apply)(params, z))
   grads = [jax.jit(jax.grad(lambda p, m=m: jnp.sum(m.apply(p, z))))(params)
            for m in (batched, whole)]
   for got, want in zip(*map(jax.tree.leaves, grads)):

@@ -14,8 +14,9 @@ from rdvae import validation
 
 
 def _random_image(seed, shape):
-  return (jax.random.uniform(jax.random.key(seed), shape) < 0.4).astype(
-      jnp.float32)
+  # From NumPy: jax.random.uniform compiles a program per shape.
+  return jnp.asarray(np.random.default_rng(seed).uniform(size=shape) < 0.4,
+                     jnp.float32)
 
 
 def _init(net, batch=1, latent=6, seed=0):
