@@ -164,7 +164,8 @@ def test_real_model_smoke_run_agrees_on_four_devices(tmp_path,
   Every figure of results.json (trained 4 steps, then evaluated with the same
   per-example keys) agrees to rtol 1e-5; measured 8.5e-7 for jit. The jit
   run over 4 devices is the one-process run of tests/multiprocess_runs.py
-  (the same command line), made once for both files.
+  (the same smoke config; jit is the default `train.parallel`), made once
+  for both files.
   """
   one = _smoke_run(str(tmp_path / 'one'), 1, 'jit')
   jit = writers.read_json(
