@@ -159,13 +159,28 @@ NONFINITE_KEYS = ('loss', 'rate', 'distortion', 'grad_norm', 'state')
 
 def nonfinite_flags(metrics: types.Metrics, state: TrainState) -> jax.Array:
   """int32 bit mask: bit i set when NONFINITE_KEYS[i] holds a NaN or inf."""
-  leaves = jax.tree.leaves((state.params, state.opt_state,
-                            state.objective_state))
-  state_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves
-                                if jnp.issubdtype(a.dtype, jnp.inexact)]))
+  state_ok = all_finite((state.params, state.opt_state,
+                         state.objective_state))
   ok = [jnp.isfinite(metrics[k]) for k in NONFINITE_KEYS[:-1]] + [state_ok]
   return sum(jnp.where(o, 0, 1 << i) for i, o in enumerate(ok)).astype(
       jnp.int32)
+
+
+def all_finite(tree: Any) -> jax.Array:
+  """Whether every float in `tree` is finite: a bool scalar.
+
+  One reduction over the leaves of each dtype concatenated, which XLA fuses
+  into one kernel whatever the number of leaves (a reduction per leaf made the
+  training step of the simple family 675 kernels instead of 461, and its
+  compilation about a seventh slower).
+  """
+  by_dtype = {}
+  for a in jax.tree.leaves(tree):
+    if jnp.issubdtype(a.dtype, jnp.inexact):
+      by_dtype.setdefault(jnp.dtype(a.dtype), []).append(jnp.ravel(a))
+  ok = [jnp.all(jnp.isfinite(jnp.concatenate(leaves)))
+        for leaves in by_dtype.values()]
+  return jnp.all(jnp.stack(ok)) if ok else jnp.asarray(True)
 
 
 def names_of_flags(flags: int) -> list[str]:

@@ -87,6 +87,32 @@ def test_nan_in_a_batch(skip):
     assert not _finite(new.params)
 
 
+def _many_leaves():
+  tree = {f'w{i}': np.ones((i % 4 + 1, 3), np.float32) for i in range(30)}
+  tree['half'] = np.ones((2, 2), np.float16)
+  tree['count'] = np.arange(3)  # integers are never non-finite
+  return tree
+
+
+@pytest.mark.parametrize('leaf,index,value', [
+    (None, None, None), ('w17', (1, 2), np.nan), ('w3', (0, 0), np.inf),
+    ('w29', (1, 0), -np.inf), ('half', (1, 1), np.nan)])
+def test_all_finite_finds_one_bad_element_among_many_leaves(leaf, index,
+                                                            value):
+  tree = _many_leaves()
+  if leaf is not None:
+    tree[leaf][index] = value
+  assert bool(jax.jit(steps.all_finite)(tree)) == (leaf is None)
+
+
+def test_all_finite_is_one_kernel_per_dtype():
+  # The state check of every training step: a reduction per leaf made the
+  # simple family's step 675 kernels instead of 461.
+  compiled = jax.jit(steps.all_finite).lower(_many_leaves()).compile()
+  assert compiled.as_text().count(' fusion(') <= 4  # two dtypes + the 'and'
+  assert bool(steps.all_finite({'n': np.arange(2)}))  # no floats at all
+
+
 @pytest.mark.parametrize('skip', [False, True], ids=['stop', 'skip'])
 def test_learning_rate_that_blows_up(skip):
   state, step = _step(skip, learning_rate=1e38)
