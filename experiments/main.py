@@ -79,7 +79,8 @@ _COMPILATION_CACHE = flags.DEFINE_string(
     '$RDVAE_COMPILATION_CACHE, else ~/.cache/rdvae/jax).')
 _DRY_RUN = flags.DEFINE_bool(
     'dry_run', False, 'Print the train settings chosen for the backend '
-    '(train.scan_unroll, train.steps_per_dispatch) and exit.')
+    '(train.scan_unroll, train.steps_per_dispatch, model.pseudo_input_batch) '
+    'and exit.')
 _BACKEND = flags.DEFINE_string(
     'backend', None, 'With --dry_run: the backend to choose for (cpu, gpu, '
     'tpu), without needing one; default: JAX\'s default backend.')
@@ -95,7 +96,14 @@ def main(argv):
     if not backend:
       import jax  # pylint: disable=g-import-not-at-top
       backend = jax.default_backend()
-    print(backends.describe(backends.resolve(_CONFIG.value, backend)))
+    if _CONFIG.value.get('dataset', {}).get('name') == 'toy':
+      print(f'backend {backend}: the toy has no backend-dependent settings')
+      return
+    try:
+      print(backends.describe(backends.resolve(_CONFIG.value, backend)))
+    except (ValueError,) + _expected_errors() as e:
+      print(f'{type(e).__name__}: {e}', file=sys.stderr, flush=True)
+      sys.exit(_exit_status(e))
     return
   if _BACKEND.value:
     raise app.UsageError('--backend only names a backend for --dry_run; '

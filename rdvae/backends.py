@@ -13,6 +13,9 @@ call (`parallel.make_train_loop`).
   runs at full speed, and a step takes milliseconds, so many steps go into one
   dispatch to keep the device busy while the host logs.
 
+The VampPrior's pseudo-inputs per encoder call, `model.pseudo_input_batch`
+= None (auto), are resolved here too.
+
 The resolved values are a pure function of (config, backend name): the run
 logs them and writes them to results.json; config.json keeps what the user
 asked (None / 0), so the same config resumes on any backend.
@@ -110,7 +113,9 @@ def resolve(config: ml_collections.ConfigDict, backend: str) -> dict[str, Any]:
 
   Returns:
     {'backend': name, 'scan_unroll': bool, 'steps_per_dispatch': int,
-     'auto': [the keys left to the backend]}.
+     'auto': [the keys left to the backend]}, plus 'pseudo_input_batch'
+    (int, 0 = all at once) when the config has model.pseudo_input_batch
+    (the image models; it matters to the VampPrior only).
   """
   validate(config)
   wanted = defaults_for_backend(backend)
@@ -128,6 +133,13 @@ def resolve(config: ml_collections.ConfigDict, backend: str) -> dict[str, Any]:
     out['auto'].append('steps_per_dispatch')
   else:
     out['steps_per_dispatch'] = c.steps_per_dispatch
+  if 'model' in config and 'pseudo_input_batch' in config.model:
+    if config.model.pseudo_input_batch is None:
+      out['pseudo_input_batch'] = pseudo_input_batch(backend)
+      out['auto'].append('pseudo_input_batch')
+    else:
+      out['pseudo_input_batch'] = validation.check_positive_int(
+          config, 'model.pseudo_input_batch', allow_zero=True)
   return out
 
 
@@ -139,12 +151,17 @@ def resolved_config(config: ml_collections.ConfigDict, backend: str
   config = copy.deepcopy(config)
   config.train.scan_unroll = chosen['scan_unroll']
   config.train.steps_per_dispatch = chosen['steps_per_dispatch']
+  if 'pseudo_input_batch' in chosen:
+    config.model.pseudo_input_batch = chosen['pseudo_input_batch']
   return config, chosen
 
 
 def describe(chosen: dict[str, Any]) -> str:
   """One log line for `resolve`'s summary."""
   auto = ', '.join(chosen['auto']) or 'none'
-  return (f'backend {chosen["backend"]}: train.scan_unroll='
+  line = (f'backend {chosen["backend"]}: train.scan_unroll='
           f'{chosen["scan_unroll"]} train.steps_per_dispatch='
-          f'{chosen["steps_per_dispatch"]} (auto: {auto})')
+          f'{chosen["steps_per_dispatch"]}')
+  if 'pseudo_input_batch' in chosen:
+    line += f' model.pseudo_input_batch={chosen["pseudo_input_batch"]}'
+  return f'{line} (auto: {auto})'

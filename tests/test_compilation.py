@@ -58,24 +58,28 @@ def test_auto_steps_per_dispatch(preferred, every, expected):
   assert backends.auto_steps_per_dispatch(preferred, every) == expected
 
 
-@pytest.mark.parametrize('backend, unroll, steps', [
-    ('cpu', True, 2), ('gpu', False, 10), ('tpu', False, 10)])
-def test_default_config_resolves_per_backend(backend, unroll, steps):
+@pytest.mark.parametrize('backend, unroll, steps, pseudo', [
+    ('cpu', True, 2, 64), ('gpu', False, 10, 0), ('tpu', False, 10, 0)])
+def test_default_config_resolves_per_backend(backend, unroll, steps, pseudo):
   config = default.get_config()  # log 100, eval 7810, checkpoint 1000
   assert config.train.steps_per_dispatch == 0
   assert config.train.scan_unroll is None
+  assert config.model.pseudo_input_batch is None
   resolved, chosen = backends.resolved_config(config, backend)
   assert chosen == {'backend': backend, 'scan_unroll': unroll,
-                    'steps_per_dispatch': steps,
-                    'auto': ['scan_unroll', 'steps_per_dispatch']}
+                    'steps_per_dispatch': steps, 'pseudo_input_batch': pseudo,
+                    'auto': ['scan_unroll', 'steps_per_dispatch',
+                             'pseudo_input_batch']}
   assert resolved.train.scan_unroll is unroll
   assert resolved.train.steps_per_dispatch == steps
+  assert resolved.model.pseudo_input_batch == pseudo
   for key in backends.EVERY_KEYS:  # still dispatch boundaries
     assert validation.get(resolved, key) % steps == 0
   train.validate(resolved)
   # the user's config is left as asked (config.json keeps 'auto')
   assert config.train.steps_per_dispatch == 0
   assert config.train.scan_unroll is None
+  assert config.model.pseudo_input_batch is None
 
 
 def test_explicit_settings_are_kept():
@@ -85,9 +89,10 @@ def test_explicit_settings_are_kept():
   config.train.log_every = 5
   config.train.eval_every = 10
   config.train.checkpoint_every = 0
+  config.model.pseudo_input_batch = 100
   chosen = backends.resolve(config, 'gpu')
   assert (chosen['scan_unroll'], chosen['steps_per_dispatch'],
-          chosen['auto']) == (True, 5, [])
+          chosen['pseudo_input_batch'], chosen['auto']) == (True, 5, 100, [])
 
 
 @pytest.mark.parametrize('key, value, pattern', [
@@ -108,7 +113,25 @@ def test_dry_run_prints_the_gpu_choice_without_a_gpu():
        '--dry_run', '--backend=gpu'],
       capture_output=True, text=True, cwd=REPO, timeout=120, check=True)
   assert ('backend gpu: train.scan_unroll=False train.steps_per_dispatch=10 '
-          '(auto: scan_unroll, steps_per_dispatch)') in out.stdout
+          'model.pseudo_input_batch=0 (auto: scan_unroll, steps_per_dispatch, '
+          'pseudo_input_batch)') in out.stdout
+
+
+@pytest.mark.parametrize('args, status, expected', [
+    (['--config=configs/toy.py', '--backend=gpu'], 0,
+     'backend gpu: the toy has no backend-dependent settings'),
+    (['--config=configs/mnist.py', '--backend=cpu',
+      '--config.model.pseudo_input_batch=-2'], 2,
+     'ConfigError: config.model.pseudo_input_batch=-2 must be >= 0'),
+    (['--config=configs/mnist.py', '--backend=metal'], 2,
+     "ValueError: unknown backend 'metal'")])
+def test_dry_run_of_the_toy_and_of_bad_values(args, status, expected):
+  out = subprocess.run(
+      [sys.executable, '-m', 'experiments.main', '--dry_run', *args],
+      capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+  assert out.returncode == status, out.stderr
+  assert expected in out.stdout + out.stderr
+  assert 'Traceback' not in out.stderr
 
 
 # --- the persistent cache ---------------------------------------------------
@@ -195,7 +218,7 @@ def test_runs_differing_only_in_numbers_share_their_programs(tmp_path):
   assert rates == pytest.approx({2: 1e-3, 4: 1e-3, 6: 1e-3 / 3}, abs=1e-9)
   assert first['backend'] == second['backend'] == {
       'backend': 'cpu', 'scan_unroll': True, 'steps_per_dispatch': 2,
-      'auto': ['scan_unroll']}
+      'pseudo_input_batch': 64, 'auto': ['scan_unroll', 'pseudo_input_batch']}
   with open(tmp_path / 'b' / 'results.json') as f:
     assert json.load(f)['compile']['programs'] == 0
   with open(tmp_path / 'b' / 'config.json') as f:
