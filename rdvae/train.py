@@ -230,9 +230,10 @@ def create_run(config: ml_collections.ConfigDict,
   """Builds the model, optimizer and compiled loops (loading the data unless
   `dataset` is given).
 
-  `train.scan_unroll` and `train.steps_per_dispatch` left to the backend
-  are resolved first (`backends`; `Run.config` holds the resolved values,
-  `Run.backend` the summary). The jitted loops are shared with earlier runs
+  `train.scan_unroll`, `train.steps_per_dispatch` and
+  `model.pseudo_input_batch` left to the backend are resolved first
+  (`backends`; `Run.config` holds the resolved values, `Run.backend` the
+  summary). The jitted loops are shared with earlier runs
   of this process that have the same `_ProgramSpec`.
   """
   config, chosen = backends.resolved_config(config, jax.default_backend())
