@@ -27,6 +27,7 @@ e(z) = sum_x p*(x) e(z|x) summed over its states.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import os
@@ -532,20 +533,24 @@ def fit_population(configs: Sequence[ml_collections.ConfigDict],
                        "objective's numbers; it cannot share their program")
   runs = [_start(c, w) for c, w in zip(configs, workdirs)]
   by_step: dict[int, list[int]] = {}
-  sizes = {}
   for index, run in enumerate(runs):
     by_step.setdefault(int(run.state.step), []).append(index)
-  for same_step in by_step.values():
-    for start in range(0, len(same_step), MAX_POPULATION):
-      members = same_step[start:start + MAX_POPULATION]
-      states = _train_loop(runs[members[0]],
-                           [runs[i].state for i in members],
-                           [workdirs[i] for i in members])
-      for i, state in zip(members, states):
-        runs[i] = runs[i]._replace(state=state)
-        sizes[i] = len(members)
-  return [_finish(run, workdir, population_size=sizes[i])
-          for i, (run, workdir) in enumerate(zip(runs, workdirs))]
+  finished = {}
+  # A population's files (checkpoint, float64 evaluation, figure: Python
+  # work, mostly) are written on a second thread while the next population
+  # trains (XLA, without the GIL), so the two overlap on two cores.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as files:
+    for same_step in by_step.values():
+      for start in range(0, len(same_step), MAX_POPULATION):
+        members = same_step[start:start + MAX_POPULATION]
+        states = _train_loop(runs[members[0]],
+                             [runs[i].state for i in members],
+                             [workdirs[i] for i in members])
+        for i, state in zip(members, states):
+          runs[i] = runs[i]._replace(state=state)
+          finished[i] = files.submit(_finish, runs[i], workdirs[i],
+                                     len(members))
+  return [finished[i].result() for i in range(len(runs))]
 
 
 # The most members trained by one program. XLA:CPU computes each member of a
