@@ -149,9 +149,8 @@ def plot_toy_columns(columns: Sequence[ToyColumn], path: str) -> None:
 def _fixed_margins(fig, width: float, height: float, cols: int,
                    rows: int) -> None:
   """Margins and gaps in inches that fit the toy panels' ticks, labels and
-  titles: the layout `tight_layout` would find, without its measuring pass
-  (a third of the time of drawing a toy column, and a toy sweep draws one
-  per point)."""
+  titles, set without `tight_layout`'s measuring pass (a third of the time
+  of drawing a toy column, and a toy sweep draws one per point)."""
   left, right, top, bottom = 0.5, 0.1, 0.3, 0.4
   gap_x, gap_y = 0.55, 0.8
   axes_w = (width - left - right - (cols - 1) * gap_x) / cols

@@ -172,7 +172,7 @@ def all_finite(tree: Any) -> jax.Array:
   One reduction over the leaves of each dtype concatenated, which XLA fuses
   into one kernel whatever the number of leaves (a reduction per leaf made the
   training step of the simple family 675 kernels instead of 461, and its
-  compilation about a seventh slower).
+  compilation 8-13% more CPU time).
   """
   by_dtype = {}
   for a in jax.tree.leaves(tree):

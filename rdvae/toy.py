@@ -516,7 +516,9 @@ def fit_population(configs: Sequence[ml_collections.ConfigDict],
   resumes from its own checkpoint, and ends bitwise equal to its run alone
   (a population of one; tests/test_toy.py). Members restored at different
   steps train in different populations, and a population holds at most
-  MAX_POPULATION members (more train in several, one after another).
+  MAX_POPULATION members (more train in several, one after another). Each
+  population's files are written on a second thread while the next one
+  trains.
 
   Returns:
     `fit`'s (results, tables) for each member, in order; results gain
