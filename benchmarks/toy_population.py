@@ -23,7 +23,6 @@ across members gives on this backend at all.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import pathlib
 import subprocess
@@ -93,9 +92,9 @@ def time_steps(sizes: list[int], steps: int, rounds: int) -> None:
 
 def _results(workdir: str) -> dict:
   out = {}
-  for path in glob.glob(os.path.join(workdir, '*', 'results.json')):
-    with open(path) as f:
-      results = json.load(f)
+  from rdvae import writers  # pylint: disable=g-import-not-at-top
+  for path in glob.glob(os.path.join(workdir, '*', writers.RESULTS_FILE)):
+    results = writers.read_json(path)
     results.pop('population_size', None)
     out[os.path.basename(os.path.dirname(path))] = results
   return out

@@ -1,0 +1,103 @@
+r"""What the training loop's state check costs to compile.
+
+  python benchmarks/compile_cost.py
+  python benchmarks/compile_cost.py --families=---,-+- --rounds=3
+
+For each family at the family checks' tiny widths (tests/family_check.py's
+`tiny_config`), builds the trainer's loop (`parallel.make_train_loop`, one
+step per call, one device) twice: with the state check of the step as it is
+(`steps.all_finite`: one fused reduction per dtype) and with a check of each
+leaf on its own (an `isfinite` and a reduction per array, the form used
+before). Compiles each `--rounds` times, alternating, with the persistent
+cache off, and prints the kernels (fusions) of the compiled loop, the CPU
+time of each compilation (every compiler thread counted) and its wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'tests'))
+
+_FAMILIES = flags.DEFINE_list('families', ['---', '-+-'], 'Families.')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Compilations of each form.')
+
+
+def _per_leaf_flags(metrics, state):
+  """`steps.nonfinite_flags` with each leaf of the state checked alone."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from rdvae import steps  # pylint: disable=g-import-not-at-top
+  leaves = jax.tree.leaves((state.params, state.opt_state,
+                            state.objective_state))
+  state_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves
+                                if jnp.issubdtype(a.dtype, jnp.inexact)]))
+  ok = [jnp.isfinite(metrics[k]) for k in steps.NONFINITE_KEYS[:-1]]
+  return sum(jnp.where(o, 0, 1 << i)
+             for i, o in enumerate(ok + [state_ok])).astype(jnp.int32)
+
+
+def main(argv):
+  del argv
+  os.environ['RDVAE_COMPILATION_CACHE'] = 'off'
+  import family_check  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from rdvae import data  # pylint: disable=g-import-not-at-top
+  from rdvae import model as model_lib  # pylint: disable=g-import-not-at-top
+  from rdvae import objectives  # pylint: disable=g-import-not-at-top
+  from rdvae import optim  # pylint: disable=g-import-not-at-top
+  from rdvae import parallel  # pylint: disable=g-import-not-at-top
+  from rdvae import steps  # pylint: disable=g-import-not-at-top
+
+  fused = steps.nonfinite_flags
+  images = data.load_npz(str(data.packaged_npz_path()))['test'][:8]
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  key = jax.random.key(2)
+  print(f'load average {os.getloadavg()}')
+  print(' family  check     kernels  CPU s (each round)        wall s')
+  for family in _FAMILIES.value:
+    config = family_check.tiny_config(family)
+    model = model_lib.create_model(config)
+    optimizer = optim.create_optimizer(config, 10)
+    objective = objectives.create_objective(config)
+    state = steps.create_train_state(
+        model, optimizer, objectives.create_state(config),
+        jax.random.key(0), data.gather_batch(images, np.arange(1)))
+    args = (parallel.put_replicated(state, mesh),
+            parallel.put_replicated(images, mesh))
+    times = {'fused': [], 'per-leaf': []}
+    walls = {'fused': [], 'per-leaf': []}
+    kernels = {}
+    for _ in range(_ROUNDS.value):
+      for form, flags_fn in (('per-leaf', _per_leaf_flags),
+                             ('fused', fused)):
+        steps.nonfinite_flags = flags_fn
+        loop = parallel.make_train_loop(
+            steps.make_train_step(model, optimizer, objective),
+            lambda start: data.batch_index_block(key, start, 1, 8, 4),
+            data.gather_batch, 4, 1, mesh, 'jit')
+        lowered = loop.lower(*args)
+        cpu, wall = time.process_time(), time.perf_counter()
+        compiled = lowered.compile()
+        times[form].append(time.process_time() - cpu)
+        walls[form].append(time.perf_counter() - wall)
+        kernels[form] = compiled.as_text().count(' fusion(')
+    steps.nonfinite_flags = fused
+    for form in ('per-leaf', 'fused'):
+      cpu = ', '.join(f'{t:.2f}' for t in times[form])
+      wall = ', '.join(f'{t:.2f}' for t in walls[form])
+      print(f' {family:6s}  {form:8s}  {kernels[form]:7d}  {cpu:24s}  {wall}')
+  print(f'load average {os.getloadavg()}')
+
+
+if __name__ == '__main__':
+  app.run(main)
