@@ -20,6 +20,10 @@ unique temporary file in the same directory and renamed into place
 either no entry or a whole one. If JAX's internals differ from what this
 expects, the plain JAX cache is used instead.
 
+Options: `known_options` keeps the XLA compile options (`compiler_options`
+of a `jax.jit`) that this jaxlib accepts, so a program that asks for an
+option a newer or older XLA lacks compiles without it instead of failing.
+
 Counts: `Counter` listens to JAX's monitoring events (`jax.monitoring`) and
 reports, per run, the programs compiled by XLA, the seconds spent tracing,
 lowering and compiling (or reading from the cache), and the persistent cache's
@@ -28,6 +32,7 @@ hits and misses (a miss is a program compiled and written to the cache).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import uuid
@@ -146,6 +151,30 @@ def _install_atomic_cache(path: str) -> bool:
   with jax_cache._cache_initialized_mutex:  # pylint: disable=protected-access
     jax_cache._cache = AtomicFileCache(path, max_size=-1)  # pylint: disable=protected-access
     jax_cache._cache_initialized = True  # pylint: disable=protected-access
+  return True
+
+
+def known_options(options: dict[str, Any]) -> dict[str, Any]:
+  """The entries of `options` that XLA accepts as compile options here.
+
+  Each (name, value) is tried once per process on a trivial program; XLA
+  rejects an unknown name ('No such compile option') or a value it cannot
+  parse with INVALID_ARGUMENT, and such entries are left out.
+  """
+  return {name: value for name, value in options.items()
+          if _accepts(name, value)}
+
+
+@functools.cache
+def _accepts(name: str, value: Any) -> bool:
+  import jax  # pylint: disable=g-import-not-at-top
+  probe = jax.jit(lambda: 0, compiler_options={name: value})
+  try:
+    probe.lower().compile()
+  except Exception as e:  # pylint: disable=broad-except
+    if 'INVALID_ARGUMENT' in str(e) or 'compile option' in str(e):
+      return False
+    raise
   return True
 
 

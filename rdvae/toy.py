@@ -43,6 +43,7 @@ from scipy import optimize
 from scipy import stats
 
 from rdvae import checkpointing
+from rdvae import compilation
 from rdvae import exact
 from rdvae import figures
 from rdvae import objectives
@@ -339,8 +340,32 @@ def init_state(model: ToyModel, options: TrainOptions,
                     objective_state=objective_state)
 
 
-@functools.partial(jax.jit,
-                   static_argnames=('model', 'objective', 'options', 'length'))
+# XLA:CPU hands a reduction over a large enough array (a population's
+# [members, 30, 30] tables, from 5 members on) to YNNPACK, which sums in
+# another order than XLA's own loops; without it every member of any
+# population is computed bitwise as the same run alone (tests/test_toy.py
+# checks 61 members). The option means nothing to other backends.
+MEMBERWISE_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
+# XLA:CPU computes an elementwise op (e.g. the exp of a constrained
+# objective's multiplier update, one number per member) on arrays of a few
+# elements by another path than on one element or many: an exp over 3, 5, 6,
+# 7, 11, 13, 14 or 15 elements differs in the last bit from the same exp one
+# by one; over 1, 2, 4, 8 and every count from 16 on it does not. So a
+# population trains padded to a power of two below LANES or a multiple of
+# LANES members (`padded_population`).
+LANES = 8
+
+
+def padded_population(size: int) -> int:
+  """The members `train_steps` computes for a population of `size`: 1, 2,
+  4, or the next multiple of LANES (see LANES)."""
+  if size <= 0:
+    raise ValueError(f'population size {size}: expected at least 1')
+  if size >= LANES:
+    return -(-size // LANES) * LANES
+  return 1 << (size - 1).bit_length()
+
+
 def train_steps(states: TrainState, p_data: jax.Array, *, model: ToyModel,
                 objective: objectives.Objective, options: TrainOptions,
                 length: int) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -352,15 +377,39 @@ def train_steps(states: TrainState, p_data: jax.Array, *, model: ToyModel,
   (`exact.terms`) weighted by p*(x) [X], then updates the objective state
   (the multiplier of a constrained objective follows its constraint). The
   objective's numbers are arrays in the state, so runs that differ only in
-  them (e.g. a sweep of target rates) share one compiled program. In a
-  population of up to MAX_POPULATION members a member ends bitwise equal to
-  its run alone (tests/test_toy.py), so a sweep's points equal their runs
-  alone.
+  them (e.g. a sweep of target rates) share one compiled program
+  (`train_steps_program`). A member of a population of any size ends
+  bitwise equal to its run alone (MEMBERWISE_COMPILER_OPTIONS;
+  tests/test_toy.py), so a sweep's points equal their runs alone.
 
   Returns:
     (states, aux) with aux the last step's means (rate, distortion, ...),
     each with the population axis.
   """
+  size = len(states.step)
+  padded = padded_population(size)
+  if padded > size:  # copies of the first member, dropped after
+    states = jax.tree.map(
+        lambda a: jnp.concatenate([a, jnp.repeat(a[:1], padded - size, 0)]),
+        states)
+  states, aux = train_steps_program()(states, p_data, model=model,
+                                      objective=objective, options=options,
+                                      length=length)
+  if padded > size:
+    states, aux = jax.tree.map(lambda a: a[:size], (states, aux))
+  return states, aux
+
+
+@functools.cache
+def train_steps_program():
+  """The jitted program behind `train_steps` (one per process)."""
+  return jax.jit(
+      _population_steps,
+      static_argnames=('model', 'objective', 'options', 'length'),
+      compiler_options=compilation.known_options(MEMBERWISE_COMPILER_OPTIONS))
+
+
+def _population_steps(states, p_data, *, model, objective, options, length):
   def member(state):
     return _member_steps(state, p_data, model, objective, options, length)
   return jax.vmap(member)(states)
@@ -555,13 +604,12 @@ def fit_population(configs: Sequence[ml_collections.ConfigDict],
   return [finished[i].result() for i in range(len(runs))]
 
 
-# The most members trained by one program. XLA:CPU computes each member of a
-# population of up to 4 bitwise as it computes the member alone; from 5 on it
-# vectorises across members and rounds differently (measured on the toy_rd
-# sweep's points after 1000 steps), and the toy's flat optima (the target
-# rate's and the ELBO's) turn that rounding into visible differences (up to
-# 0.02 nats in R after 20,000 steps at 60 members).
-MAX_POPULATION = 4
+# The most members trained by one program. Any size gives every member
+# bitwise as its run alone; on a 2-core CPU the whole toy_rd sweep is no
+# faster with populations of 16 or 64 than of 8 (the files of a population,
+# drawn in Python, 0.2-0.3 s a point, are written while the next population
+# trains, and bound the sweep; benchmarks/toy_population.py).
+MAX_POPULATION = 8
 
 
 class _Run(NamedTuple):

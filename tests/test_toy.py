@@ -195,7 +195,9 @@ class PopulationTest(absltest.TestCase):
 
   def test_target_rates_share_one_program_and_vmap(self):
     """Runs that differ only in sigma: one compilation, and the vmapped
-    population equals each run alone."""
+    population equals each run alone, bitwise. Six members: from five on,
+    XLA:CPU would hand the population's reductions to YNNPACK, which sums in
+    another order (toy.MEMBERWISE_COMPILER_OPTIONS turns that off)."""
     config = toy_configs.get_config('rate_constraint')
     spec = toy.validate(config)
     model = toy.create_model(config, spec)
@@ -203,18 +205,20 @@ class PopulationTest(absltest.TestCase):
     options = toy.create_train_options(config)
     p_data = jnp.asarray(spec.p_data, jnp.float32)
     members = []
-    for sigma, seed in ((0.3, 0), (0.5, 1)):
+    sigmas = (0.3, 0.5, 0.1, 0.7, 0.2, 0.4)
+    for seed, sigma in enumerate(sigmas):
       config.objective.rate = sigma
       members.append(toy.init_state(model, options,
                                     objectives.create_state(config), seed))
     train = functools.partial(toy.train_steps, p_data=p_data, model=model,
                               objective=objective, options=options, length=50)
-    before = toy.train_steps._cache_size()  # pylint: disable=protected-access
+    program = toy.train_steps_program()
+    before = program._cache_size()  # pylint: disable=protected-access
     alone = [train(toy.stack([m])) for m in members]
-    self.assertEqual(toy.train_steps._cache_size() - before, 1)  # pylint: disable=protected-access
+    self.assertEqual(program._cache_size() - before, 1)  # pylint: disable=protected-access
     stacked, aux = train(toy.stack(members))
     for i, (state, member_aux) in enumerate(alone):
-      self.assertAlmostEqual(float(aux['rate_target'][i]), (0.3, 0.5)[i],
+      self.assertAlmostEqual(float(aux['rate_target'][i]), sigmas[i],
                              places=6)
       # Bitwise: XLA computes a member the same way in any population.
       for a, b in zip(jax.tree.leaves(stacked), jax.tree.leaves(state)):
@@ -223,6 +227,14 @@ class PopulationTest(absltest.TestCase):
                                     member_aux['multiplier'][0])
     self.assertNotAlmostEqual(float(aux['multiplier'][0]),
                               float(aux['multiplier'][1]), places=3)
+
+  def test_padded_population(self):
+    self.assertEqual([toy.padded_population(n) for n in range(1, 18)],
+                     [1, 2, 4, 4, 8, 8, 8, 8, 16, 16, 16, 16, 16, 16, 16, 16,
+                      24])
+    self.assertEqual(toy.padded_population(61), 64)
+    with self.assertRaisesRegex(ValueError, 'population size 0'):
+      toy.padded_population(0)
 
   def test_fit_population_equals_fit_and_resumes_by_step(self):
     """Members of a population end bitwise equal to their runs alone, each
@@ -235,7 +247,7 @@ class PopulationTest(absltest.TestCase):
       c.objective.kind, c.objective.rate, c.seed = kind, sigma, seed
       return c
     # Six members: member 1 restored at its last step only finishes; the
-    # other five train as populations of MAX_POPULATION (4) and 1.
+    # other five train as one population (computed as eight members).
     configs = [config(0.3, 0), config(0.6, 1), config(1.2, 5),
                config(0.1, 2), config(0.9, 3), config(1.5, 4)]
     root = tempfile.mkdtemp()
@@ -246,7 +258,7 @@ class PopulationTest(absltest.TestCase):
     os.remove(os.path.join(together[1], writers.RESULTS_FILE))
     outputs = toy.fit_population(configs, together)
     for i, (a, (b, _)) in enumerate(zip(alone, outputs)):
-      self.assertEqual(b.pop('population_size'), (4, 1, 4, 4, 4, 1)[i])
+      self.assertEqual(b.pop('population_size'), (5, 1, 5, 5, 5, 5)[i])
       self.assertEqual(a, b)
       self.assertEqual(
           writers.read_metrics(os.path.join(root, f'alone{i}')),
