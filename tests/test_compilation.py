@@ -223,3 +223,12 @@ def test_runs_differing_only_in_numbers_share_their_programs(tmp_path):
     assert json.load(f)['compile']['programs'] == 0
   with open(tmp_path / 'b' / 'config.json') as f:
     assert json.load(f)['train']['scan_unroll'] is None  # what was asked
+
+
+def test_known_options_keeps_what_xla_accepts():
+  options = {'xla_backend_optimization_level': 1,
+             'xla_no_such_option_anywhere': True,
+             'xla_llvm_disable_expensive_passes': 'not a bool'}
+  assert compilation.known_options(options) == {
+      'xla_backend_optimization_level': 1}
+  assert compilation.known_options({}) == {}
