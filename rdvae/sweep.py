@@ -54,8 +54,9 @@ own figures being most of what is left; BUILD.md), and one dispatch for all
 where dispatches cost. Image models
 train one point at a time ('auto' and 'off'): population training of image
 models is not built, so 'on' refuses them (on XLA:CPU a vmapped convolution
-step becomes a grouped convolution, several times slower than its members
-one after another). A population that fails trains its points again one at
+step becomes a grouped convolution: a population of the simple family is
+3-4x slower per member than its members one after another,
+benchmarks/image_population.py). A population that fails trains its points again one at
 a time, so one bad point is recorded alone.
 """
 
