@@ -48,16 +48,15 @@ takes as arrays (seed, beta, target rates, multiplier settings) can train as
 one population: their states stacked on a leading axis, one `jax.vmap`'d
 program for all of them, each point still in its own directory with its own
 files, ending bitwise equal to its run alone. `population` = 'auto' (the
-default) does so for the toy: faster than its points one after another
-(on this project's 2-core CPU the toy's 60-point sweep 1.4x, its points'
-own figures being most of what is left; BUILD.md), and one dispatch for all
-where dispatches cost. Image models
-train one point at a time ('auto' and 'off'): population training of image
-models is not built, so 'on' refuses them (on XLA:CPU a vmapped convolution
-step becomes a grouped convolution: a population of the simple family is
-3-4x slower per member than its members one after another,
-benchmarks/image_population.py). A population that fails trains its points again one at
-a time, so one bad point is recorded alone.
+default) does so for the toy: faster than its points one after another (on
+this project's 2-core CPU the toy's 60-point sweep 1.4x, its points' own
+figures being most of what is left; BUILD.md), and one dispatch for all
+where dispatches cost. Image models train one point at a time ('auto' and
+'off'): population training of image models is not built, so 'on' refuses
+them (on XLA:CPU a vmapped convolution step becomes a grouped convolution: a
+population of the simple family is 3-4x slower per member than its members
+one after another, benchmarks/image_population.py). A population that fails
+trains its points again one at a time, so one bad point is recorded alone.
 """
 
 from __future__ import annotations
