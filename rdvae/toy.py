@@ -342,9 +342,10 @@ def init_state(model: ToyModel, options: TrainOptions,
 
 # XLA:CPU hands a reduction over a large enough array (a population's
 # [members, 30, 30] tables, from 5 members on) to YNNPACK, which sums in
-# another order than XLA's own loops; without it every member of any
-# population is computed bitwise as the same run alone (tests/test_toy.py
-# checks 61 members). The option means nothing to other backends.
+# another order than XLA's own loops; without it (and with LANES below)
+# every member of any population is computed bitwise as the same run alone
+# (tests/test_toy.py checks six members). The option means nothing to other
+# backends.
 MEMBERWISE_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
 # XLA:CPU computes an elementwise op (e.g. the exp of a constrained
 # objective's multiplier update, one number per member) on arrays of a few
@@ -386,18 +387,9 @@ def train_steps(states: TrainState, p_data: jax.Array, *, model: ToyModel,
     (states, aux) with aux the last step's means (rate, distortion, ...),
     each with the population axis.
   """
-  size = len(states.step)
-  padded = padded_population(size)
-  if padded > size:  # copies of the first member, dropped after
-    states = jax.tree.map(
-        lambda a: jnp.concatenate([a, jnp.repeat(a[:1], padded - size, 0)]),
-        states)
-  states, aux = train_steps_program()(states, p_data, model=model,
-                                      objective=objective, options=options,
-                                      length=length)
-  if padded > size:
-    states, aux = jax.tree.map(lambda a: a[:size], (states, aux))
-  return states, aux
+  return train_steps_program()(states, p_data, model=model,
+                               objective=objective, options=options,
+                               length=length)
 
 
 @functools.cache
@@ -412,7 +404,11 @@ def train_steps_program():
 def _population_steps(states, p_data, *, model, objective, options, length):
   def member(state):
     return _member_steps(state, p_data, model, objective, options, length)
-  return jax.vmap(member)(states)
+  size = len(states.step)
+  extra = padded_population(size) - size  # copies of the first member
+  states = jax.tree.map(
+      lambda a: jnp.concatenate([a, jnp.repeat(a[:1], extra, 0)]), states)
+  return jax.tree.map(lambda a: a[:size], jax.vmap(member)(states))
 
 
 def stack(states: Sequence[TrainState]) -> TrainState:

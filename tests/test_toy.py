@@ -197,7 +197,9 @@ class PopulationTest(absltest.TestCase):
     """Runs that differ only in sigma: one compilation, and the vmapped
     population equals each run alone, bitwise. Six members: from five on,
     XLA:CPU would hand the population's reductions to YNNPACK, which sums in
-    another order (toy.MEMBERWISE_COMPILER_OPTIONS turns that off)."""
+    another order (toy.MEMBERWISE_COMPILER_OPTIONS turns that off), and an
+    exp over six multipliers would take another path than over one (the
+    population is computed as eight, toy.padded_population)."""
     config = toy_configs.get_config('rate_constraint')
     spec = toy.validate(config)
     model = toy.create_model(config, spec)
