@@ -2,12 +2,17 @@
 the tiny stand-in model), paths relative to the repository, and one
 persistent compilation cache for the whole suite.
 
-The cache (rdvae/compilation.py) is .pytest_cache/rdvae-jax unless
-RDVAE_COMPILATION_CACHE says otherwise ('off' turns it off). It is set in
-the environment here, so the pytest-xdist workers and every subprocess a test
-starts (experiments.main, tests/parallel_check.py, tests/family_check.py)
-share it: a program compiled by one is read back by the others and by the
-next run of the suite (delete the directory for a cold start).
+The cache (rdvae/compilation.py) is rdvae's default one, the user's
+$XDG_CACHE_HOME/rdvae/jax (~/.cache/rdvae/jax), unless
+RDVAE_COMPILATION_CACHE says otherwise ('off' turns it off; a new empty
+directory gives a cold start). It is set in the environment here, so the
+pytest-xdist workers and every subprocess a test starts (experiments.main,
+tests/parallel_check.py, tests/family_check.py) share it: a program compiled
+by one is read back by the others and by every later run of the suite, in
+this clone or another one. Entries are keyed by the program, its compile
+options, the devices and the JAX/XLA versions, so a changed program is
+compiled again and never read stale. Where the user cache cannot be
+created, the suite keeps its cache in .pytest_cache/rdvae-jax.
 """
 
 import os
@@ -22,10 +27,24 @@ for path in (REPO, TESTS):
   if path not in sys.path:
     sys.path.insert(0, path)
 
-os.environ.setdefault('RDVAE_COMPILATION_CACHE',
-                      os.path.join(REPO, '.pytest_cache', 'rdvae-jax'))
 from rdvae import compilation  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+
+def _suite_cache() -> str:
+  """rdvae's default cache directory, or one in the clone if it is not
+  writable."""
+  path = compilation.default_path()
+  try:
+    os.makedirs(path, exist_ok=True)
+    if os.access(path, os.W_OK):
+      return path
+  except OSError:
+    pass
+  return os.path.join(REPO, '.pytest_cache', 'rdvae-jax')
+
+
+if compilation.ENV not in os.environ:
+  os.environ[compilation.ENV] = _suite_cache()
 compilation.setup()
 
 
