@@ -283,6 +283,37 @@ def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
+def windowed_conv(x: jax.Array, kernel: jax.Array,
+                  padding: Sequence[tuple[int, int]]) -> jax.Array:
+  """A stride-1 correlation with explicit padding, as one matrix product.
+
+    y[b, r, c, o] = sum_{i, j, k} x_pad[b, r + i, c + j, k] kernel[i, j, k, o]
+
+  computed as [B, H, W, kh kw I] windows (the kh kw shifted slices of the
+  padded input side by side) times the kernel as a [kh kw I, O] matrix. For
+  PixelCNN++'s small kernels (2x3 and 2x2, 64 -> 128 channels) XLA:CPU runs
+  this form, forward and backward, faster than `lax.conv_general_dilated`
+  at 28x28 and 7x7 (about 1.2-1.6x; `benchmarks/family_throughput.py` has
+  the whole network's figure); the values are the same up to the order of
+  the sums.
+
+  Args:
+    x: [B, H, W, I].
+    kernel: [kh, kw, I, O].
+    padding: ((top, bottom), (left, right)).
+
+  Returns:
+    [B, H + top + bottom - kh + 1, W + left + right - kw + 1, O].
+  """
+  kh, kw, channels, features = kernel.shape
+  (top, bottom), (left, right) = padding
+  x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+  windows = jnp.concatenate(
+      [x[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], axis=-1)
+  return windows @ kernel.reshape(kh * kw * channels, features)
+
+
 # ----------------------------------------------------------------------------
 # Gated layers.
 

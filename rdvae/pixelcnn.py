@@ -147,8 +147,7 @@ class CausalConv(nn.Module):
     bias = self.param('bias', nn.initializers.zeros, (self.features,),
                       jnp.float32)
     if self.strides == 1:
-      y = jax.lax.conv_general_dilated(
-          x, kernel, (1, 1), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      y = nets.windowed_conv(x, kernel, pads)
     else:
       x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
       y = nets.conv(x, kernel, (self.strides, self.strides), 'VALID')

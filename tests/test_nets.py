@@ -148,6 +148,28 @@ def test_conv_equals_lax(size, kernel, stride, padding):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('kernel,padding', [
+    ((2, 3), ((1, 0), (1, 1))), ((2, 2), ((1, 0), (1, 0))),
+    ((2, 3), ((0, 0), (1, 1))), ((3, 1), ((2, 1), (0, 0)))],
+    ids=['down', 'down_right', 'down_row_window', 'uneven'])
+def test_windowed_conv_equals_lax(kernel, padding):
+  # PixelCNN++'s causal kernels and paddings (the row window of the sampler
+  # has no top padding), and one with padding on every side.
+  x = _random(0, (2, 6, 5, 3))
+  w = _random(1, (*kernel, 3, 4))
+  ref = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), padding, dimension_numbers=DN)
+  windowed = lambda x, w: nets.windowed_conv(x, w, padding)
+  expected, got = jax.jit(lambda x, w: (ref(x, w), windowed(x, w)))(x, w)
+  assert got.shape == expected.shape
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+  cotangent = _random(2, expected.shape)
+  grad = lambda f: jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) * cotangent),
+                                    argnums=(0, 1)))(x, w)
+  for a, b in zip(grad(windowed), grad(ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_depth_to_space_layout():
   """Channel block (rh, rw) of input pixel (i, j) lands at (2i + rh, 2j + rw)."""
   x = jnp.arange(2 * 2 * 3 * 12, dtype=jnp.float32).reshape(2, 2, 3, 12)
