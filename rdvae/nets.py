@@ -292,10 +292,10 @@ def windowed_conv(x: jax.Array, kernel: jax.Array,
   computed as [B, H, W, kh kw I] windows (the kh kw shifted slices of the
   padded input side by side) times the kernel as a [kh kw I, O] matrix. For
   PixelCNN++'s small kernels (2x3 and 2x2, 64 -> 128 channels) XLA:CPU runs
-  this form, forward and backward, faster than `lax.conv_general_dilated`
-  at 28x28 and 7x7 (about 1.2-1.6x; `benchmarks/family_throughput.py` has
-  the whole network's figure); the values are the same up to the order of
-  the sums.
+  this form, forward and backward, 1.2-1.6x faster than
+  `lax.conv_general_dilated` at 28x28 and 7x7 (BUILD.md, "The twelve
+  families": the whole network trains 1.28x faster); the values are the
+  same up to the order of the sums.
 
   Args:
     x: [B, H, W, I].

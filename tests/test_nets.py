@@ -154,7 +154,7 @@ def test_conv_equals_lax(size, kernel, stride, padding):
     ids=['down', 'down_right', 'down_row_window', 'uneven'])
 def test_windowed_conv_equals_lax(kernel, padding):
   # PixelCNN++'s causal kernels and paddings (the row window of the sampler
-  # has no top padding), and one with padding on every side.
+  # has no top padding), and a taller kernel padded above and below.
   x = _random(0, (2, 6, 5, 3))
   w = _random(1, (*kernel, 3, 4))
   ref = lambda x, w: jax.lax.conv_general_dilated(
