@@ -127,6 +127,20 @@ def test_phase_taps(kernel, stride, expected):
       (list(t), first) for t, first in expected]
 
 
+def _assert_same_map_and_gradients(fast, ref, x, w, value_tol, grad_tol):
+  """fast(x, w) equals ref(x, w), and so do their gradients with respect to
+  x and w under a random cotangent; tolerances are (rtol, atol)."""
+  expected, got = jax.jit(lambda x, w: (ref(x, w), fast(x, w)))(x, w)
+  assert got.shape == expected.shape
+  np.testing.assert_allclose(got, expected, rtol=value_tol[0],
+                             atol=value_tol[1])
+  cotangent = _random(2, expected.shape)
+  grad = lambda f: jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) * cotangent),
+                                    argnums=(0, 1)))(x, w)
+  for a, b in zip(grad(fast), grad(ref)):
+    np.testing.assert_allclose(a, b, rtol=grad_tol[0], atol=grad_tol[1])
+
+
 @pytest.mark.parametrize('size,kernel,stride,padding', [
     (7, 7, 1, 'VALID'), (5, 5, 1, 'VALID'), (14, 5, 2, 'SAME')],
     ids=['f1_valid_dense', 'valid_dense_5', 'f1_stride2'])
@@ -136,16 +150,9 @@ def test_conv_equals_lax(size, kernel, stride, padding):
   ref = lambda x, w: jax.lax.conv_general_dilated(
       x, w, (stride, stride), padding, dimension_numbers=DN)
   fast = lambda x, w: nets.conv(x, w, (stride, stride), padding)
-  expected, got = jax.jit(lambda x, w: (ref(x, w), fast(x, w)))(x, w)
-  assert got.shape == expected.shape
-  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-5)
   # The gradients agree too (the dense form exists for its backward pass).
-  cotangent = _random(2, expected.shape)
-  grad = lambda f: jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) * cotangent),
-                                    argnums=(0, 1)))(x, w)
-  ref, fast = grad(ref), grad(fast)
-  for a, b in zip(fast, ref):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  _assert_same_map_and_gradients(fast, ref, x, w, value_tol=(1e-5, 2e-5),
+                                 grad_tol=(1e-4, 1e-4))
 
 
 @pytest.mark.parametrize('kernel,padding', [
@@ -160,14 +167,8 @@ def test_windowed_conv_equals_lax(kernel, padding):
   ref = lambda x, w: jax.lax.conv_general_dilated(
       x, w, (1, 1), padding, dimension_numbers=DN)
   windowed = lambda x, w: nets.windowed_conv(x, w, padding)
-  expected, got = jax.jit(lambda x, w: (ref(x, w), windowed(x, w)))(x, w)
-  assert got.shape == expected.shape
-  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-  cotangent = _random(2, expected.shape)
-  grad = lambda f: jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) * cotangent),
-                                    argnums=(0, 1)))(x, w)
-  for a, b in zip(grad(windowed), grad(ref)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  _assert_same_map_and_gradients(windowed, ref, x, w, value_tol=(1e-5, 1e-5),
+                                 grad_tol=(1e-5, 1e-5))
 
 
 def test_depth_to_space_layout():
