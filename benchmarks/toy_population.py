@@ -19,10 +19,11 @@ for a whole sweep.
    at best: the sweep's per-point work outside training (`toy._start`:
    validation, data spec, initial state, checkpoint manager; `toy._finish`:
    checkpoint, float64 evaluation, results, Fig. 2 column) timed on a few
-   points; the trainer's step alone and in the largest population of part
-   1; and the same loss written with the least work (log-probability
-   tables, nothing but the loss and Adam; its loss checked equal to the
-   trainer's) alone and in that population. A point one after another costs
+   points; the trainer's step alone and in the populations of part 1; and
+   the same loss written with less work (log-probability tables, nothing
+   but the loss and Adam; its loss checked equal to the trainer's) alone
+   and in the same populations. Each step's gain is its best per-member
+   time in a population against its time alone. A point one after another costs
    start + training alone + finish; a population can at best divide the
    training by its per-member gain and spread everything over the machine's
    cores, so the sweep's speed-up is at most
@@ -58,7 +59,7 @@ _SWEEPS = flags.DEFINE_integer(
     'sweeps', 2, 'Rounds of the whole sweep with --population=on then off '
     '(0: none).')
 _CEILING = flags.DEFINE_bool(
-    'ceiling', True, 'Time the per-point work and the least-work step, and '
+    'ceiling', True, 'Time the per-point work and the lean step, and '
     'print the bound on the sweep\'s speed-up.')
 _FILE_POINTS = flags.DEFINE_integer(
     'file_points', 4, 'Points whose start and finish the ceiling times.')
@@ -111,9 +112,9 @@ def time_steps(sizes: list[int], steps: int,
   return {size: min(times[size]) / (size * steps) for size in sizes}
 
 
-def least_work_step(sizes: list[int], steps: int,
-                    rounds: int) -> dict[int, float]:
-  """Seconds per member-step of the toy_rd loss written with the least work.
+def lean_step(sizes: list[int], steps: int,
+              rounds: int) -> dict[int, float]:
+  """Seconds per member-step of the toy_rd loss written with less work.
 
   The same loss as the trainer's, D + |sigma - R| over the exact tables, but
   from log-probability tables (log-softmax: no log of a probability, no
@@ -131,7 +132,7 @@ def least_work_step(sizes: list[int], steps: int,
 
   base = toy_rd.get_config()
   if (base.model.encoder, base.model.decoder) != ('bump', 'tabular'):
-    raise ValueError('the least-work step is written for a bump encoder and '
+    raise ValueError('the lean step is written for a bump encoder and '
                      f'a tabular decoder, not {base.model.encoder!r}, '
                      f'{base.model.decoder!r}')
   spec = toy.validate(base)
@@ -216,10 +217,10 @@ def point_overheads(points: int) -> tuple[float, float]:
   return sum(starts) / points, sum(finishes) / points
 
 
-def print_ceiling(trainer: dict[int, float], least_work: dict[int, float],
+def print_ceiling(trainer: dict[int, float], lean: dict[int, float],
                   start: float, finish: float) -> None:
-  """The bound of the module doc for the trainer's step and the least-work
-  one, each with its best per-member gain over the sizes timed."""
+  """The bound of the module doc for the trainer's step and the lean one,
+  each with its best per-member gain over the sizes timed."""
   from configs import toy as toy_config  # pylint: disable=g-import-not-at-top
   num_steps = toy_config.get_config().train.num_steps
   cores = os.cpu_count() or 1
@@ -228,7 +229,7 @@ def print_ceiling(trainer: dict[int, float], least_work: dict[int, float],
         f'{num_steps} training steps a point')
   print(' step         us per member-step: alone, best population   gain   '
         'training alone   bound on the sweep')
-  for name, seconds in (('trainer', trainer), ('least work', least_work)):
+  for name, seconds in (('trainer', trainer), ('lean', lean)):
     alone = seconds[1]
     size = min((n for n in seconds if n > 1), key=seconds.get)
     gain = alone / seconds[size]
@@ -283,8 +284,8 @@ def main(argv):
     if 1 not in sizes or len(sizes) < 2:
       raise app.UsageError('--ceiling needs --sizes with 1 and a larger '
                            f'population, not {sizes}')
-    least_work = least_work_step(sizes, _STEPS.value, _ROUNDS.value)
-    print_ceiling(trainer, least_work, *point_overheads(_FILE_POINTS.value))
+    lean = lean_step(sizes, _STEPS.value, _ROUNDS.value)
+    print_ceiling(trainer, lean, *point_overheads(_FILE_POINTS.value))
   if _SWEEPS.value:
     time_sweeps(_SWEEPS.value)
 
