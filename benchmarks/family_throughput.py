@@ -8,6 +8,9 @@ and where each stands against XLA's own convolution rate.
   python benchmarks/family_throughput.py --families=--v:0,--v,--v:0,--v
       # FAMILY:N sets model.pseudo_input_batch = N (0: the VampPrior's
       # pseudo-inputs through the encoder all at once), A B A B in one run
+  python benchmarks/family_throughput.py --families=-+-@lax,-+-,-+-@lax,-+-
+      # FAMILY@lax: PixelCNN++'s stride-1 causal convolutions as
+      # lax.conv_general_dilated (the form before nets.windowed_conv)
 
 For each family (encoder, decoder, marginal) in {-,+} x {-,+} x {-,+,v}:
 builds the run exactly as `train.train_and_eval` does (`train.create_run` on
@@ -46,10 +49,13 @@ import numpy as np
 from rdvae.model import FAMILIES
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import causal_conv_forms  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _FAMILIES = flags.DEFINE_list(
-    'families', list(FAMILIES), 'Families to time, each FAMILY or FAMILY:N '
-    '(N: model.pseudo_input_batch; default the backend\'s choice).')
+    'families', list(FAMILIES), 'Families to time, each FAMILY, FAMILY:N '
+    '(N: model.pseudo_input_batch; default the backend\'s choice) or '
+    'FAMILY@lax (the causal convolutions in their lax form).')
 _BATCH = flags.DEFINE_integer('batch_size', 64, 'Training batch size.')
 _DISPATCHES = flags.DEFINE_integer(
     'dispatches', 2, 'Timed calls of the training loop (each runs '
@@ -95,6 +101,16 @@ def xla_flops(lowered) -> float:
 
 
 def time_family(spec: str) -> dict:
+  """`time_family_in_form` of FAMILY[:N][@FORM] (FORM of the causal
+  convolutions, default windowed), its programs traced afresh."""
+  from rdvae import train  # pylint: disable=g-import-not-at-top
+  family, _, form = spec.partition('@')
+  train._programs.cache_clear()  # pylint: disable=protected-access
+  with causal_conv_forms.causal_conv_form(form or 'windowed'):
+    return dict(time_family_in_form(family), family=spec)
+
+
+def time_family_in_form(spec: str) -> dict:
   from configs import mnist  # pylint: disable=g-import-not-at-top
   from rdvae import compilation  # pylint: disable=g-import-not-at-top
   from rdvae import parallel  # pylint: disable=g-import-not-at-top
@@ -140,6 +156,11 @@ def time_family(spec: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  for spec in _FAMILIES.value:
+    form = spec.partition('@')[2]
+    if form and form not in causal_conv_forms.FORMS:
+      raise app.UsageError(f'--families entry {spec!r}: the form after @ '
+                           f'must be one of {causal_conv_forms.FORMS}')
   from rdvae import compilation  # pylint: disable=g-import-not-at-top
   compilation.setup(_CACHE.value)
   print(f'devices: {jax.devices()}; load average: {os.getloadavg()}')

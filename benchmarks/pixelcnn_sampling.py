@@ -2,6 +2,7 @@
 
   python benchmarks/pixelcnn_sampling.py                 # paper sizes
   python benchmarks/pixelcnn_sampling.py --num_samples=10 --train_steps=5
+  python benchmarks/pixelcnn_sampling.py --causal_conv=lax,windowed,lax,windowed
 
 Prints the parameter count; the time to draw `num_samples` images as one
 compiled program (`PixelCNN.sample`: a `lax.fori_loop` over the 784 pixels),
@@ -10,13 +11,17 @@ the teacher-forced distortion -log d(x|z) at batch 64 (compile time again
 separate). Also prints the load average, since timings on a shared machine are
 provisional. Real MNIST images are used where the repository's data file is
 found (`../shared/data/binarized_mnist.npz` or the package copy), random bits
-otherwise; the speed does not depend on which.
+otherwise; the speed does not depend on which. `--causal_conv` runs all of
+it once for each form of the stride-1 causal convolutions in the list, in
+order, in one process (benchmarks/causal_conv_forms.py; `windowed` is what
+the network computes, `lax` the `lax.conv_general_dilated` form before it).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import sys
 import time
 
 from absl import app
@@ -27,6 +32,9 @@ import numpy as np
 
 from rdvae import pixelcnn
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import causal_conv_forms  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 100, 'images to sample')
 _BATCH = flags.DEFINE_integer('batch', 64, 'training batch size')
 _TRAIN_STEPS = flags.DEFINE_integer('train_steps', 10, 'timed training steps')
@@ -35,6 +43,9 @@ _RESNETS = flags.DEFINE_integer('resnets_per_block', 2, 'resnet layers a block')
 _LATENT = flags.DEFINE_integer('latent', 64, 'latent dimensions Z')
 _SKIP_SAMPLING = flags.DEFINE_bool('skip_sampling', False,
                                    'only time training')
+_CAUSAL_CONV = flags.DEFINE_list(
+    'causal_conv', ['windowed'], 'Forms of the stride-1 causal convolutions '
+    f'to time, in order, each one of {causal_conv_forms.FORMS}.')
 
 
 def _images(batch: int) -> jax.Array:
@@ -57,6 +68,19 @@ def _timed(fn, *args):
 
 def main(argv):
   del argv
+  forms = _CAUSAL_CONV.value
+  for form in forms:
+    if form not in causal_conv_forms.FORMS:
+      raise app.UsageError(f'--causal_conv={form!r}: expected forms from '
+                           f'{causal_conv_forms.FORMS}')
+  for form in forms:
+    if len(forms) > 1:
+      print(f'--- causal convolutions: {form}')
+    with causal_conv_forms.causal_conv_form(form):
+      _benchmark()
+
+
+def _benchmark():
   print(f'devices: {jax.devices()}; load average: {os.getloadavg()}')
   net = pixelcnn.PixelCNN(features=_FEATURES.value,
                           resnets_per_block=_RESNETS.value)

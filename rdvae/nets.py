@@ -290,12 +290,12 @@ def windowed_conv(x: jax.Array, kernel: jax.Array,
     y[b, r, c, o] = sum_{i, j, k} x_pad[b, r + i, c + j, k] kernel[i, j, k, o]
 
   computed as [B, H, W, kh kw I] windows (the kh kw shifted slices of the
-  padded input side by side) times the kernel as a [kh kw I, O] matrix. For
-  PixelCNN++'s small kernels (2x3 and 2x2, 64 -> 128 channels) XLA:CPU runs
-  this form, forward and backward, 1.2-1.6x faster than
-  `lax.conv_general_dilated` at 28x28 and 7x7 (BUILD.md, "The twelve
-  families": the whole network trains 1.28x faster); the values are the
-  same up to the order of the sums.
+  padded input side by side) times the kernel as a [kh kw I, O] matrix;
+  the values are those of `lax.conv_general_dilated` up to the order of the
+  sums. PixelCNN++'s small causal kernels (2x3 and 2x2, 64 -> 128 channels)
+  train faster this way on XLA:CPU: `python benchmarks/family_throughput.py
+  --families=-+-@lax,-+-,-+-@lax,-+-` times the whole family in both forms
+  A B A B (BUILD.md, "The twelve families").
 
   Args:
     x: [B, H, W, I].
