@@ -292,10 +292,12 @@ def windowed_conv(x: jax.Array, kernel: jax.Array,
   computed as [B, H, W, kh kw I] windows (the kh kw shifted slices of the
   padded input side by side) times the kernel as a [kh kw I, O] matrix;
   the values are those of `lax.conv_general_dilated` up to the order of the
-  sums. PixelCNN++'s small causal kernels (2x3 and 2x2, 64 -> 128 channels)
-  train faster this way on XLA:CPU: `python benchmarks/family_throughput.py
-  --families=-+-@lax,-+-,-+-@lax,-+-` times the whole family in both forms
-  A B A B (BUILD.md, "The twelve families").
+  sums. With PixelCNN++'s small causal kernels (2x3 and 2x2, 64 -> 128
+  channels) in this form, XLA:CPU trains the whole `-+-` family faster and
+  samples the decoder faster, and compiles slower: `python
+  benchmarks/family_throughput.py --families=-+-@lax,-+-,-+-@lax,-+-` and
+  `python benchmarks/pixelcnn_sampling.py --causal_conv=lax,windowed` time
+  both forms (BUILD.md).
 
   Args:
     x: [B, H, W, I].
