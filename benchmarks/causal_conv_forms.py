@@ -1,7 +1,7 @@
 """The two forms of PixelCNN++'s stride-1 causal convolutions, for
 benchmarks that time them A B A B in one process.
 
-  windowed  what `pixelcnn.CausalConv` computes: one matrix product over the
+  windowed  what `pixelcnn_layers.CausalConv` computes: one matrix product over the
             kernel's shifted windows (`nets.windowed_conv`);
   lax       the same map as `lax.conv_general_dilated`, the form it replaced.
 
@@ -16,7 +16,7 @@ import contextlib
 
 import jax
 
-from rdvae import nets
+from rdvae.models import nets
 
 FORMS = ('windowed', 'lax')
 

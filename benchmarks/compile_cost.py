@@ -35,7 +35,7 @@ def _per_leaf_flags(metrics, state):
   """`steps.nonfinite_flags` with each leaf of the state checked alone."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from rdvae import steps  # pylint: disable=g-import-not-at-top
+  from rdvae.training import steps  # pylint: disable=g-import-not-at-top
   leaves = jax.tree.leaves((state.params, state.opt_state,
                             state.objective_state))
   state_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves
@@ -51,12 +51,12 @@ def main(argv):
   import family_check  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from rdvae import data  # pylint: disable=g-import-not-at-top
-  from rdvae import model as model_lib  # pylint: disable=g-import-not-at-top
-  from rdvae import objectives  # pylint: disable=g-import-not-at-top
-  from rdvae import optim  # pylint: disable=g-import-not-at-top
-  from rdvae import parallel  # pylint: disable=g-import-not-at-top
-  from rdvae import steps  # pylint: disable=g-import-not-at-top
+  from rdvae.data import sources as data  # pylint: disable=g-import-not-at-top
+  from rdvae.models import model as model_lib  # pylint: disable=g-import-not-at-top
+  from rdvae.objectives import losses as objectives  # pylint: disable=g-import-not-at-top
+  from rdvae.training import optim  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import parallel  # pylint: disable=g-import-not-at-top
+  from rdvae.training import steps  # pylint: disable=g-import-not-at-top
 
   fused = steps.nonfinite_flags
   images = data.load_npz(str(data.packaged_npz_path()))['test'][:8]

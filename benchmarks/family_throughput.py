@@ -103,7 +103,7 @@ def xla_flops(lowered) -> float:
 def time_family(spec: str) -> dict:
   """`time_family_in_form` of FAMILY[:N][@FORM] (FORM of the causal
   convolutions, default windowed), its programs traced afresh."""
-  from rdvae import train  # pylint: disable=g-import-not-at-top
+  from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
   family, _, form = spec.partition('@')
   train._programs.cache_clear()  # pylint: disable=protected-access
   with causal_conv_forms.causal_conv_form(form or 'windowed'):
@@ -112,9 +112,9 @@ def time_family(spec: str) -> dict:
 
 def time_family_in_form(spec: str) -> dict:
   from configs import mnist  # pylint: disable=g-import-not-at-top
-  from rdvae import compilation  # pylint: disable=g-import-not-at-top
-  from rdvae import parallel  # pylint: disable=g-import-not-at-top
-  from rdvae import train  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import parallel  # pylint: disable=g-import-not-at-top
+  from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
   config = mnist.get_config()
   family, _, pseudo_input_batch = spec.partition(':')
   config.model.family = family
@@ -161,7 +161,7 @@ def main(argv):
     if form and form not in causal_conv_forms.FORMS:
       raise app.UsageError(f'--families entry {spec!r}: the form after @ '
                            f'must be one of {causal_conv_forms.FORMS}')
-  from rdvae import compilation  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
   compilation.setup(_CACHE.value)
   print(f'devices: {jax.devices()}; load average: {os.getloadavg()}')
   print(f'batch {_BATCH.value}, {_DISPATCHES.value} timed calls after one '

@@ -19,7 +19,7 @@ Each size is compiled and run once before timing; then each round times
 touches both). Prints the milliseconds per member-step of each way in every
 round and the ratio apart / together (above 1: the population is faster).
 This is the measurement behind `--population=auto` training image models
-one point at a time on the CPU (rdvae/sweep.py).
+one point at a time on the CPU (rdvae/sweeps/runner.py).
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ BETAS = (0.1, 0.3, 1.0, 3.0, 10.0, 0.2, 0.5, 2.0)
 def main(argv):
   del argv
   from configs import mnist  # pylint: disable=g-import-not-at-top
-  from rdvae import data  # pylint: disable=g-import-not-at-top
-  from rdvae import model as model_lib  # pylint: disable=g-import-not-at-top
-  from rdvae import objectives  # pylint: disable=g-import-not-at-top
-  from rdvae import optim  # pylint: disable=g-import-not-at-top
-  from rdvae import steps  # pylint: disable=g-import-not-at-top
+  from rdvae.data import sources as data  # pylint: disable=g-import-not-at-top
+  from rdvae.models import model as model_lib  # pylint: disable=g-import-not-at-top
+  from rdvae.objectives import losses as objectives  # pylint: disable=g-import-not-at-top
+  from rdvae.training import optim  # pylint: disable=g-import-not-at-top
+  from rdvae.training import steps  # pylint: disable=g-import-not-at-top
 
   sizes = [int(s) for s in _SIZES.value]
   if not sizes or min(sizes) < 1 or max(sizes) > len(BETAS):

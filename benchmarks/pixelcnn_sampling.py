@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rdvae import pixelcnn
+from rdvae.models import pixelcnn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import causal_conv_forms  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -38,7 +38,7 @@ from absl import flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from rdvae import sweep as sweep_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rdvae.sweeps import runner as sweep_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _SWEEP = flags.DEFINE_string('sweep', 'configs/sweeps/compile_once.py',
                              'The sweep file.')

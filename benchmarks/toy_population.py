@@ -31,7 +31,7 @@ for a whole sweep.
    (imports and compilation, paid once by both, left out: they lower it).
 
 Populations hold at most `toy.MAX_POPULATION` members in the sweep (see
-rdvae/toy.py); the step timing goes beyond that to show what vectorising
+rdvae/toy/toy.py); the step timing goes beyond that to show what vectorising
 across members gives on this backend at all.
 """
 
@@ -70,8 +70,8 @@ def time_steps(sizes: list[int], steps: int,
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from configs.sweeps import toy_rd  # pylint: disable=g-import-not-at-top
-  from rdvae import objectives  # pylint: disable=g-import-not-at-top
-  from rdvae import toy  # pylint: disable=g-import-not-at-top
+  from rdvae.objectives import losses as objectives  # pylint: disable=g-import-not-at-top
+  from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
 
   base = toy_rd.get_config()
   spec = toy.validate(base)
@@ -126,9 +126,9 @@ def lean_step(sizes: list[int], steps: int,
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from configs.sweeps import toy_rd  # pylint: disable=g-import-not-at-top
-  from rdvae import exact  # pylint: disable=g-import-not-at-top
-  from rdvae import objectives  # pylint: disable=g-import-not-at-top
-  from rdvae import toy  # pylint: disable=g-import-not-at-top
+  from rdvae.objectives import exact  # pylint: disable=g-import-not-at-top
+  from rdvae.objectives import losses as objectives  # pylint: disable=g-import-not-at-top
+  from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
 
   base = toy_rd.get_config()
   if (base.model.encoder, base.model.decoder) != ('bump', 'tabular'):
@@ -197,7 +197,7 @@ def point_overheads(points: int) -> tuple[float, float]:
   one point untimed), in fresh directories."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   from configs.sweeps import toy_rd  # pylint: disable=g-import-not-at-top
-  from rdvae import toy  # pylint: disable=g-import-not-at-top
+  from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
 
   logging.set_verbosity(logging.WARNING)  # orbax logs every save
   sweep = toy_rd.get_sweep()
@@ -243,7 +243,7 @@ def print_ceiling(trainer: dict[int, float], lean: dict[int, float],
 
 def _results(workdir: str) -> dict:
   out = {}
-  from rdvae import writers  # pylint: disable=g-import-not-at-top
+  from rdvae.files import writers  # pylint: disable=g-import-not-at-top
   for path in glob.glob(os.path.join(workdir, '*', writers.RESULTS_FILE)):
     results = writers.read_json(path)
     results.pop('population_size', None)

@@ -42,11 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rdvae import decoders
-from rdvae import encoders
-from rdvae import marginals
-from rdvae import model as model_lib
-from rdvae import objectives
+from rdvae.models import decoders
+from rdvae.models import encoders
+from rdvae.models import marginals
+from rdvae.models import model as model_lib
+from rdvae.objectives import losses as objectives
 
 MFLOP_PER_IMAGE_STEP = 719.6
 

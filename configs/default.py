@@ -7,21 +7,21 @@ keys; `--config.<key>=<value>` overrides any key from the command line. The
 config is locked: a misspelt key is an error.
 
 Sections (each module documents and validates its own):
-  dataset.*    rdvae/data.py: name, source ('npz' | 'tfds'), path ('' = the
+  dataset.*    rdvae/data/sources.py: name, source ('npz' | 'tfds'), path ('' = the
                packaged binarized MNIST), tfds_data_dir ('' = TFDS default).
-  model.*      rdvae/model.py: family (the paper's tuple, e.g. '---'),
+  model.*      rdvae/models/model.py: family (the paper's tuple, e.g. '---'),
                latent_dim.
-  objective.*  rdvae/objectives.py: kind, beta, rate, distortion, schedules,
+  objective.*  rdvae/objectives/losses.py: kind, beta, rate, distortion, schedules,
                multiplier settings.
-  optim.*      rdvae/optim.py: Adam on block-normalized gradients; lr held for
+  optim.*      rdvae/training/optim.py: Adam on block-normalized gradients; lr held for
                hold_fraction of training, then linearly to final_fraction*lr.
-  train.*      rdvae/train.py: seed, batch_size, num_epochs or num_steps,
+  train.*      rdvae/training/loop.py: seed, batch_size, num_epochs or num_steps,
                steps_per_dispatch and scan_unroll (0 and None: the
-               backend's choice, rdvae/backends.py), parallel ('jit' |
+               backend's choice, rdvae/runtime/backends.py), parallel ('jit' |
                'pmap'), log_every, eval_every, checkpoint_every (0 = only at the end),
                max_checkpoints_to_keep, nonfinite ('stop' | 'skip'),
                max_skipped.
-  eval.*       rdvae/evaluation.py: batch_size, iwae_samples (K of the
+  eval.*       rdvae/evaluation/measures.py: batch_size, iwae_samples (K of the
                final IWAE bound and of the model's log q(x) in G),
                max_examples (0 = the whole split; N > 0 = a fixed random
                sample of N examples of each split, drawn with subset_seed,
@@ -35,11 +35,11 @@ Sections (each module documents and validates its own):
 import ml_collections
 from ml_collections import config_dict
 
-from rdvae import data
-from rdvae import evaluation
-from rdvae import model
-from rdvae import objectives
-from rdvae import optim
+from rdvae.data import sources as data
+from rdvae.evaluation import measures as evaluation
+from rdvae.models import model
+from rdvae.objectives import losses as objectives
+from rdvae.training import optim
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.batch_size = 64
   config.train.num_epochs = 200.0   # F.4
   config.train.num_steps = 0        # > 0 overrides num_epochs
-  # 0 and None: the backend's choice (rdvae/backends.py): on the CPU an
+  # 0 and None: the backend's choice (rdvae/runtime/backends.py): on the CPU an
   # unrolled scan of 2 steps per dispatch (XLA:CPU runs convolutions inside a
   # rolled loop ~20x slower), on GPU/TPU a rolled scan of up to 100 steps
   # (a divisor of log_every, eval_every and checkpoint_every). The values

@@ -1,7 +1,7 @@
 r"""python -m experiments.main --config=configs/omniglot.py --workdir=runs/omniglot
 
 Omniglot (Lake et al., 2015) as 28x28 binary images (Burda et al.'s
-preprocessing, see rdvae/data.py) through TFDS, with the simple family
+preprocessing, see rdvae/data/sources.py) through TFDS, with the simple family
 (-,-,-) and the paper's optimisation (Appendix F): 200 epochs, batch 64.
 TFDS must have prepared `omniglot` (that step needs TensorFlow and a network;
 reading it afterwards does not). Variants:

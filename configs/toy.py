@@ -15,7 +15,7 @@ and any key can be overridden, e.g. `--config.model.decoder=bump`
 
 import ml_collections
 
-from rdvae import objectives
+from rdvae.objectives import losses as objectives
 
 VARIANTS = ('elbo', 'target_rate', 'rate_constraint', 'smoke')
 
@@ -31,7 +31,7 @@ def get_config(variant: str = 'elbo') -> ml_collections.ConfigDict:
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'toy'
 
-  # The data spec of Appendix E (see rdvae/toy.py); change it only knowingly:
+  # The data spec of Appendix E (see rdvae/toy/toy.py); change it only knowingly:
   # results compare with an independent reference at these values.
   config.data = ml_collections.ConfigDict()
   config.data.num_bins = 30

@@ -4,7 +4,7 @@ r"""python -m experiments.evaluate --workdir=runs/mnist --params=best \
 Evaluates a finished run again from its checkpoint, without retraining:
 reads the run's config.json, restores its last checkpoint (`--params=last`)
 or its best by validation ELBO (`--params=best`), applies the `--eval.<key>`
-overrides (only evaluation keys; see rdvae/evaluation.py) and writes every
+overrides (only evaluation keys; see rdvae/evaluation/measures.py) and writes every
 measure of results.json (R, D, ELBO, IWAE, bits/dim, E, G, active units,
 rate per dimension) to `<workdir>/<output>`. The run's own config.json,
 metrics.jsonl and results.json are left as they are.
@@ -19,7 +19,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from rdvae import evaluation
+from rdvae.runs import reevaluate
+from rdvae.evaluation import measures as evaluation
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of a run.')
 _PARAMS = flags.DEFINE_enum('params', 'last', list(evaluation.PARAMS),
@@ -47,12 +48,12 @@ def main(argv):
     jax.config.update('jax_platforms', _PLATFORMS.value)
   overrides = {f'eval.{key}': flag.value for key, flag in _EVAL.items()
                if flag.value is not None}
-  from rdvae import compilation  # pylint: disable=g-import-not-at-top
-  from rdvae import preemption  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import preemption  # pylint: disable=g-import-not-at-top
   from rdvae import validation  # pylint: disable=g-import-not-at-top
   compilation.setup()
   try:
-    results = evaluation.evaluate_workdir(_WORKDIR.value, _PARAMS.value,
+    results = reevaluate.evaluate_workdir(_WORKDIR.value, _PARAMS.value,
                                           overrides, _OUTPUT.value)
   except (validation.ConfigError, FileNotFoundError) as e:
     print(f'{type(e).__name__}: {e}', file=sys.stderr, flush=True)

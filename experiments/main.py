@@ -11,7 +11,7 @@ devices (it sets XLA_FLAGS before JAX starts).
 
 Several processes (hosts of a TPU pod slice, GPUs or nodes of a cluster):
 start the same command on every process with `--multihost`. It calls
-`jax.distributed.initialize` (rdvae/distributed.py) with the coordinator
+`jax.distributed.initialize` (rdvae/runtime/distributed.py) with the coordinator
 address (process 0's HOST:PORT), the process count and this process's id
 taken from --coordinator_address, --num_processes, --process_id, else from
 the environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
@@ -33,12 +33,12 @@ On two local CPU processes, e.g.
 Errors: a bad config value, data file or workdir prints its message alone
 (no traceback) and exits with status 2, before anything is written; a run
 stopped by SIGTERM/SIGINT checkpoints and exits with status 75 (rerun to
-resume); the other statuses are listed in rdvae/preemption.py. A bug still
+resume); the other statuses are listed in rdvae/runtime/preemption.py. A bug still
 shows its traceback.
 
-Compiled programs are kept in a persistent cache (rdvae/compilation.py;
+Compiled programs are kept in a persistent cache (rdvae/runtime/compilation.py;
 `--compilation_cache=DIR` or `off`). `--dry_run [--backend=gpu]` prints the
-train settings the backend would get (rdvae/backends.py) and exits; it needs
+train settings the backend would get (rdvae/runtime/backends.py) and exits; it needs
 no such device.
 """
 
@@ -50,8 +50,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from rdvae import cpu_devices
-from rdvae import distributed
+from rdvae.runtime import cpu_devices
+from rdvae.runtime import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (configs/*.py[:variant]).',
@@ -91,7 +91,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if _DRY_RUN.value:
-    from rdvae import backends  # pylint: disable=g-import-not-at-top
+    from rdvae.runtime import backends  # pylint: disable=g-import-not-at-top
     backend = _BACKEND.value
     if not backend:
       import jax  # pylint: disable=g-import-not-at-top
@@ -128,8 +128,8 @@ def main(argv):
     jax.config.update('jax_platforms', _PLATFORMS.value)
   if _MULTIHOST.value:
     distributed.initialize(*(f.value for f in process_flags))
-  from rdvae import compilation  # pylint: disable=g-import-not-at-top
-  from rdvae import train  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
+  from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
   compilation.setup(_COMPILATION_CACHE.value)
   try:
     results = train.train_and_eval(_CONFIG.value, _WORKDIR.value)
@@ -142,18 +142,18 @@ def main(argv):
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
   """The exceptions that are outcomes, not bugs: shown without traceback."""
-  from rdvae import checkpointing  # pylint: disable=g-import-not-at-top
-  from rdvae import preemption  # pylint: disable=g-import-not-at-top
+  from rdvae.files import checkpointing  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import preemption  # pylint: disable=g-import-not-at-top
   from rdvae import validation  # pylint: disable=g-import-not-at-top
-  from rdvae import writers  # pylint: disable=g-import-not-at-top
+  from rdvae.files import writers  # pylint: disable=g-import-not-at-top
   return (validation.ConfigError, writers.WorkdirConflictError,
           FloatingPointError, checkpointing.NoGoodCheckpointError,
           preemption.Preempted)
 
 
 def _exit_status(error: BaseException) -> int:
-  from rdvae import checkpointing  # pylint: disable=g-import-not-at-top
-  from rdvae import preemption  # pylint: disable=g-import-not-at-top
+  from rdvae.files import checkpointing  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import preemption  # pylint: disable=g-import-not-at-top
   if isinstance(error, preemption.Preempted):
     return preemption.EXIT_PREEMPTED
   if isinstance(error, FloatingPointError):

@@ -7,7 +7,7 @@ encoder, decoder and marginal, -ELBO against R (Fig. 3b), sample grids of the
 frontier and of chosen betas (Fig. 4), report.md with every point, and
 TensorBoard HParams (`tensorboard --logdir=DIR/report/tensorboard`). It reads
 only the points' config.json, sweep_point.json, results.json, failure.json
-and images, so it can run while the sweep does; see `rdvae.report`.
+and images, so it can run while the sweep does; see `rdvae.analysis.report`.
 """
 
 import os
@@ -15,8 +15,8 @@ import os
 from absl import app
 from absl import flags
 
-from rdvae import figures
-from rdvae import report
+from rdvae.analysis import figures
+from rdvae.analysis import report
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The sweep directory.')
 _GRID_BETAS = flags.DEFINE_list(

@@ -1,7 +1,7 @@
 r"""python -m experiments.sweep --sweep=configs/sweeps/NAME.py --workdir=DIR
 
 Runs every point of a sweep file (configs/sweeps/*.py: get_config() and
-get_sweep(), see rdvae/sweep.py) in DIR/<point name>/ through
+get_sweep(), see rdvae/sweeps/runner.py) in DIR/<point name>/ through
 `rdvae.train_and_eval`, one after another in this process, and keeps
 DIR/summary.csv (name, swept keys, status, test rate, distortion, elbo, iwae,
 error) up to date after each point. Every point's config is validated before
@@ -18,7 +18,7 @@ any runs.
                           runner dies
   --population=auto|on|off  train points that share a program as one
                           vmapped population (auto: for the toy;
-                          see rdvae/sweep.py)
+                          see rdvae/sweeps/runner.py)
   --jax_platforms, --cpu_devices  as in experiments.main
 
 Rerunning the command resumes: finished points are skipped, interrupted ones
@@ -26,7 +26,7 @@ resume from their checkpoints, failed ones (DIR/<point>/failure.json) are
 skipped unless --retry_failed. Several runners may share DIR (e.g. one per
 GPU: CUDA_VISIBLE_DEVICES=0 and 1): each point is trained by one of them.
 Exits with status 0, 1 when some points are failed, 2 for a bad sweep, 75
-when a signal stopped a point (rdvae/preemption.py).
+when a signal stopped a point (rdvae/runtime/preemption.py).
 """
 
 import re
@@ -37,7 +37,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from rdvae import cpu_devices
+from rdvae.runtime import cpu_devices
 
 # The sweep file is also the base config (it has get_config()); defining it
 # as a config file flag gives the --config.<key>=<value> overrides. --sweep
@@ -92,8 +92,8 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)
-  from rdvae import preemption  # pylint: disable=g-import-not-at-top
-  from rdvae import sweep  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import preemption  # pylint: disable=g-import-not-at-top
+  from rdvae.sweeps import runner as sweep  # pylint: disable=g-import-not-at-top
   from rdvae import validation  # pylint: disable=g-import-not-at-top
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
   try:

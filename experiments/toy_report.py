@@ -57,7 +57,7 @@ def toy_config(reading: str, objective: str, seed: int, num_steps=None):
 
 def run_all(workdir: str, seeds: int, num_steps=None) -> dict:
   """Runs every (reading, objective, seed); returns results and tables."""
-  from rdvae import toy  # pylint: disable=g-import-not-at-top
+  from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
   results, tables = {}, {}
   for reading in READINGS:
     for objective in OBJECTIVES:
@@ -139,8 +139,8 @@ def acceptance(results: dict) -> list[tuple[str, bool]]:
 
 
 def write_figures(workdir: str, run: dict) -> list[str]:
-  from rdvae import figures  # pylint: disable=g-import-not-at-top
-  from rdvae import toy  # pylint: disable=g-import-not-at-top
+  from rdvae.analysis import figures  # pylint: disable=g-import-not-at-top
+  from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
   spec, tables = run['spec'], run['tables']
   paths = []
   for reading in READINGS:
@@ -162,7 +162,7 @@ def main(argv):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   if repo not in sys.path:
     sys.path.insert(0, repo)  # for `configs`
-  from rdvae import writers  # pylint: disable=g-import-not-at-top
+  from rdvae.files import writers  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   start = time.time()
   os.makedirs(_WORKDIR.value, exist_ok=True)

@@ -1,12 +1,12 @@
 """rdvae: train and measure VAEs by rate and distortion (Alemi et al., 2018).
 
 `rdvae.train_and_eval(config, workdir)` runs one experiment (see
-`rdvae.train`); it is imported lazily so that `import rdvae.types` stays light.
+`rdvae.training.loop`); it is imported lazily so that `import rdvae.types` stays light.
 """
 
 
 def __getattr__(name):
   if name == 'train_and_eval':
-    from rdvae import train  # pylint: disable=g-import-not-at-top
+    from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
     return train.train_and_eval
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

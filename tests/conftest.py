@@ -2,7 +2,7 @@
 the tiny stand-in model), paths relative to the repository, and one
 persistent compilation cache for the whole suite.
 
-The cache (rdvae/compilation.py) is rdvae's default one, the user's
+The cache (rdvae/runtime/compilation.py) is rdvae's default one, the user's
 $XDG_CACHE_HOME/rdvae/jax (~/.cache/rdvae/jax), unless
 RDVAE_COMPILATION_CACHE says otherwise ('off' turns it off; a new empty
 directory gives a cold start). It is set in the environment here, so the
@@ -27,7 +27,7 @@ for path in (REPO, TESTS):
   if path not in sys.path:
     sys.path.insert(0, path)
 
-from rdvae import compilation  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _suite_cache() -> str:

@@ -17,7 +17,8 @@ import sys
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rdvae import cpu_devices  # pylint: disable=g-import-not-at-top
+from rdvae.evaluation import steps as eval_steps
+from rdvae.runtime import cpu_devices  # pylint: disable=g-import-not-at-top
 
 # Two CPU devices, set before JAX starts. XLA's backend optimisation level 1
 # instead of the default 2: the check is of values, and compiling dominates it
@@ -32,13 +33,14 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from configs import mnist
-from rdvae import compilation
-from rdvae import data
-from rdvae import model as model_lib
-from rdvae import objectives
-from rdvae import optim
-from rdvae import parallel
-from rdvae import steps
+from rdvae.runtime import compilation
+from rdvae.data import sources as data
+from rdvae.data import batching
+from rdvae.models import model as model_lib
+from rdvae.objectives import losses as objectives
+from rdvae.training import optim
+from rdvae.runtime import parallel
+from rdvae.training import steps
 
 BATCH = 4
 NUM_IMAGES = 8
@@ -73,18 +75,18 @@ def run(model, optimizer, objective, objective_state, images: np.ndarray,
   data_key = jax.random.key(2)
   loop = parallel.make_train_loop(
       steps.make_train_step(model, optimizer, objective),
-      lambda start: data.batch_index_block(data_key, start, 1, NUM_IMAGES,
+      lambda start: batching.batch_index_block(data_key, start, 1, NUM_IMAGES,
                                            BATCH),
-      data.gather_batch, BATCH, 1, mesh, 'jit')
+      batching.gather_batch, BATCH, 1, mesh, 'jit')
   initial = steps.create_train_state(model, optimizer, objective_state,
                                      jax.random.key(0),
-                                     data.gather_batch(images, np.arange(1)))
+                                     batching.gather_batch(images, np.arange(1)))
   state, metrics = loop(parallel.put_replicated(initial, mesh),
                         parallel.put_replicated(images, mesh))
   state = parallel.get_replicated(state)
   evaluate = parallel.make_eval_loop(
-      steps.make_eval_step(model, iwae_samples=2), BATCH, mesh)
-  x, mask = next(data.eval_batches(images[:BATCH - 1], BATCH))
+      eval_steps.make_eval_step(model, iwae_samples=2), BATCH, mesh)
+  x, mask = next(batching.eval_batches(images[:BATCH - 1], BATCH))
   x, mask = parallel.put_sharded((x, mask), mesh)
   sums = evaluate(parallel.put_replicated(state.params, mesh), x, mask,
                   parallel.put_replicated(state.rng, mesh), 0)

@@ -12,9 +12,9 @@ import socket
 import subprocess
 import sys
 
-from rdvae import checkpointing
-from rdvae import distributed
-from rdvae import writers
+from rdvae.files import checkpointing
+from rdvae.runtime import distributed
+from rdvae.files import writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUP = 'multiprocess_runs'  # the xdist_group of the tests that read them

@@ -18,7 +18,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rdvae import cpu_devices  # pylint: disable=g-import-not-at-top
+from rdvae.evaluation import steps as eval_steps
+from rdvae.runtime import cpu_devices  # pylint: disable=g-import-not-at-top
 
 cpu_devices.use_emulated_devices(4)  # before JAX starts
 os.environ['JAX_PLATFORMS'] = 'cpu'
@@ -31,12 +32,12 @@ import numpy as np
 import optax
 
 import tiny_model
-from rdvae import compilation
-from rdvae import data
-from rdvae import objectives
-from rdvae import optim
-from rdvae import parallel
-from rdvae import steps
+from rdvae.runtime import compilation
+from rdvae.data import batching
+from rdvae.objectives import losses as objectives
+from rdvae.training import optim
+from rdvae.runtime import parallel
+from rdvae.training import steps
 
 BATCH, DISPATCHES, LENGTH = 8, 3, 3
 # IWAE: K samples in chunks of C, the largest divisor of K with B C <=
@@ -81,8 +82,8 @@ def run(mode: str, num_devices: int, spec) -> dict:
   data_key = jax.random.key(2)
   loop = parallel.make_train_loop(
       steps.make_train_step(model, optimizer, objective, axis),
-      lambda start: data.batch_index_block(data_key, start, LENGTH, 40, BATCH),
-      data.gather_batch, BATCH, LENGTH, mesh, mode)
+      lambda start: batching.batch_index_block(data_key, start, LENGTH, 40, BATCH),
+      batching.gather_batch, BATCH, LENGTH, mesh, mode)
   state = steps.create_train_state(model, optimizer, objective_state,
                                    jax.random.key(1),
                                    images[:1].astype(jnp.float32))
@@ -95,9 +96,9 @@ def run(mode: str, num_devices: int, spec) -> dict:
     losses += [float(v) for v in np.asarray(metrics['loss'])]
     grad_norms += [float(v) for v in np.asarray(metrics['grad_norm'])]
   evaluate = parallel.make_eval_loop(
-      steps.make_eval_step(model, IWAE_SAMPLES, axis, IWAE_BATCH), BATCH,
+      eval_steps.make_eval_step(model, IWAE_SAMPLES, axis, IWAE_BATCH), BATCH,
       mesh, mode)
-  x, mask = next(data.eval_batches(np.asarray(images[:6]), BATCH))
+  x, mask = next(batching.eval_batches(np.asarray(images[:6]), BATCH))
   x, mask = parallel.put_sharded((x, mask), mesh, mode)
   rng = parallel.put_replicated(state.rng if mode != 'pmap' else
                                 parallel.get_replicated(state.rng, mode),
@@ -118,8 +119,8 @@ def main():
   assert jax.device_count() == 4, jax.devices()
   report = {'devices': jax.device_count(),
             'iwae_chunks': {
-                'global': steps.iwae_chunk(IWAE_SAMPLES, BATCH, IWAE_BATCH),
-                'per_device': steps.iwae_chunk(IWAE_SAMPLES, BATCH // 4,
+                'global': eval_steps.iwae_chunk(IWAE_SAMPLES, BATCH, IWAE_BATCH),
+                'per_device': eval_steps.iwae_chunk(IWAE_SAMPLES, BATCH // 4,
                                                IWAE_BATCH)},
             'objectives': {}}
   for name, spec in OBJECTIVES.items():

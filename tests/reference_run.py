@@ -15,9 +15,9 @@ import sys
 import jax
 import numpy as np
 
-from rdvae import checkpointing
-from rdvae import faults
-from rdvae import writers
+from rdvae.files import checkpointing
+from rdvae.runtime import faults
+from rdvae.files import writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUP = 'smoke_whole_run'  # the xdist_group of the tests that read it

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from configs import mnist
-from rdvae import data
-from rdvae import preemption
-from rdvae import train
+from rdvae.data import sources as data
+from rdvae.runtime import preemption
+from rdvae.training import loop as train
 from rdvae import validation
-from rdvae import writers
+from rdvae.files import writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""Tests of rdvae/bounds.py: the IWAE bound, unit conversions, the generative
+"""Tests of rdvae/objectives/bounds.py: the IWAE bound, unit conversions, the generative
 bounds E and G (against exact enumeration), active units and moments."""
 
 import math
@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rdvae import bounds
-from rdvae import exact
-from rdvae import toy
+from rdvae.objectives import bounds
+from rdvae.objectives import exact
+from rdvae.toy import toy
 
 
 def test_iwae_is_log_mean_exp_over_samples():

@@ -1,4 +1,4 @@
-"""Tests of rdvae/checkpointing.py: orbax round trips of the training state."""
+"""Tests of rdvae/files/checkpointing.py: orbax round trips of the training state."""
 
 import jax
 import jax.numpy as jnp
@@ -6,10 +6,10 @@ import ml_collections
 import numpy as np
 
 import tiny_model
-from rdvae import checkpointing
-from rdvae import objectives
-from rdvae import optim
-from rdvae import steps
+from rdvae.files import checkpointing
+from rdvae.objectives import losses as objectives
+from rdvae.training import optim
+from rdvae.training import steps
 
 
 def _state(seed=0):

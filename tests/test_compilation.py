@@ -1,6 +1,6 @@
-"""Compile once: the persistent compilation cache (rdvae/compilation.py), the
+"""Compile once: the persistent compilation cache (rdvae/runtime/compilation.py), the
 programs shared by runs of one architecture (train.create_run), and the
-backend-aware train settings (rdvae/backends.py)."""
+backend-aware train settings (rdvae/runtime/backends.py)."""
 
 import json
 import os
@@ -11,11 +11,11 @@ import pytest
 
 from configs import default
 from configs import mnist
-from rdvae import backends
-from rdvae import compilation
-from rdvae import train
+from rdvae.runtime import backends
+from rdvae.runtime import compilation
+from rdvae.training import loop as train
 from rdvae import validation
-from rdvae import writers
+from rdvae.files import writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -138,7 +138,7 @@ def test_dry_run_of_the_toy_and_of_bad_values(args, status, expected):
 
 _PROBE = r'''
 import json, sys
-from rdvae import compilation
+from rdvae.runtime import compilation
 compilation.MIN_COMPILE_TIME_SECS = 0.0  # cache even this small program
 compilation.setup(sys.argv[1])
 counter = compilation.Counter()

@@ -7,7 +7,7 @@ import re
 import ml_collections
 import pytest
 
-from rdvae import train
+from rdvae.training import loop as train
 from rdvae import validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +34,7 @@ def _cases():
 
 def _validate(config):
   if config.get('dataset', {}).get('name') == 'toy' or 'dataset' not in config:
-    from rdvae import toy  # pylint: disable=g-import-not-at-top
+    from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
     toy.validate(config)
   else:
     train.validate(config)

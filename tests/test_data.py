@@ -18,7 +18,9 @@ from tensorflow_datasets.datasets.binarized_mnist import (
 from tensorflow_datasets.image_classification import (
     omniglot as omniglot_builder)
 
-from rdvae import data
+from rdvae.data import sources as data
+
+from rdvae.data import batching
 from rdvae import validation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -344,7 +346,7 @@ N, B = 10, 3  # 3 steps per epoch; one example is dropped in every epoch
 
 @pytest.mark.parametrize('num_examples', [1, N, 50000])
 def test_epoch_permutation_is_a_permutation(num_examples):
-  orders = [np.asarray(data.epoch_permutation(KEY, e, num_examples))
+  orders = [np.asarray(batching.epoch_permutation(KEY, e, num_examples))
             for e in (0, 1)]
   for order in orders:
     assert order.dtype == np.int32
@@ -352,44 +354,50 @@ def test_epoch_permutation_is_a_permutation(num_examples):
   if num_examples > 1:
     assert not np.array_equal(orders[0], orders[1])
   np.testing.assert_array_equal(
-      orders[0], data.epoch_permutation(KEY, 0, num_examples))
+      orders[0], batching.epoch_permutation(KEY, 0, num_examples))
 
 
 def test_steps_per_epoch_drops_the_incomplete_batch():
-  assert data.steps_per_epoch(50000, 64) == 781
-  assert data.steps_per_epoch(12, 4) == 3
+  assert batching.steps_per_epoch(50000, 64) == 781
+  assert batching.steps_per_epoch(12, 4) == 3
   with pytest.raises(ValueError):
-    data.steps_per_epoch(3, 4)
+    batching.steps_per_epoch(3, 4)
 
 
 @pytest.fixture(scope='module')
 def indices_by_step():
   """batch_indices of steps 0..11 (four epochs), traced in the step."""
-  return np.asarray(jax.vmap(lambda s: data.batch_indices(KEY, s, N, B))(
+  return np.asarray(jax.vmap(lambda s: batching.batch_indices(KEY, s, N, B))(
       jnp.arange(12)))
 
 
 def test_batch_indices_follow_the_epoch_permutation(indices_by_step):
   for step in range(12):
     epoch, position = divmod(step, 3)
-    order = np.asarray(data.epoch_permutation(KEY, epoch, N))
+    order = np.asarray(batching.epoch_permutation(KEY, epoch, N))
     np.testing.assert_array_equal(indices_by_step[step],
                                   order[position * B:(position + 1) * B])
   for epoch in range(4):
     assert len(set(indices_by_step[3 * epoch:3 * epoch + 3].ravel())) == 9
-  np.testing.assert_array_equal(data.batch_indices(KEY, 7, N, B),
+  np.testing.assert_array_equal(batching.batch_indices(KEY, 7, N, B),
                                 indices_by_step[7])
+
+
+def _train_batch(images, key, step, batch_size):
+  """The batch of `step`, as the training loop gathers it."""
+  return batching.gather_batch(
+      images, batching.batch_indices(key, step, len(images), batch_size))
 
 
 def test_same_key_and_step_give_the_same_batch():
   images = jnp.asarray(_random_binary(np.random.default_rng(3), N))
-  batch = jax.jit(data.train_batch, static_argnums=3)
+  batch = jax.jit(_train_batch, static_argnums=3)
   first = batch(images, KEY, 5, B)
   np.testing.assert_array_equal(first, batch(images, KEY, 5, B))
-  np.testing.assert_array_equal(first, data.train_batch(images, KEY, 5, B))
+  np.testing.assert_array_equal(first, _train_batch(images, KEY, 5, B))
   assert first.dtype == jnp.float32 and first.shape == (B, 28, 28, 1)
   np.testing.assert_array_equal(
-      first, np.asarray(images)[data.batch_indices(KEY, 5, N, B)])
+      first, np.asarray(images)[batching.batch_indices(KEY, 5, N, B)])
   other = batch(images, jax.random.key(1), 5, B)
   assert not np.array_equal(first, other)
 
@@ -403,10 +411,10 @@ def test_same_key_and_step_give_the_same_batch():
 def test_batch_index_block_equals_stacked_steps(start, num_steps, traced,
                                                 indices_by_step):
   if traced:
-    block = jax.jit(lambda s: data.batch_index_block(KEY, s, num_steps, N, B))(
+    block = jax.jit(lambda s: batching.batch_index_block(KEY, s, num_steps, N, B))(
         start)
   else:
-    block = data.batch_index_block(KEY, start, num_steps, N, B)
+    block = batching.batch_index_block(KEY, start, num_steps, N, B)
   assert block.shape == (num_steps, B) and block.dtype == jnp.int32
   np.testing.assert_array_equal(block,
                                 indices_by_step[start:start + num_steps])
@@ -414,13 +422,13 @@ def test_batch_index_block_equals_stacked_steps(start, num_steps, traced,
 
 def test_block_feeds_a_scan():
   images = jnp.asarray(_random_binary(np.random.default_rng(4), N))
-  block = data.batch_index_block(KEY, 1, 3, N, B)
+  block = batching.batch_index_block(KEY, 1, 3, N, B)
 
   def body(total, indices):
-    return total + data.gather_batch(images, indices).sum(), None
+    return total + batching.gather_batch(images, indices).sum(), None
 
   total, _ = jax.lax.scan(body, jnp.float32(0), block)
-  expected = sum(float(data.train_batch(images, KEY, s, B).sum())
+  expected = sum(float(_train_batch(images, KEY, s, B).sum())
                  for s in range(1, 4))
   assert float(total) == expected
 
@@ -428,7 +436,7 @@ def test_block_feeds_a_scan():
 @pytest.mark.parametrize('count', [1, 2, 4])
 def test_process_slices_tile_the_global_batch(count):
   block = jnp.arange(24).reshape(3, 8)
-  shares = [data.process_slice(block, axis=1, process_index=p,
+  shares = [batching.process_slice(block, axis=1, process_index=p,
                                process_count=count) for p in range(count)]
   np.testing.assert_array_equal(jnp.concatenate(shares, axis=1), block)
   assert shares[0].shape == (3, 8 // count)
@@ -436,14 +444,7 @@ def test_process_slices_tile_the_global_batch(count):
 
 def test_process_slice_rejects_uneven_split():
   with pytest.raises(ValueError, match='does not split'):
-    data.process_slice(jnp.arange(6), process_index=0, process_count=4)
-
-
-def test_to_device_keeps_uint8():
-  images = _random_binary(np.random.default_rng(5), 4)
-  on_device = data.to_device(images)
-  assert isinstance(on_device, jax.Array) and on_device.dtype == jnp.uint8
-  np.testing.assert_array_equal(on_device, images)
+    batching.process_slice(jnp.arange(6), process_index=0, process_count=4)
 
 
 # ------------------------------------------------------ evaluation batches
@@ -452,8 +453,8 @@ def test_to_device_keeps_uint8():
 @pytest.mark.parametrize('n,batch_size', [(10, 4), (8, 4), (3, 5), (1, 1)])
 def test_eval_batches_give_exact_means(n, batch_size):
   images = _random_binary(np.random.default_rng(6), n)
-  batches = list(data.eval_batches(images, batch_size))
-  assert len(batches) == data.num_eval_batches(n, batch_size)
+  batches = list(batching.eval_batches(images, batch_size))
+  assert len(batches) == -(-n // batch_size)
   total = count = 0.0
   for x, mask in batches:
     assert x.shape == (batch_size, 28, 28, 1) and x.dtype == np.float32
@@ -469,7 +470,7 @@ def test_eval_batches_give_exact_means(n, batch_size):
 
 def test_eval_mean_of_the_real_test_split(mnist):
   total = count = 0.0
-  for x, mask in data.eval_batches(mnist['test'], 999):
+  for x, mask in batching.eval_batches(mnist['test'], 999):
     total += float(np.sum(mask * x.mean(axis=(1, 2, 3), dtype=np.float64)))
     count += float(mask.sum())
   assert count == 10000
@@ -480,15 +481,15 @@ def test_eval_mean_of_the_real_test_split(mnist):
 @pytest.mark.parametrize('n,size,seed', [(10, 4, 0), (1000, 999, 3),
                                          (7, 0, 0), (7, 7, 1), (7, 20, 2)])
 def test_subset_indices_are_a_fixed_sorted_sample(n, size, seed):
-  indices = data.subset_indices(n, size, seed)
+  indices = batching.subset_indices(n, size, seed)
   assert len(indices) == (min(size, n) if size else n)
   assert np.all(np.diff(indices) > 0) and indices.min() >= 0
   assert indices.max() < n
-  np.testing.assert_array_equal(indices, data.subset_indices(n, size, seed))
+  np.testing.assert_array_equal(indices, batching.subset_indices(n, size, seed))
   if 0 < size < n:  # another seed, another sample
-    assert not np.array_equal(indices, data.subset_indices(n, size, seed + 1))
+    assert not np.array_equal(indices, batching.subset_indices(n, size, seed + 1))
   images = _random_binary(np.random.default_rng(seed), n)
-  np.testing.assert_array_equal(data.eval_subset(images, size, seed),
+  np.testing.assert_array_equal(batching.eval_subset(images, size, seed),
                                 images[indices])
 
 
@@ -502,12 +503,12 @@ def test_seeded_subset_represents_the_class_ordered_test_split(mnist):
   np.testing.assert_allclose(blocks[:3], [0.1701, 0.0764, 0.1404], atol=1e-4)
   whole = pixel_mean(test)
   first = pixel_mean(test[:2000])
-  seeded = pixel_mean(data.eval_subset(test, 2000, seed=0))
+  seeded = pixel_mean(batching.eval_subset(test, 2000, seed=0))
   assert abs(first - whole) > 0.009     # measured 0.1232 vs 0.1325
   assert abs(seeded - whole) < 0.0003   # measured 0.13266 vs 0.13251
   # Every class block is sampled at about its share (binomial sd ~12.6):
   # 181..222 of 200; the first 2000 take 1000, 1000 and 0 x 8.
-  per_block = np.bincount(data.subset_indices(10000, 2000, 0) // 1000,
+  per_block = np.bincount(batching.subset_indices(10000, 2000, 0) // 1000,
                           minlength=10)
   assert per_block.min() >= 175 and per_block.max() <= 225, per_block
   # The block-weighted pixel mean of the subset follows the whole split's.

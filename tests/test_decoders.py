@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rdvae import decoders
-from rdvae import nets
+from rdvae.models import decoders
+from rdvae.models import nets
 
 BATCH = 3
 
@@ -138,8 +138,8 @@ def test_pixelcnn_family_samples_through_rd_model():
   """RDModel with the PixelCNN++ decoder: finite RDTerms whose distortion is
   the teacher-forced -log d(x|z); reconstructions are binary images, and their
   mean is the average teacher-forced probability over the draws."""
-  from rdvae import marginals  # pylint: disable=g-import-not-at-top
-  from rdvae import model
+  from rdvae.models import marginals  # pylint: disable=g-import-not-at-top
+  from rdvae.models import model
 
   class DenseEncoder(nn.Module):
     @nn.compact

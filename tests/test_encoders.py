@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rdvae import encoders
-from rdvae import nets
+from rdvae.models import encoders
+from rdvae.models import nets
 
 BATCH = 3
 

@@ -1,4 +1,4 @@
-"""Tests for rdvae/exact.py against brute-force sums and closed forms."""
+"""Tests for rdvae/objectives/exact.py against brute-force sums and closed forms."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rdvae import exact
+from rdvae.objectives import exact
 
 CASES = (('x5_k4', 5, 4, 0), ('x3_k7', 3, 7, 1), ('x8_k2', 8, 2, 2),
          ('x6_k6_sparse', 6, 6, 3))

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from configs import mnist
-from rdvae import model as model_lib
+from rdvae.models import model as model_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAMILIES = model_lib.FAMILIES

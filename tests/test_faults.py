@@ -4,7 +4,7 @@ checkpoint save) and resumed each time ends bitwise equal to a run never
 stopped; SIGTERM checkpoints, exits with EXIT_PREEMPTED and the rerun
 resumes from that step.
 
-The points are reached deterministically through `rdvae.faults`
+The points are reached deterministically through `rdvae.runtime.faults`
 (RDVAE_FAULT=<point>@<step>[:<signal>]). The run is configs/mnist.py:smoke
 for 10 steps: dispatches of 2, checkpoints every 2 (the latest 2 kept), a
 validation evaluation at step 6, the final one at 10 (tests/reference_run.py,
@@ -17,8 +17,8 @@ import os
 import pytest
 
 import reference_run
-from rdvae import preemption
-from rdvae import writers
+from rdvae.runtime import preemption
+from rdvae.files import writers
 
 
 @pytest.mark.xdist_group(reference_run.GROUP)

@@ -1,4 +1,4 @@
-"""Tests for rdvae/flows.py: mean-only IAF and MAF bijectors and flows."""
+"""Tests for rdvae/models/flows.py: mean-only IAF and MAF bijectors and flows."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rdvae import flows
-from rdvae import made
+from rdvae.models import flows
+from rdvae.models import made
 
 DIM = 4
 

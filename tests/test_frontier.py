@@ -1,4 +1,4 @@
-"""Tests for rdvae/frontier.py: the Pareto frontier and the lower convex hull
+"""Tests for rdvae/analysis/frontier.py: the Pareto frontier and the lower convex hull
 against brute force (exact rational arithmetic) on random point clouds with
 ties, duplicates and collinear points, and against a dense grid of betas."""
 
@@ -8,7 +8,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
-from rdvae import frontier
+from rdvae.analysis import frontier
 
 
 def _first_of_value(rate, distortion, i):

@@ -1,4 +1,4 @@
-"""Tests for rdvae/made.py: masks, autoregressive Jacobians, paper sizes."""
+"""Tests for rdvae/models/made.py: masks, autoregressive Jacobians, paper sizes."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rdvae import made
+from rdvae.models import made
 
 
 def _random_params(params, seed=0):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import special
 
-from rdvae import encoders
-from rdvae import marginals
+from rdvae.models import encoders
+from rdvae.models import marginals
 
 
 @pytest.mark.parametrize('latent_dim', [1, 64], ids=['z1', 'z64'])

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from rdvae import model
+from rdvae.models import model
 from rdvae import types
 from rdvae import validation
 

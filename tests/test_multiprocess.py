@@ -1,4 +1,4 @@
-"""Training across processes (rdvae/distributed.py, experiments/main.py).
+"""Training across processes (rdvae/runtime/distributed.py, experiments/main.py).
 
 Two local CPU processes on loopback, launched as experiments/main.py
 documents (`--multihost`, JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 
 import multiprocess_runs
-from rdvae import checkpointing
-from rdvae import distributed
-from rdvae import writers
+from rdvae.files import checkpointing
+from rdvae.runtime import distributed
+from rdvae.files import writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL = 1e-5

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rdvae import nets
+from rdvae.models import nets
 
 DN = ('NHWC', 'HWIO', 'NHWC')
 

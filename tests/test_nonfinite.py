@@ -17,13 +17,15 @@ import pytest
 
 import tiny_model
 from configs import mnist
-from rdvae import checkpointing
-from rdvae import data
-from rdvae import objectives
-from rdvae import optim
-from rdvae import steps
-from rdvae import train
-from rdvae import writers
+from rdvae.runtime import parallel
+from rdvae.files import checkpointing
+from rdvae.data import sources as data
+from rdvae.data import batching
+from rdvae.objectives import losses as objectives
+from rdvae.training import optim
+from rdvae.training import steps
+from rdvae.training import loop as train
+from rdvae.files import writers
 
 MODEL = tiny_model.TinyModel()
 X = (jax.random.uniform(jax.random.key(0), (6, 4, 4, 1)) > 0.5).astype(
@@ -45,7 +47,7 @@ def _step(skip, learning_rate=1e-3):
 
 
 def _run(state, step, x):
-  return step(state, x, steps.example_keys(state.rng, state.step, len(x)))
+  return step(state, x, parallel.example_keys(state.rng, state.step, len(x)))
 
 
 def _assert_same(a, b):
@@ -148,9 +150,9 @@ def _smoke(**overrides):
 def _poison_step(monkeypatch, config, step):
   """Training examples of the (1-based) `step` become NaN when gathered."""
   _, data_key, _, _ = jax.random.split(jax.random.key(config.train.seed), 4)
-  poisoned = int(data.batch_indices(data_key, step - 1, 50000,
+  poisoned = int(batching.batch_indices(data_key, step - 1, 50000,
                                     config.train.batch_size)[0])
-  gather = data.gather_batch
+  gather = batching.gather_batch
 
   def poisoned_gather(images, indices):
     x = gather(images, indices)

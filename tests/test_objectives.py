@@ -1,4 +1,4 @@
-"""Tests for rdvae/objectives.py: values and gradients on hand-computed cases,
+"""Tests for rdvae/objectives/losses.py: values and gradients on hand-computed cases,
 beta schedules, the Lagrange multiplier, and config validation."""
 
 from absl.testing import absltest
@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from rdvae import objectives
+from rdvae.objectives import losses as objectives
 from rdvae import types
 from rdvae import validation
 

@@ -1,4 +1,4 @@
-"""Tests of rdvae/optim.py: block-normalized gradients and the F.4 schedule."""
+"""Tests of rdvae/training/optim.py: block-normalized gradients and the F.4 schedule."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from rdvae import optim
+from rdvae.training import optim
 from rdvae import validation
 
 

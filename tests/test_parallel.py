@@ -1,4 +1,4 @@
-"""Tests of rdvae/parallel.py.
+"""Tests of rdvae/runtime/parallel.py.
 
 The agreement of the jit-sharded and pmap paths with one device needs 4
 devices, which on CPU means XLA_FLAGS=--xla_force_host_platform_device_count=4
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 import multiprocess_runs
-from rdvae import cpu_devices
-from rdvae import parallel
+from rdvae.runtime import cpu_devices
+from rdvae.runtime import parallel
 from rdvae import validation
-from rdvae import writers
+from rdvae.files import writers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

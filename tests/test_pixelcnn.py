@@ -1,4 +1,4 @@
-"""Tests of rdvae/pixelcnn.py: causality by gradients, normalisation by
+"""Tests of rdvae/models/pixelcnn.py: causality by gradients, normalisation by
 enumeration, and the exactness of the pixel-by-pixel sampler."""
 
 import itertools
@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from rdvae import pixelcnn
+from rdvae.models import pixelcnn
 from rdvae import validation
 
 

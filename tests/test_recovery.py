@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from rdvae import checkpointing
-from rdvae import writers
+from rdvae.files import checkpointing
+from rdvae.files import writers
 
 
 def _state(value):

@@ -1,4 +1,4 @@
-"""Tests for rdvae/report.py, rdvae/sweep_results.py, rdvae/figures.py and
+"""Tests for rdvae/analysis/report.py, rdvae/analysis/sweep_results.py, rdvae/analysis/figures.py and
 experiments/report.py on a fake sweep directory: point status, H-hat,
 frontier.csv against brute force, report.md rows, the figures and the
 TensorBoard HParams runs."""
@@ -13,10 +13,10 @@ from absl.testing import absltest
 import numpy as np
 from tensorboardX.proto import event_pb2
 
-from rdvae import figures
-from rdvae import report
-from rdvae import sweep_results
-from rdvae import writers
+from rdvae.analysis import figures
+from rdvae.analysis import report
+from rdvae.analysis import sweep_results
+from rdvae.files import writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -316,7 +316,7 @@ class FiguresTest(absltest.TestCase):
     script = (
         'import sys\n'
         'from experiments import toy_report\n'
-        'from rdvae import toy\n'
+        'from rdvae.toy import toy\n'
         'spec = toy.compute_data_spec()\n'
         'hand = toy.true_process_tables(spec, 30)\n'
         'keys = [(r, o) for r in toy_report.READINGS\n'

@@ -1,4 +1,4 @@
-"""Tests of rdvae/steps.py on a tiny stand-in model (tests/tiny_model.py)."""
+"""Tests of rdvae/training/steps.py on a tiny stand-in model (tests/tiny_model.py)."""
 
 import dataclasses
 import functools
@@ -12,10 +12,12 @@ import optax
 import pytest
 
 import tiny_model
-from rdvae import bounds
-from rdvae import objectives
-from rdvae import optim
-from rdvae import steps
+from rdvae.evaluation import steps as eval_steps
+from rdvae.runtime import parallel
+from rdvae.objectives import bounds
+from rdvae.objectives import losses as objectives
+from rdvae.training import optim
+from rdvae.training import steps
 
 MODEL = tiny_model.TinyModel()
 X = (jax.random.uniform(jax.random.key(0), (6, 4, 4, 1)) > 0.5).astype(
@@ -29,7 +31,7 @@ def _apply_one(params, x, key):
 
 @jax.jit
 def _per_example(params, x, keys):
-  return steps.apply_per_example(MODEL, params, x, keys)
+  return parallel.apply_per_example(MODEL, params, x, keys)
 
 
 OPTIMIZER = optim.create_optimizer(
@@ -47,9 +49,9 @@ def _state(**numbers):
 
 def test_example_keys_depend_on_step_only_through_fold_in():
   rng = jax.random.key_data(jax.random.key(3))
-  a = steps.example_keys(rng, 5, 4)
-  b = steps.example_keys(rng, 5, 4)
-  c = steps.example_keys(rng, 6, 4)
+  a = parallel.example_keys(rng, 5, 4)
+  b = parallel.example_keys(rng, 5, 4)
+  c = parallel.example_keys(rng, 6, 4)
   data = jax.random.key_data
   np.testing.assert_array_equal(data(a), data(b))
   assert not np.array_equal(data(a), data(c))
@@ -60,7 +62,7 @@ def test_example_keys_depend_on_step_only_through_fold_in():
 
 def test_apply_per_example_equals_single_example_applies():
   state = _state()
-  keys = steps.example_keys(state.rng, 0, len(X))
+  keys = parallel.example_keys(state.rng, 0, len(X))
   terms = _per_example(state.params, X, keys)
   for i in range(len(X)):
     one = _apply_one(state.params, X[i:i + 1], keys[i])
@@ -73,7 +75,7 @@ def test_apply_per_example_is_layout_independent():
   # Permuting the batch and its keys permutes the outputs exactly: each
   # example's draws depend on its own key only.
   state = _state()
-  keys = steps.example_keys(state.rng, 0, len(X))
+  keys = parallel.example_keys(state.rng, 0, len(X))
   perm = np.array([3, 0, 5, 1, 4, 2])
   a = _per_example(state.params, X, keys)
   b = _per_example(state.params, X[perm], keys[perm])
@@ -92,12 +94,12 @@ def test_train_step_equals_manual_update(kind, numbers):
   objective = objectives.Objective(kind)
   state = _state(**numbers)
   optimizer = OPTIMIZER
-  keys = steps.example_keys(state.rng, state.step, len(X))
+  keys = parallel.example_keys(state.rng, state.step, len(X))
   step = jax.jit(steps.make_train_step(MODEL, optimizer, objective))
   new, metrics = step(state, X, keys)
 
   def loss(params):
-    terms = steps.apply_per_example(MODEL, params, X, keys)
+    terms = parallel.apply_per_example(MODEL, params, X, keys)
     return objectives.loss_fn(objective, terms, state.objective_state, 0)
 
   (value, aux), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
@@ -130,7 +132,7 @@ def test_training_lowers_the_loss():
   step = jax.jit(steps.make_train_step(MODEL, OPTIMIZER, objectives.Objective()))
   losses = []
   for _ in range(200):
-    keys = steps.example_keys(state.rng, state.step, len(X))
+    keys = parallel.example_keys(state.rng, state.step, len(X))
     state, metrics = step(state, X, keys)
     losses.append(float(metrics['loss']))
   assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 1.0
@@ -139,9 +141,9 @@ def test_training_lowers_the_loss():
 @pytest.mark.parametrize('iwae_samples', [0, 1, 5], ids=lambda k: f'k{k}')
 def test_eval_step_masked_sums(iwae_samples):
   state = _state()
-  keys = steps.example_keys(state.rng, 0, len(X))
+  keys = parallel.example_keys(state.rng, 0, len(X))
   mask = jnp.array([1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
-  sums = jax.jit(steps.make_eval_step(MODEL, iwae_samples))(
+  sums = jax.jit(eval_steps.make_eval_step(MODEL, iwae_samples))(
       state.params, X, mask, keys)
   terms = _per_example(state.params, X, keys)
   keep = np.asarray(mask, bool)
@@ -170,9 +172,9 @@ def test_eval_step_masked_sums(iwae_samples):
 
 def test_iwae_at_one_sample_equals_elbo_with_same_key():
   state = _state()
-  keys = steps.example_keys(state.rng, 0, len(X))
-  log_w = jax.jit(lambda p: steps.apply_per_example(
-      MODEL, p, X, keys, steps._log_importance_weights, 1))(state.params)
+  keys = parallel.example_keys(state.rng, 0, len(X))
+  log_w = jax.jit(lambda p: parallel.apply_per_example(
+      MODEL, p, X, keys, eval_steps._log_importance_weights, 1))(state.params)
   terms = _per_example(state.params, X, keys)
   np.testing.assert_allclose(log_w[:, 0], -(terms.rate + terms.distortion),
                              rtol=1e-5)
@@ -180,7 +182,7 @@ def test_iwae_at_one_sample_equals_elbo_with_same_key():
 
 def test_sample_fn_means_are_means_of_the_draws():
   state = _state()
-  sample = jax.jit(steps.make_sample_fn(MODEL, num_images=3, num_decodes=5))
+  sample = jax.jit(eval_steps.make_sample_fn(MODEL, num_images=3, num_decodes=5))
   key = jax.random.key(7)
   out = sample(state.params, X, key)
   recon_key, gen_key = jax.random.split(key)
@@ -223,7 +225,7 @@ def test_vmapped_population_equals_separate_runs(kind, members):
 
   def two_steps(state):
     for _ in range(2):
-      keys = steps.example_keys(state.rng, state.step, len(X))
+      keys = parallel.example_keys(state.rng, state.step, len(X))
       state, metrics = step(state, X, keys)
     return state, metrics
 
@@ -261,7 +263,7 @@ def test_runs_differing_only_in_numbers_share_one_program():
   a = _with_numbers(_state(), rate=5.0, rate_anneal_steps=100)
   b = _with_numbers(_state(), rate=30.0, rate_anneal_steps=7, beta=3.0,
                     multiplier_lr=0.1, multiplier_init=2.0, penalty=1.0)
-  keys = steps.example_keys(a.rng, a.step, len(X))
+  keys = parallel.example_keys(a.rng, a.step, len(X))
   out_a = step(a, X, keys)[1]
   out_b = step(b, X, keys)[1]
   assert len(traces) == 1
@@ -277,19 +279,19 @@ def test_runs_differing_only_in_numbers_share_one_program():
                           (7, 500, 1024, 1), (12, 6, 24, 4), (5, 6, 1024, 5)],
                          ids=['k100_b500', 'k100_b8', 'prime', 'k12', 'k5'])
 def test_iwae_chunk(k, batch, limit, expected):
-  assert steps.iwae_chunk(k, batch, limit) == expected
+  assert eval_steps.iwae_chunk(k, batch, limit) == expected
 
 
 def test_chunked_iwae_uses_the_chunk_keys():
   # K = 4 in chunks of 2 (B = 6, iwae_batch = 12): two calls of
   # log_importance_weights(x, 2) with keys fold_in(key_i, 1) and (key_i, 2).
   state = _state()
-  keys = steps.example_keys(state.rng, 0, len(X))
+  keys = parallel.example_keys(state.rng, 0, len(X))
   mask = jnp.ones(len(X))
-  sums = jax.jit(steps.make_eval_step(MODEL, 4, iwae_batch=12))(
+  sums = jax.jit(eval_steps.make_eval_step(MODEL, 4, iwae_batch=12))(
       state.params, X, mask, keys)
-  weights = jax.jit(lambda p, ks: steps.apply_per_example(
-      MODEL, p, X, ks, steps._log_importance_weights, 2))
+  weights = jax.jit(lambda p, ks: parallel.apply_per_example(
+      MODEL, p, X, ks, eval_steps._log_importance_weights, 2))
   log_w = jnp.concatenate([
       weights(state.params,
               jax.vmap(lambda k, c=c: jax.random.fold_in(k, c))(keys))
@@ -341,7 +343,7 @@ def test_latent_step_moments_active_units_and_rate_per_dim():
   params = _rd_params()
   images = (jax.random.uniform(jax.random.key(7), (10, 4, 4, 1)) > 0.5
             ).astype(jnp.float32)
-  step = jax.jit(steps.make_latent_step(RD_MODEL))
+  step = jax.jit(eval_steps.make_latent_step(RD_MODEL))
   merged, rate_sum = (0.0, 0.0, 0.0), 0.0
   for start in range(0, 10, 4):  # batches of 4, the last padded
     x = np.zeros((4, 4, 4, 1), np.float32)
@@ -374,8 +376,8 @@ def test_generative_step_draws_depend_on_the_pair_index_only():
   key_data = jax.random.key_data(jax.random.key(8))
   num_pairs, k = 6, 3
   # iwae_batch large enough that every example's K proposals are one chunk.
-  small = jax.jit(steps.make_generative_step(RD_MODEL, 4, k, iwae_batch=64))
-  large = jax.jit(steps.make_generative_step(RD_MODEL, 8, k, iwae_batch=64))
+  small = jax.jit(eval_steps.make_generative_step(RD_MODEL, 4, k, iwae_batch=64))
+  large = jax.jit(eval_steps.make_generative_step(RD_MODEL, 8, k, iwae_batch=64))
   halves = [small(params, key_data, start, num_pairs) for start in (0, 4)]
   whole = large(params, key_data, 0, num_pairs)
   assert float(whole['count']) == num_pairs

@@ -1,4 +1,4 @@
-"""Sweeps (rdvae/sweep.py, rdvae/claims.py, experiments/sweep.py): naming
+"""Sweeps (rdvae/sweeps/runner.py, rdvae/sweeps/claims.py, experiments/sweep.py): naming
 and expansion of every shipped sweep file, restarts, failures and concurrent
 runners on tiny toy points (configs/toy.py:smoke with a few dozen steps)."""
 
@@ -16,11 +16,12 @@ import types
 import pytest
 
 from configs import toy as toy_config
-from rdvae import claims
-from rdvae import model
-from rdvae import sweep
+from rdvae.sweeps import claims
+from rdvae.models import model
+from rdvae.sweeps import runner as sweep
+from rdvae.sweeps import sweep_file
 from rdvae import validation
-from rdvae import writers
+from rdvae.files import writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_DIR = os.path.join(REPO, 'configs', 'sweeps')
@@ -49,12 +50,12 @@ def _read_summary(workdir):
     ({}, 'base'),
 ])
 def test_point_name(overrides, name):
-  assert sweep.point_name(overrides) == name
+  assert sweep_file.point_name(overrides) == name
 
 
 def test_point_names_are_filesystem_safe():
   for overrides in ({'a.b': 'x/y'}, {'a.b': '..'}, {'a.b': '%s'}):
-    name = sweep.point_name(overrides)
+    name = sweep_file.point_name(overrides)
     assert re.fullmatch(r'[A-Za-z0-9._+\-=,%]+', name), name
     assert '/' not in name
 
@@ -95,19 +96,19 @@ def _toy(num_steps=40):
     (['seed=1'], r"sweep point 0 is 'seed=1', expected a dict"),
 ])
 def test_bad_points_name_the_point_and_key(points, pattern):
-  with pytest.raises(sweep.SweepError, match=pattern):
-    sweep.expand(_module(_toy, points))
+  with pytest.raises(sweep_file.SweepError, match=pattern):
+    sweep_file.expand(_module(_toy, points))
 
 
 def test_base_overrides_apply_to_every_point_and_are_checked():
-  points = sweep.expand(_module(_toy, [{'seed': 0}, {'seed': 1}]),
+  points = sweep_file.expand(_module(_toy, [{'seed': 0}, {'seed': 1}]),
                         overrides={'train.num_steps': 20})
   assert [p.config.train.num_steps for p in points] == [20, 20]
   assert [p.config.seed for p in points] == [0, 1]
   with pytest.raises(validation.ConfigError,
                      match=r'base config override: config key '
                      r"'train.num_stepz' is missing"):
-    sweep.expand(_module(_toy, [{'seed': 0}]), {'train.num_stepz': 20})
+    sweep_file.expand(_module(_toy, [{'seed': 0}]), {'train.num_stepz': 20})
 
 
 def test_shipped_sweep_files_are_all_tested():
@@ -122,13 +123,13 @@ def test_shipped_sweep_expands_and_validates(name):
     assert f.readline().startswith(
         f'r"""python -m experiments.sweep --sweep=configs/sweeps/{name}.py '
         f'--workdir=runs/{name}')
-  points = sweep.expand(path)  # validates every point's config
+  points = sweep_file.expand(path)  # validates every point's config
   names = [p.name for p in points]
   assert len(set(names)) == len(names)
-  assert [p.name for p in sweep.expand(path)] == names  # stable
-  base = sweep.load(path).get_config()
+  assert [p.name for p in sweep_file.expand(path)] == names  # stable
+  base = sweep_file.load(path).get_config()
   for point in points:
-    assert point.name == sweep.point_name(point.overrides)
+    assert point.name == sweep_file.point_name(point.overrides)
     for key, value in point.overrides.items():
       assert validation.get(point.config, key) == value
     for key in ('objective.kind', 'train.batch_size', 'train.num_steps'):
@@ -140,7 +141,7 @@ def test_shipped_sweep_expands_and_validates(name):
 def test_shipped_sweeps_hold_the_papers_points():
   def load(name):
     path = os.path.join(SWEEP_DIR, f'{name}.py')
-    return sweep.load(path), sweep.expand(path)
+    return sweep_file.load(path), sweep_file.expand(path)
 
   module, points = load('mnist_rd')
   assert len(points) == 12 * 9 * 2
@@ -277,7 +278,7 @@ def test_failed_point_is_recorded_once_and_retried(tmp_path, monkeypatch,
                                                    population):
   """With population 'on' the population fails first (on purpose), and its
   points train again one at a time: the same records as 'off'."""
-  from rdvae import toy  # pylint: disable=g-import-not-at-top
+  from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
   calls = collections.Counter()
   real = toy.train_and_eval
   populations = []
@@ -377,14 +378,14 @@ def test_population_on_refuses_image_models():
   from configs import mnist  # pylint: disable=g-import-not-at-top
   module = _module(lambda: mnist.get_config('smoke'),
                    [{'objective.beta': 0.5}, {'objective.beta': 2.0}])
-  points = sweep.expand(module)
+  points = sweep_file.expand(module)
   assert sweep.population_key(points[0], 'auto') is None
   assert sweep.population_key(points[0], 'off') is None
-  with pytest.raises(sweep.SweepError,
+  with pytest.raises(sweep_file.SweepError,
                      match=r"'beta=0.5': population training is built for "
                      'the toy only'):
     sweep.population_key(points[0], 'on')
-  with pytest.raises(sweep.SweepError, match=r"population='sometimes'"):
+  with pytest.raises(sweep_file.SweepError, match=r"population='sometimes'"):
     sweep.population_key(points[0], 'sometimes')
 
 
@@ -393,7 +394,7 @@ def test_workdir_with_another_config_is_refused_before_any_work(tmp_path):
   module = _module(_toy, [{'seed': 0}, {'seed': 1}])
   sweep.run(module, workdir, overrides={'train.num_steps': 10})
   before = _read_summary(workdir)
-  with pytest.raises(sweep.SweepError,
+  with pytest.raises(sweep_file.SweepError,
                      match=r"sweep point 'seed=0': .* another config .*"
                      r"'train.num_steps'"):
     sweep.run(module, workdir, overrides={'train.num_steps': 20})
@@ -405,7 +406,7 @@ def test_workdir_with_another_config_is_refused_before_any_work(tmp_path):
 _SUBPROCESS_SWEEP = '''
 """Toy points (one per seed); the point with seed FAIL_SEED raises."""
 from configs import toy as toy_config
-from rdvae import toy
+from rdvae.toy import toy
 
 FAIL_SEED = {fail_seed}
 NUM_POINTS = {num_points}

@@ -1,4 +1,4 @@
-"""Tests for rdvae/toy.py (its Fig. 2 drawn by rdvae/figures.py) and
+"""Tests for rdvae/toy/toy.py (its Fig. 2 drawn by rdvae/analysis/figures.py) and
 configs/toy.py: the data spec, the hand-built model, the parameterizations,
 each acceptance line of the toy experiment (fewer seeds and steps than the report), the bump-decoder
 finding, and an end-to-end run through `rdvae.train_and_eval`."""
@@ -16,10 +16,10 @@ from scipy import optimize
 
 import rdvae
 from configs import toy as toy_configs
-from rdvae import objectives
-from rdvae import toy
+from rdvae.objectives import losses as objectives
+from rdvae.toy import toy
 from rdvae import validation
-from rdvae import writers
+from rdvae.files import writers
 
 H_REFERENCE = 2.914051210084853
 

@@ -1,4 +1,4 @@
-"""End-to-end tests of rdvae/train.py on the real simple family and data.
+"""End-to-end tests of rdvae/training/loop.py on the real simple family and data.
 
 The smoke config (configs/mnist.py:smoke) trains 4 steps of batch 8 on the
 packaged static binarized MNIST and evaluates 12 examples per split.
@@ -18,11 +18,12 @@ import pytest
 
 import reference_run
 from configs import mnist
-from rdvae import checkpointing
-from rdvae import evaluation
-from rdvae import train
+from rdvae.runs import reevaluate
+from rdvae.files import checkpointing
+from rdvae.evaluation import measures as evaluation
+from rdvae.training import loop as train
 from rdvae import validation
-from rdvae import writers
+from rdvae.files import writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -188,7 +189,7 @@ def test_evaluate_again_reproduces_then_changes_the_evaluation(smoke_run):
   files = {name: open(os.path.join(workdir, name)).read()
            for name in evaluation.RUN_FILES}
   # The same settings on the last checkpoint give results.json's figures.
-  same = evaluation.evaluate_workdir(workdir, 'last', {}, 'same.json')
+  same = reevaluate.evaluate_workdir(workdir, 'last', {}, 'same.json')
   assert same['params'] == 'last' and same['step'] == 4
   for key, value in _numbers(results).items():
     if key.startswith(('test/', 'validation/')):
@@ -197,7 +198,7 @@ def test_evaluate_again_reproduces_then_changes_the_evaluation(smoke_run):
       results['test/rate_per_dim'], rel=1e-6)
   assert writers.read_json(os.path.join(workdir, 'same.json')) == same
   # Other evaluation settings, on the best checkpoint.
-  other = evaluation.evaluate_workdir(
+  other = reevaluate.evaluate_workdir(
       workdir, 'best', {'eval.iwae_samples': 3, 'eval.max_examples': 16,
                         'eval.subset_seed': 1}, 'other.json')
   assert other['params'] == 'best'
@@ -208,16 +209,16 @@ def test_evaluate_again_reproduces_then_changes_the_evaluation(smoke_run):
   for name, text in files.items():
     assert open(os.path.join(workdir, name)).read() == text, name
   with pytest.raises(validation.ConfigError, match=r'train\.num_steps'):
-    evaluation.evaluate_workdir(workdir, overrides={'train.num_steps': 8})
+    reevaluate.evaluate_workdir(workdir, overrides={'train.num_steps': 8})
   with pytest.raises(validation.ConfigError, match=r'eval\.bogus'):
-    evaluation.evaluate_workdir(workdir, overrides={'eval.bogus': 1})
+    reevaluate.evaluate_workdir(workdir, overrides={'eval.bogus': 1})
   with pytest.raises(validation.ConfigError, match=r'eval\.iwae_samples=0'):
-    evaluation.evaluate_workdir(workdir, overrides={'eval.iwae_samples': 0})
+    reevaluate.evaluate_workdir(workdir, overrides={'eval.iwae_samples': 0})
   for output in ('results.json', 'config.json', 'sub/x.json', 'x.txt'):
     with pytest.raises(ValueError, match='output'):
-      evaluation.evaluate_workdir(workdir, output=output)
+      reevaluate.evaluate_workdir(workdir, output=output)
   with pytest.raises(FileNotFoundError):
-    evaluation.evaluate_workdir(os.path.dirname(workdir))
+    reevaluate.evaluate_workdir(os.path.dirname(workdir))
 
 
 @pytest.mark.xdist_group('train_smoke_run')

@@ -1,4 +1,4 @@
-"""Tests of rdvae/writers.py: workdir files, metrics, image grids."""
+"""Tests of rdvae/files/writers.py: workdir files, metrics, image grids."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rdvae import writers
+from rdvae.files import writers
 
 
 def _config(beta=1.0):

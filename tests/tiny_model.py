@@ -100,8 +100,8 @@ class TinyDecoder(nn.Module):
 
 def tiny_rd_model(latent_dim: int = 3, image_shape: tuple = (4, 4, 1)):
   """The real `rdvae.model.RDModel` over tiny components and m = N(0, I)."""
-  from rdvae import marginals  # pylint: disable=g-import-not-at-top
-  from rdvae import model  # pylint: disable=g-import-not-at-top
+  from rdvae.models import marginals  # pylint: disable=g-import-not-at-top
+  from rdvae.models import model  # pylint: disable=g-import-not-at-top
   return model.RDModel(encoder=TinyEncoder(latent_dim),
                        decoder=TinyDecoder(image_shape),
                        marginal=marginals.StandardNormal(latent_dim))

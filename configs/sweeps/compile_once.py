@@ -14,8 +14,8 @@ benchmarks/sweep_compile.py`).
 import ml_collections
 
 from configs import mnist
-from rdvae import sweep
 
+from rdvae.sweeps import sweep_file
 BUDGET = {
     'train.batch_size': 64,
     'train.num_steps': 4,
@@ -36,7 +36,7 @@ PIXELCNN_BETAS = (0.1, 0.5, 1.0)
 def get_config() -> ml_collections.ConfigDict:
   config = mnist.get_config()
   config.objective.kind = 'beta_vae'
-  config = sweep.apply_overrides(config, BUDGET, 'budget')
+  config = sweep_file.apply_overrides(config, BUDGET, 'budget')
   return config
 
 

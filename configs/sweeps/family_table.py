@@ -14,7 +14,7 @@ steps). Training speed per family: benchmarks/family_throughput.py.
 import ml_collections
 
 from configs import mnist
-from rdvae import model
+from rdvae.models import model
 
 NUM_STEPS = 50
 BETAS = (1.0,)

@@ -26,7 +26,7 @@ the validation set; at the end validation and test with k = 100).
 import ml_collections
 
 from configs import mnist
-from rdvae import model
+from rdvae.models import model
 
 BETAS = (0.1, 0.15, 0.3, 0.5, 1.0, 1.1, 2.0, 5.0, 10.0)
 SCHEDULES = ('constant', 'linear')   # without, with KL annealing

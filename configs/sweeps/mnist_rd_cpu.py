@@ -19,8 +19,8 @@ here (or with --config.<key>=<value>, which applies to every point).
 import ml_collections
 
 from configs import mnist
-from rdvae import sweep
 
+from rdvae.sweeps import sweep_file
 # The budget of every point (the families' own steps and IWAE samples are in
 # get_sweep).
 BUDGET = {
@@ -29,7 +29,7 @@ BUDGET = {
     'train.eval_every': 0,
     'train.checkpoint_every': 50,
     'eval.max_examples': 1000,
-    # The CPU's choice (rdvae/backends.py), pinned: this sweep is sized for a
+    # The CPU's choice (rdvae/runtime/backends.py), pinned: this sweep is sized for a
     # CPU, and its figures in BUILD.md were measured with these.
     'train.steps_per_dispatch': 2,
     'train.scan_unroll': True,
@@ -47,7 +47,7 @@ RATE_TARGETS = (5.0, 15.0, 30.0)
 def get_config() -> ml_collections.ConfigDict:
   config = mnist.get_config()
   config.objective.kind = 'beta_vae'
-  config = sweep.apply_overrides(config, BUDGET, 'budget')
+  config = sweep_file.apply_overrides(config, BUDGET, 'budget')
   config.train.num_steps = SIMPLE_STEPS
   config.eval.iwae_samples = SIMPLE_IWAE
   return config

@@ -14,7 +14,7 @@ prepared omniglot (see configs/omniglot.py).
 import ml_collections
 
 from configs import omniglot
-from rdvae import model
+from rdvae.models import model
 
 POWERFUL_BETAS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0, 1.1)
 WEAK_BETAS = (0.9, 1.0, 1.1)

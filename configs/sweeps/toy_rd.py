@@ -12,7 +12,7 @@ traces the toy's whole rate-distortion frontier; each point is exact
 import ml_collections
 
 from configs import toy as toy_config
-from rdvae import toy
+from rdvae.toy import toy
 
 STEP = 0.05
 

@@ -1,0 +1,1 @@
+"""Reading results files into frontiers, figures and reports."""

@@ -1,0 +1,1 @@
+"""Image data: its sources and its batching on the device."""

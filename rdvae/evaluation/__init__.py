@@ -1,0 +1,1 @@
+"""Evaluation: the traced evaluation steps and the measures of a split."""

@@ -1,0 +1,356 @@
+"""The model: composes encoder e(z|x), decoder d(x|z) and marginal m(z) into RDTerms.
+
+For one sample z ~ e(z|x) per example the model returns, in nats,
+
+  rate       = log e(z|x) - log m(z)     (integrand of R, Eq. 5)
+  distortion = -log d(x|z)               (integrand of D, Eq. 4)
+
+and, when both e and m are diagonal Gaussians, the analytic KL(e(z|x) || m(z))
+(the expectation of the rate over z). No batch reduction happens here.
+
+Model families are the paper's tuple (encoder, decoder, marginal) written as a
+3-character string, e.g. '---' (section 4): encoder in {-, +}, decoder in
+{-, +}, marginal in {-, +, v}. Each letter maps to a `Component` in the
+`ENCODERS`, `DECODERS` and `MARGINALS` registries; a new architecture is added
+by registering its constructor there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_dict
+
+from rdvae.objectives import bounds
+from rdvae.models import decoders
+from rdvae.models import encoders
+from rdvae.models import marginals
+from rdvae.models import pixelcnn
+from rdvae import types
+from rdvae import validation
+
+ENCODER_LETTERS = ('-', '+')
+DECODER_LETTERS = ('-', '+')
+MARGINAL_LETTERS = ('-', '+', 'v')
+# The paper's twelve families, '---' (simple) to '++v'.
+FAMILIES = tuple(e + d + m for e in ENCODER_LETTERS for d in DECODER_LETTERS
+                 for m in MARGINAL_LETTERS)
+MNIST_SHAPE = (28, 28, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+  """One registered encoder, decoder or marginal.
+
+  Attributes:
+    create: builds the linen module from the whole config.
+    image_shapes: the image shapes (H, W, C) it takes; None for any.
+  """
+
+  create: Callable[[ml_collections.ConfigDict], nn.Module]
+  image_shapes: Optional[tuple[tuple[int, int, int], ...]] = None
+
+
+def _simple_encoder(config: ml_collections.ConfigDict) -> nn.Module:
+  return encoders.GaussianEncoder(latent_dim=config.model.latent_dim)
+
+
+def _simple_decoder(config: ml_collections.ConfigDict) -> nn.Module:
+  del config
+  return decoders.DeconvDecoder()
+
+
+def _pixelcnn_decoder(config: ml_collections.ConfigDict) -> nn.Module:
+  m = config.model
+  return decoders.PixelCNNDecoder(
+      features=m.pixelcnn_features,
+      resnets_per_block=m.pixelcnn_resnets_per_block,
+      num_scales=m.pixelcnn_scales)
+
+
+def _standard_normal(config: ml_collections.ConfigDict) -> nn.Module:
+  return marginals.StandardNormal(latent_dim=config.model.latent_dim)
+
+
+def _iaf_encoder(config: ml_collections.ConfigDict) -> nn.Module:
+  m = config.model
+  return encoders.IAFEncoder(latent_dim=m.latent_dim, flow_steps=m.flow_steps,
+                             made_hidden=m.made_hidden,
+                             made_layers=m.made_layers)
+
+
+def _maf_marginal(config: ml_collections.ConfigDict) -> nn.Module:
+  m = config.model
+  return marginals.MAFMarginal(latent_dim=m.latent_dim,
+                               flow_steps=m.flow_steps,
+                               made_hidden=m.made_hidden,
+                               made_layers=m.made_layers)
+
+
+def _vamp_prior(config: ml_collections.ConfigDict) -> nn.Module:
+  return marginals.VampPrior(num_pseudo_inputs=config.model.num_pseudo_inputs,
+                             image_shape=MNIST_SHAPE,
+                             encode_batch=config.model.get('pseudo_input_batch'))
+
+
+ENCODERS: dict[str, Component] = {
+    '-': Component(_simple_encoder, (MNIST_SHAPE,)),
+    '+': Component(_iaf_encoder, (MNIST_SHAPE,)),
+}
+DECODERS: dict[str, Component] = {
+    '-': Component(_simple_decoder, (MNIST_SHAPE,)),
+    '+': Component(_pixelcnn_decoder, (MNIST_SHAPE,)),
+}
+MARGINALS: dict[str, Component] = {
+    '-': Component(_standard_normal),
+    '+': Component(_maf_marginal),
+    'v': Component(_vamp_prior, (MNIST_SHAPE,)),
+}
+
+
+def analytic_rate(encoder: distrax.Distribution,
+                  marginal: distrax.Distribution) -> Optional[jax.Array]:
+  """KL(e(z|x) || m(z)) [B] in nats when both are diagonal Gaussians, else None.
+
+  For e = N(mu, diag s^2), m = N(nu, diag t^2):
+  KL = 1/2 sum_j [s_j^2 / t_j^2 + (mu_j - nu_j)^2 / t_j^2 - 1 + 2 log(t_j / s_j)].
+  """
+  gaussian = distrax.MultivariateNormalDiag
+  if isinstance(encoder, gaussian) and isinstance(marginal, gaussian):
+    return encoder.kl_divergence(marginal)
+  return None
+
+
+class RDModel(nn.Module):
+  """Encoder, decoder and marginal; returns per-example rate and distortion.
+
+  Attributes:
+    encoder: x [B, H, W, C] -> distribution, batch (B,), event (Z,).
+    decoder: (z [B, Z], x or None) -> distribution over x, batch (B,).
+    marginal: (encoder) -> distribution, event (Z,).
+
+  All methods draw from the 'sample' rng stream.
+  """
+
+  encoder: nn.Module
+  decoder: nn.Module
+  marginal: nn.Module
+
+  def __call__(self, x: jax.Array) -> types.RDTerms:
+    """RDTerms of one z ~ e(z|x) per example: rate, distortion [B] in nats.
+
+    Args:
+      x: float32 images [B, H, W, C] with values in {0, 1}.
+    """
+    posterior = self.encoder(x)
+    z, log_e = posterior.sample_and_log_prob(seed=self.make_rng('sample'))
+    prior = self.marginal(self.encoder)
+    rate = log_e - prior.log_prob(z)  # [B]
+    distortion = -self.decoder(z, x).log_prob(x)  # [B]
+    return types.RDTerms(rate=rate, distortion=distortion,
+                         analytic_rate=analytic_rate(posterior, prior))
+
+  def log_importance_weights(self, x: jax.Array,
+                             num_samples: int) -> jax.Array:
+    """log w_k = log d(x|z_k) + log m(z_k) - log e(z_k|x), z_k ~ e(z|x) iid.
+
+    log p(x) >= E[log 1/K sum_k w_k] (the IWAE bound, Burda et al.); at K = 1
+    log w = -(rate + distortion) of `__call__` with the same rng. All K*B
+    decodes run as one batch: call repeatedly (fresh rngs) for large K.
+
+    Args:
+      x: images [B, H, W, C].
+      num_samples: K.
+
+    Returns:
+      [K, B] log-weights in nats.
+    """
+    posterior = self.encoder(x)
+    z, log_e = posterior.sample_and_log_prob(seed=self.make_rng('sample'),
+                                             sample_shape=(num_samples,))
+    log_m = self.marginal(self.encoder).log_prob(z)  # [K, B]
+    batch = x.shape[0]
+    flat_x = jnp.broadcast_to(x, (num_samples,) + x.shape).reshape(
+        (num_samples * batch,) + x.shape[1:])
+    flat_z = z.reshape(num_samples * batch, z.shape[-1])
+    log_d = self.decoder(flat_z, flat_x).log_prob(flat_x)
+    return log_d.reshape(num_samples, batch) + log_m - log_e
+
+  def generative_pairs(self, num_samples: int) -> dict[str, jax.Array]:
+    """Pairs of the generative joint, z ~ m(z), x ~ d(x|z), scored (App. C).
+
+    One x per z (sequentially for an autoregressive decoder). The scores are
+    the integrands of the generative bounds E (Eq. 9, log e(z|x) - log m(z))
+    and G (Eq. 10, log d(x|z) - log q(x)); see `bounds`. For the IAF encoder
+    log e(z|x) at a z it did not draw runs the flow's sequential inverse.
+
+    Returns:
+      {'z': [N, Z], 'x': [N, H, W, C] float32 in {0, 1}, 'log_m': [N],
+       'log_d': [N], 'log_e': [N]}, N = num_samples, nats.
+    """
+    prior = self.marginal(self.encoder)
+    z, log_m = prior.sample_and_log_prob(seed=self.make_rng('sample'),
+                                         sample_shape=(num_samples,))
+    if getattr(self.decoder, 'autoregressive', False):
+      x = self.decoder.sample(z, 1)[0]
+    else:
+      x = self.decoder(z).sample(seed=self.make_rng('sample'))
+    x = x.astype(jnp.float32)
+    log_d = self.decoder(z, x).log_prob(x)
+    log_e = self.encoder(x).log_prob(z)
+    return {'z': z, 'x': x, 'log_m': log_m, 'log_d': log_d, 'log_e': log_e}
+
+  def latent_statistics(self, x: jax.Array) -> dict[str, jax.Array]:
+    """Per-example statistics of e(z|x) for the active units and rate per dim.
+
+    'mean' [B, Z]: E_{e(z|x)}[z] for the Gaussian encoder; for the IAF
+    encoder, the mean of its Gaussian stage (z_0, before the flow;
+    `marginals.gaussian_stage`), whose variance over the data is what
+    `bounds.active_units` counts. 'rate_per_dim' [B, Z], present only when
+    e(z|x) and m(z) are both diagonal Gaussians (the rate then factorises):
+    the analytic KL of each dimension (`bounds.gaussian_kl_per_dim`), summing
+    to `analytic_rate`.
+    """
+    posterior = self.encoder(x)
+    stats = {'mean': marginals.gaussian_stage(posterior).mean()}
+    prior = self.marginal(self.encoder)
+    gaussian = distrax.MultivariateNormalDiag
+    if isinstance(posterior, gaussian) and isinstance(prior, gaussian):
+      stats['rate_per_dim'] = bounds.gaussian_kl_per_dim(
+          posterior.loc, posterior.scale_diag, prior.loc, prior.scale_diag)
+    return stats
+
+  def reconstruct(self, x: jax.Array,
+                  num_decodes: int) -> tuple[jax.Array, jax.Array]:
+    """One z ~ e(z|x) per image and `num_decodes` x' ~ d(x|z) with that z (Fig. 4).
+
+    Returns:
+      (samples [num_decodes, B, H, W, C] in {0, 1},
+       mean [B, H, W, C], the decoder's mean E[x|z] (pixel probabilities)).
+    """
+    z = self.encoder(x).sample(seed=self.make_rng('sample'))
+    return self._decode(z, num_decodes)
+
+  def generate(self, num_images: int,
+               num_decodes: int) -> tuple[jax.Array, jax.Array]:
+    """`num_images` z ~ m(z) and `num_decodes` x ~ d(x|z) each (Fig. 4).
+
+    Returns:
+      (samples [num_decodes, num_images, H, W, C], mean [num_images, H, W, C]).
+    """
+    z = self.marginal(self.encoder).sample(seed=self.make_rng('sample'),
+                                           sample_shape=(num_images,))
+    return self._decode(z, num_decodes)
+
+  def _decode(self, z: jax.Array,
+              num_decodes: int) -> tuple[jax.Array, jax.Array]:
+    if getattr(self.decoder, 'autoregressive', False):
+      # Exact sequential samples. E[x|z] has no closed form: the mean is the
+      # average over the samples of the teacher-forced pixel probabilities,
+      # E[x_i|z] = E_{x_<i ~ d}[sigmoid(l_i(x_<i, z))] (unbiased; less noisy
+      # than the samples' own mean, the 'average' column of Fig. 4).
+      samples = self.decoder.sample(z, num_decodes)  # [N, B, H, W, C]
+      flat = samples.reshape((-1,) + samples.shape[2:])
+      probs = self.decoder(jnp.tile(z, (num_decodes, 1)), flat).mean()
+      return samples, probs.reshape(samples.shape).mean(axis=0)
+    likelihood = self.decoder(z)
+    samples = likelihood.sample(seed=self.make_rng('sample'),
+                                sample_shape=(num_decodes,))
+    return samples, likelihood.mean()
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key of the `model` section, at the paper's simple family."""
+  return ml_collections.ConfigDict({
+      'family': '---',
+      'latent_dim': 64,
+      # The flows of the '+' encoder (IAF) and '+' marginal (MAF), F.1 / F.3.
+      'flow_steps': 4,
+      'made_hidden': 640,
+      'made_layers': 3,
+      # The 'v' marginal (VampPrior): N pseudo-inputs (Tomczak & Welling).
+      'num_pseudo_inputs': 500,
+      # Pseudo-inputs per encoder call (the same values, another speed):
+      # None for the backend's choice (rdvae/runtime/backends.py: 64 on the CPU,
+      # all on GPU/TPU), 0 for all at once.
+      'pseudo_input_batch': config_dict.placeholder(int),
+      # The '+' decoder (PixelCNN++, F.2): features of every layer, gated
+      # resnet layers per block, resolutions of the down pass (28-14-7).
+      'pixelcnn_features': 64,
+      'pixelcnn_resnets_per_block': 2,
+      'pixelcnn_scales': 3,
+  })
+
+
+def _check_family(config: ml_collections.ConfigDict) -> str:
+  family = validation.get(config, 'model.family')
+  allowed = (f'encoder in {ENCODER_LETTERS}, decoder in {DECODER_LETTERS}, '
+             f'marginal in {MARGINAL_LETTERS}')
+  if not isinstance(family, str) or len(family) != 3:
+    raise validation.ConfigError(
+        f'config.model.family={family!r} must be a 3-character string '
+        f'(encoder, decoder, marginal) with {allowed}, e.g. "---"')
+  parts = zip(('encoder', 'decoder', 'marginal'), family,
+              (ENCODER_LETTERS, DECODER_LETTERS, MARGINAL_LETTERS))
+  for position, (part, letter, letters) in enumerate(parts, start=1):
+    if letter not in letters:
+      raise validation.ConfigError(
+          f'config.model.family={family!r}: position {position} ({part}) is '
+          f'{letter!r}, not one of the allowed values {letters} ({allowed})')
+  return family
+
+
+def _components(family: str) -> tuple[tuple[str, str, dict], ...]:
+  return (('encoder', family[0], ENCODERS), ('decoder', family[1], DECODERS),
+          ('marginal', family[2], MARGINALS))
+
+
+def validate(config: ml_collections.ConfigDict,
+             image_shape: tuple[int, ...] = MNIST_SHAPE) -> None:
+  """Checks `config.model` for images of `image_shape`, naming the bad key.
+
+  Raises:
+    ConfigError: for a family string of the wrong length or with an unknown
+      letter, a letter whose module is not available yet, a latent_dim that is
+      not a positive integer, or an image shape a component cannot take.
+  """
+  family = _check_family(config)
+  validation.check_positive_int(config, 'model.latent_dim')
+  image_shape = tuple(image_shape)
+  for part, letter, registry in _components(family):
+    if letter not in registry:
+      raise validation.ConfigError(
+          f'config.model.family={family!r}: the {letter!r} {part} is not '
+          f'available yet (available {part}s: {tuple(registry)})')
+    shapes = registry[letter].image_shapes
+    if shapes is not None and image_shape not in shapes:
+      raise validation.ConfigError(
+          f'config.model.family={family!r}: the {letter!r} {part} takes '
+          f'images of shape {shapes}, not {image_shape} '
+          f'(check config.dataset.name)')
+  if family[1] == '+':
+    pixelcnn.validate(config)
+  if '+' in (family[0], family[2]):
+    for key in ('model.flow_steps', 'model.made_hidden', 'model.made_layers'):
+      validation.check_positive_int(config, key)
+  if family[2] == 'v':
+    validation.check_positive_int(config, 'model.num_pseudo_inputs')
+    if config.model.get('pseudo_input_batch') is not None:
+      validation.check_positive_int(config, 'model.pseudo_input_batch',
+                                    allow_zero=True)
+
+
+def create_model(config: ml_collections.ConfigDict,
+                 image_shape: tuple[int, ...] = MNIST_SHAPE) -> RDModel:
+  """Builds the `RDModel` of `config.model.family` (validated first)."""
+  validate(config, image_shape)
+  family = config.model.family
+  built = {part: registry[letter].create(config)
+           for part, letter, registry in _components(family)}
+  return RDModel(**built)

@@ -1,0 +1,2 @@
+"""Losses, bounds and exact enumeration: pure functions of rate and
+distortion terms."""

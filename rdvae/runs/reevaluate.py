@@ -1,0 +1,111 @@
+"""Evaluating a finished run again from its checkpoint, without retraining.
+
+Sits above training and evaluation: it rebuilds the run from its saved
+config.json (`training.loop.create_run`), restores the last or best
+parameters and runs the final evaluation (`evaluation.measures`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional
+
+import jax
+import ml_collections
+
+from rdvae import validation
+from rdvae.evaluation import measures
+from rdvae.files import checkpointing
+from rdvae.files import writers
+from rdvae.runtime import parallel
+from rdvae.training import loop as train
+
+
+def _saved_config(workdir: str,
+                  overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """The run's config.json with `eval.*` overrides applied.
+
+  Eval keys a run's config predates take their `default_config` values.
+
+  Raises:
+    ConfigError: an override of a key outside `eval`, or of an unknown key.
+  """
+  eval_keys = measures.default_config()
+  for key in overrides:
+    section, _, name = key.partition('.')
+    if section != 'eval' or name not in eval_keys:
+      raise validation.ConfigError(
+          f'cannot override config.{key} when evaluating again: only the '
+          f'evaluation keys {sorted("eval." + k for k in eval_keys)} can '
+          'change without retraining')
+  path = os.path.join(workdir, writers.CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path} does not exist: {workdir!r} holds no run')
+  saved = writers.read_json(path)
+  if saved.get('dataset', {}).get('name') == 'toy':
+    raise ValueError(f'{workdir!r} holds a toy run, whose measures are exact '
+                     'already (nothing to evaluate again)')
+  merged = dict(eval_keys.to_dict())
+  merged.update(saved.get('eval', {}))
+  merged.update({k.partition('.')[2]: v for k, v in overrides.items()})
+  saved['eval'] = merged
+  return ml_collections.ConfigDict(saved)
+
+
+def restore_params(run: Any, workdir: str, params: str) -> tuple[Any, int]:
+  """The TrainState of the run's last checkpoint, or of its best by
+  validation ELBO (`checkpoints_best/`), and its step."""
+  if params not in measures.PARAMS:
+    raise ValueError(f'params={params!r}; expected one of {measures.PARAMS}')
+  if params == 'best':
+    manager = checkpointing.create_manager(workdir, 1, best_metric='elbo')
+    step = manager.best_step()
+  else:
+    manager = checkpointing.create_manager(
+        workdir, run.config.train.max_checkpoints_to_keep)
+    step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(
+        f'no {params} checkpoint in {manager.directory} to evaluate')
+  state = checkpointing.restore(manager, jax.device_get(run.init_state), step)
+  return state, int(step)
+
+
+def evaluate_workdir(workdir: str, params: str = 'last',
+                     overrides: Optional[Mapping[str, Any]] = None,
+                     output: str = 'results_eval.json',
+                     splits: tuple[str, ...] = ('validation', 'test')
+                     ) -> dict[str, Any]:
+  """Evaluates a finished run again, without retraining.
+
+  Loads `workdir`'s config.json and checkpoint (`params` 'last' or 'best'),
+  applies `overrides` ({'eval.<key>': value}, only eval keys), runs the
+  final evaluation (every measure of results.json) and writes it atomically
+  to `workdir/output`. The run's own files (config.json, metrics.jsonl,
+  results.json) are not touched, and the workdir's config check does not
+  apply: the saved config is read, not compared.
+
+  Returns:
+    The results, as written: results.json's keys for these evaluation
+    settings, with 'params', 'step' and 'eval_overrides'.
+
+  Raises:
+    ConfigError: an override outside `eval`, or a bad eval value.
+    ValueError: an output name that is a run file or not a plain .json name.
+  """
+  overrides = dict(overrides or {})
+  if (output in measures.RUN_FILES or os.path.basename(output) != output
+      or not output.endswith('.json')):
+    raise ValueError(
+        f'output={output!r} must be a file name ending in .json, other than '
+        f'the run files {measures.RUN_FILES}')
+  config = _saved_config(workdir, overrides)
+  train.validate(config)
+  run = train.create_run(config)
+  state, step = restore_params(run, workdir, params)
+  placed = parallel.put_replicated(state.params, run.mesh, run.mode)
+  results = measures.evaluate_splits(run, state.params, placed, True, splits)
+  measures.summarize(results, config, params)
+  results.update(step=step, eval_overrides=overrides)
+  writers.write_json_atomic(os.path.join(workdir, output), results)
+  return results

@@ -1,0 +1,1 @@
+"""The discrete toy of section 4 and Appendix E, computed exactly."""

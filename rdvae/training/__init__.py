@@ -1,0 +1,1 @@
+"""Training: state, step, optimizer, compiled programs and the host loop."""

@@ -1,0 +1,212 @@
+"""The optimizer of Appendix F.4: Adam on block-normalized gradients, with a
+learning rate held constant and then decayed linearly to zero.
+
+Normalized gradients (Yu et al., 2017, "Block-normalized gradient method"):
+before Adam sees them, the gradient of every parameter tensor (every leaf of
+the params pytree: each kernel and each bias separately) is divided by its own
+L2 norm,
+
+  g_b  <-  g_b / (||g_b||_2 + eps)        for every block b,
+
+so each block's update direction is kept and its scale is set by the learning
+rate and Adam's second-moment estimate alone. The normalization happens after
+the gradient has been averaged over the data-parallel devices, so it sees the
+gradient of the global batch.
+
+The learning rate schedule (F.4: 3e-4 for the first 100 of 200 epochs, then
+linearly towards 0 at the 200th):
+
+  lr(t) = lr0                                   t <  h T
+  lr(t) = lr0 (1 - (1 - f) (t - hT) / (T - hT))  t >= h T
+
+with T the number of training steps, h = `optim.hold_fraction` (0.5) and f =
+`optim.final_fraction` (0: the rate reaches 0 at step T).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from rdvae import validation
+
+
+class NormalizeGradientsState(NamedTuple):
+  """Stateless; a named empty tuple so the transformation is a pytree node."""
+
+
+def normalize_gradients(eps: float = 1e-8) -> optax.GradientTransformation:
+  """Divides each leaf of the update pytree by its own L2 norm.
+
+  Args:
+    eps: added to the norm so an all-zero gradient block stays zero.
+
+  Returns:
+    An optax transformation mapping g_b to g_b / (||g_b||_2 + eps) per leaf.
+  """
+
+  def init_fn(params):
+    del params
+    return NormalizeGradientsState()
+
+  def update_fn(updates, state, params=None):
+    del params
+    updates = jax.tree.map(
+        lambda g: g / (jnp.sqrt(jnp.sum(jnp.square(g))) + eps), updates)
+    return updates, state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def learning_rate_at(step, learning_rate, hold_steps, decay_steps,
+                     final_fraction):
+  """lr(t) of the F.4 schedule (module doc), from numbers or arrays.
+
+  Args:
+    step: t, 0-based (the update at step t uses lr(t)).
+    learning_rate: lr0.
+    hold_steps: h T, the steps held at lr0.
+    decay_steps: T - h T (at least 1), the steps of the linear decay.
+    final_fraction: f, the rate at step T as a fraction of lr0.
+  """
+  t = jnp.asarray(step, jnp.float32)
+  fraction = jnp.clip((t - hold_steps) / decay_steps, 0.0, 1.0)
+  return learning_rate * (1.0 - (1.0 - final_fraction) * fraction)
+
+
+def schedule_steps(num_steps: int, hold_fraction: float) -> tuple[int, int]:
+  """(hold_steps, decay_steps) of a run of `num_steps` steps."""
+  hold = int(round(hold_fraction * num_steps))
+  return hold, max(num_steps - hold, 1)
+
+
+def make_learning_rate_schedule(learning_rate: float, num_steps: int,
+                                hold_fraction: float = 0.5,
+                                final_fraction: float = 0.0) -> optax.Schedule:
+  """lr0 for the first `hold_fraction` of `num_steps`, then linear decay.
+
+  Args:
+    learning_rate: lr0, the initial rate.
+    num_steps: T, the total number of training steps.
+    hold_fraction: h in [0, 1], the fraction of training at lr0.
+    final_fraction: f in [0, 1], the rate at step T as a fraction of lr0.
+
+  Returns:
+    A schedule `step -> lr` (step 0-based; the update at step t uses lr(t)).
+  """
+  hold, decay = schedule_steps(num_steps, hold_fraction)
+  return functools.partial(learning_rate_at, learning_rate=learning_rate,
+                           hold_steps=hold, decay_steps=decay,
+                           final_fraction=final_fraction)
+
+
+def _adam_on_normalized_gradients(
+    learning_rate, hold_steps, decay_steps, final_fraction, eps,
+    normalize_eps, normalize: bool, b1: float,
+    b2: float) -> optax.GradientTransformation:
+  """The chain of `create_optimizer`, its numbers given as they come."""
+  schedule = functools.partial(learning_rate_at, learning_rate=learning_rate,
+                               hold_steps=hold_steps, decay_steps=decay_steps,
+                               final_fraction=final_fraction)
+  parts = [normalize_gradients(normalize_eps)] if normalize else []
+  parts += [optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+            optax.scale_by_learning_rate(schedule)]
+  return optax.chain(*parts)
+
+
+def numbers(config: ml_collections.ConfigDict,
+            num_steps: int) -> dict[str, float]:
+  """The optimizer's numbers for a run of `num_steps` steps, by name."""
+  c = config.optim
+  hold, decay = schedule_steps(num_steps, c.hold_fraction)
+  return {'learning_rate': float(c.learning_rate), 'hold_steps': float(hold),
+          'decay_steps': float(decay),
+          'final_fraction': float(c.final_fraction), 'eps': float(c.eps),
+          'normalize_eps': float(c.normalize_eps)}
+
+
+def create_optimizer(config: ml_collections.ConfigDict,
+                     num_steps: int) -> optax.GradientTransformation:
+  """Adam on block-normalized gradients under the F.4 schedule.
+
+  Reads `config.optim`: learning_rate, hold_fraction, final_fraction,
+  normalize_gradients (bool), normalize_eps, b1, b2, eps.
+
+  Numbers as arrays (as the objective's, rdvae/objectives/losses.py): the learning
+  rate, the schedule's step counts (from `num_steps`), Adam's eps and the
+  normalization's eps (`numbers`) are float32 scalars of the optimizer state
+  (`optax.inject_hyperparams`); `init` writes them and `update` reads them
+  from the state it is given, never from this object. Runs that differ only
+  in them (a budget, a learning rate) share one compiled training step: an
+  optimizer built for one run updates another run's state by that run's
+  numbers, and `set_numbers` puts a run's numbers into a state initialised
+  by another. `normalize_gradients` and Adam's b1 and b2 shape the program:
+  optax takes 1 - b1 and 1 - b2 in double precision from Python numbers,
+  while float32 arrays would put 1 - 0.999 off by 1.3e-5 and move every
+  update by ~6e-6 relative. Equal settings return the same object, so jitted
+  functions that take it as a static argument compile once.
+
+  Args:
+    config: the experiment config.
+    num_steps: the total number of training steps T.
+  """
+  validate(config)
+  c = config.optim
+  return _create_optimizer(bool(c.normalize_gradients), float(c.b1),
+                           float(c.b2),
+                           tuple(numbers(config, num_steps).items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _create_optimizer(
+    normalize: bool, b1: float, b2: float,
+    items: tuple[tuple[str, float], ...]) -> optax.GradientTransformation:
+  factory = functools.partial(_adam_on_normalized_gradients,
+                              normalize=normalize, b1=b1, b2=b2)
+  return optax.inject_hyperparams(factory, static_args=('b1', 'b2'),
+                                  hyperparam_dtype=jnp.float32)(**dict(items))
+
+
+def set_numbers(opt_state: optax.OptState, config: ml_collections.ConfigDict,
+                num_steps: int) -> optax.OptState:
+  """`opt_state` of `create_optimizer` with the numbers of `config` and T."""
+  hyperparams = dict(opt_state.hyperparams)
+  for name, value in numbers(config, num_steps).items():
+    hyperparams[name] = jnp.asarray(value, jnp.float32)
+  return opt_state._replace(hyperparams=hyperparams)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks `config.optim`, naming the bad key and value."""
+  validation.check_number(config, 'optim.learning_rate', strictly_positive=True)
+  validation.check_number(config, 'optim.hold_fraction', minimum=0.0,
+                          maximum=1.0)
+  validation.check_number(config, 'optim.final_fraction', minimum=0.0,
+                          maximum=1.0)
+  flag = validation.get(config, 'optim.normalize_gradients')
+  if not isinstance(flag, bool):
+    raise validation.ConfigError(
+        f'config.optim.normalize_gradients={flag!r} must be True or False')
+  validation.check_number(config, 'optim.normalize_eps', minimum=0.0)
+  validation.check_number(config, 'optim.b1', minimum=0.0, maximum=1.0)
+  validation.check_number(config, 'optim.b2', minimum=0.0, maximum=1.0)
+  validation.check_number(config, 'optim.eps', minimum=0.0)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key of the `optim` section, at the paper's values (F.4)."""
+  return ml_collections.ConfigDict({
+      'learning_rate': 3e-4,
+      'hold_fraction': 0.5,
+      'final_fraction': 0.0,
+      'normalize_gradients': True,
+      'normalize_eps': 1e-8,
+      'b1': 0.9,
+      'b2': 0.999,
+      'eps': 1e-8,
+  })
