@@ -10,12 +10,16 @@ p*(x) and measured by exact enumeration. The default is the Fig. 2 reading
   --config=configs/toy.py:smoke          a few hundred steps, for tests
 
 and any key can be overridden, e.g. `--config.model.decoder=bump`
+`--config.train.seed=1`
 `--config.objective.kind=target_rate --config.objective.rate=0.5`.
 """
 
 import ml_collections
 
 from rdvae.objectives import losses as objectives
+from rdvae.toy import data
+from rdvae.toy import model
+from rdvae.training import optim
 
 VARIANTS = ('elbo', 'target_rate', 'rate_constraint', 'smoke')
 
@@ -26,44 +30,36 @@ def get_config(variant: str = 'elbo') -> ml_collections.ConfigDict:
     raise ValueError(f'unknown toy config variant {variant!r}; '
                      f'expected one of {VARIANTS}')
   config = ml_collections.ConfigDict()
-  config.seed = 0
-
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = 'toy'
-
-  # The data spec of Appendix E (see rdvae/toy/toy.py); change it only knowingly:
-  # results compare with an independent reference at these values.
-  config.data = ml_collections.ConfigDict()
-  config.data.num_bins = 30
-  config.data.class_probs = (0.7, 0.3)
-  config.data.class_means = (0.35, 0.65)
-  config.data.class_information = 0.5   # I(x; z*), nats
-
-  config.model = ml_collections.ConfigDict()
-  config.model.encoder = 'bump'      # bump | tabular
-  config.model.decoder = 'tabular'   # bump | tabular
-  config.model.num_latents = 30      # K
-  # Bump: w ~ N(w_mean, scale^2), b ~ w U(0, 1) + N(0, scale^2); tabular:
-  # logits ~ N(0, scale^2). A small encoder scale starts near R = 0, which the
-  # target rate needs (its optimum is degenerate above sigma).
-  config.model.encoder_w_mean = 0.0
-  config.model.encoder_scale = 0.01
-  config.model.decoder_w_mean = 0.0
-  config.model.decoder_scale = 0.01
-
+  # The data spec of Appendix E (rdvae/toy/data.py); change it only
+  # knowingly: results compare with an independent reference at these values.
+  config.dataset = data.default_config()
+  config.model = model.default_config()
   config.objective = objectives.default_config()
 
-  config.train = ml_collections.ConfigDict()
-  config.train.num_steps = 20_000
-  config.train.learning_rate = 0.01
-  config.train.lr_schedule = 'cosine'     # constant | cosine
-  config.train.final_lr_fraction = 0.01   # cosine decays to this fraction
+  config.optim = optim.default_config()
+  config.optim.learning_rate = 0.01
+  # A cosine from the first step down to 1% of the rate lets the target rate
+  # settle on its kink at R = sigma instead of hopping across it.
+  config.optim.schedule = 'cosine'
+  config.optim.hold_fraction = 0.0
+  config.optim.final_fraction = 0.01
+  config.optim.normalize_gradients = False
   # Adam's eps well above float32 round-off: on the flat (degenerate) optima
   # of the ELBO and the target rate, eps 1e-8 turns round-off gradients into
   # full-size steps and R drifts.
-  config.train.adam_eps = 1e-6
+  config.optim.eps = 1e-6
+
+  config.train = ml_collections.ConfigDict()
+  config.train.seed = 0
+  config.train.num_steps = 20_000
   config.train.steps_per_dispatch = 1_000
+  config.train.scan_unroll = False
   config.train.log_every = 1_000
+  config.train.eval_every = 0        # the measures are exact: at the end
+  config.train.checkpoint_every = 0  # at the end (and on SIGTERM/SIGINT)
+  config.train.max_checkpoints_to_keep = 1
+  config.train.nonfinite = 'stop'
+  config.train.max_skipped = 10
 
   if variant == 'target_rate':
     config.objective.kind = 'target_rate'

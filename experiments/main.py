@@ -96,9 +96,6 @@ def main(argv):
     if not backend:
       import jax  # pylint: disable=g-import-not-at-top
       backend = jax.default_backend()
-    if _CONFIG.value.get('dataset', {}).get('name') == 'toy':
-      print(f'backend {backend}: the toy has no backend-dependent settings')
-      return
     try:
       print(backends.describe(backends.resolve(_CONFIG.value, backend)))
     except (ValueError,) + _expected_errors() as e:

@@ -48,7 +48,7 @@ def toy_config(reading: str, objective: str, seed: int, num_steps=None):
   """The toy config of one run of the report."""
   from configs import toy as toy_configs  # pylint: disable=g-import-not-at-top
   config = toy_configs.get_config(objective)
-  config.seed = seed
+  config.train.seed = seed
   config.model.encoder, config.model.decoder = READINGS[reading]
   if num_steps is not None:
     config.train.num_steps = num_steps
@@ -57,7 +57,10 @@ def toy_config(reading: str, objective: str, seed: int, num_steps=None):
 
 def run_all(workdir: str, seeds: int, num_steps=None) -> dict:
   """Runs every (reading, objective, seed); returns results and tables."""
-  from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
+  import rdvae  # pylint: disable=g-import-not-at-top
+  from rdvae.toy import data  # pylint: disable=g-import-not-at-top
+  from rdvae.toy import measures  # pylint: disable=g-import-not-at-top
+  from rdvae.toy import model  # pylint: disable=g-import-not-at-top
   results, tables = {}, {}
   for reading in READINGS:
     for objective in OBJECTIVES:
@@ -65,14 +68,14 @@ def run_all(workdir: str, seeds: int, num_steps=None) -> dict:
       for seed in range(seeds):
         config = toy_config(reading, objective, seed, num_steps)
         run_dir = os.path.join(workdir, reading, objective, f'seed_{seed}')
-        result, model_tables = toy.fit(config, run_dir)
-        runs.append(result)
+        runs.append(rdvae.train_and_eval(config, run_dir))
         if seed == 0:
-          tables[(reading, objective)] = model_tables
+          tables[(reading, objective)] = measures.read_tables(
+              os.path.join(run_dir, measures.TABLES_FILE))
       results[(reading, objective)] = runs
-  spec = toy.create_data_spec(toy_config('fig2', 'elbo', 0))
-  hand = toy.true_process_tables(spec, 30)
-  results[('true_process', 'hand_built')] = [toy.evaluate(spec, hand)]
+  spec = data.create_data_spec(toy_config('fig2', 'elbo', 0))
+  hand = model.true_process_tables(spec, 30)
+  results[('true_process', 'hand_built')] = [measures.evaluate(spec, hand)]
   tables[('true_process', 'hand_built')] = hand
   return {'results': results, 'tables': tables, 'spec': spec}
 
@@ -140,15 +143,15 @@ def acceptance(results: dict) -> list[tuple[str, bool]]:
 
 def write_figures(workdir: str, run: dict) -> list[str]:
   from rdvae.analysis import figures  # pylint: disable=g-import-not-at-top
-  from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
+  from rdvae.toy import measures  # pylint: disable=g-import-not-at-top
   spec, tables = run['spec'], run['tables']
   paths = []
   for reading in READINGS:
     columns = [
-        toy.figure_column('(a) hand-built', spec,
+        measures.figure_column('(a) hand-built', spec,
                           tables[('true_process', 'hand_built')]),
-        toy.figure_column('(b) ELBO', spec, tables[(reading, 'elbo')]),
-        toy.figure_column('(c) target rate 0.5', spec,
+        measures.figure_column('(b) ELBO', spec, tables[(reading, 'elbo')]),
+        measures.figure_column('(c) target rate 0.5', spec,
                           tables[(reading, 'target_rate')])]
     path = os.path.join(workdir, f'fig2_{reading}.png')
     figures.plot_toy_columns(columns, path)

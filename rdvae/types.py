@@ -1,9 +1,11 @@
-"""Shared types: array aliases and the per-example rate/distortion terms."""
+"""Shared types: array aliases, the per-example rate/distortion terms and
+the train state."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple, Optional
 
+import flax
 import jax
 
 Array = jax.Array
@@ -31,3 +33,26 @@ class RDTerms(NamedTuple):
   rate: Array
   distortion: Array
   analytic_rate: Optional[Array] = None
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue bit for bit.
+
+  Attributes:
+    step: int32 scalar, the number of updates applied so far.
+    params: the model's parameter pytree.
+    opt_state: the optax state of `params`.
+    objective_state: the objective's numbers (`objectives.Hyperparameters`:
+      beta, sigma, ...) and its Lagrange multiplier; members of a vmapped
+      population can differ in any of them.
+    rng: uint32 [2] raw key data (`jax.random.key_data`), so checkpoints and
+      device transfers see a plain array; wrapped by `jax.random.wrap_key_data`
+      where keys are drawn.
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  objective_state: Any  # objectives.ObjectiveState
+  rng: jax.Array

@@ -10,9 +10,11 @@ import pytest
 
 from rdvae.objectives import bounds
 from rdvae.objectives import exact
-from rdvae.toy import toy
 
 
+from rdvae.toy import measures
+from rdvae.toy import model
+from rdvae.toy import data
 def test_iwae_is_log_mean_exp_over_samples():
   log_w = np.array([[0.0, -1.0], [math.log(3.0), -2.0]], np.float32)  # [K, B]
   expected = [math.log((1 + 3) / 2), math.log((math.exp(-1) + math.exp(-2)) / 2)]
@@ -131,7 +133,7 @@ def test_generative_upper_with_importance_weighted_q_errs_upwards():
 
 @pytest.fixture(scope='module')
 def toy_spec():
-  return toy.compute_data_spec()
+  return data.compute_data_spec()
 
 
 @pytest.mark.parametrize('seed', range(5))
@@ -159,8 +161,8 @@ def test_information_sandwiches_hold_exactly_on_the_toy(seed, toy_spec):
   np.testing.assert_allclose(upper_g, info_gen, rtol=1e-10)
   # And on the hand-built optimal model of Fig. 2a the encoder is the true
   # posterior of the generative joint, so E = I_d = G(q = g = p*).
-  tables = toy.true_process_tables(spec, 30)
-  results = toy.evaluate(spec, tables)
+  tables = model.true_process_tables(spec, 30)
+  results = measures.evaluate(spec, tables)
   assert results['bounds_hold']
   np.testing.assert_allclose(results['generative_lower_bound_E'],
                              results['generative_mutual_information'],

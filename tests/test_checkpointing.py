@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 
 import tiny_model
+from rdvae import types
 from rdvae.files import checkpointing
 from rdvae.objectives import losses as objectives
 from rdvae.training import optim
@@ -35,7 +36,7 @@ def test_train_state_round_trip_is_exact(tmp_path):
   checkpointing.save(manager, 7, state)
   assert checkpointing.latest_step(manager) == 7
   restored = checkpointing.restore(manager, _state(seed=1))
-  assert isinstance(restored, steps.TrainState)
+  assert isinstance(restored, types.TrainState)
   _assert_trees_equal(restored, state)
   assert int(restored.step) == 7
   assert float(restored.objective_state.multiplier) == 0.25

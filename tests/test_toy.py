@@ -18,6 +18,9 @@ import rdvae
 from configs import toy as toy_configs
 from rdvae.objectives import losses as objectives
 from rdvae.toy import toy
+from rdvae.toy import measures
+from rdvae.toy import model
+from rdvae.toy import data
 from rdvae import validation
 from rdvae.files import writers
 
@@ -26,7 +29,7 @@ H_REFERENCE = 2.914051210084853
 
 @functools.lru_cache(maxsize=None)
 def _spec():
-  return toy.compute_data_spec()
+  return data.compute_data_spec()
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,7 +40,7 @@ def _trained(variant, decoder, seed, num_steps):
   config.seed = seed
   config.train.num_steps = num_steps
   spec = toy.validate(config)
-  model = toy.create_model(config, spec)
+  model = model.create_model(config, spec)
   objective = objectives.create_objective(config)
   options = toy.create_train_options(config)
   state = toy.init_state(model, options, objectives.create_state(config),
@@ -46,7 +49,7 @@ def _trained(variant, decoder, seed, num_steps):
       toy.stack([state]), jnp.asarray(spec.p_data, jnp.float32), model=model,
       objective=objective, options=options, length=num_steps)
   [state] = toy.unstack(states)
-  return toy.evaluate(spec, toy.model_tables(model, state.params))
+  return measures.evaluate(spec, model.model_tables(model, state.params))
 
 
 class DataSpecTest(absltest.TestCase):
@@ -70,7 +73,7 @@ class HandBuiltTest(absltest.TestCase):
 
   def test_true_process_model(self):
     spec = _spec()
-    results = toy.evaluate(spec, toy.true_process_tables(spec, 30))
+    results = measures.evaluate(spec, model.true_process_tables(spec, 30))
     self.assertAlmostEqual(results['rate'], 0.5, delta=1e-9)
     self.assertAlmostEqual(results['distortion'], spec.entropy - 0.5,
                            delta=1e-9)
@@ -92,11 +95,11 @@ class ParameterizationTest(parameterized.TestCase):
                                   ('tabular_tabular', 'tabular', 'tabular'))
   def test_tables_follow_appendix_e(self, encoder, decoder):
     spec = _spec()
-    model = toy.ToyModel(encoder, decoder, 30, tuple(spec.centres),
+    model = model.ToyModel(encoder, decoder, 30, tuple(spec.centres),
                          encoder_w_mean=2.0, encoder_scale=1.0,
                          decoder_w_mean=3.0, decoder_scale=1.0)
     params = model.init(jax.random.key(0))['params']
-    tables = toy.model_tables(model, params)
+    tables = model.model_tables(model, params)
     x = spec.centres
 
     def expected(kind, name, axis):
@@ -121,9 +124,9 @@ class ParameterizationTest(parameterized.TestCase):
   def test_small_init_starts_near_zero_rate(self):
     config = toy_configs.get_config('target_rate')
     spec = _spec()
-    model = toy.create_model(config, spec)
-    tables = toy.model_tables(model, model.init(jax.random.key(0))['params'])
-    self.assertLess(toy.evaluate(spec, tables)['mutual_information'], 1e-4)
+    model = model.create_model(config, spec)
+    tables = model.model_tables(model, model.init(jax.random.key(0))['params'])
+    self.assertLess(measures.evaluate(spec, tables)['mutual_information'], 1e-4)
 
 
 class BumpDecoderFindingTest(absltest.TestCase):
@@ -202,7 +205,7 @@ class PopulationTest(absltest.TestCase):
     population is computed as eight, toy.padded_population)."""
     config = toy_configs.get_config('rate_constraint')
     spec = toy.validate(config)
-    model = toy.create_model(config, spec)
+    model = model.create_model(config, spec)
     objective = objectives.create_objective(config)
     options = toy.create_train_options(config)
     p_data = jnp.asarray(spec.p_data, jnp.float32)

@@ -12,8 +12,8 @@ traces the toy's whole rate-distortion frontier; each point is exact
 import ml_collections
 
 from configs import toy as toy_config
-from rdvae.toy import toy
 
+from rdvae.toy import data
 STEP = 0.05
 
 
@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 def entropy() -> float:
   """H of the toy's data, in nats (2.9140512...)."""
-  return float(toy.create_data_spec(get_config()).entropy)
+  return float(data.create_data_spec(get_config()).entropy)
 
 
 def get_sweep() -> list[dict]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from rdvae.objectives import bounds
 from rdvae.data import batching
-from rdvae.runtime import parallel
+from rdvae.evaluation import evaluator as evaluator_lib
 from rdvae import validation
 from rdvae.files import writers
 
@@ -73,12 +73,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(config, 'eval.generative_samples', allow_zero=True)
 
 
-def generative_batch_size(config: ml_collections.ConfigDict) -> int:
-  """Pairs per call of the generative step: eval.batch_size, or fewer when
-  eval.generative_samples is smaller (pairs past the last are drawn too)."""
-  return max(1, min(config.eval.batch_size, config.eval.generative_samples))
-
-
 def subset_description(config: ml_collections.ConfigDict) -> dict[str, int]:
   """results.json's 'eval_subset': {'max_examples': N (0 = whole split),
   'seed': the subset's seed}."""
@@ -91,8 +85,8 @@ def _accumulate(totals: dict[str, Any], sums: Mapping[str, Any]) -> None:
     totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
 
 
-def evaluate(run: Any, params: Any, images: np.ndarray, final: bool
-             ) -> dict[str, Any]:
+def evaluate(evaluator: evaluator_lib.Evaluator, params: Any,
+             images: np.ndarray, final: bool) -> dict[str, Any]:
   """Exact means over a split's evaluation subset.
 
   The subset is `batching.eval_subset(images, eval.max_examples,
@@ -104,25 +98,26 @@ def evaluate(run: Any, params: Any, images: np.ndarray, final: bool
   where the rate factorises, `rate_per_dim` (a list of Z means).
 
   Args:
-    run: a `train.Run`.
-    params: the parameters, placed for `run.mode` (`parallel.put_replicated`).
+    evaluator: the run's programs, layout and keys.
+    params: the parameters, placed by the layout (`put_replicated`).
     images: the split, uint8 [N, H, W, C].
     final: add the final evaluation's measures.
   """
-  c = run.config.eval
+  c = evaluator.config.eval
+  layout, programs = evaluator.layout, evaluator.programs
   images = batching.eval_subset(images, c.max_examples, c.subset_seed)
-  loop = run.final_eval_loop if final else run.eval_loop
-  rng = parallel.put_replicated(run.eval_rng, run.mesh, run.mode)
+  loop = programs.final_eval_loop if final else programs.eval_loop
+  rng = layout.put_replicated(evaluator.eval_rng)
   totals: dict[str, Any] = {}
   moments = (0.0, 0.0, 0.0)
   rate_per_dim = None
   for index, (x, mask) in enumerate(batching.eval_batches(images, c.batch_size)):
-    x, mask = parallel.put_sharded((x, mask), run.mesh, run.mode)
-    _accumulate(totals, parallel.get_replicated(
-        loop(params, x, mask, rng, index), run.mode))
+    x, mask = layout.put_sharded((x, mask))
+    _accumulate(totals, layout.get_replicated(
+        loop(params, x, mask, rng, index)))
     if final:
-      stats = parallel.get_replicated(
-          run.latent_loop(params, x, mask, rng, index), run.mode)
+      stats = layout.get_replicated(
+          programs.latent_loop(params, x, mask, rng, index))
       moments = bounds.merge_moments(
           moments, (float(stats['count']), stats['mean'], stats['m2']))
       if 'rate_per_dim' in stats:
@@ -142,11 +137,12 @@ def evaluate(run: Any, params: Any, images: np.ndarray, final: bool
   return means
 
 
-def generative_bounds(run: Any, params_host: Any) -> dict[str, float]:
+def generative_bounds(evaluator: evaluator_lib.Evaluator,
+                      params_host: Any) -> dict[str, float]:
   """E <= I_d <= G (Eqs. 9-11) from eval.generative_samples generated pairs.
 
   Monte Carlo means over pairs z ~ m(z), x ~ d(x|z) (`steps.
-  make_generative_step`, compiled once per run, batches of
+  make_generative_step`, compiled once per architecture, batches of
   `generative_batch_size` on the host's parameters): E is unbiased; G uses the model's own IWAE
   estimate of log g(x) as log q(x), so it bounds I_d from above only up to
   that estimator's bias (see `bounds.generative_upper_terms`). The draws are
@@ -156,26 +152,30 @@ def generative_bounds(run: Any, params_host: Any) -> dict[str, float]:
     {'generative_lower', 'generative_upper'} in nats, or {} when
     eval.generative_samples is 0.
   """
-  num_pairs = run.config.eval.generative_samples
+  num_pairs = evaluator.config.eval.generative_samples
   if not num_pairs:
     return {}
   totals: dict[str, Any] = {}
-  for start in range(0, num_pairs, generative_batch_size(run.config)):
-    _accumulate(totals, jax.device_get(run.generative_step(
-        params_host, run.generative_key, jnp.int32(start),
+  step = evaluator.programs.generative_step
+  batch = evaluator_lib.generative_batch_size(evaluator.config)
+  for start in range(0, num_pairs, batch):
+    _accumulate(totals, jax.device_get(step(
+        params_host, evaluator.generative_key, jnp.int32(start),
         jnp.int32(num_pairs))))
   count = totals.pop('count')
   return {k: float(v / count) for k, v in totals.items()}
 
 
-def evaluate_splits(run: Any, params_host: Any, params: Any, final: bool,
+def evaluate_splits(evaluator: evaluator_lib.Evaluator, params_host: Any,
+                    params: Any, final: bool,
                     splits: tuple[str, ...]) -> dict[str, Any]:
   """`evaluate` on each split as '<split>/<key>'; with `final`, the
   generative bounds (which do not depend on the data) under every split."""
   results = {}
-  generative = generative_bounds(run, params_host) if final else {}
+  generative = generative_bounds(evaluator, params_host) if final else {}
   for split in splits:
-    means = evaluate(run, params, getattr(run.dataset, split), final)
+    means = evaluate(evaluator, params, getattr(evaluator.dataset, split),
+                     final)
     means.update(generative)
     results.update({f'{split}/{k}': v for k, v in means.items()})
   return results
@@ -195,3 +195,14 @@ def summarize(results: dict[str, Any], config: ml_collections.ConfigDict,
   results['eval_subset'] = subset_description(config)
   results['params'] = params
   return results
+
+
+def sample_grid(evaluator: evaluator_lib.Evaluator, params_host: Any,
+                step: int) -> dict[str, Any]:
+  """The Fig. 4 grid's images at `step`: the first eval.num_grid_images of
+  the validation split, reconstructed and generated (`make_sample_fn`)."""
+  x = jnp.asarray(
+      evaluator.dataset.validation[:evaluator.config.eval.num_grid_images],
+      jnp.float32)
+  return jax.device_get(evaluator.programs.sample_fn(
+      params_host, x, jax.random.fold_in(evaluator.sample_key, step)))

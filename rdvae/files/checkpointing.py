@@ -93,7 +93,7 @@ def restore(manager: ocp.CheckpointManager, template: Any = None,
   """Restores the checkpoint at `step` (latest by default).
 
   With a `template` the result has its structure, dtypes and shapes (e.g. a
-  `steps.TrainState`); without one, the stored tree of numpy arrays (dicts
+  `types.TrainState`); without one, the stored tree of numpy arrays (dicts
   and lists), for inspection.
   """
   if step is None:

@@ -1,20 +1,30 @@
-"""Data parallelism over the local devices: one step body, two wrappers.
+"""Where a program's arrays live: one step body, several layouts.
 
-`jit` mode (the default): the program is global. A 1-d mesh with axis 'data'
+A `Layout` is chosen once per run (`create_layout`) and answers every
+question that depends on it: how a pytree is placed on the devices and read
+back, which rows of a global batch a device holds inside a traced step, and
+how a step body is compiled into a loop. The step bodies themselves
+(`training.steps`, `evaluation.steps`) never ask which layout runs them.
+
+`JitLayout` ('jit', the default): the program is global. A 1-d mesh with axis 'data'
 spans all devices; the training state and the device-resident training split
 are replicated, the batch and its per-example keys are sharded along 'data'
 by a sharding constraint, and XLA inserts the gradient all-reduce. The state
 argument is donated, so an update reuses its buffers.
 
-`pmap` mode: the same step body under `jax.pmap(axis_name='data')`. Every
+`PmapLayout` ('pmap'): the same step body under `jax.pmap(axis_name='data')`. Every
 device computes the global batch indices and keys from (seed, step) and takes
 its own contiguous slice, so device d sees examples [d B/D, (d+1) B/D) just as
 it does under the jit sharding; the objective's batch means are psum'ed over
 'data' (`objectives.loss_fn(..., axis_name='data')`), each device
 differentiates them through its own examples only (`objectives.batch_mean`),
-and the gradients are summed, so both modes take the same gradient.
+and the gradients are summed, so both layouts take the same gradient.
 
-In both modes `steps_per_dispatch` updates run inside one `lax.scan` per
+`populations.PopulationLayout`: several runs of one program on one device,
+their states stacked on a leading member axis and trained side by side by
+`jax.vmap` (the toy's sweeps).
+
+In every layout `steps_per_dispatch` updates run inside one `lax.scan` per
 host call, fetching their batches from the on-device split, so the host only
 dispatches and logs.
 
@@ -36,6 +46,7 @@ replicated arrays (`get_replicated`) come from a shard this process holds.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
@@ -46,7 +57,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from rdvae import validation
 
 AXIS = 'data'
-MODES = ('jit', 'pmap')
+NAMES = ('jit', 'pmap')
 
 
 def example_keys(rng: jax.Array, step: jax.Array, batch_size: int) -> jax.Array:
@@ -112,51 +123,6 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(AXIS))
 
 
-def put_replicated(tree: Any, mesh: Mesh, mode: str = 'jit') -> Any:
-  """Copies a host or device pytree onto every device of the mesh.
-
-  jit: global arrays with a replicated sharding; pmap: arrays with a leading
-  axis over this process's devices.
-  """
-  if mode == 'pmap':
-    num_local = len(_local_devices(mesh))
-    return jax.tree.map(
-        lambda a: _put_stacked(np.stack([np.asarray(a)] * num_local), mesh),
-        get_replicated(tree))
-  sharding = replicated(mesh)
-
-  def put(a):
-    a = np.asarray(_host_copy(a))
-    return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
-
-  return jax.tree.map(put, tree)
-
-
-def put_sharded(tree: Any, mesh: Mesh, mode: str = 'jit') -> Any:
-  """Splits the leading (batch) axis of a host pytree over the devices.
-
-  Every process passes the same global batch. jit: global arrays sharded
-  along 'data' (each process transfers its devices' rows only); pmap:
-  [D_local, B/D, ...] arrays of this process's devices' rows.
-  """
-  num_devices = mesh.devices.size
-  if mode == 'pmap':
-    local = process_slice(num_devices)
-
-    def put_local(a):
-      rows = np.asarray(a).reshape((num_devices, -1) + np.shape(a)[1:])
-      return _put_stacked(rows[local], mesh)
-
-    return jax.tree.map(put_local, tree)
-  sharding = batch_sharded(mesh)
-
-  def put(a):
-    a = np.asarray(a)
-    return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
-
-  return jax.tree.map(put, tree)
-
-
 def _local_devices(mesh: Mesh) -> list:
   """The mesh's devices that belong to this process, in mesh order."""
   index = jax.process_index()
@@ -183,15 +149,7 @@ def _host_copy(a: Any) -> Any:
   return np.asarray(a.addressable_shards[0].data)
 
 
-def get_replicated(tree: Any, mode: str = 'jit') -> Any:
-  """The host copy of a replicated pytree (a local device's copy under
-  pmap, a locally held shard of a global array under jit)."""
-  if mode == 'pmap':
-    tree = jax.tree.map(lambda a: a.addressable_shards[0].data[0], tree)
-  return jax.tree.map(_host_copy, tree)
-
-
-def process_slice(global_batch_size: int) -> slice:
+def process_rows(global_batch_size: int) -> slice:
   """The rows of a global batch that belong to this process: the devices of
   the mesh, like `jax.devices()`, are ordered by process."""
   per_process = global_batch_size // jax.process_count()
@@ -199,97 +157,169 @@ def process_slice(global_batch_size: int) -> slice:
   return slice(start, start + per_process)
 
 
-def _local(x: jax.Array, mode: str, mesh: Mesh) -> jax.Array:
-  """This device's rows of a global [B, ...] array computed on every device."""
-  if mode == 'pmap':
-    size = x.shape[0] // mesh.devices.size
-    return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(AXIS) * size,
-                                        size)
-  return jax.lax.with_sharding_constraint(x, batch_sharded(mesh))
-
-
-def make_train_loop(train_step: Callable, indices_fn: Callable,
-                    gather_fn: Callable, batch_size: int,
-                    steps_per_dispatch: int, mesh: Mesh,
-                    mode: str = 'jit', unroll: bool = True) -> Callable:
-  """`steps_per_dispatch` train steps per call, compiled once.
-
-  Args:
-    train_step: `training.steps.make_train_step(...)` body, built with
-      axis_name='data' for pmap mode and None for jit mode.
-    indices_fn: traceable `indices_fn(start_step) -> [S, B_global]` int32,
-      the training examples of steps start_step .. start_step + S - 1
-      (e.g. `data.batch_index_block`).
-    gather_fn: traceable `gather_fn(data, indices [B]) -> x [B, ...]` from
-      the device-resident split (e.g. `data.gather_batch`).
-    batch_size: B_global.
-    steps_per_dispatch: S, the scan length.
-    mesh: from `create_mesh`.
-    mode: 'jit' or 'pmap'.
-    unroll: unroll the scan into straight-line code. Keep it on XLA:CPU,
-      where convolutions inside a rolled loop take a path tens of times
-      slower (a step of the simple family: 1.2 s unrolled, 28 s rolled);
-      turn it off on GPU/TPU to compile one step body for long scans.
-
-  Returns:
-    `loop(state, data) -> (state, metrics)`, metrics stacked as [S] arrays
-    (a leading device axis too under pmap). The state is donated; place it
-    and `data` with `put_replicated`.
-  """
+def _scan_loop(train_step: Callable, indices_fn: Callable, gather_fn: Callable,
+               batch_size: int, local: Callable, gather_local: bool,
+               unroll: bool) -> Callable:
+  """`loop(state, data) -> (state, metrics [S])`: the steps of one dispatch
+  under one `lax.scan`, each on the batch its indices name."""
 
   def loop(state, data):
     block = indices_fn(state.step)  # [S, B_global]
 
     def body(state, indices):
-      if mode == 'pmap':  # gather this device's rows only
-        x = gather_fn(data, _local(indices, mode, mesh))
+      if gather_local:  # gather this device's rows only
+        x = gather_fn(data, local(indices))
       else:
-        x = _local(gather_fn(data, indices), mode, mesh)
-      keys = _local(example_keys(state.rng, state.step, batch_size),
-                    mode, mesh)
+        x = local(gather_fn(data, indices))
+      keys = local(example_keys(state.rng, state.step, batch_size))
       return train_step(state, x, keys)
 
     return jax.lax.scan(body, state, block, unroll=unroll)
 
-  if mode == 'pmap':
+  return loop
+
+
+@dataclasses.dataclass(frozen=True)
+class JitLayout:
+  """One global program over a 1-d mesh (the module doc's first layout)."""
+
+  mesh: Mesh
+  name: str = 'jit'
+  axis_name: Optional[str] = None
+  members: int = 1
+
+  def put_replicated(self, tree: Any) -> Any:
+    """Global arrays with a replicated sharding, from host or device arrays."""
+    sharding = replicated(self.mesh)
+
+    def put(a):
+      a = np.asarray(_host_copy(a))
+      return jax.make_array_from_callback(a.shape, sharding,
+                                          lambda idx: a[idx])
+
+    return jax.tree.map(put, tree)
+
+  def put_sharded(self, tree: Any) -> Any:
+    """Global arrays sharded along 'data' from the same global host batch
+    on every process (each process transfers its devices' rows only)."""
+    sharding = batch_sharded(self.mesh)
+
+    def put(a):
+      a = np.asarray(a)
+      return jax.make_array_from_callback(a.shape, sharding,
+                                          lambda idx: a[idx])
+
+    return jax.tree.map(put, tree)
+
+  def get_replicated(self, tree: Any) -> Any:
+    """The host copy of a replicated pytree, from a shard this process
+    holds."""
+    return jax.tree.map(_host_copy, tree)
+
+  def local(self, x: jax.Array) -> jax.Array:
+    """Inside a traced step: a global [B, ...] array laid out by rows."""
+    return jax.lax.with_sharding_constraint(x, batch_sharded(self.mesh))
+
+  def train_loop(self, train_step: Callable, indices_fn: Callable,
+                 gather_fn: Callable, batch_size: int,
+                 unroll: bool = True) -> Callable:
+    """The compiled `loop(state, data) -> (state, metrics)` (see
+    `make_train_loop`); the state is donated."""
+    loop = _scan_loop(train_step, indices_fn, gather_fn, batch_size,
+                      self.local, False, unroll)
+    return jax.jit(loop, donate_argnums=0)
+
+  def eval_loop(self, eval_step: Callable, batch_size: int) -> Callable:
+    """The compiled `evaluate(params, x, mask, rng, index) -> sums`."""
+    return jax.jit(_eval_body(eval_step, batch_size, self.local))
+
+  def member_states(self, host_state: Any) -> list[Any]:
+    """The members' host states: a run is one member."""
+    return [host_state]
+
+  def member_metrics(self, metrics: Any) -> list[Any]:
+    """Each member's step metrics ([S] arrays) from a dispatch's."""
+    return [metrics]
+
+
+@dataclasses.dataclass(frozen=True)
+class PmapLayout(JitLayout):
+  """The step body under `jax.pmap(axis_name='data')` (the module doc's
+  second layout): arrays carry a leading axis of this process's devices."""
+
+  name: str = 'pmap'
+  axis_name: Optional[str] = AXIS
+
+  def put_replicated(self, tree: Any) -> Any:
+    num_local = len(_local_devices(self.mesh))
+    return jax.tree.map(
+        lambda a: _put_stacked(np.stack([np.asarray(a)] * num_local),
+                               self.mesh),
+        jax.tree.map(_host_copy, tree))
+
+  def put_sharded(self, tree: Any) -> Any:
+    num_devices = self.mesh.devices.size
+    rows = process_rows(num_devices)
+
+    def put_local(a):
+      a = np.asarray(a).reshape((num_devices, -1) + np.shape(a)[1:])
+      return _put_stacked(a[rows], self.mesh)
+
+    return jax.tree.map(put_local, tree)
+
+  def get_replicated(self, tree: Any) -> Any:
+    tree = jax.tree.map(lambda a: a.addressable_shards[0].data[0], tree)
+    return jax.tree.map(_host_copy, tree)
+
+  def local(self, x: jax.Array) -> jax.Array:
+    """This device's contiguous rows of a global [B, ...] array computed on
+    every device."""
+    size = x.shape[0] // self.mesh.devices.size
+    return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(AXIS) * size,
+                                        size)
+
+  def train_loop(self, train_step: Callable, indices_fn: Callable,
+                 gather_fn: Callable, batch_size: int,
+                 unroll: bool = True) -> Callable:
+    loop = _scan_loop(train_step, indices_fn, gather_fn, batch_size,
+                      self.local, True, unroll)
     return jax.pmap(loop, axis_name=AXIS, donate_argnums=0)
-  return jax.jit(loop, donate_argnums=0)
+
+  def eval_loop(self, eval_step: Callable, batch_size: int) -> Callable:
+    return jax.pmap(_eval_body(eval_step, batch_size, self.local),
+                    axis_name=AXIS, in_axes=(0, 0, 0, 0, None))
 
 
-def make_eval_loop(eval_step: Callable, batch_size: int, mesh: Mesh,
-                   mode: str = 'jit') -> Callable:
-  """One evaluation batch per call.
+def scan_loop(train_step: Callable, indices_fn: Callable, gather_fn: Callable,
+              batch_size: int, unroll: bool = True) -> Callable:
+  """The uncompiled loop of one device holding the whole batch (for a
+  layout of another module, `populations.PopulationLayout`)."""
+  return _scan_loop(train_step, indices_fn, gather_fn, batch_size,
+                    lambda x: x, False, unroll)
 
-  Args:
-    eval_step: `evaluation.steps.make_eval_step(...)` body (axis_name='data' for pmap).
-    batch_size: B_global of the evaluation batches.
 
-  Returns:
-    `evaluate(params, x, mask, rng, index) -> sums`, with x and mask placed by
-    `put_sharded` and params and rng (raw key data) by `put_replicated`;
-    `index` (the batch number) is folded into the keys so each batch draws
-    fresh samples independently of the device layout.
-  """
+def create_layout(name: str, devices: Optional[list] = None) -> JitLayout:
+  """The data-parallel layout `name` ('jit' or 'pmap', NAMES) over
+  `devices` (all devices by default)."""
+  mesh = create_mesh(devices)
+  if name == 'pmap':
+    return PmapLayout(mesh)
+  if name == 'jit':
+    return JitLayout(mesh)
+  raise ValueError(f'layout {name!r}; expected one of {NAMES}')
 
+
+def _eval_body(eval_step: Callable, batch_size: int,
+               local: Callable) -> Callable:
   def evaluate(params, x, mask, rng, index):
-    keys = _local(example_keys(rng, index, batch_size), mode, mesh)
+    keys = local(example_keys(rng, index, batch_size))
     return eval_step(params, x, mask, keys)
-
-  if mode == 'pmap':
-    return jax.pmap(evaluate, axis_name=AXIS, in_axes=(0, 0, 0, 0, None))
-  return jax.jit(evaluate)
+  return evaluate
 
 
 def validate(config, num_devices: Optional[int] = None) -> None:
   """Checks `train.parallel` and the batch sizes against the device count."""
-  validation.check_choice(config, 'train.parallel', MODES)
+  validation.check_choice(config, 'train.parallel', NAMES)
   num_devices = jax.device_count() if num_devices is None else num_devices
   check_batch_size(config, 'train.batch_size', num_devices)
   check_batch_size(config, 'eval.batch_size', num_devices)
-
-
-def scalar_metrics(metrics: Any, mode: str = 'jit') -> dict[str, float]:
-  """Means over the scan axis of stacked step metrics, as host floats."""
-  metrics = get_replicated(metrics, mode)
-  return {k: float(np.mean(v)) for k, v in metrics.items()}
-

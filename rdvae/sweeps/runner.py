@@ -79,7 +79,6 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from rdvae.sweeps import claims
 from rdvae.sweeps import sweep_file
 from rdvae.runtime import preemption
-from rdvae import validation
 from rdvae.files import writers
 
 POINT_FILE = 'sweep_point.json'
@@ -242,29 +241,29 @@ def population_key(point: sweep_file.Point, mode: str) -> Optional[str]:
                      f'{POPULATION_MODES}')
   if mode == 'off':
     return None
-  if validation.get(point.config, 'dataset.name') == 'toy':
-    from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
-    return toy.population_key(point.config)
-  if mode == 'on':
+  from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
+  key = train.population_key(point.config)
+  if key is None and mode == 'on':
     raise sweep_file.SweepError(
         f'sweep point {point.name!r}: population training is built for the '
         'toy only; image models train one point at a time (population=auto '
         'or off)')
-  return None
+  return key
 
 
 def run_population(points: Sequence[sweep_file.Point], directories: Sequence[str]
                    ) -> None:
-  """Trains toy points as one population (the caller holds every claim);
-  if that raises, trains them again one at a time (`run_point`), so each
-  point's own success or failure is what gets recorded."""
-  from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
+  """Trains points as populations (the caller holds every claim); if that
+  raises, trains them again one at a time (`run_point`), so each point's
+  own success or failure is what gets recorded."""
+  from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
   for point, directory in zip(points, directories):
     claims.write_json_atomic(os.path.join(directory, POINT_FILE), {
         'name': point.name, 'overrides': point.overrides})
   tic = time.time()
   try:
-    outputs = toy.fit_population([p.config for p in points], directories)
+    outputs = train.train_population([p.config for p in points],
+                                     directories)
   except Exception as e:  # pylint: disable=broad-except
     print(f'[sweep] population of {len(points)} points: {type(e).__name__}: '
           f'{e}; training them one at a time', flush=True)
@@ -273,7 +272,7 @@ def run_population(points: Sequence[sweep_file.Point], directories: Sequence[str
     return
   print(f'[sweep] population of {len(points)} points: done in '
         f'{time.time() - tic:.1f} s', flush=True)
-  for point, (results, _) in zip(points, outputs):
+  for point, results in zip(points, outputs):
     print(f'[sweep] {point.name}: done: {_figures(results)}', flush=True)
 
 

@@ -121,13 +121,9 @@ def apply_overrides(config: ml_collections.ConfigDict,
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Validates a config as `rdvae.train.train_and_eval` does (toy or image)."""
-  if validation.get(config, 'dataset.name') == 'toy':
-    from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
-    toy.validate(config)
-  else:
-    from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
-    train.validate(config)
+  """Validates a config as `rdvae.train_and_eval` does (any task)."""
+  from rdvae.training import programs  # pylint: disable=g-import-not-at-top
+  programs.validate(config)
 
 
 def expand(sweep: Union[str, types.ModuleType],

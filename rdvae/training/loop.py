@@ -1,12 +1,11 @@
-"""The host loop: `train_and_eval(config, workdir) -> results`.
+"""The host loop: `train_and_eval(config, workdir) -> results`, and the same
+loop for a population of runs (`train_population`).
 
-Nothing here is traced; the device programs come from `steps` (bodies) and
-`parallel` (their jit / pmap wrappers). One run:
+Nothing here is traced; the device programs come from `training.programs`
+(built from the run's task, `training.tasks`). One run:
 
-  1. validates the whole config (data, model, objective, optimizer, training,
-     evaluation, device count), loads and checks the data and checks the
-     config against the split sizes, raising ConfigError before anything is
-     written;
+  1. validates the whole config and loads and checks the data, raising
+     ConfigError before anything is written;
   2. prepares the workdir (config.json; a different config there raises
      WorkdirConflictError), restores the newest checkpoint that reads back
      whole (falling back past damaged ones) or initialises;
@@ -15,17 +14,18 @@ Nothing here is traced; the device programs come from `steps` (bodies) and
      `train.nonfinite` says ('stop': FloatingPointError naming the step, so
      the last checkpoint saved stays the last good one; 'skip': the update
      was dropped on the device, counted as train/skipped), logs `train/*`
-     every `log_every` steps with a progress line, evaluates the validation
-     set every `eval_every` steps (R, D, ELBO, bits/dim, exact masked means;
-     with the Fig. 4 image grid), checkpoints every `checkpoint_every` steps
-     and keeps the best by validation ELBO; on SIGTERM/SIGINT it checkpoints
-     after the dispatch and raises `preemption.Preempted`;
-  4. at the end evaluates validation and test with the IWAE bound
-     (`eval.iwae_samples`), the generative bounds E and G, the active units
-     and the rate per dimension (`evaluation`), and writes results.json.
+     every `log_every` steps with a progress line, evaluates every
+     `eval_every` steps (the task's measures) and keeps the best checkpoint
+     by the task's selection measure, checkpoints every `checkpoint_every`
+     steps; on SIGTERM/SIGINT it checkpoints after the dispatch and raises
+     `preemption.Preempted`;
+  4. at the end evaluates with the task's final measures and writes
+     results.json (and whatever the task leaves beside it).
 
-Evaluation (the measures, the seeded evaluation subsets, evaluating a
-finished run again) lives in `evaluation`.
+A population (runs whose configs differ only in numbers the step takes as
+arrays: the seed, the objective's and the optimizer's numbers) runs the same
+loop once for all of its members, each keeping its own workdir, checkpoints,
+metrics and results; a run alone is a population of one.
 
 The data order and every sample are functions of (seed, step), and the
 checkpoint holds the whole TrainState, so a killed run restarted in the same
@@ -33,267 +33,37 @@ workdir ends with the same parameters and metrics as one never stopped
 (tests/test_faults.py kills one between dispatches, during an evaluation and
 during a checkpoint save).
 
-Across processes (`rdvae.runtime.distributed`) every process runs this loop on its
+Across processes (`runtime.distributed`) every process runs this loop on its
 share of the global batch; process 0 alone writes config.json, metrics,
 images and results.json, and all of them save each checkpoint together.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
-import functools
-import math
 import os
 import time
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rdvae.evaluation import steps as eval_steps
-from rdvae.runtime import backends
+from rdvae import validation
 from rdvae.files import checkpointing
+from rdvae.files import writers
+from rdvae.objectives import losses as objectives
+from rdvae.runtime import backends
 from rdvae.runtime import compilation
-from rdvae.data import sources as data
-from rdvae.data import batching
 from rdvae.runtime import distributed
 from rdvae.runtime import faults
-from rdvae.evaluation import measures as evaluation
-from rdvae.models import model as model_lib
-from rdvae.objectives import losses as objectives
-from rdvae.training import optim
-from rdvae.runtime import parallel
+from rdvae.runtime import populations
 from rdvae.runtime import preemption
+from rdvae.training import optim
+from rdvae.training import programs
 from rdvae.training import steps
-from rdvae import validation
-from rdvae.files import writers
-
-NONFINITE_MODES = ('stop', 'skip')
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """What the loop needs, built once from the config."""
-
-  config: ml_collections.ConfigDict
-  dataset: data.Dataset
-  model: Any
-  mesh: Any
-  mode: str
-  num_steps: int
-  schedule: Any
-  train_loop: Any
-  short_loop: Any  # length -> a loop of that many steps (compiled once each)
-  eval_loop: Any
-  final_eval_loop: Any
-  sample_fn: Any
-  init_state: Any
-  eval_rng: Any
-  sample_key: Any
-  backend: dict[str, Any]
-  latent_loop: Any = None
-  generative_step: Any = None
-  generative_key: Any = None
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks every section of an image experiment's config before any work."""
-  data.validate(config)
-  model_lib.validate(config, data.IMAGE_SHAPE)
-  objectives.validate(config)
-  optim.validate(config)
-  parallel.validate(config)
-  check = validation.check_positive_int
-  check(config, 'train.seed', allow_zero=True)
-  check(config, 'train.num_steps', allow_zero=True)
-  validation.check_number(config, 'train.num_epochs', strictly_positive=True)
-  backends.validate(config)  # steps_per_dispatch, scan_unroll, *_every
-  check(config, 'train.max_checkpoints_to_keep')
-  validation.check_choice(config, 'train.nonfinite', NONFINITE_MODES)
-  check(config, 'train.max_skipped')
-  evaluation.validate(config)
-
-
-def check_splits(config: ml_collections.ConfigDict,
-                 dataset: data.Dataset) -> None:
-  """Checks the config against the loaded splits, before anything is written.
-
-  Raises:
-    ConfigError: train.batch_size exceeds the training split (no full batch
-      per epoch), or eval.num_grid_images the validation split.
-  """
-  where = data.describe_source(config)
-  for key, split in (('train.batch_size', 'train'),
-                     ('eval.num_grid_images', 'validation')):
-    size = len(getattr(dataset, split))
-    if validation.get(config, key) > size:
-      raise validation.ConfigError(
-          f'config.{key}={validation.get(config, key)} is larger than the '
-          f'{split} split of {where} ({size} images); use at most {size}')
-
-
-def num_train_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
-  """`train.num_steps` if > 0, else num_epochs full epochs of batches."""
-  if config.train.num_steps > 0:
-    return config.train.num_steps
-  per_epoch = batching.steps_per_epoch(num_examples, config.train.batch_size)
-  return max(1, int(math.ceil(config.train.num_epochs * per_epoch)))
-
-
-@dataclasses.dataclass(frozen=True)
-class _ProgramSpec:
-  """Everything that determines the compiled programs of a run (hashable).
-
-  Runs with equal specs (e.g. sweep points that differ only in the
-  objective's numbers, the learning rate or the number of steps, which the
-  step receives as arrays in `objectives.ObjectiveState` and the optimizer
-  state, `optim.create_optimizer`) share one set of jitted functions, so a
-  process compiles them once.
-  """
-
-  model: Any
-  normalize_gradients: bool
-  objective: objectives.Objective
-  skip_nonfinite: bool
-  seed: int
-  num_train: int
-  batch_size: int
-  steps_per_dispatch: int
-  scan_unroll: bool
-  mode: str
-  devices: tuple[int, ...]
-  eval_batch_size: int
-  iwae_samples: int
-  num_grid_images: int
-  num_decodes: int
-  generative_batch: int
-
-
-@dataclasses.dataclass(frozen=True)
-class _Programs:
-  mesh: Any
-  optimizer: Any
-  train_loop: Any
-  short_loop: Any
-  eval_loop: Any
-  final_eval_loop: Any
-  sample_fn: Any
-  latent_loop: Any
-  generative_step: Any
-
-
-@functools.lru_cache(maxsize=16)
-def _programs(spec: _ProgramSpec) -> _Programs:
-  """The jitted loops of `spec`, built once per spec in a process."""
-  # The defaults' numbers, the same for every run of this spec (so is the
-  # initialisation program that takes it); each run's own numbers are put
-  # into its state (create_run), and the step reads them from there.
-  optim_config = ml_collections.ConfigDict({'optim': optim.default_config()})
-  optim_config.optim.normalize_gradients = spec.normalize_gradients
-  optimizer = optim.create_optimizer(optim_config, 1)
-  mesh = parallel.create_mesh()
-  axis = parallel.AXIS if spec.mode == 'pmap' else None
-  data_key = jax.random.split(jax.random.key(spec.seed), 4)[1]
-  body = steps.make_train_step(spec.model, optimizer, spec.objective, axis,
-                               skip_nonfinite=spec.skip_nonfinite)
-
-  def loop(length):
-    return parallel.make_train_loop(
-        body, lambda start: batching.batch_index_block(
-            data_key, start, length, spec.num_train, spec.batch_size),
-        batching.gather_batch, spec.batch_size, length, mesh, spec.mode,
-        unroll=spec.scan_unroll)
-
-  def eval_loop(step_fn):
-    return parallel.make_eval_loop(step_fn, spec.eval_batch_size, mesh,
-                                   spec.mode)
-
-  return _Programs(
-      mesh=mesh, optimizer=optimizer,
-      train_loop=loop(spec.steps_per_dispatch),
-      # The last dispatch, and the first after a resume at a step that is
-      # not a multiple of steps_per_dispatch (e.g. a run preempted on another
-      # backend, whose choice differed), run fewer steps.
-      short_loop=functools.cache(loop),
-      eval_loop=eval_loop(eval_steps.make_eval_step(spec.model, 0, axis)),
-      final_eval_loop=eval_loop(
-          eval_steps.make_eval_step(spec.model, spec.iwae_samples, axis)),
-      sample_fn=jax.jit(eval_steps.make_sample_fn(
-          spec.model, spec.num_grid_images, spec.num_decodes)),
-      latent_loop=eval_loop(eval_steps.make_latent_step(spec.model, axis)),
-      generative_step=jax.jit(eval_steps.make_generative_step(
-          spec.model, spec.generative_batch, spec.iwae_samples)))
-
-
-def create_run(config: ml_collections.ConfigDict,
-               dataset: data.Dataset | None = None) -> Run:
-  """Builds the model, optimizer and compiled loops (loading the data unless
-  `dataset` is given).
-
-  `train.scan_unroll`, `train.steps_per_dispatch` and
-  `model.pseudo_input_batch` left to the backend are resolved first
-  (`backends`; `Run.config` holds the resolved values, `Run.backend` the
-  summary). The jitted loops are shared with earlier runs
-  of this process that have the same `_ProgramSpec`.
-  """
-  config, chosen = backends.resolved_config(config, jax.default_backend())
-  if dataset is None:
-    dataset = data.create_dataset(config)
-    check_splits(config, dataset)
-  model = model_lib.create_model(config, dataset.image_shape)
-  objective = objectives.create_objective(config)
-  c = config.train
-  num_steps = num_train_steps(config, len(dataset.train))
-  spec = _ProgramSpec(
-      model=model, normalize_gradients=config.optim.normalize_gradients,
-      objective=objective,
-      skip_nonfinite=c.nonfinite == 'skip', seed=c.seed,
-      num_train=len(dataset.train), batch_size=c.batch_size,
-      steps_per_dispatch=c.steps_per_dispatch, scan_unroll=c.scan_unroll,
-      mode=c.parallel, devices=tuple(d.id for d in jax.devices()),
-      eval_batch_size=config.eval.batch_size,
-      iwae_samples=config.eval.iwae_samples,
-      num_grid_images=config.eval.num_grid_images,
-      num_decodes=config.eval.num_decodes,
-      generative_batch=evaluation.generative_batch_size(config))
-  try:
-    programs = _programs(spec)
-  except TypeError:  # an unhashable model: programs of this run alone
-    programs = _programs.__wrapped__(spec)
-  init_key, _, eval_key, sample_key = jax.random.split(
-      jax.random.key(c.seed), 4)
-  example = jnp.asarray(dataset.train[:1], jnp.float32)
-  init_state = steps.create_train_state(
-      model, programs.optimizer, objectives.create_state(config), init_key,
-      example)
-  # This run's learning rate, schedule and Adam settings, as arrays.
-  init_state = init_state.replace(opt_state=optim.set_numbers(
-      init_state.opt_state, config, num_steps))
-  return Run(
-      config=config, dataset=dataset, model=model, mesh=programs.mesh,
-      mode=c.parallel, num_steps=num_steps,
-      schedule=optim.make_learning_rate_schedule(
-          config.optim.learning_rate, num_steps, config.optim.hold_fraction,
-          config.optim.final_fraction),
-      train_loop=programs.train_loop, short_loop=programs.short_loop,
-      eval_loop=programs.eval_loop,
-      final_eval_loop=programs.final_eval_loop,
-      sample_fn=programs.sample_fn, init_state=init_state,
-      eval_rng=jax.random.key_data(eval_key), sample_key=sample_key,
-      backend=chosen, latent_loop=programs.latent_loop,
-      generative_step=programs.generative_step,
-      # A key of its own, so the other draws stay as they were.
-      generative_key=jax.random.key_data(jax.random.split(eval_key)[1]))
-
-
-def _restore_or_init(run: Run, manager) -> Any:
-  """The newest checkpoint that restores (falling back past damaged ones,
-  `checkpointing.restore_latest_good`), or the initial state."""
-  init = jax.device_get(run.init_state)
-  state = checkpointing.restore_latest_good(manager, init)
-  return init if state is None else state
+from rdvae.training import tasks
 
 
 class _NonFinite:
@@ -329,31 +99,27 @@ class _NonFinite:
     why = (f'{self.consecutive} consecutive non-finite steps (train.nonfinite='
            f"'skip', train.max_skipped={self.limit})"
            if self.mode == 'skip' else "train.nonfinite='stop'")
+    last = checkpointing.latest_step(self.manager)
+    kept = (f'the last good checkpoint is step {last} in '
+            f'{self.manager.directory}' if last is not None else
+            'no checkpoint was saved before it')
     raise FloatingPointError(
-        f'non-finite {", ".join(names)} at step {step} ({why}); the last good '
-        f'checkpoint is step {checkpointing.latest_step(self.manager)} in '
-        f'{self.manager.directory} (lower optim.learning_rate, check the '
-        "data, or set train.nonfinite='skip')")
+        f'non-finite {", ".join(names)} at step {step} ({why}); {kept} '
+        '(lower optim.learning_rate, check the data, or set '
+        "train.nonfinite='skip')")
 
 
-def _dispatch(run: Run, state, train_data, step: int, speed: '_Speed'):
-  """One call of the compiled loop from `step`: (state, step metrics
-  averaged over the good steps, nonfinite flags [S], the new step)."""
-  c = run.config.train
-  # Up to the next multiple of steps_per_dispatch (where logs, evaluations
-  # and checkpoints fall), or to the end.
-  length = min(c.steps_per_dispatch - step % c.steps_per_dispatch,
-               run.num_steps - step)
-  loop = (run.train_loop if length == c.steps_per_dispatch
-          else run.short_loop(length))
-  tic = time.perf_counter()
-  state, metrics = loop(state, train_data)
-  metrics = parallel.get_replicated(metrics, run.mode)  # waits for the steps
-  speed.add(length, time.perf_counter() - tic)
-  flags = np.asarray(metrics.pop('nonfinite'))
-  good = flags == 0 if flags.any() and not flags.all() else slice(None)
-  means = {k: float(np.mean(np.asarray(v)[good])) for k, v in metrics.items()}
-  return state, means, flags, step + length
+@dataclasses.dataclass
+class Member:
+  """One run of a population: its build, workdir and host-side state."""
+
+  run: programs.Run
+  workdir: str
+  state: Any          # the host TrainState it starts (or resumed) from
+  writer: Any
+  manager: Any
+  best: Any
+  nonfinite: _NonFinite
 
 
 class _Speed:
@@ -363,85 +129,178 @@ class _Speed:
   def __init__(self):
     self.steps, self.seconds, self.first = 0, 0.0, None
 
-  def add(self, steps: int, seconds: float) -> None:
+  def add(self, steps_done: int, seconds: float) -> None:
     if self.first is None:
-      self.first = steps / max(seconds, 1e-9)
+      self.first = steps_done / max(seconds, 1e-9)
     else:
-      self.steps, self.seconds = self.steps + steps, self.seconds + seconds
+      self.steps, self.seconds = (self.steps + steps_done,
+                                  self.seconds + seconds)
 
-  def rate(self) -> float:
+  def steps_per_second(self) -> float:
     return self.steps / self.seconds if self.steps else self.first
 
 
 def _progress(step: int, total: int, metrics, speed: _Speed,
-              batch_size: int) -> None:
-  rate = speed.rate()
-  eta = (total - step) / max(rate, 1e-9)
+              examples_per_step: int) -> None:
+  per_second = speed.steps_per_second()
+  eta = (total - step) / max(per_second, 1e-9)
+  images = (f' {per_second * examples_per_step:.1f} images/s'
+            if examples_per_step else '')
   print(f'step {step}/{total} | loss {metrics["loss"]:.3f} '
         f'R {metrics["rate"]:.3f} D {metrics["distortion"]:.3f} | '
-        f'{rate:.2f} steps/s {rate * batch_size:.1f} images/s | '
+        f'{per_second:.2f} steps/s{images} | '
         f'ETA {time.strftime("%H:%M:%S", time.gmtime(eta))}', flush=True)
 
 
-def _evaluate_and_log(run, writer, params_host, params, step, final):
-  """Validation (and at the end test) metrics and the image grid; one
-  metrics record per evaluation (the final one is the one with test/*)."""
-  splits = ('validation', 'test') if final else ('validation',)
-  results = evaluation.evaluate_splits(run, params_host, params, final, splits)
-  writer.write_scalars(step, evaluation.scalars(results))
-  if run.config.eval.num_grid_images and distributed.is_primary():
-    x = jnp.asarray(run.dataset.validation[:run.config.eval.num_grid_images],
-                    jnp.float32)
-    samples = run.sample_fn(params_host, x,
-                            jax.random.fold_in(run.sample_key, step))
-    writers.write_sample_grid(writer.workdir, writer, step,
-                              jax.device_get(samples))
+def _start(config: ml_collections.ConfigDict, workdir: str, data: Any = None,
+           layout: Any = None) -> Member:
+  """Prepares `workdir` and builds the run, restoring its newest good
+  checkpoint (or the initial state)."""
+  distributed.primary_first('config.json', writers.prepare_workdir, workdir,
+                            config)
+  writers.check_workdir(workdir, config)
+  run = programs.create_run(config, data, layout)
+  c = run.config.train
+  manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
+  best = checkpointing.create_manager(workdir, 1, best_metric='elbo')
+  init = jax.device_get(run.init_state)
+  state = checkpointing.restore_latest_good(manager, init)
+  state = init if state is None else state
+  start_step = int(state.step)
+  # Records after the restored step are rewritten; so is a final evaluation
+  # (the record with test/*) that a killed run left without results.json.
+  writer = writers.MetricWriter(
+      workdir, start_step,
+      keep=lambda r: r['step'] <= start_step and 'test/elbo' not in r
+  ) if distributed.is_primary() else writers.NullWriter(workdir)
+  return Member(run, workdir, state, writer, manager, best,
+                _NonFinite(run.config, manager))
+
+
+def _dispatch(run: programs.Run, state, train_data, step: int,
+              speed: _Speed):
+  """One call of the compiled loop from `step`: (state, each member's step
+  metrics averaged over its good steps, each member's nonfinite flags [S],
+  the new step)."""
+  c = run.config.train
+  # Up to the next multiple of steps_per_dispatch (where logs, evaluations
+  # and checkpoints fall), or to the end.
+  length = min(c.steps_per_dispatch - step % c.steps_per_dispatch,
+               run.num_steps - step)
+  loop = (run.train_loop if length == c.steps_per_dispatch
+          else run.short_loop(length))
+  tic = time.perf_counter()
+  state, metrics = loop(state, train_data)
+  metrics = run.layout.get_replicated(metrics)  # waits for the steps
+  speed.add(length, time.perf_counter() - tic)
+  means, all_flags = [], []
+  for member_metrics in run.layout.member_metrics(metrics):
+    flags = np.asarray(member_metrics.pop('nonfinite'))
+    good = flags == 0 if flags.any() and not flags.all() else slice(None)
+    means.append({k: float(np.mean(np.asarray(v)[good]))
+                  for k, v in member_metrics.items()})
+    all_flags.append(flags)
+  return state, means, all_flags, step + length
+
+
+def _evaluate(member: Member, host_state, state, step: int, final: bool
+              ) -> dict[str, Any]:
+  """The task's measures of one member, logged as one metrics record (the
+  final one is the one with test/* for the image models)."""
+  params = None if state is None else state.params
+  results = member.run.task.evaluate(member.run, host_state.params, params,
+                                     step, final, member.writer)
+  member.writer.write_scalars(step, {k: v for k, v in results.items()
+                                     if not isinstance(v, list)})
   return results
 
 
-def _train_loop(run: Run, state, train_data, step: int, writer, managers,
-                speed: _Speed, workdir: str):
-  """Steps `step`..num_steps: dispatch, check for NaN/inf, log, evaluate,
-  checkpoint. On SIGTERM/SIGINT it finishes the dispatch, checkpoints,
-  flushes the metrics and raises `preemption.Preempted`.
+def _train(members: Sequence[Member], state, step: int,
+           speed: _Speed) -> tuple[Any, int]:
+  """Steps `step`..num_steps of every member: dispatch, check for NaN/inf,
+  log, evaluate, checkpoint. On SIGTERM/SIGINT it finishes the dispatch,
+  checkpoints every member, flushes the metrics and raises
+  `preemption.Preempted`.
 
   Returns:
     (state, step) at the end of training, the state on the devices.
   """
-  c = run.config.train
-  manager, best = managers
-  nonfinite = _NonFinite(run.config, manager)
+  run = members[0].run
+  c, layout = run.config.train, run.layout
+  train_data = layout.put_replicated(run.task.train_data(run.data))
+
+  def host_states():
+    return layout.member_states(layout.get_replicated(state))
+
   with preemption.SignalWatch() as watch:
     while step < run.num_steps:
       state, metrics, flags, step = _dispatch(run, state, train_data, step,
                                               speed)
       faults.point('dispatch', step)
-      skipped = nonfinite.check(flags, step)
-      if c.nonfinite == 'skip':
-        metrics['skipped'] = skipped
-      if step % c.log_every == 0 or step == run.num_steps:
-        metrics['learning_rate'] = float(run.schedule(step - 1))
-        writer.write_scalars(step, {f'train/{k}': v
-                                    for k, v in metrics.items()})
-        if distributed.is_primary():
-          _progress(step, run.num_steps, metrics, speed, c.batch_size)
+      for member, means, member_flags in zip(members, metrics, flags):
+        skipped = member.nonfinite.check(member_flags, step)
+        if c.nonfinite == 'skip':
+          means['skipped'] = skipped
+        if step % c.log_every == 0 or step == run.num_steps:
+          means['learning_rate'] = float(member.run.schedule(step - 1))
+          member.writer.write_scalars(step, {f'train/{k}': v
+                                             for k, v in means.items()})
+      if ((step % c.log_every == 0 or step == run.num_steps)
+          and len(members) == 1 and distributed.is_primary()):
+        _progress(step, run.num_steps, metrics[0], speed,
+                  run.task.examples_per_step(run.config))
       # Every process stops at the same step, or none does (a save is
       # collective).
       if distributed.any_process(watch.received is not None):
-        checkpointing.save(manager, step, parallel.get_replicated(state,
-                                                                  run.mode))
-        writer.close()
-        raise preemption.Preempted(watch.received, step, workdir)
+        for member, host in zip(members, host_states()):
+          checkpointing.save(member.manager, step, host)
+          member.writer.close()
+        raise preemption.Preempted(watch.received, step,
+                                   members[0].workdir)
       if c.eval_every and step % c.eval_every == 0 and step < run.num_steps:
-        host = parallel.get_replicated(state, run.mode)
-        means = _evaluate_and_log(run, writer, host.params, state.params,
-                                  step, final=False)
-        checkpointing.save(best, step, host,
-                           {'elbo': means['validation/elbo']})
+        for member, host in zip(members, host_states()):
+          means = _evaluate(member, host, state, step, final=False)
+          checkpointing.save(member.best, step, host,
+                             {'elbo': means[run.task.selection_key]})
       if c.checkpoint_every and step % c.checkpoint_every == 0:
-        checkpointing.save(manager, step, parallel.get_replicated(state,
-                                                                  run.mode))
+        for member, host in zip(members, host_states()):
+          checkpointing.save(member.manager, step, host)
   return state, step
+
+
+def _finish(member: Member, host, state, step: int, speed: _Speed,
+            counter: compilation.Counter, population_size: int = 0
+            ) -> dict[str, Any]:
+  """Checkpoints a trained member, evaluates it and writes its results."""
+  run = member.run
+  if checkpointing.latest_step(member.manager) != step:
+    checkpointing.save(member.manager, step, host)
+  results = _evaluate(member, host, state, step, final=True)
+  checkpointing.save(member.best, step, host,
+                     {'elbo': results[run.task.selection_key]})
+  member.writer.close()
+  run.task.summarize(results, run.config)
+  results.update(step=step, num_steps=run.num_steps,
+                 num_parameters=sum(int(np.size(p)) for p in
+                                    jax.tree.leaves(host.params)))
+  if population_size:
+    results['population_size'] = population_size
+  examples = run.task.examples_per_step(run.config)
+  if speed.first is not None and examples:
+    results['train_images_per_second'] = speed.steps_per_second() * examples
+  results['backend'] = run.backend
+  results['compile'] = counter.report()
+  if distributed.is_primary():
+    writers.write_results(member.workdir, results)
+    run.task.finish(run, results, host.params, member.workdir)
+  return results
+
+
+def _check_processes(task) -> None:
+  if jax.process_count() > 1 and not task.multiprocess:
+    raise validation.ConfigError(
+        f'a {task.name} run trains in one process; start it without '
+        '--multihost')
 
 
 def train_and_eval(config: ml_collections.ConfigDict, workdir: str
@@ -449,68 +308,143 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
   """Trains `config`'s model in `workdir` (resuming) and evaluates it.
 
   Returns:
-    The test-set `rate`, `distortion`, `elbo`, `iwae` (nats per image),
-    `bpd`, `generative_lower`, `generative_upper`, `active_units`, every
+    The results written to results.json. For the image models: the test-set
+    `rate`, `distortion`, `elbo`, `iwae` (nats per image), `bpd`,
+    `generative_lower`, `generative_upper`, `active_units`, every
     `validation/*` and `test/*` figure, 'eval_subset' and 'params' ('last':
-    the parameters at the end of training), as in results.json.
+    the parameters at the end of training); for the toy, its exact measures
+    (`toy.measures.evaluate`).
   """
-  compilation.setup()  # the persistent compilation cache (rdvae.compilation)
-  if validation.get(config, 'dataset.name') == 'toy':
-    if jax.process_count() > 1:
-      raise validation.ConfigError(
-          "config.dataset.name='toy' runs in one process; start it without "
-          '--multihost')
-    from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
-    return toy.train_and_eval(config, workdir)
-  validate(config)
-  dataset = data.create_dataset(config)  # a bad data file stops here,
-  check_splits(config, dataset)          # before anything is written
+  compilation.setup()  # the persistent compilation cache (runtime.compilation)
+  task = programs.validate(config)
+  _check_processes(task)
+  data = task.load_data(config)  # a bad data file stops here, before
   distributed.primary_first('config.json', writers.prepare_workdir, workdir,
-                            config)
+                            config)  # anything is written
   writers.check_workdir(workdir, config)
   done = os.path.join(workdir, writers.RESULTS_FILE)
   if os.path.exists(done):  # written last: the run is complete
     return writers.read_json(done)
   counter = compilation.Counter()
-  run = create_run(config, dataset)
+  member = _start(config, workdir, data)
+  run = member.run
   if distributed.is_primary():
     print(backends.describe(run.backend), flush=True)
-  c = run.config.train
-  manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
-  best = checkpointing.create_manager(workdir, 1, best_metric='elbo')
-  state = _restore_or_init(run, manager)
-  start_step = step = int(state.step)
-  # Records after the restored step are rewritten; so is a final evaluation
-  # (the record with test/*) that a killed run left without results.json.
-  writer = writers.MetricWriter(
-      workdir, start_step,
-      keep=lambda r: r['step'] <= start_step and 'test/elbo' not in r
-  ) if distributed.is_primary() else writers.NullWriter(workdir)
-  state = parallel.put_replicated(state, run.mesh, run.mode)
-  train_data = parallel.put_replicated(run.dataset.train, run.mesh, run.mode)
+  start_step = step = int(member.state.step)
+  state = run.layout.put_replicated(_stack([member.state], run.layout))
   speed = _Speed()
-  state, step = _train_loop(run, state, train_data, step, writer,
-                            (manager, best), speed, workdir)
+  state, step = _train([member], state, step, speed)
   if speed.first is not None and distributed.is_primary():
-    print(f'trained steps {start_step}..{step}: {speed.rate():.2f} steps/s, '
-          f'{speed.rate() * c.batch_size:.1f} images/s (compile excluded)',
-          flush=True)
-  host = parallel.get_replicated(state, run.mode)
-  if checkpointing.latest_step(manager) != step:
-    checkpointing.save(manager, step, host)
-  results = _evaluate_and_log(run, writer, host.params, state.params,
-                              step, final=True)
-  checkpointing.save(best, step, host, {'elbo': results['validation/elbo']})
-  writer.close()
-  evaluation.summarize(results, config, 'last')
-  results.update(step=step, num_steps=run.num_steps,
-                 num_parameters=sum(int(np.size(p)) for p in
-                                    jax.tree.leaves(host.params)))
-  if speed.first is not None:
-    results['train_images_per_second'] = speed.rate() * c.batch_size
-  results['backend'] = run.backend
-  results['compile'] = counter.report()
+    examples = run.task.examples_per_step(run.config)
+    images = (f', {speed.steps_per_second() * examples:.1f} images/s'
+              if examples else '')
+    print(f'trained steps {start_step}..{step}: '
+          f'{speed.steps_per_second():.2f} steps/s{images} (compile '
+          'excluded)', flush=True)
+  [host] = run.layout.member_states(run.layout.get_replicated(state))
+  results = _finish(member, host, state, step, speed, counter)
   if distributed.is_primary():
     print(compilation.describe(results['compile']), flush=True)
-    writers.write_results(workdir, results)
   return results
+
+
+def _stack(states: Sequence[Any], layout) -> Any:
+  """The loop's state of `states`: stacked for a population, else the one."""
+  if isinstance(layout, populations.PopulationLayout):
+    return populations.stack(states)
+  [state] = states
+  return state
+
+
+def population_key(config: ml_collections.ConfigDict) -> Optional[str]:
+  """What must be equal for two configs to train as one population: the
+  config without the seed and the numbers the step takes as arrays (the
+  objective's, `objectives.Hyperparameters`, and the optimizer's,
+  `optim.numbers`); None when the config's task trains one run at a time."""
+  if not getattr(tasks.for_config(config), 'populations', False):
+    return None
+  flat = writers.flatten(writers.config_to_dict(config))
+  flat.pop('train.seed', None)
+  for field in objectives.Hyperparameters._fields:
+    flat.pop(f'objective.{field}', None)
+  for field in optim.NUMBER_KEYS:
+    flat.pop(f'optim.{field}', None)
+  return repr(sorted(flat.items()))
+
+
+# The most members trained by one program. Any size gives every member
+# bitwise as its run alone; on a 2-core CPU a toy sweep is no faster with
+# populations of 16 or 64 than of 8 (BUILD.md, "Populations").
+MAX_POPULATION = 8
+
+
+def train_population(configs: Sequence[ml_collections.ConfigDict],
+                     workdirs: Sequence[str]) -> list[dict[str, Any]]:
+  """Trains several runs as populations, each as `train_and_eval` would.
+
+  The runs must share `population_key`. Their states are stacked on a
+  leading member axis (`runtime.populations`) and trained by one program;
+  every member keeps its own workdir (config.json, metrics.jsonl,
+  checkpoints, results.json and the task's files), resumes from its own
+  checkpoint, and ends bitwise equal to its run alone. Members restored at
+  different steps train in different populations, and a population holds
+  at most MAX_POPULATION members (more train in several, one after
+  another). Each population's members are finished (evaluated, their files
+  written) on a second thread while the next population trains.
+
+  Returns:
+    Each run's results, in order; results gain 'population_size', the
+    number of members its program trained.
+  """
+  if len(configs) != len(workdirs) or not configs:
+    raise ValueError(f'{len(configs)} configs and {len(workdirs)} workdirs: '
+                     'expected one (or more) workdir per config')
+  keys = [population_key(c) for c in configs]
+  for workdir, key in zip(workdirs, keys):
+    if key is None or key != keys[0]:
+      raise ValueError(f'the run in {workdir!r} differs from the one in '
+                       f'{workdirs[0]!r} in more than the seed and the '
+                       "numbers the step takes as arrays; it cannot share "
+                       'their program')
+  compilation.setup()
+  for config in configs:
+    _check_processes(programs.validate(config))
+  counter = compilation.Counter()
+  data = tasks.for_config(configs[0]).load_data(configs[0])
+  # Each run's saved step decides its population.
+  starts = [_start(c, w, data) for c, w in zip(configs, workdirs)]
+  by_step: dict[int, list[int]] = {}
+  for index, member in enumerate(starts):
+    done = os.path.join(member.workdir, writers.RESULTS_FILE)
+    step = -1 if os.path.exists(done) else int(member.state.step)
+    by_step.setdefault(step, []).append(index)
+  finished: dict[int, Any] = {}
+  for index in by_step.pop(-1, []):
+    finished[index] = writers.read_json(
+        os.path.join(workdirs[index], writers.RESULTS_FILE))
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as files:
+    for step, same_step in by_step.items():
+      for first in range(0, len(same_step), MAX_POPULATION):
+        indices = same_step[first:first + MAX_POPULATION]
+        layout = populations.PopulationLayout(len(indices))
+        members = [
+            starts[i] if len(indices) == 1 else
+            _rebuild(starts[i], configs[i], data, layout) for i in indices]
+        run = members[0].run
+        state = run.layout.put_replicated(
+            _stack([m.state for m in members], run.layout))
+        speed = _Speed()
+        state, end = _train(members, state, step, speed)
+        hosts = run.layout.member_states(run.layout.get_replicated(state))
+        for i, member, host in zip(indices, members, hosts):
+          finished[i] = files.submit(_finish, member, host, None, end, speed,
+                                     counter, len(indices))
+  return [finished[i] if isinstance(finished[i], dict)
+          else finished[i].result() for i in range(len(configs))]
+
+
+def _rebuild(member: Member, config, data, layout) -> Member:
+  """`member` built for a population's layout (its programs), keeping its
+  restored state and files."""
+  run = programs.create_run(config, data, layout)
+  return dataclasses.replace(member, run=run)

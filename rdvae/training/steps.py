@@ -1,7 +1,8 @@
-"""The traced functions of training: one train step, one eval step, sampling.
+"""The traced functions of training: the train state and one train step.
 
-Everything here is pure and traceable; `parallel.py` wraps these bodies for
-one or many devices and `train.py` drives them from the host.
+Everything here is pure and traceable; a layout (`runtime.parallel`,
+`runtime.populations`) compiles the step into a loop for one or many devices
+or a population of runs, and `training.loop` drives it from the host.
 
 Randomness is per example: the step draws one key per example of the *global*
 batch from (state.rng, state.step),
@@ -13,13 +14,18 @@ batch). The draws therefore do not depend on how the batch is laid out over
 devices, which is what lets the sharded, pmapped and single-device runs follow
 the same trajectory.
 
-`TrainState` holds no Python-side state, only arrays (the step, the parameters,
+`types.TrainState` holds no Python-side state, only arrays (the step, the parameters,
 the optimizer state, the objective's state with its numbers -- beta, the
 target rate, the multiplier and its settings -- and the raw RNG key data), so
 runs that differ only in those numbers share one compiled step, and a
 population of them can be stacked along a leading axis and trained under
 `jax.vmap` (tested in tests/test_steps.py). Only the objective's kind and
 schedule kinds are static.
+
+What a step differentiates is the objective (`objectives.loss_fn`) of the
+rate and distortion terms that `terms_fn` returns for a batch: by default
+the model applied to each example with its own key; the toy's exact terms
+(`toy.task`) enumerate every x and z instead and weight them by p*(x).
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Optional
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -38,36 +43,13 @@ from rdvae import types
 from rdvae.runtime import parallel
 
 
-@flax.struct.dataclass
-class TrainState:
-  """Everything a run needs to continue bit for bit.
-
-  Attributes:
-    step: int32 scalar, the number of updates applied so far.
-    params: the model's parameter pytree.
-    opt_state: the optax state of `params`.
-    objective_state: the objective's numbers (`objectives.Hyperparameters`:
-      beta, sigma, ...) and its Lagrange multiplier; members of a vmapped
-      population can differ in any of them.
-    rng: uint32 [2] raw key data (`jax.random.key_data`), so checkpoints and
-      device transfers see a plain array; wrapped by `jax.random.wrap_key_data`
-      where keys are drawn.
-  """
-
-  step: jax.Array
-  params: Any
-  opt_state: Any
-  objective_state: objectives.ObjectiveState
-  rng: jax.Array
-
-
 def _init_state(model: nn.Module, optimizer: optax.GradientTransformation,
                 objective_state: objectives.ObjectiveState,
-                key: types.PRNGKey, example_x: jax.Array) -> TrainState:
+                key: types.PRNGKey, example_x: jax.Array) -> types.TrainState:
   init_key, sample_key, train_key = jax.random.split(key, 3)
   params = model.init({'params': init_key, 'sample': sample_key},
                       example_x)['params']
-  return TrainState(
+  return types.TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
       opt_state=optimizer.init(params),
       objective_state=objective_state,
@@ -84,7 +66,7 @@ _CPU_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0,
 
 
 @functools.cache
-def _compiled_init(backend: str) -> Callable[..., TrainState]:
+def _compiled_init(backend: str) -> Callable[..., types.TrainState]:
   options = _CPU_INIT_COMPILER_OPTIONS if backend == 'cpu' else None
   return jax.jit(_init_state, static_argnums=(0, 1),
                  compiler_options=options)
@@ -92,7 +74,7 @@ def _compiled_init(backend: str) -> Callable[..., TrainState]:
 
 def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation,
                        objective_state: objectives.ObjectiveState,
-                       key: types.PRNGKey, example_x: jax.Array) -> TrainState:
+                       key: types.PRNGKey, example_x: jax.Array) -> types.TrainState:
   """Initialises parameters from `key` on an example batch [B, ...].
 
   `objective_state` (`objectives.init_state`) is stored as given. Called
@@ -119,7 +101,7 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
 NONFINITE_KEYS = ('loss', 'rate', 'distortion', 'grad_norm', 'state')
 
 
-def nonfinite_flags(metrics: types.Metrics, state: TrainState) -> jax.Array:
+def nonfinite_flags(metrics: types.Metrics, state: types.TrainState) -> jax.Array:
   """int32 bit mask: bit i set when NONFINITE_KEYS[i] holds a NaN or inf."""
   state_ok = all_finite((state.params, state.opt_state,
                          state.objective_state))
@@ -150,21 +132,39 @@ def names_of_flags(flags: int) -> list[str]:
   return [k for i, k in enumerate(NONFINITE_KEYS) if int(flags) >> i & 1]
 
 
-def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
+TermsFn = Callable[[Any, jax.Array, jax.Array],
+                   tuple[types.RDTerms, Optional[jax.Array]]]
+
+
+def per_example_terms(model: nn.Module) -> TermsFn:
+  """`terms_fn(params, x [B, ...], keys [B]) -> (RDTerms [B], None)`: the
+  model applied to each example with its own 'sample' key."""
+
+  def terms_fn(params, x, keys):
+    return parallel.apply_per_example(model, params, x, keys), None
+
+  return terms_fn
+
+
+def make_train_step(model: Optional[nn.Module],
+                    optimizer: optax.GradientTransformation,
                     objective: objectives.Objective,
                     axis_name: Optional[str] = None,
-                    skip_nonfinite: bool = False
-                    ) -> Callable[..., tuple[TrainState, types.Metrics]]:
+                    skip_nonfinite: bool = False,
+                    terms_fn: Optional[TermsFn] = None
+                    ) -> Callable[..., tuple[types.TrainState, types.Metrics]]:
   """One update of the objective (Eq. 6 and its variants) on one batch.
 
-  The loss is `objectives.loss_fn` of the model's per-example RDTerms; its
-  batch means are global (taken over `axis_name` when mapped, each device
-  differentiating them through its own examples). The gradient is summed
-  over devices, then normalized and applied by `optimizer`
-  (`optim.create_optimizer`: Adam on block-normalized gradients).
+  The loss is `objectives.loss_fn` of the batch's RDTerms (weighted by the
+  weights `terms_fn` returns, if any); its batch means are global (taken
+  over `axis_name` when mapped, each device differentiating them through
+  its own examples). The gradient is summed over devices, then normalized
+  and applied by `optimizer` (`optim.create_optimizer`: Adam on
+  block-normalized gradients).
 
   Args:
-    model: returns RDTerms per example from `__call__(x)` ('sample' rngs).
+    model: returns RDTerms per example from `__call__(x)` ('sample' rngs);
+      unused when `terms_fn` is given.
     optimizer: the optax transformation.
     objective: the objective's kind and schedules (its numbers are in
       `state.objective_state`).
@@ -174,6 +174,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
       updated state is not finite, keep the old parameters, optimizer and
       objective state (the step count still advances, so the next step takes
       the next batch).
+    terms_fn: the batch's terms and weights (`TermsFn`); by default
+      `per_example_terms(model)`.
 
   Returns:
     `train_step(state, x [B, ...], keys [B]) -> (state, metrics)` with scalar
@@ -184,16 +186,19 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     (the host knows the schedule).
   """
 
+  terms_fn = terms_fn or per_example_terms(model)
+
   def loss_of(params, state, x, keys):
-    terms = parallel.apply_per_example(model, params, x, keys)
+    terms, weights = terms_fn(params, x, keys)
     loss, aux = objectives.loss_fn(objective, terms, state.objective_state,
-                                   state.step, axis_name=axis_name)
+                                   state.step, weights=weights,
+                                   axis_name=axis_name)
     if terms.analytic_rate is not None:
       aux['analytic_rate'] = objectives.batch_mean(
           terms.analytic_rate, axis_name=axis_name)
     return loss, aux
 
-  def train_step(state: TrainState, x: jax.Array, keys: jax.Array):
+  def train_step(state: types.TrainState, x: jax.Array, keys: jax.Array):
     grad_fn = jax.value_and_grad(loss_of, has_aux=True)
     (_, aux), grads = grad_fn(state.params, state, x, keys)
     if axis_name is not None:
