@@ -48,7 +48,8 @@ from rdvae.objectives import exact
 from rdvae.analysis import figures
 from rdvae.objectives import losses as objectives
 from rdvae import validation
-from rdvae.files import writers
+from rdvae.files import metric_files
+from rdvae.files import run_files
 
 PARAMETERIZATIONS = ('bump', 'tabular')
 
@@ -541,7 +542,7 @@ def population_key(config: ml_collections.ConfigDict) -> str:
   """What must be equal for two toy configs to train as one population:
   the config without the seed and the objective's numbers (which the step
   takes as arrays, `objectives.Hyperparameters`)."""
-  flat = writers.flatten(writers.config_to_dict(config))
+  flat = run_files.flatten(run_files.config_to_dict(config))
   flat.pop('seed', None)
   for field in objectives.Hyperparameters._fields:
     flat.pop(f'objective.{field}', None)
@@ -623,7 +624,7 @@ class _Run(NamedTuple):
 def _start(config, workdir) -> _Run:
   """Validates, prepares `workdir` and restores (or creates) the state."""
   spec = validate(config)
-  writers.prepare_workdir(workdir, config)
+  run_files.prepare_workdir(workdir, config)
   model = create_model(config, spec)
   objective = objectives.create_objective(config)
   options = create_train_options(config)
@@ -646,7 +647,7 @@ def _finish(run: _Run, workdir: str, population_size: int = 0
   results['step'] = step
   if population_size:
     results['population_size'] = population_size
-  writers.write_results(workdir, results)
+  run_files.write_results(workdir, results)
   _write_figure(run.config, run.spec, tables,
                 os.path.join(workdir, FIGURE_FILE))
   return results, tables
@@ -663,7 +664,7 @@ def _train_loop(run: _Run, states: Sequence[TrainState],
   population = stack(states)
   with contextlib.ExitStack() as stack_:
     metric_writers = [
-        stack_.enter_context(writers.MetricWriter(w, start_step=step))
+        stack_.enter_context(metric_files.MetricWriter(w, start_step=step))
         for w in workdirs]
     while step < t.num_steps:
       length = min(t.steps_per_dispatch, t.num_steps - step,

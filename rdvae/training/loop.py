@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import time
 from typing import Any
 
@@ -68,7 +67,8 @@ from rdvae.runtime import parallel
 from rdvae.runtime import preemption
 from rdvae.training import steps
 from rdvae import validation
-from rdvae.files import writers
+from rdvae.files import metric_files
+from rdvae.files import run_files
 
 NONFINITE_MODES = ('stop', 'skip')
 
@@ -394,8 +394,8 @@ def _evaluate_and_log(run, writer, params_host, params, step, final):
                     jnp.float32)
     samples = run.sample_fn(params_host, x,
                             jax.random.fold_in(run.sample_key, step))
-    writers.write_sample_grid(writer.workdir, writer, step,
-                              jax.device_get(samples))
+    metric_files.write_sample_grid(writer.workdir, writer, step,
+                                   jax.device_get(samples))
   return results
 
 
@@ -465,12 +465,12 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
   validate(config)
   dataset = data.create_dataset(config)  # a bad data file stops here,
   check_splits(config, dataset)          # before anything is written
-  distributed.primary_first('config.json', writers.prepare_workdir, workdir,
-                            config)
-  writers.check_workdir(workdir, config)
-  done = os.path.join(workdir, writers.RESULTS_FILE)
-  if os.path.exists(done):  # written last: the run is complete
-    return writers.read_json(done)
+  distributed.primary_first('config.json', run_files.prepare_workdir,
+                            workdir, config)
+  run_files.check_workdir(workdir, config)
+  done = run_files.read_results(workdir)  # written last: the run is complete
+  if done is not None:
+    return done
   counter = compilation.Counter()
   run = create_run(config, dataset)
   if distributed.is_primary():
@@ -482,10 +482,10 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
   start_step = step = int(state.step)
   # Records after the restored step are rewritten; so is a final evaluation
   # (the record with test/*) that a killed run left without results.json.
-  writer = writers.MetricWriter(
+  writer = metric_files.MetricWriter(
       workdir, start_step,
       keep=lambda r: r['step'] <= start_step and 'test/elbo' not in r
-  ) if distributed.is_primary() else writers.NullWriter(workdir)
+  ) if distributed.is_primary() else metric_files.NullWriter(workdir)
   state = parallel.put_replicated(state, run.mesh, run.mode)
   train_data = parallel.put_replicated(run.dataset.train, run.mesh, run.mode)
   speed = _Speed()
@@ -512,5 +512,5 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
   results['compile'] = counter.report()
   if distributed.is_primary():
     print(compilation.describe(results['compile']), flush=True)
-    writers.write_results(workdir, results)
+    run_files.write_results(workdir, results)
   return results
