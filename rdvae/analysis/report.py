@@ -35,7 +35,7 @@ from rdvae.analysis import sweep_results
 from rdvae.files import atomic_files
 from rdvae.files import sweep_files
 
-Points = Sequence[sweep_results.Point]
+Points = Sequence[sweep_results.PointResults]
 
 COLUMNS = ('name', 'status', 'family', 'objective', 'setting', 'rate',
            'distortion', 'elbo', 'iwae', 'h_hat_minus_d', 'generative_lower',
@@ -86,7 +86,7 @@ def _csv(header: Sequence[str], records: Sequence[Sequence[Any]]) -> str:
   return out.getvalue()
 
 
-def _grid_path(p: sweep_results.Point) -> Optional[str]:
+def _grid_path(p: sweep_results.PointResults) -> Optional[str]:
   """The grid's path relative to the sweep directory."""
   return p.grid and os.path.relpath(p.grid, os.path.dirname(p.directory))
 
@@ -118,7 +118,7 @@ def plane_points(points: Points) -> list[figures.PlanePoint]:
           for p in sweep_results.finished(points)]
 
 
-def _grid_title(p: sweep_results.Point) -> str:
+def _grid_title(p: sweep_results.PointResults) -> str:
   return (f'{p.name}\n{p.family or ""} {p.kind or ""} {p.setting}\n'
           f"R={p.measure('rate'):.4g} D={p.measure('distortion'):.4g} nats")
 
@@ -134,7 +134,7 @@ def _family_key(family: Optional[str]) -> str:
   return (family or '').translate(str.maketrans('-+v', '012'))
 
 
-def _spread(items: Points, limit: int) -> list[sweep_results.Point]:
+def _spread(items: Points, limit: int) -> list[sweep_results.PointResults]:
   """At most `limit` items, evenly spaced (first and last kept)."""
   if len(items) <= limit:
     return list(items)
@@ -144,7 +144,7 @@ def _spread(items: Points, limit: int) -> list[sweep_results.Point]:
 
 def choose_grids(points: Points, betas: Sequence[float] = (1.0,),
                  max_grids: int = 12, families: Sequence[str] = ()
-                 ) -> dict[str, list[sweep_results.Point]]:
+                 ) -> dict[str, list[sweep_results.PointResults]]:
   """Fig. 4's choices: file stem -> finished points with a grid.
 
   'grids_frontier': the Pareto frontier by rate (Fig. 4d, 6); 'grids_beta_<b>':

@@ -52,7 +52,7 @@ MEASURES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Point:
+class PointResults:
   """One point of a sweep, as its files describe it."""
 
   name: str
@@ -117,12 +117,12 @@ def _family(config: dict) -> Optional[str]:
   return None
 
 
-def read_point(directory: str) -> Point:
+def read_point(directory: str) -> PointResults:
   """A point from the files in its directory (see the module docstring)."""
   files = sweep_files.read_point_files(directory)
   config = files.config
   kind, beta, target, schedule = _objective(config)
-  return Point(
+  return PointResults(
       name=str(files.sweep_point.get('name', os.path.basename(directory))),
       directory=directory, status=files.status,
       dataset=config.get('dataset', {}).get('name'),
@@ -133,7 +133,7 @@ def read_point(directory: str) -> Point:
       grid=metric_files.latest_grid(directory))
 
 
-def read_sweep(workdir: str) -> list[Point]:
+def read_sweep(workdir: str) -> list[PointResults]:
   """Every point directory below workdir (one holding any point file)."""
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f'sweep directory {workdir!r} does not exist')
@@ -147,12 +147,12 @@ def read_sweep(workdir: str) -> list[Point]:
   return points
 
 
-def finished(points: Sequence[Point]) -> list[Point]:
+def finished(points: Sequence[PointResults]) -> list[PointResults]:
   """The done points (each with a finite rate and distortion)."""
   return [p for p in points if p.status == 'done']
 
 
-def estimate_entropy(points: Sequence[Point]
+def estimate_entropy(points: Sequence[PointResults]
                      ) -> tuple[Optional[float], str]:
   """(H-hat, where it came from); (None, why) with no finished point."""
   done = finished(points)
@@ -170,7 +170,7 @@ def estimate_entropy(points: Sequence[Point]
   return None, 'no finished point yet'
 
 
-def frontier_marks(points: Sequence[Point]) -> dict[str, str]:
+def frontier_marks(points: Sequence[PointResults]) -> dict[str, str]:
   """name -> 'P' (Pareto frontier), 'PH' (also a hull vertex) or ''."""
   done = finished(points)
   rate = [p.measure('rate') for p in done]
@@ -183,8 +183,8 @@ def frontier_marks(points: Sequence[Point]) -> dict[str, str]:
   return marks
 
 
-def frontier_points(points: Sequence[Point], hull: bool = False
-                    ) -> list[Point]:
+def frontier_points(points: Sequence[PointResults], hull: bool = False
+                    ) -> list[PointResults]:
   """The finished points on the Pareto frontier (or hull), by rate."""
   done = finished(points)
   rate = [p.measure('rate') for p in done]
@@ -198,7 +198,7 @@ def frontier_points(points: Sequence[Point], hull: bool = False
 SHARED_KEYS = ('params', 'eval_subset')
 
 
-def disagreements(points: Sequence[Point]) -> list[str]:
+def disagreements(points: Sequence[PointResults]) -> list[str]:
   """One line per `SHARED_KEYS` key of results.json, or the dataset, that
   differs between done points (one H-hat and one frontier assume neither
   does)."""

@@ -73,7 +73,7 @@ POPULATION_MODES = ('auto', 'on', 'off')
 
 
 def check_workdir(workdir: str,
-                  points: Sequence[sweep_file.Point]) -> None:
+                  points: Sequence[sweep_file.SweepPoint]) -> None:
   """Refuses a sweep directory whose point directories hold other configs
   (a damaged config.json is left to the point's status: 'damaged')."""
   for point in points:
@@ -105,7 +105,7 @@ def status(directory: str) -> str:
   return _status(directory, sweep_files.read_point_files(directory))
 
 
-def summarise(workdir: str, points: Sequence[sweep_file.Point]
+def summarise(workdir: str, points: Sequence[sweep_file.SweepPoint]
               ) -> list[dict[str, Any]]:
   """One row per point, from the directory's state: name, swept keys,
   status, test rate, distortion, elbo, iwae and error (a failed point's
@@ -119,7 +119,7 @@ def summarise(workdir: str, points: Sequence[sweep_file.Point]
   return rows
 
 
-def write_summary(workdir: str, points: Sequence[sweep_file.Point]
+def write_summary(workdir: str, points: Sequence[sweep_file.SweepPoint]
                   ) -> list[dict[str, Any]]:
   """Recomputes summary.csv from the directory and writes it atomically.
 
@@ -151,7 +151,7 @@ def _figures(results: Mapping[str, Any]) -> str:
                   if isinstance(results.get(k), (int, float)))
 
 
-def run_point(point: sweep_file.Point, directory: str
+def run_point(point: sweep_file.SweepPoint, directory: str
               ) -> Optional[dict[str, Any]]:
   """Trains one point in `directory` (the caller holds its claim).
 
@@ -175,7 +175,7 @@ def run_point(point: sweep_file.Point, directory: str
   return results
 
 
-def population_key(point: sweep_file.Point, mode: str) -> Optional[str]:
+def population_key(point: sweep_file.SweepPoint, mode: str) -> Optional[str]:
   """The key of the population `point` trains in (points with equal keys
   train together), or None when it trains alone; `mode` is one of
   POPULATION_MODES (see the module doc).
@@ -199,7 +199,7 @@ def population_key(point: sweep_file.Point, mode: str) -> Optional[str]:
   return None
 
 
-def run_population(points: Sequence[sweep_file.Point],
+def run_population(points: Sequence[sweep_file.SweepPoint],
                    directories: Sequence[str]) -> None:
   """Trains toy points as one population (the caller holds every claim);
   if that raises, trains them again one at a time (`run_point`), so each

@@ -42,7 +42,7 @@ class SweepError(validation.ConfigError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Point:
+class SweepPoint:
   """One point of a sweep file: its name, overrides and full (validated)
   config."""
 
@@ -142,7 +142,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def expand(sweep: Union[str, types.ModuleType],
-           overrides: Optional[Mapping[str, Any]] = None) -> list[Point]:
+           overrides: Optional[Mapping[str, Any]] = None) -> list[SweepPoint]:
   """The sweep's points, each named and with its config validated.
 
   Args:
@@ -189,5 +189,5 @@ def expand(sweep: Union[str, types.ModuleType],
       raise SweepError(f'sweep points {configs[key]!r} and {name!r} have the '
                        'same config')
     configs[key] = name
-    points.append(Point(name=name, overrides=point, config=config))
+    points.append(SweepPoint(name=name, overrides=point, config=config))
   return points
