@@ -38,7 +38,7 @@ from absl import flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from rdvae.sweeps import runner as sweep_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rdvae.sweeps import sweep_file  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _SWEEP = flags.DEFINE_string('sweep', 'configs/sweeps/compile_once.py',
                              'The sweep file.')
@@ -78,7 +78,7 @@ def _sweep_command(workdir: str) -> list[str]:
 def main(argv):
   del argv
   root = _WORKDIR.value or tempfile.mkdtemp(prefix='sweep_compile_')
-  points = sweep_lib.expand(str(REPO / _SWEEP.value))
+  points = sweep_file.expand(str(REPO / _SWEEP.value))
   print(f'{len(points)} points of {_SWEEP.value}; runs under {root}')
 
   # 1. Each point in its own process, no cache.

@@ -243,9 +243,9 @@ def print_ceiling(trainer: dict[int, float], lean: dict[int, float],
 
 def _results(workdir: str) -> dict:
   out = {}
-  from rdvae.files import writers  # pylint: disable=g-import-not-at-top
-  for path in glob.glob(os.path.join(workdir, '*', writers.RESULTS_FILE)):
-    results = writers.read_json(path)
+  from rdvae.files import run_files  # pylint: disable=g-import-not-at-top
+  for path in glob.glob(os.path.join(workdir, '*', run_files.RESULTS_FILE)):
+    results = run_files.read_results(os.path.dirname(path))
     results.pop('population_size', None)
     out[os.path.basename(os.path.dirname(path))] = results
   return out

@@ -30,7 +30,8 @@ On two local CPU processes, e.g.
       --jax_platforms=cpu --config=configs/mnist.py:smoke --workdir=runs/mp &
   (the same with JAX_PROCESS_ID=1)
 
-Errors: a bad config value, data file or workdir prints its message alone
+Errors: a bad config value, data file or workdir (one holding another
+config, or a damaged config.json or results.json) prints its message alone
 (no traceback) and exits with status 2, before anything is written; a run
 stopped by SIGTERM/SIGINT checkpoints and exits with status 75 (rerun to
 resume); the other statuses are listed in rdvae/runtime/preemption.py. A bug still
@@ -139,13 +140,14 @@ def main(argv):
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
   """The exceptions that are outcomes, not bugs: shown without traceback."""
+  from rdvae.files import atomic_files  # pylint: disable=g-import-not-at-top
   from rdvae.files import checkpointing  # pylint: disable=g-import-not-at-top
+  from rdvae.files import run_files  # pylint: disable=g-import-not-at-top
   from rdvae.runtime import preemption  # pylint: disable=g-import-not-at-top
   from rdvae import validation  # pylint: disable=g-import-not-at-top
-  from rdvae.files import writers  # pylint: disable=g-import-not-at-top
-  return (validation.ConfigError, writers.WorkdirConflictError,
-          FloatingPointError, checkpointing.NoGoodCheckpointError,
-          preemption.Preempted)
+  return (validation.ConfigError, run_files.WorkdirConflictError,
+          atomic_files.DamagedFileError, FloatingPointError,
+          checkpointing.NoGoodCheckpointError, preemption.Preempted)
 
 
 def _exit_status(error: BaseException) -> int:

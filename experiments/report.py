@@ -48,12 +48,9 @@ def main(argv):
     raise app.UsageError(f'--max_grids={_MAX_GRIDS.value} must be >= 1')
   out = report.write_report(_WORKDIR.value, betas, _MAX_GRIDS.value,
                             _GRID_FAMILIES.value)
-  counts = {s: sum(p.status == s for p in out['points'])
-            for s in ('done', 'pending', 'failed')}
   h_hat = 'unknown' if out['h_hat'] is None else f"{out['h_hat']:.6g} nats"
-  print(f"{len(out['points'])} points ({counts['done']} done, "
-        f"{counts['pending']} pending, {counts['failed']} failed); "
-        f'H-hat = {h_hat}')
+  print(f"{len(out['points'])} points ({report.status_counts(out['points'])});"
+        f' H-hat = {h_hat}')
   print(f"wrote {out['directory']}: {', '.join(out['files'])}")
 
 

@@ -7,12 +7,17 @@ DIR/summary.csv (name, swept keys, status, test rate, distortion, elbo, iwae,
 error) up to date after each point. Every point's config is validated before
 any runs.
 
+A point's status is done, failed (the error's type and message in
+summary.csv), damaged (one of its files is there but unreadable or
+incomplete: summary.csv names the file and what is wrong; such a point is
+not run until the file is removed), running or pending.
+
   --config.<key>=<value>  overrides the base config of every point, e.g.
                           --config.train.num_steps=100 (as in
                           experiments.main)
   --retry_failed          also rerun the points recorded as failed
-  --dry_run               list the points (name and status) after the
-                          checks, and run nothing
+  --dry_run               list the points (status, name and any error)
+                          after the checks, and run nothing
   --nowait                exit when the only points left are held by other
                           runners, instead of waiting to take over any whose
                           runner dies
@@ -25,8 +30,8 @@ Rerunning the command resumes: finished points are skipped, interrupted ones
 resume from their checkpoints, failed ones (DIR/<point>/failure.json) are
 skipped unless --retry_failed. Several runners may share DIR (e.g. one per
 GPU: CUDA_VISIBLE_DEVICES=0 and 1): each point is trained by one of them.
-Exits with status 0, 1 when some points are failed, 2 for a bad sweep, 75
-when a signal stopped a point (rdvae/runtime/preemption.py).
+Exits with status 0, 1 when some points are failed or damaged, 2 for a bad
+sweep, 75 when a signal stopped a point (rdvae/runtime/preemption.py).
 """
 
 import re
@@ -93,16 +98,18 @@ def main(argv):
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)
   from rdvae.runtime import preemption  # pylint: disable=g-import-not-at-top
-  from rdvae.sweeps import runner as sweep  # pylint: disable=g-import-not-at-top
+  from rdvae.files import sweep_files  # pylint: disable=g-import-not-at-top
+  from rdvae.sweeps import runner  # pylint: disable=g-import-not-at-top
+  from rdvae.sweeps import sweep_file  # pylint: disable=g-import-not-at-top
   from rdvae import validation  # pylint: disable=g-import-not-at-top
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
   try:
     if _DRY_RUN.value:
-      points = sweep.expand(_SWEEP.value, overrides)
-      keys = [sweep.population_key(p, _POPULATION.value) for p in points]
-      sweep.check_workdir(_WORKDIR.value, points)
-      for row in sweep.summarise(_WORKDIR.value, points):
-        print(f'{row["status"]:8} {row["name"]}')
+      points = sweep_file.expand(_SWEEP.value, overrides)
+      keys = [runner.population_key(p, _POPULATION.value) for p in points]
+      runner.check_workdir(_WORKDIR.value, points)
+      for row in runner.summarise(_WORKDIR.value, points):
+        print(_listing(row))
       groups = len({k for k in keys if k is not None})
       alone = sum(k is None for k in keys)
       print(f'{len(points)} points, every config valid; '
@@ -110,20 +117,30 @@ def main(argv):
             f'populations, {alone} alone (--population={_POPULATION.value})',
             flush=True)
       return 0
-    rows = sweep.run(_SWEEP.value, _WORKDIR.value, overrides=overrides,
-                     retry_failed=_RETRY_FAILED.value, wait=_WAIT.value,
-                     poll_seconds=_POLL_SECONDS.value,
-                     population=_POPULATION.value)
+    rows = runner.run(_SWEEP.value, _WORKDIR.value, overrides=overrides,
+                      retry_failed=_RETRY_FAILED.value, wait=_WAIT.value,
+                      poll_seconds=_POLL_SECONDS.value,
+                      population=_POPULATION.value)
   except validation.ConfigError as e:  # a bad sweep: the message says it all
     print(f'FATAL: {e}', file=sys.stderr, flush=True)
     return preemption.EXIT_USAGE
   except preemption.Preempted as e:  # the point checkpointed; rerun to resume
     print(f'[sweep] {e}', file=sys.stderr, flush=True)
     return preemption.EXIT_PREEMPTED
-  counts = {s: sum(r['status'] == s for r in rows) for s in sweep.STATUSES}
+  for row in rows:
+    if row['status'] == 'damaged':
+      print(f'[sweep] {_listing(row)}', flush=True)
+  counts = {s: sum(r['status'] == s for r in rows) for s in runner.STATUSES}
   print('[sweep] ' + ', '.join(f'{n} {s}' for s, n in counts.items())
-        + f'; see {_WORKDIR.value}/{sweep.SUMMARY_FILE}', flush=True)
-  return 1 if counts['failed'] else 0
+        + f'; see {_WORKDIR.value}/{sweep_files.SUMMARY_FILE}', flush=True)
+  return 1 if counts['failed'] or counts['damaged'] else 0
+
+
+def _listing(row: dict) -> str:
+  """A summary row as 'status name' (and ': error' for a failed or damaged
+  point)."""
+  text = f'{row["status"]:8} {row["name"]}'
+  return f'{text}: {row["error"]}' if row.get('error') else text
 
 
 if __name__ == '__main__':

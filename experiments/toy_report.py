@@ -165,7 +165,7 @@ def main(argv):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   if repo not in sys.path:
     sys.path.insert(0, repo)  # for `configs`
-  from rdvae.files import writers  # pylint: disable=g-import-not-at-top
+  from rdvae.files import run_files  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   start = time.time()
   os.makedirs(_WORKDIR.value, exist_ok=True)
@@ -178,7 +178,7 @@ def main(argv):
     print(f'{"PASS" if ok else "FAIL"}  {line}')
   print(f'figures: {", ".join(paths)}')
   print(f'{_SEEDS.value} seed(s), all runs: {elapsed:.1f} s')
-  writers.write_results(_WORKDIR.value, {
+  run_files.write_results(_WORKDIR.value, {
       'runs': {f'{a}/{b}': runs for (a, b), runs in run['results'].items()},
       'acceptance': {line: ok for line, ok in checks},
       'seconds': elapsed})

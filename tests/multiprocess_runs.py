@@ -14,7 +14,7 @@ import sys
 
 from rdvae.files import checkpointing
 from rdvae.runtime import distributed
-from rdvae.files import writers
+from rdvae.files import run_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUP = 'multiprocess_runs'  # the xdist_group of the tests that read them
@@ -73,7 +73,7 @@ def build(root):
             zip(('one', 'two_0', 'two_1'), processes)}
   # The state a two-process run killed after its step-2 checkpoint leaves.
   shutil.copytree(two, resumed)
-  os.remove(os.path.join(resumed, writers.RESULTS_FILE))
+  os.remove(os.path.join(resumed, run_files.RESULTS_FILE))
   shutil.rmtree(os.path.join(resumed, checkpointing.LATEST_DIR, '4'))
   stdout['resumed'] = _finish(_start(command(resumed, 4), environment()))
   return dict(one=one, two=two, resumed=resumed, stdout=stdout)

@@ -17,7 +17,9 @@ import numpy as np
 
 from rdvae.files import checkpointing
 from rdvae.runtime import faults
-from rdvae.files import writers
+from rdvae.files import atomic_files
+from rdvae.files import metric_files
+from rdvae.files import run_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUP = 'smoke_whole_run'  # the xdist_group of the tests that read it
@@ -57,8 +59,8 @@ def checkpoint_dirs(workdir: str,
 def assert_same_run(workdir: str, whole: str) -> None:
   """`workdir` ended bitwise as `whole`: metrics, results (but timing and
   compilation) and every kept checkpoint, latest and best."""
-  assert writers.read_metrics(workdir) == writers.read_metrics(whole)
-  results = [writers.read_json(os.path.join(w, writers.RESULTS_FILE))
+  assert metric_files.read_metrics(workdir) == metric_files.read_metrics(whole)
+  results = [atomic_files.read_json(os.path.join(w, run_files.RESULTS_FILE))
              for w in (workdir, whole)]
   assert all(r.pop(TIMING) > 0 for r in results)
   # What this process compiled (or read from the cache) is not a result.

@@ -19,7 +19,8 @@ from rdvae.data import sources as data
 from rdvae.runtime import preemption
 from rdvae.training import loop as train
 from rdvae import validation
-from rdvae.files import writers
+from rdvae.files import atomic_files
+from rdvae.files import run_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,11 +79,13 @@ class Case:
   error: type
   needles: tuple
   data_file: Optional[Callable[[str], str]] = None
-  workdir: Optional[str] = None  # 'other_config' | 'a_file' | 'torn_config'
+  # 'other_config' | 'a_file' | 'torn_config' | 'torn_results'
+  workdir: Optional[str] = None
 
 
 E = validation.ConfigError
-W = writers.WorkdirConflictError
+W = run_files.WorkdirConflictError
+D = atomic_files.DamagedFileError
 CASES = [
     Case('dataset_name', 'unknown dataset', {'dataset.name': 'mnist'}, E,
          ('config.dataset.name', "'mnist'")),
@@ -174,6 +177,9 @@ CASES = [
          workdir='a_file'),
     Case('torn_config', 'workdir with an unreadable config.json', {}, W,
          ('config.json', 'cannot be read'), workdir='torn_config'),
+    Case('torn_results', 'finished run with a torn results.json', {}, D,
+         ('results.json: not valid JSON', 'remove it'),
+         workdir='torn_results'),
 ]
 
 
@@ -188,14 +194,18 @@ def _config(case: Case, directory: str) -> ml_collections.ConfigDict:
 
 def _prepare_workdir(case: Case, workdir: str) -> None:
   if case.workdir == 'other_config':
-    writers.prepare_workdir(workdir, mnist.get_config('smoke'))
+    run_files.prepare_workdir(workdir, mnist.get_config('smoke'))
   elif case.workdir == 'a_file':
     with open(workdir, 'w') as f:
       f.write('a file where the workdir should be')
   elif case.workdir == 'torn_config':
     os.makedirs(workdir)
-    with open(os.path.join(workdir, writers.CONFIG_FILE), 'w') as f:
+    with open(os.path.join(workdir, run_files.CONFIG_FILE), 'w') as f:
       f.write('{"dataset": {"na')
+  elif case.workdir == 'torn_results':
+    run_files.prepare_workdir(workdir, mnist.get_config('smoke'))
+    with open(os.path.join(workdir, run_files.RESULTS_FILE), 'w') as f:
+      f.write('{"rate": 5.2, "disto')
 
 
 def _snapshot(path: str):
@@ -265,7 +275,7 @@ def _main_elsewhere(tmp_path, *flags, config='configs/mnist.py:smoke'):
 
 
 @pytest.mark.parametrize('case_id', ['batch_size_too_large', 'truncated_file',
-                                     'other_config'])
+                                     'other_config', 'torn_results'])
 def test_command_line_prints_the_message_alone(case_id, tmp_path):
   case = next(c for c in CASES if c.id == case_id)
   workdir = str(tmp_path / 'run')

@@ -15,7 +15,7 @@ from rdvae.runtime import backends
 from rdvae.runtime import compilation
 from rdvae.training import loop as train
 from rdvae import validation
-from rdvae.files import writers
+from rdvae.files import metric_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -210,7 +210,7 @@ def test_runs_differing_only_in_numbers_share_their_programs(tmp_path):
   # the numbers reached the step: the runs trained differently
   assert first['rate'] != second['rate']
   assert third['rate'] != second['rate']
-  metrics = writers.read_metrics(str(tmp_path / 'c'))
+  metrics = metric_files.read_metrics(str(tmp_path / 'c'))
   rates = {r['step']: r['train/learning_rate'] for r in metrics
            if 'train/learning_rate' in r}
   # the lr of the last update logged: 1e-3 held for steps 0-3 of 6, then

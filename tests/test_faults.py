@@ -18,7 +18,8 @@ import pytest
 
 import reference_run
 from rdvae.runtime import preemption
-from rdvae.files import writers
+from rdvae.files import metric_files
+from rdvae.files import run_files
 
 
 @pytest.mark.xdist_group(reference_run.GROUP)
@@ -32,7 +33,7 @@ def test_killed_three_times_resumes_bitwise(tmp_path, whole_smoke_run):
   # 2. During the evaluation at step 6: half of its metrics line written.
   out = reference_run.run(workdir, 'metrics@6')
   assert out.returncode == -9, out.stderr
-  with open(os.path.join(workdir, writers.METRICS_FILE)) as f:
+  with open(os.path.join(workdir, metric_files.METRICS_FILE)) as f:
     assert not f.read().endswith('\n')  # the torn line
   assert reference_run.checkpoint_dirs(workdir) == ['2', '4']
   # 3. During the save of step 8: complete files in orbax's temporary
@@ -42,7 +43,7 @@ def test_killed_three_times_resumes_bitwise(tmp_path, whole_smoke_run):
   names = reference_run.checkpoint_dirs(workdir)
   assert names[:2] == ['4', '6'] and len(names) == 3
   assert names[2].startswith('8.orbax-checkpoint-tmp'), names
-  assert not os.path.exists(os.path.join(workdir, writers.RESULTS_FILE))
+  assert not os.path.exists(os.path.join(workdir, run_files.RESULTS_FILE))
   # 4. Undisturbed to the end.
   out = reference_run.run(workdir)
   assert out.returncode == 0, out.stderr
@@ -63,7 +64,7 @@ def test_sigterm_checkpoints_exits_and_resumes(tmp_path, whole_smoke_run):
   assert 'Preempted: stopped by SIGTERM at step 4' in out.stderr
   assert 'Traceback' not in out.stderr
   assert reference_run.checkpoint_dirs(workdir) == ['2', '4']
-  assert [r['step'] for r in writers.read_metrics(workdir)] == [2, 4]
+  assert [r['step'] for r in metric_files.read_metrics(workdir)] == [2, 4]
   out = reference_run.run(workdir)
   assert out.returncode == 0, out.stderr
   assert 'trained steps 4..10' in out.stdout

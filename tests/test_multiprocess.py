@@ -31,7 +31,8 @@ import pytest
 import multiprocess_runs
 from rdvae.files import checkpointing
 from rdvae.runtime import distributed
-from rdvae.files import writers
+from rdvae.files import atomic_files
+from rdvae.files import metric_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL = 1e-5
@@ -63,7 +64,8 @@ def _assert_close(got, want, where):
 
 
 def _assert_same_metrics(workdir, reference):
-  got, want = writers.read_metrics(workdir), writers.read_metrics(reference)
+  got = metric_files.read_metrics(workdir)
+  want = metric_files.read_metrics(reference)
   # Same records in the same order: process 1 wrote none of its own.
   assert [r['step'] for r in got] == [r['step'] for r in want] == [2, 2, 4, 4]
   for g, w in zip(got, want):
@@ -73,9 +75,10 @@ def _assert_same_metrics(workdir, reference):
 @pytest.mark.xdist_group(multiprocess_runs.GROUP)
 @pytest.mark.slow
 def test_two_processes_match_one_process(runs):
-  _assert_close(writers.read_json(os.path.join(runs['two'], 'results.json')),
-                writers.read_json(os.path.join(runs['one'], 'results.json')),
-                'results.json')
+  _assert_close(
+      atomic_files.read_json(os.path.join(runs['two'], 'results.json')),
+      atomic_files.read_json(os.path.join(runs['one'], 'results.json')),
+      'results.json')
   _assert_same_metrics(runs['two'], runs['one'])
   for step in (2, 4):
     got = checkpointing.restore(
@@ -114,8 +117,8 @@ def test_two_process_checkpoint_resumes_in_one_process(runs):
   # trains steps 3-4 and ends where the uninterrupted runs end.
   assert 'trained steps 2..4' in runs['stdout']['resumed']
   _assert_close(
-      writers.read_json(os.path.join(runs['resumed'], 'results.json')),
-      writers.read_json(os.path.join(runs['one'], 'results.json')),
+      atomic_files.read_json(os.path.join(runs['resumed'], 'results.json')),
+      atomic_files.read_json(os.path.join(runs['one'], 'results.json')),
       'resumed results.json')
   _assert_same_metrics(runs['resumed'], runs['one'])
   got = checkpointing.restore(checkpointing.create_manager(runs['resumed']))

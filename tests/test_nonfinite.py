@@ -25,7 +25,7 @@ from rdvae.objectives import losses as objectives
 from rdvae.training import optim
 from rdvae.training import steps
 from rdvae.training import loop as train
-from rdvae.files import writers
+from rdvae.files import metric_files
 
 MODEL = tiny_model.TinyModel()
 X = (jax.random.uniform(jax.random.key(0), (6, 4, 4, 1)) > 0.5).astype(
@@ -199,7 +199,7 @@ def test_skip_on_a_nan_batch_counts_and_finishes(monkeypatch, tmp_path):
   workdir = str(tmp_path / 'run')
   results = train.train_and_eval(config, workdir)
   assert math.isfinite(results['elbo'])
-  skipped = {r['step']: r['train/skipped'] for r in writers.read_metrics(workdir)
+  skipped = {r['step']: r['train/skipped'] for r in metric_files.read_metrics(workdir)
              if 'train/skipped' in r}
   assert skipped == {2: 0, 4: 1, 6: 0}
   assert _checkpoints_finite_and_restorable(workdir) == [2, 4, 6]

@@ -20,7 +20,8 @@ import multiprocess_runs
 from rdvae.runtime import cpu_devices
 from rdvae.runtime import parallel
 from rdvae import validation
-from rdvae.files import writers
+from rdvae.files import atomic_files
+from rdvae.files import run_files
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -168,8 +169,8 @@ def test_real_model_smoke_run_agrees_on_four_devices(tmp_path,
   for both files.
   """
   one = _smoke_run(str(tmp_path / 'one'), 1, 'jit')
-  jit = writers.read_json(
-      os.path.join(multiprocess_runs['one'], writers.RESULTS_FILE))
+  jit = atomic_files.read_json(
+      os.path.join(multiprocess_runs['one'], run_files.RESULTS_FILE))
   for mode in ('jit', 'pmap'):
     got = jit if mode == 'jit' else _smoke_run(str(tmp_path / mode), 4, mode)
     assert got['step'] == one['step'] == 4

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from rdvae.files import checkpointing
-from rdvae.files import writers
+from rdvae.files import atomic_files
+from rdvae.files import metric_files
 
 
 def _state(value):
@@ -104,7 +105,7 @@ def test_partial_save_is_ignored_and_cleaned_up(tmp_path):
 
 
 def _write_lines(workdir, text):
-  with open(os.path.join(workdir, writers.METRICS_FILE), 'w') as f:
+  with open(os.path.join(workdir, metric_files.METRICS_FILE), 'w') as f:
     f.write(text)
 
 
@@ -113,19 +114,20 @@ def test_torn_last_line_is_dropped_on_read_and_on_resume(tmp_path):
   good = [{'step': 2, 'train/loss': 1.5}, {'step': 4, 'train/loss': 1.25}]
   torn = json.dumps({'step': 6, 'validation/elbo': -90.0})[:13]
   _write_lines(workdir, ''.join(json.dumps(r) + '\n' for r in good) + torn)
-  assert writers.read_metrics(workdir) == good
-  writer = writers.MetricWriter(workdir, start_step=2, tensorboard=False)
+  assert metric_files.read_metrics(workdir) == good
+  writer = metric_files.MetricWriter(workdir, start_step=2, tensorboard=False)
   writer.write_scalars(4, {'train/loss': 9.0})
   writer.close()
-  with open(os.path.join(workdir, writers.METRICS_FILE)) as f:
+  with open(os.path.join(workdir, metric_files.METRICS_FILE)) as f:
     assert f.read() == (json.dumps(good[0], sort_keys=True) + '\n' +
                         json.dumps({'step': 4, 'train/loss': 9.0}) + '\n')
 
 
 def test_bad_line_in_the_middle_is_an_error_naming_it(tmp_path):
   _write_lines(str(tmp_path), '{"step": 2}\n{"step": \n{"step": 4}\n')
-  with pytest.raises(ValueError, match=r'metrics.jsonl, line 2: not a JSON'):
-    writers.read_metrics(str(tmp_path))
+  with pytest.raises(atomic_files.DamagedFileError,
+                     match=r'metrics.jsonl: line 2: not a JSON record'):
+    metric_files.read_metrics(str(tmp_path))
 
 
 def test_write_json_atomic_syncs_the_file_and_the_directory(tmp_path,
@@ -136,8 +138,8 @@ def test_write_json_atomic_syncs_the_file_and_the_directory(tmp_path,
                       lambda fd: synced.append(os.path.realpath(
                           f'/proc/self/fd/{fd}')) or real_fsync(fd))
   path = str(tmp_path / 'results.json')
-  writers.write_json_atomic(path, {'elbo': -90.5, 'bad': float('nan')})
-  assert writers.read_json(path) == {'elbo': -90.5, 'bad': 'nan'}
+  atomic_files.write_json_atomic(path, {'elbo': -90.5, 'bad': float('nan')})
+  assert atomic_files.read_json(path) == {'elbo': -90.5, 'bad': 'nan'}
   assert os.listdir(tmp_path) == ['results.json']
   # The file, written under a unique temporary name beside results.json, then
   # the directory that holds the rename.

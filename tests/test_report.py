@@ -1,24 +1,30 @@
-"""Tests for rdvae/analysis/report.py, rdvae/analysis/sweep_results.py, rdvae/analysis/figures.py and
-experiments/report.py on a fake sweep directory: point status, H-hat,
-frontier.csv against brute force, report.md rows, the figures and the
-TensorBoard HParams runs."""
+"""Tests for rdvae/analysis/report.py, rdvae/analysis/sweep_results.py,
+rdvae/analysis/figures.py and experiments/report.py on a fake sweep directory
+(written by the real writers of each file): point status, a failed point's
+error, H-hat, frontier.csv against brute force, report.md rows, the figures
+and the TensorBoard HParams runs."""
 
 import csv
 import os
 import subprocess
 import sys
 import tempfile
+import traceback
 
 from absl.testing import absltest
+import ml_collections
 import numpy as np
 from tensorboardX.proto import event_pb2
 
 from rdvae.analysis import figures
 from rdvae.analysis import report
 from rdvae.analysis import sweep_results
-from rdvae.files import writers
+from rdvae.files import metric_files
+from rdvae.files import run_files
+from rdvae.files import sweep_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAILURE_MESSAGE = "non-finite loss at step 7 (train.nonfinite='stop')"
 
 # name, family, kind, beta, rate target, R, D, IWAE, E, G, active units
 DONE = [
@@ -46,22 +52,22 @@ def _write_point(workdir, name, family, kind, beta, rate, result=None,
   config = {'model': {'family': family},
             'objective': {'kind': kind, 'beta': beta, 'rate': rate,
                           'distortion': 0.0, 'beta_schedule': 'constant'}}
-  writers.write_json_atomic(os.path.join(directory, 'config.json'), config)
-  writers.write_json_atomic(
-      os.path.join(directory, 'sweep_point.json'),
-      {'name': name, 'overrides': {'model.family': family,
-                                   'objective.beta': beta}})
+  run_files.prepare_workdir(directory, ml_collections.ConfigDict(config))
+  sweep_files.write_sweep_point(
+      directory, name, {'model.family': family, 'objective.beta': beta})
   if grid:
     for step in (10, 200):  # the report must take the highest step
       image = np.full((20, 30), 0.0 if step == 200 else 1.0)
       image[5:15, 5:25] = 1.0 if step == 200 else 0.0
-      writers.write_png(
+      metric_files.write_png(
           os.path.join(directory, 'images', f'grid_{step:08d}.png'), image)
   if result is not None:
-    writers.write_results(directory, result)
-  if failure is not None:
-    writers.write_json_atomic(os.path.join(directory, 'failure.json'),
-                              {'error': failure})
+    run_files.write_results(directory, result)
+  if failure is not None:  # as the sweep runner records it
+    try:
+      raise failure
+    except type(failure) as e:
+      run_files.write_failure(directory, e, traceback.format_exc())
 
 
 def make_fake_sweep(workdir):
@@ -74,7 +80,7 @@ def make_fake_sweep(workdir):
     _write_point(workdir, name, family, kind, beta, target, result)
   _write_point(workdir, 'x_pending', '--v', 'beta_vae', 3.0, 0.0, grid=False)
   _write_point(workdir, 'y_failed', '+-v', 'beta_vae', 4.0, 0.0,
-               failure='FloatingPointError: non-finite metrics at step 7')
+               failure=FloatingPointError(FAILURE_MESSAGE))
   os.makedirs(os.path.join(workdir, 'not_a_point'))  # ignored
 
 
@@ -125,6 +131,8 @@ class ReportTest(absltest.TestCase):
     self.assertEqual(points['x_pending'].status, 'pending')
     self.assertEqual(points['y_failed'].status, 'failed')
     self.assertIn('FloatingPointError', points['y_failed'].error)
+    self.assertEqual(points['y_failed'].error,
+                     f'FloatingPointError: {FAILURE_MESSAGE}')
     self.assertEqual(points['b_beta1'].beta, 1.0)
     self.assertEqual(points['g_target'].setting, 'sigma=30')
     self.assertIsNone(points['g_target'].beta)
@@ -136,9 +144,9 @@ class ReportTest(absltest.TestCase):
     self.assertEqual(sweep_results.disagreements(points), [])
     workdir = self._tempdir()
     make_fake_sweep(workdir)
-    path = os.path.join(workdir, 'a_beta0.1', 'results.json')
-    writers.write_json_atomic(path, dict(writers.read_json(path),
-                                         params='best'))
+    directory = os.path.join(workdir, 'a_beta0.1')
+    run_files.write_results(directory, dict(run_files.read_results(directory),
+                                            params='best'))
     lines = sweep_results.disagreements(sweep_results.read_sweep(workdir))
     self.assertEqual(lines, [
         "results.json 'params' differs between points ('best': a_beta0.1; "
@@ -154,14 +162,12 @@ class ReportTest(absltest.TestCase):
     workdir = self._tempdir()
     make_fake_sweep(workdir)
     directory = os.path.join(workdir, 'toy_point')
-    os.makedirs(directory)
-    writers.write_json_atomic(
-        os.path.join(directory, 'config.json'),
+    run_files.prepare_workdir(directory, ml_collections.ConfigDict(
         {'dataset': {'name': 'toy'},
          'model': {'encoder': 'bump', 'decoder': 'tabular'},
-         'objective': {'kind': 'rate_constraint', 'rate': 0.5}})
-    writers.write_results(directory, {'rate': 0.5, 'distortion': 2.414,
-                                      'elbo': -2.914, 'entropy': 2.914})
+         'objective': {'kind': 'rate_constraint', 'rate': 0.5}}))
+    run_files.write_results(directory, {'rate': 0.5, 'distortion': 2.414,
+                                        'elbo': -2.914, 'entropy': 2.914})
     points = sweep_results.read_sweep(workdir)
     h_hat, _ = sweep_results.estimate_entropy(points)
     self.assertEqual(h_hat, 2.914)
@@ -189,6 +195,9 @@ class ReportTest(absltest.TestCase):
     self.assertLen(rows, len(DONE) + 2)
     self.assertEqual(rows['x_pending']['status'], 'pending')
     self.assertEqual(rows['x_pending']['rate'], '')
+    self.assertEqual(rows['y_failed']['status'], 'failed')
+    self.assertEqual(rows['y_failed']['error'],
+                     f'FloatingPointError: {FAILURE_MESSAGE}')
     self.assertEqual(float(rows['a_beta0.1']['h_hat_minus_d']), 90.5 - 40.0)
     self.assertEqual(float(rows['a_beta0.1']['generative_lower']), 5.0)
     self.assertEqual(rows['a_beta0.1']['model.family'], '---')
@@ -208,6 +217,8 @@ class ReportTest(absltest.TestCase):
     self.assertIn('| x_pending | pending | --v | beta_vae | beta=3 |  |',
                   text)
     self.assertIn('- y_failed: FloatingPointError', text)
+    self.assertIn(f'## Failed points\n\n- y_failed: FloatingPointError: '
+                  f'{FAILURE_MESSAGE}\n', text)
     # Hull c, f, b, a: edge betas 150, 30/24.5 and 1.
     self.assertIn('| c_beta10 | 0.2 | 150 | 150 to inf |', text)
     self.assertIn('| f_pixel | 0.5 | 105 | 1.224 to 150 |', text)

@@ -3,7 +3,6 @@ and expansion of every shipped sweep file, restarts, failures and concurrent
 runners on tiny toy points (configs/toy.py:smoke with a few dozen steps)."""
 
 import collections
-import csv
 import os
 import re
 import signal
@@ -18,10 +17,12 @@ import pytest
 from configs import toy as toy_config
 from rdvae.sweeps import claims
 from rdvae.models import model
-from rdvae.sweeps import runner as sweep
+from rdvae.sweeps import runner
 from rdvae.sweeps import sweep_file
 from rdvae import validation
-from rdvae.files import writers
+from rdvae.files import atomic_files
+from rdvae.files import metric_files
+from rdvae.files import sweep_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_DIR = os.path.join(REPO, 'configs', 'sweeps')
@@ -29,8 +30,7 @@ SHIPPED = sorted(f[:-3] for f in os.listdir(SWEEP_DIR) if f.endswith('.py'))
 
 
 def _read_summary(workdir):
-  with open(os.path.join(workdir, sweep.SUMMARY_FILE)) as f:
-    return {row['name']: row for row in csv.DictReader(f)}
+  return {row['name']: row for row in sweep_files.read_summary(workdir)}
 
 
 # ------------------------------------------------------------------- naming
@@ -228,10 +228,10 @@ def test_claims_exclude_and_release(tmp_path):
   assert claims.try_claim(directory) is None  # held (also in one process)
   record = claims.live_owner(directory)
   assert (record['pid'], record['host']) == (os.getpid(), socket.gethostname())
-  assert sweep.status(directory) == 'running'
+  assert runner.status(directory) == 'running'
   first.release()
   assert not os.path.exists(os.path.join(directory, claims.CLAIM_FILE))
-  assert sweep.status(directory) == 'pending'
+  assert runner.status(directory) == 'pending'
   second = claims.try_claim(directory)
   assert second is not None
   second.release()
@@ -240,9 +240,9 @@ def test_claims_exclude_and_release(tmp_path):
 def test_heartbeat_refreshes_the_claim(tmp_path):
   directory = str(tmp_path / 'point')
   with claims.try_claim(directory, heartbeat_seconds=0.05):
-    started = claims.read_json(os.path.join(directory, claims.CLAIM_FILE))
+    started = atomic_files.read_json(os.path.join(directory, claims.CLAIM_FILE))
     time.sleep(0.3)
-    now = claims.read_json(os.path.join(directory, claims.CLAIM_FILE))
+    now = atomic_files.read_json(os.path.join(directory, claims.CLAIM_FILE))
   assert now['heartbeat'] > started['heartbeat']
   assert now['token'] == started['token']
 
@@ -262,12 +262,12 @@ def test_stale_claims(tmp_path):
            ({'pid': 1, 'host': 'elsewhere', 'heartbeat': now - 3600}, False),
            ({'host': 'elsewhere'}, False)]
   for record, live in cases:
-    claims.write_json_atomic(path, record)
+    atomic_files.write_json_atomic(path, record)
     assert (claims.live_owner(directory) is not None) == live, record
   # A stale claim.json (its owner died) does not stop the next owner.
-  claims.write_json_atomic(path, cases[0][0])
+  atomic_files.write_json_atomic(path, cases[0][0])
   with claims.try_claim(directory) as claim:
-    assert claims.read_json(path)['token'] == claim.record['token']
+    assert atomic_files.read_json(path)['token'] == claim.record['token']
 
 
 # --------------------------------------------------- restarts (in-process)
@@ -298,11 +298,11 @@ def test_failed_point_is_recorded_once_and_retried(tmp_path, monkeypatch,
   monkeypatch.setattr(toy, 'train_and_eval', fails_for_seed_1)
   module = _module(_toy, [{'seed': s} for s in range(3)])
   workdir = str(tmp_path / 'sweep')
-  rows = sweep.run(module, workdir, population=population)
+  rows = runner.run(module, workdir, population=population)
   assert [r['status'] for r in rows] == ['done', 'failed', 'done']
   assert calls == {0: 1, 1: 1, 2: 1}
   assert populations == ([3] if population == 'on' else [])
-  failure = writers.read_json(os.path.join(workdir, 'seed=1', 'failure.json'))
+  failure = atomic_files.read_json(os.path.join(workdir, 'seed=1', 'failure.json'))
   assert failure['type'] == 'RuntimeError'
   assert failure['message'] == 'fails on purpose'
   assert 'fails_for_seed_1' in failure['traceback']
@@ -311,36 +311,36 @@ def test_failed_point_is_recorded_once_and_retried(tmp_path, monkeypatch,
   assert summary['seed=1']['status'] == 'failed'
   assert summary['seed=1']['error'] == 'RuntimeError: fails on purpose'
   assert summary['seed=1']['rate'] == ''
-  results = writers.read_json(os.path.join(workdir, 'seed=0', 'results.json'))
+  results = atomic_files.read_json(os.path.join(workdir, 'seed=0', 'results.json'))
   assert float(summary['seed=0']['rate']) == results['rate']
   assert float(summary['seed=0']['distortion']) == results['distortion']
   assert summary['seed=0']['seed'] == '0'
   for s in range(3):
-    assert writers.read_json(
+    assert atomic_files.read_json(
         os.path.join(workdir, f'seed={s}', 'sweep_point.json')) == {
             'name': f'seed={s}', 'overrides': {'seed': s}}
     assert not os.path.exists(os.path.join(workdir, f'seed={s}',
                                            claims.CLAIM_FILE))
 
   # Rerun: nothing runs again, the failure stays as it was.
-  sweep.run(module, workdir, population=population)
+  runner.run(module, workdir, population=population)
   assert calls == {0: 1, 1: 1, 2: 1}
-  assert writers.read_json(
+  assert atomic_files.read_json(
       os.path.join(workdir, 'seed=1', 'failure.json')) == failure
 
   # retry_failed: the failed point runs once more (and fails again, once).
-  rows = sweep.run(module, workdir, retry_failed=True, population=population)
+  rows = runner.run(module, workdir, retry_failed=True, population=population)
   assert calls == {0: 1, 1: 2, 2: 1}
   assert populations == ([3] if population == 'on' else [])  # one left
-  assert writers.read_json(os.path.join(workdir, 'seed=1', 'failure.json')
+  assert atomic_files.read_json(os.path.join(workdir, 'seed=1', 'failure.json')
                            )['token'] != failure['token']
 
   # Fixed, retried: done; the others untouched.
   monkeypatch.setattr(toy, 'train_and_eval', real)
-  rows = sweep.run(module, workdir, retry_failed=True, population=population)
+  rows = runner.run(module, workdir, retry_failed=True, population=population)
   assert [r['status'] for r in rows] == ['done'] * 3
   assert not os.path.exists(os.path.join(workdir, 'seed=1', 'failure.json'))
-  assert [r['step'] for r in writers.read_metrics(
+  assert [r['step'] for r in metric_files.read_metrics(
       os.path.join(workdir, 'seed=1'))] == [10, 20, 30, 40]
 
 
@@ -357,18 +357,18 @@ def test_population_points_equal_their_runs_alone(tmp_path):
   module = _module(base, points)
   together = str(tmp_path / 'together')
   alone = str(tmp_path / 'alone')
-  rows = sweep.run(module, together)
+  rows = runner.run(module, together)
   assert [r['status'] for r in rows] == ['done'] * 3
-  sweep.run(module, alone, population='off')
+  runner.run(module, alone, population='off')
   for row in rows:
-    a = writers.read_json(os.path.join(alone, row['name'], 'results.json'))
-    b = writers.read_json(os.path.join(together, row['name'],
+    a = atomic_files.read_json(os.path.join(alone, row['name'], 'results.json'))
+    b = atomic_files.read_json(os.path.join(together, row['name'],
                                        'results.json'))
     assert 'population_size' not in a and b.pop('population_size') == 3
     assert a == b
     assert float(row['rate']) == a['rate']
-    assert (writers.read_metrics(os.path.join(alone, row['name'])) ==
-            writers.read_metrics(os.path.join(together, row['name'])))
+    assert (metric_files.read_metrics(os.path.join(alone, row['name'])) ==
+            metric_files.read_metrics(os.path.join(together, row['name'])))
   # Each member trained with its own numbers.
   rates = [float(r['rate']) for r in rows]
   assert len(set(rates)) == 3
@@ -379,26 +379,71 @@ def test_population_on_refuses_image_models():
   module = _module(lambda: mnist.get_config('smoke'),
                    [{'objective.beta': 0.5}, {'objective.beta': 2.0}])
   points = sweep_file.expand(module)
-  assert sweep.population_key(points[0], 'auto') is None
-  assert sweep.population_key(points[0], 'off') is None
+  assert runner.population_key(points[0], 'auto') is None
+  assert runner.population_key(points[0], 'off') is None
   with pytest.raises(sweep_file.SweepError,
                      match=r"'beta=0.5': population training is built for "
                      'the toy only'):
-    sweep.population_key(points[0], 'on')
+    runner.population_key(points[0], 'on')
   with pytest.raises(sweep_file.SweepError, match=r"population='sometimes'"):
-    sweep.population_key(points[0], 'sometimes')
+    runner.population_key(points[0], 'sometimes')
 
 
 def test_workdir_with_another_config_is_refused_before_any_work(tmp_path):
   workdir = str(tmp_path / 'sweep')
   module = _module(_toy, [{'seed': 0}, {'seed': 1}])
-  sweep.run(module, workdir, overrides={'train.num_steps': 10})
+  runner.run(module, workdir, overrides={'train.num_steps': 10})
   before = _read_summary(workdir)
   with pytest.raises(sweep_file.SweepError,
                      match=r"sweep point 'seed=0': .* another config .*"
                      r"'train.num_steps'"):
-    sweep.run(module, workdir, overrides={'train.num_steps': 20})
+    runner.run(module, workdir, overrides={'train.num_steps': 20})
   assert _read_summary(workdir) == before
+
+
+def _blows_up():
+  """configs/mnist.py:smoke for 4 steps whose learning rate blows the
+  parameters up: train_and_eval raises FloatingPointError at run time."""
+  from configs import mnist  # pylint: disable=g-import-not-at-top
+  config = mnist.get_config('smoke')
+  config.train.num_steps = 4
+  config.train.eval_every = 0
+  config.eval.num_grid_images = 0
+  config.optim.normalize_gradients = False
+  config.train.nonfinite = 'stop'
+  config.optim.learning_rate = 1e30
+  return config
+
+
+@pytest.mark.slow
+def test_run_time_failure_shows_in_summary_and_report(tmp_path):
+  """A point that fails in training (not a stand-in that raises): its error
+  type and message as failure.json records them, in summary.csv and in the
+  report (points.csv and report.md)."""
+  from rdvae.analysis import report  # pylint: disable=g-import-not-at-top
+  from rdvae.files import run_files  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'sweep')
+  rows = runner.run(_module(_blows_up, [{'train.seed': 3}]), workdir,
+                    population='off')
+  failure = run_files.read_failure(os.path.join(workdir, 'seed=3'))
+  assert failure['type'] == 'FloatingPointError'
+  assert re.match(r"non-finite .* at step \d+ \(train.nonfinite='stop'\)",
+                  failure['message']), failure['message']
+  error = run_files.failure_text(failure)
+  assert error.startswith('FloatingPointError: non-finite ')
+  assert [(r['status'], r['error']) for r in rows] == [('failed', error)]
+  summary = _read_summary(workdir)['seed=3']
+  assert (summary['status'], summary['error'], summary['rate']) == (
+      'failed', error, '')
+  out = report.write_report(workdir)
+  point, = out['points']
+  assert (point.status, point.error) == ('failed', error)
+  with open(os.path.join(out['directory'], 'report.md')) as f:
+    text = f.read()
+  assert '1 points: 0 done, 0 pending, 1 failed.' in text
+  assert f'## Failed points\n\n- seed=3: {error}\n' in text
+  with open(os.path.join(out['directory'], 'points.csv')) as f:
+    assert error in f.read()
 
 
 # ------------------------------------------------- runners (subprocesses)
@@ -462,7 +507,7 @@ def _running_point(workdir, procs, timeout=300):
     for name in sorted(os.listdir(workdir)) if os.path.isdir(workdir) else ():
       directory = os.path.join(workdir, name)
       owner = claims.live_owner(directory)
-      if (owner and writers.read_metrics(directory) and
+      if (owner and metric_files.read_metrics(directory) and
           not os.path.exists(os.path.join(directory, 'results.json'))):
         return directory, owner['pid']
     time.sleep(0.02)
@@ -486,7 +531,7 @@ def _check_every_point_done_once(workdir, logs, names, failed=()):
     directory = os.path.join(workdir, name)
     assert not os.path.exists(os.path.join(directory, claims.CLAIM_FILE))
     if name not in failed:
-      steps = [r['step'] for r in writers.read_metrics(directory)]
+      steps = [r['step'] for r in metric_files.read_metrics(directory)]
       assert steps == sorted(set(steps)) and steps[-1] == 2000, (name, steps)
 
 
@@ -536,5 +581,5 @@ def test_concurrent_runners_one_killed_share_the_points(tmp_path):
     victim.wait()
     assert survivor.wait(timeout=600) == 1  # one point failed
   _check_every_point_done_once(workdir, logs, names, failed=('seed=2',))
-  failure = writers.read_json(os.path.join(workdir, 'seed=2', 'failure.json'))
+  failure = atomic_files.read_json(os.path.join(workdir, 'seed=2', 'failure.json'))
   assert failure['message'] == 'fails on purpose'

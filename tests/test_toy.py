@@ -22,7 +22,9 @@ from rdvae.toy import measures
 from rdvae.toy import model
 from rdvae.toy import data
 from rdvae import validation
-from rdvae.files import writers
+from rdvae.files import atomic_files
+from rdvae.files import metric_files
+from rdvae.files import run_files
 
 H_REFERENCE = 2.914051210084853
 
@@ -260,16 +262,16 @@ class PopulationTest(absltest.TestCase):
              for i, c in enumerate(configs)]
     together = [os.path.join(root, f'pop{i}') for i in range(len(configs))]
     toy.fit(configs[1], together[1])
-    os.remove(os.path.join(together[1], writers.RESULTS_FILE))
+    os.remove(os.path.join(together[1], run_files.RESULTS_FILE))
     outputs = toy.fit_population(configs, together)
     for i, (a, (b, _)) in enumerate(zip(alone, outputs)):
       self.assertEqual(b.pop('population_size'), (5, 1, 5, 5, 5, 5)[i])
       self.assertEqual(a, b)
       self.assertEqual(
-          writers.read_metrics(os.path.join(root, f'alone{i}')),
-          writers.read_metrics(together[i]))
-      self.assertEqual(writers.read_json(
-          os.path.join(together[i], writers.RESULTS_FILE))['rate'], a['rate'])
+          metric_files.read_metrics(os.path.join(root, f'alone{i}')),
+          metric_files.read_metrics(together[i]))
+      self.assertEqual(atomic_files.read_json(
+          os.path.join(together[i], run_files.RESULTS_FILE))['rate'], a['rate'])
     self.assertLen({a['rate'] for a in alone}, len(configs))
     with self.assertRaisesRegex(ValueError, 'cannot share their program'):
       toy.fit_population([configs[0], config(0.3, 0, 'rate_constraint')],
@@ -360,17 +362,17 @@ class EndToEndTest(absltest.TestCase):
     self.assertTrue(results['bounds_hold'])
     self.assertAlmostEqual(results['elbo'],
                            -(results['rate'] + results['distortion']))
-    self.assertEqual(writers.read_json(os.path.join(workdir, 'results.json')),
+    self.assertEqual(atomic_files.read_json(os.path.join(workdir, 'results.json')),
                      results)
-    records = writers.read_metrics(workdir)
+    records = metric_files.read_metrics(workdir)
     self.assertEqual([r['step'] for r in records], [100, 200, 300, 400])
     self.assertIn('train/multiplier', records[-1])
     # Resume: the same config in the same workdir restores, trains nothing.
     again = rdvae.train_and_eval(config, workdir)
     self.assertEqual(again, results)
-    self.assertLen(writers.read_metrics(workdir), 4)
+    self.assertLen(metric_files.read_metrics(workdir), 4)
     config.seed = 1
-    with self.assertRaises(writers.WorkdirConflictError):
+    with self.assertRaises(run_files.WorkdirConflictError):
       rdvae.train_and_eval(config, workdir)
 
 

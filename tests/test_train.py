@@ -23,7 +23,9 @@ from rdvae.files import checkpointing
 from rdvae.evaluation import measures as evaluation
 from rdvae.training import loop as train
 from rdvae import validation
-from rdvae.files import writers
+from rdvae.files import atomic_files
+from rdvae.files import metric_files
+from rdvae.files import run_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,9 +79,9 @@ def test_batch_size_not_divisible_by_devices_fails_before_work(tmp_path):
 
 def test_workdir_with_other_config_is_not_overwritten(tmp_path):
   workdir = str(tmp_path / 'run')
-  writers.prepare_workdir(workdir, _smoke())
+  run_files.prepare_workdir(workdir, _smoke())
   before = open(os.path.join(workdir, 'config.json')).read()
-  with pytest.raises(writers.WorkdirConflictError, match='objective.beta'):
+  with pytest.raises(run_files.WorkdirConflictError, match='objective.beta'):
     train.train_and_eval(_smoke(**{'objective.beta': 2.0}), workdir)
   assert open(os.path.join(workdir, 'config.json')).read() == before
   assert sorted(os.listdir(workdir)) == ['config.json']
@@ -155,13 +157,13 @@ def test_smoke_run_writes_its_files_and_resumes(smoke_run):
   assert 0 < results['distortion'] < 784 * math.log(2) * 1.1
   with open(os.path.join(workdir, 'results.json')) as f:
     assert _numbers(json.load(f)) == pytest.approx(_numbers(results))
-  records = writers.read_metrics(workdir)
+  records = metric_files.read_metrics(workdir)
   assert [r['step'] for r in records if 'train/loss' in r] == [2, 4]
   # A rerun in the same workdir resumes at the end: no training, the same
   # evaluation (its keys are functions of the seed), the same files.
   again = train.train_and_eval(config, workdir)
   assert _numbers(again) == _numbers(results)
-  assert writers.read_metrics(workdir) == records
+  assert metric_files.read_metrics(workdir) == records
 
 
 @pytest.mark.xdist_group('train_smoke_run')
@@ -196,7 +198,7 @@ def test_evaluate_again_reproduces_then_changes_the_evaluation(smoke_run):
       np.testing.assert_allclose(same[key], value, rtol=1e-6, err_msg=key)
   assert same['test/rate_per_dim'] == pytest.approx(
       results['test/rate_per_dim'], rel=1e-6)
-  assert writers.read_json(os.path.join(workdir, 'same.json')) == same
+  assert atomic_files.read_json(os.path.join(workdir, 'same.json')) == same
   # Other evaluation settings, on the best checkpoint.
   other = reevaluate.evaluate_workdir(
       workdir, 'best', {'eval.iwae_samples': 3, 'eval.max_examples': 16,
@@ -231,7 +233,7 @@ def test_evaluate_command_line(smoke_run):
        '--eval.generative_samples=2', '--jax_platforms=cpu'],
       capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
   assert out.returncode == 0, out.stderr[-2000:]
-  written = writers.read_json(os.path.join(workdir, 'cli.json'))
+  written = atomic_files.read_json(os.path.join(workdir, 'cli.json'))
   assert written['params'] == 'best'
   assert written['eval_overrides'] == {'eval.iwae_samples': 4,
                                        'eval.generative_samples': 2}

@@ -369,7 +369,7 @@ def plot_grids(entries: Sequence[tuple[str, np.ndarray]], path: str,
   Args:
     entries: (title, image) pairs; image a [H, W] array in [0, 1], e.g. a
       run's images/grid_<step>.png (data | sample | mean of the decodes, then
-      generations sample | mean; see `writers.write_sample_grid`).
+      generations sample | mean; see `metric_files.write_sample_grid`).
     path: the PNG to write.
     per_row: grids per row of the figure.
   """

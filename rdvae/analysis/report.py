@@ -1,7 +1,7 @@
 """The report of a sweep: its points tabulated and drawn into DIR/report/.
 
-`write_report(workdir)` reads the points with `rdvae.analysis.sweep_results` (their
-files only, so it works on a sweep still running) and writes
+`write_report(workdir)` reads the points with `rdvae.analysis.sweep_results`
+(their files only, so it works on a sweep still running) and writes
 `workdir/report/`:
 
   points.csv     every point: status, family, objective, swept keys, R, D,
@@ -10,7 +10,9 @@ files only, so it works on a sweep still running) and writes
                  rate; hull.csv the vertices of the lower convex hull;
   rd_plane.png   Fig. 3a(i); rd_panels.png Fig. 3a(ii-iv) (family points);
                  elbo_rate.png Fig. 3b; grids_*.png Fig. 4 (chosen points);
-  report.md      the figures and the table of every point;
+  report.md      the figures, the table of every point, and the error of
+                 each failed point (type and message) and damaged point
+                 (the file and what is wrong);
   tensorboard/   one HParams run per finished point.
 
 Every file is written through a temporary file and `os.replace`.
@@ -30,10 +32,10 @@ import numpy as np
 from rdvae.analysis import figures
 from rdvae.analysis import frontier
 from rdvae.analysis import sweep_results
-from rdvae.files import writers
+from rdvae.files import atomic_files
+from rdvae.files import sweep_files
 
-Point = sweep_results.Point
-Points = Sequence[Point]
+Points = Sequence[sweep_results.PointResults]
 
 COLUMNS = ('name', 'status', 'family', 'objective', 'setting', 'rate',
            'distortion', 'elbo', 'iwae', 'h_hat_minus_d', 'generative_lower',
@@ -84,7 +86,7 @@ def _csv(header: Sequence[str], records: Sequence[Sequence[Any]]) -> str:
   return out.getvalue()
 
 
-def _grid_path(p: Point) -> Optional[str]:
+def _grid_path(p: sweep_results.PointResults) -> Optional[str]:
   """The grid's path relative to the sweep directory."""
   return p.grid and os.path.relpath(p.grid, os.path.dirname(p.directory))
 
@@ -116,7 +118,7 @@ def plane_points(points: Points) -> list[figures.PlanePoint]:
           for p in sweep_results.finished(points)]
 
 
-def _grid_title(p: Point) -> str:
+def _grid_title(p: sweep_results.PointResults) -> str:
   return (f'{p.name}\n{p.family or ""} {p.kind or ""} {p.setting}\n'
           f"R={p.measure('rate'):.4g} D={p.measure('distortion'):.4g} nats")
 
@@ -132,7 +134,7 @@ def _family_key(family: Optional[str]) -> str:
   return (family or '').translate(str.maketrans('-+v', '012'))
 
 
-def _spread(items: Points, limit: int) -> list[Point]:
+def _spread(items: Points, limit: int) -> list[sweep_results.PointResults]:
   """At most `limit` items, evenly spaced (first and last kept)."""
   if len(items) <= limit:
     return list(items)
@@ -142,7 +144,7 @@ def _spread(items: Points, limit: int) -> list[Point]:
 
 def choose_grids(points: Points, betas: Sequence[float] = (1.0,),
                  max_grids: int = 12, families: Sequence[str] = ()
-                 ) -> dict[str, list[Point]]:
+                 ) -> dict[str, list[sweep_results.PointResults]]:
   """Fig. 4's choices: file stem -> finished points with a grid.
 
   'grids_frontier': the Pareto frontier by rate (Fig. 4d, 6); 'grids_beta_<b>':
@@ -241,15 +243,22 @@ def frontier_rows(points: Points) -> list[dict]:
           for p in sweep_results.frontier_points(points)]
 
 
+def status_counts(points: Points) -> str:
+  """E.g. '8 done, 1 pending, 1 failed' (and ', 2 damaged' when any are)."""
+  counts = {s: sum(p.status == s for p in points)
+            for s in sweep_files.FILE_STATUSES}
+  text = (f"{counts['done']} done, {counts['pending']} pending, "
+          f"{counts['failed']} failed")
+  return text + (f", {counts['damaged']} damaged" if counts['damaged']
+                 else '')
+
+
 def markdown(points: Points, h_hat: Optional[float], source: str,
              figure_names: Sequence[str], title: str) -> str:
   """report.md: counts, H-hat, the figures, the frontier and every point."""
-  counts = {s: sum(p.status == s for p in points)
-            for s in ('done', 'pending', 'failed')}
   h_text = 'unknown' if h_hat is None else f'{h_hat:.6g} nats'
   lines = [f'# Sweep report: {title}', '',
-           f"{len(points)} points: {counts['done']} done, "
-           f"{counts['pending']} pending, {counts['failed']} failed.", '',
+           f'{len(points)} points: {status_counts(points)}.', '',
            f'H-hat = {h_text}: {source}. The dashed line is D = H-hat - R; '
            'the black staircase the Pareto frontier of the finished points, '
            'the grey line their lower convex hull. All figures in nats.', '']
@@ -265,11 +274,13 @@ def markdown(points: Points, h_hat: Optional[float], source: str,
             '## Points', '',
             'frontier: P on the Pareto frontier, H a vertex of the lower '
             'convex hull.', '', markdown_table(rows(points, h_hat)), '']
-  failed = [p for p in points if p.status == 'failed']
-  if failed:
-    lines += ['## Failed points', '']
-    lines += [f'- {p.name}: {p.error}' for p in failed]
-    lines.append('')
+  for status, heading in (('failed', 'Failed points'),
+                          ('damaged', 'Damaged points')):
+    listed = [p for p in points if p.status == status]
+    if listed:
+      lines += [f'## {heading}', '']
+      lines += [f'- {p.name}: {p.error}' for p in listed]
+      lines.append('')
   return '\n'.join(lines)
 
 
@@ -290,11 +301,11 @@ def write_report(workdir: str, betas: Sequence[float] = (1.0,),
            'frontier.csv': frontier_csv(points),
            'hull.csv': frontier_csv(points, hull=True)}
   for name, text in texts.items():
-    writers.write_text_atomic(os.path.join(directory, name), text)
+    atomic_files.write_text_atomic(os.path.join(directory, name), text)
   names = write_figures(points, h_hat, directory, betas, max_grids,
                         families)
   title = os.path.basename(os.path.normpath(os.path.abspath(workdir)))
-  writers.write_text_atomic(os.path.join(directory, 'report.md'),
+  atomic_files.write_text_atomic(os.path.join(directory, 'report.md'),
                     markdown(points, h_hat, source, names, title))
   write_hparams(points, h_hat, os.path.join(directory, 'tensorboard'))
   return {'points': points, 'h_hat': h_hat, 'directory': directory,

@@ -3,35 +3,36 @@
 Each point of a sweep lives in `workdir/<point>/`, as a sweep writes it:
 config.json, sweep_point.json {'name', 'overrides'}, results.json (written
 last, atomically), failure.json for a point that raised, and the sample grids
-images/grid_<step>.png. Only those files are read, so a sweep still running
-can be read at any time.
+images/grid_<step>.png. Only those files are read, through their owners'
+readers (`rdvae.files`), so a sweep still running can be read at any time,
+and a point's status is the one the sweep runner gives it
+(`sweep_files.read_point_files`): done, failed (with the error's type and
+message), damaged (with the file and what is wrong) or pending.
 
-A point is `done` when results.json exists, else `failed` when failure.json
-exists, else `pending`. H-hat, the sweep's estimate of the data entropy H
-(the paper's 80.2 nats), is the exact entropy where results.json has one (the
-toy), else the lowest -IWAE of the finished points (each an upper bound on the
-cross-entropy, hence on H), else the lowest -ELBO. Then H - D <= I(X; Z) <= R
-(Eq. 3) makes each point's H-hat - D a lower bound on I only where H-hat is H
-itself (the toy), an estimate otherwise.
+H-hat, the sweep's estimate of the data entropy H (the paper's 80.2 nats), is
+the exact entropy where results.json has one (the toy), else the lowest
+-IWAE of the finished points (each an upper bound on the cross-entropy,
+hence on H), else the lowest -ELBO. Then H - D <= I(X; Z) <= R (Eq. 3) makes
+each point's H-hat - D a lower bound on I only where H-hat is H itself (the
+toy), an estimate otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
-import math
 import os
-import re
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from rdvae.analysis import frontier
-from rdvae.files import writers
+from rdvae.files import atomic_files
+from rdvae.files import metric_files
+from rdvae.files import run_files
+from rdvae.files import sweep_files
 
 REPORT_DIR = 'report'
-FAILURE_FILE = 'failure.json'
-SWEEP_POINT_FILE = 'sweep_point.json'
-POINT_FILES = (writers.CONFIG_FILE, writers.RESULTS_FILE, SWEEP_POINT_FILE,
-               FAILURE_FILE)
+# A directory holding any of these is a point.
+POINT_FILES = (run_files.CONFIG_FILE, run_files.RESULTS_FILE,
+               run_files.FAILURE_FILE, sweep_files.POINT_FILE)
 BETA_KINDS = ('elbo', 'beta_vae')
 RATE_KINDS = ('target_rate', 'rate_constraint')
 DISTORTION_KINDS = ('target_distortion', 'distortion_constraint')
@@ -51,12 +52,12 @@ MEASURES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Point:
+class PointResults:
   """One point of a sweep, as its files describe it."""
 
   name: str
   directory: str
-  status: str                    # 'done', 'pending' or 'failed'
+  status: str                    # one of sweep_files.FILE_STATUSES
   dataset: Optional[str]         # config.dataset.name
   family: Optional[str]          # '-+v', 'toy bump/tabular', or None
   kind: Optional[str]            # objective.kind
@@ -65,13 +66,13 @@ class Point:
   schedule: str                  # '' or the beta / rate schedule
   overrides: dict                # sweep_point.json's swept keys
   results: dict                  # results.json ({} unless done)
-  error: str = ''
+  error: str = ''                # failed: 'Type: message'; damaged: why
   grid: Optional[str] = None     # the highest-step images/grid_*.png
 
   def measure(self, key: str) -> Optional[float]:
     """A measure of `MEASURES` from results.json, or None when absent."""
     for name in MEASURES[key]:
-      value = _number(self.results.get(name))
+      value = atomic_files.finite_number(self.results.get(name))
       if value is not None:
         return value
     return None
@@ -88,34 +89,6 @@ class Point:
     return f'{text} ({self.schedule})' if self.schedule else text
 
 
-def _number(value: Any) -> Optional[float]:
-  if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-    return None
-  try:
-    value = float(value)  # writers store NaN and inf as strings
-  except ValueError:
-    return None
-  return value if math.isfinite(value) else None
-
-
-def _read(path: str) -> tuple[Optional[dict], str]:
-  """(json, '') or (None, why) for a missing or unreadable file."""
-  if not os.path.exists(path):
-    return None, ''
-  try:
-    return writers.read_json(path), ''
-  except (OSError, ValueError) as e:
-    return None, f'{os.path.basename(path)} unreadable: {e}'
-
-
-def latest_grid(directory: str) -> Optional[str]:
-  """The images/grid_<step>.png of the highest step, or None."""
-  paths = glob.glob(os.path.join(directory, 'images', 'grid_*.png'))
-  steps = {int(m.group(1)): p for p in paths
-           if (m := re.fullmatch(r'grid_(\d+)\.png', os.path.basename(p)))}
-  return steps[max(steps)] if steps else None
-
-
 def _objective(config: dict) -> tuple:
   """(kind, beta, target, schedule) of a config.json's objective."""
   objective = config.get('objective', {})
@@ -123,11 +96,12 @@ def _objective(config: dict) -> tuple:
   beta = target = None
   schedule = ''
   if kind in BETA_KINDS:
-    beta = 1.0 if kind == 'elbo' else _number(objective.get('beta'))
+    beta = (1.0 if kind == 'elbo'
+            else atomic_files.finite_number(objective.get('beta')))
     if objective.get('beta_schedule', 'constant') != 'constant':
       schedule = f"beta {objective['beta_schedule']}"
   elif kind in RATE_KINDS + DISTORTION_KINDS:
-    target = _number(objective.get(
+    target = atomic_files.finite_number(objective.get(
         'rate' if kind in RATE_KINDS else 'distortion'))
     if objective.get('rate_schedule', 'constant') != 'constant':
       schedule = f"rate {objective['rate_schedule']}"
@@ -143,35 +117,23 @@ def _family(config: dict) -> Optional[str]:
   return None
 
 
-def read_point(directory: str) -> Point:
+def read_point(directory: str) -> PointResults:
   """A point from the files in its directory (see the module docstring)."""
-  config, config_error = _read(os.path.join(directory, writers.CONFIG_FILE))
-  sweep_point, _ = _read(os.path.join(directory, SWEEP_POINT_FILE))
-  results, results_error = _read(
-      os.path.join(directory, writers.RESULTS_FILE))
-  failure, _ = _read(os.path.join(directory, FAILURE_FILE))
-  if results is not None:
-    status, error = 'done', ''
-  elif failure is not None or os.path.exists(
-      os.path.join(directory, FAILURE_FILE)):
-    status = 'failed'
-    error = str((failure or {}).get('error', 'failure.json present'))
-  else:
-    status, error = 'pending', results_error or config_error
-  sweep_point = sweep_point or {}
-  config = config or {}
+  files = sweep_files.read_point_files(directory)
+  config = files.config
   kind, beta, target, schedule = _objective(config)
-  return Point(
-      name=str(sweep_point.get('name', os.path.basename(directory))),
-      directory=directory, status=status,
+  return PointResults(
+      name=str(files.sweep_point.get('name', os.path.basename(directory))),
+      directory=directory, status=files.status,
       dataset=config.get('dataset', {}).get('name'),
       family=_family(config), kind=kind,
       beta=beta, target=target, schedule=schedule,
-      overrides=dict(sweep_point.get('overrides', {})),
-      results=results or {}, error=error, grid=latest_grid(directory))
+      overrides=dict(files.sweep_point.get('overrides', {})),
+      results=files.results, error=files.error,
+      grid=metric_files.latest_grid(directory))
 
 
-def read_sweep(workdir: str) -> list[Point]:
+def read_sweep(workdir: str) -> list[PointResults]:
   """Every point directory below workdir (one holding any point file)."""
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f'sweep directory {workdir!r} does not exist')
@@ -185,17 +147,17 @@ def read_sweep(workdir: str) -> list[Point]:
   return points
 
 
-def finished(points: Sequence[Point]) -> list[Point]:
-  """The done points with a finite rate and distortion."""
-  return [p for p in points if p.status == 'done'
-          and p.measure('rate') is not None
-          and p.measure('distortion') is not None]
+def finished(points: Sequence[PointResults]) -> list[PointResults]:
+  """The done points (each with a finite rate and distortion)."""
+  return [p for p in points if p.status == 'done']
 
 
-def estimate_entropy(points: Sequence[Point]) -> tuple[Optional[float], str]:
+def estimate_entropy(points: Sequence[PointResults]
+                     ) -> tuple[Optional[float], str]:
   """(H-hat, where it came from); (None, why) with no finished point."""
   done = finished(points)
-  exact = [v for p in done if (v := _number(p.results.get('entropy')))
+  exact = [v for p in done
+           if (v := atomic_files.finite_number(p.results.get('entropy')))
            is not None]
   if exact:
     return min(exact), 'the exact data entropy in results.json'
@@ -208,7 +170,7 @@ def estimate_entropy(points: Sequence[Point]) -> tuple[Optional[float], str]:
   return None, 'no finished point yet'
 
 
-def frontier_marks(points: Sequence[Point]) -> dict[str, str]:
+def frontier_marks(points: Sequence[PointResults]) -> dict[str, str]:
   """name -> 'P' (Pareto frontier), 'PH' (also a hull vertex) or ''."""
   done = finished(points)
   rate = [p.measure('rate') for p in done]
@@ -221,8 +183,8 @@ def frontier_marks(points: Sequence[Point]) -> dict[str, str]:
   return marks
 
 
-def frontier_points(points: Sequence[Point], hull: bool = False
-                    ) -> list[Point]:
+def frontier_points(points: Sequence[PointResults], hull: bool = False
+                    ) -> list[PointResults]:
   """The finished points on the Pareto frontier (or hull), by rate."""
   done = finished(points)
   rate = [p.measure('rate') for p in done]
@@ -236,7 +198,7 @@ def frontier_points(points: Sequence[Point], hull: bool = False
 SHARED_KEYS = ('params', 'eval_subset')
 
 
-def disagreements(points: Sequence[Point]) -> list[str]:
+def disagreements(points: Sequence[PointResults]) -> list[str]:
   """One line per `SHARED_KEYS` key of results.json, or the dataset, that
   differs between done points (one H-hat and one frontier assume neither
   does)."""

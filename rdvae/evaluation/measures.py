@@ -36,14 +36,16 @@ from rdvae.objectives import bounds
 from rdvae.data import batching
 from rdvae.evaluation import evaluator as evaluator_lib
 from rdvae import validation
-from rdvae.files import writers
+from rdvae.files import metric_files
+from rdvae.files import run_files
 
 PARAMS = ('last', 'best')
 # Copied from test/* to the top level of results.json.
 TOP_LEVEL_KEYS = ('rate', 'distortion', 'elbo', 'iwae', 'bpd',
                   'generative_lower', 'generative_upper', 'active_units')
 # Files of a run that an evaluation again must not overwrite.
-RUN_FILES = (writers.CONFIG_FILE, writers.METRICS_FILE, writers.RESULTS_FILE)
+RUN_FILES = (run_files.CONFIG_FILE, metric_files.METRICS_FILE,
+             run_files.RESULTS_FILE)
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -16,7 +16,8 @@ import ml_collections
 from rdvae import validation
 from rdvae.evaluation import measures
 from rdvae.files import checkpointing
-from rdvae.files import writers
+from rdvae.files import atomic_files
+from rdvae.files import run_files
 from rdvae.runtime import parallel
 from rdvae.training import loop as train
 
@@ -38,10 +39,10 @@ def _saved_config(workdir: str,
           f'cannot override config.{key} when evaluating again: only the '
           f'evaluation keys {sorted("eval." + k for k in eval_keys)} can '
           'change without retraining')
-  path = os.path.join(workdir, writers.CONFIG_FILE)
+  path = os.path.join(workdir, run_files.CONFIG_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path} does not exist: {workdir!r} holds no run')
-  saved = writers.read_json(path)
+  saved = run_files.read_config(workdir)
   if saved.get('dataset', {}).get('name') == 'toy':
     raise ValueError(f'{workdir!r} holds a toy run, whose measures are exact '
                      'already (nothing to evaluate again)')
@@ -107,5 +108,5 @@ def evaluate_workdir(workdir: str, params: str = 'last',
   results = measures.evaluate_splits(run, state.params, placed, True, splits)
   measures.summarize(results, config, params)
   results.update(step=step, eval_overrides=overrides)
-  writers.write_json_atomic(os.path.join(workdir, output), results)
+  atomic_files.write_json_atomic(os.path.join(workdir, output), results)
   return results

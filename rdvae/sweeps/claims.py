@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import socket
 import threading
@@ -31,26 +30,13 @@ import time
 import uuid
 from typing import Any, Optional
 
-from rdvae.files import writers
+from rdvae.files import atomic_files
 
 LOCK_FILE = 'claim.lock'
 CLAIM_FILE = 'claim.json'
 HEARTBEAT_SECONDS = 30.0
 # A claim from another host counts as live while its heartbeat is younger.
 STALE_SECONDS = 600.0
-
-
-def write_json_atomic(path: str, payload: Any) -> None:
-  writers.write_json_atomic(path, payload)
-
-
-def read_json(path: str) -> Optional[dict[str, Any]]:
-  """The JSON object in `path`, or None when it is missing or unreadable."""
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
 
 
 class Claim:
@@ -65,7 +51,7 @@ class Claim:
     self.record = {'pid': os.getpid(), 'host': socket.gethostname(),
                    'token': uuid.uuid4().hex, 'started': now,
                    'heartbeat': now}
-    write_json_atomic(self.path, self.record)
+    atomic_files.write_json_atomic(self.path, self.record)
     self._stop = threading.Event()
     self._thread = threading.Thread(
         target=self._beat, args=(heartbeat_seconds,), daemon=True,
@@ -76,7 +62,7 @@ class Claim:
     while not self._stop.wait(seconds):
       self.record['heartbeat'] = time.time()
       try:
-        write_json_atomic(self.path, self.record)
+        atomic_files.write_json_atomic(self.path, self.record)
       except OSError:  # e.g. the directory went away; the lock still holds
         pass
 
@@ -140,10 +126,14 @@ def live_owner(directory: str, now: Optional[float] = None,
 
   Live: on this host, its pid exists (and its heartbeat is younger than
   `stale_seconds`, which guards against a reused pid); on another host, its
-  heartbeat is younger than `stale_seconds`. For display only: ownership
-  itself is the lock (`try_claim`).
+  heartbeat is younger than `stale_seconds`. A claim.json that is damaged
+  or lacks these fields names no owner (owners write it whole). For display
+  only: ownership itself is the lock (`try_claim`).
   """
-  record = read_json(os.path.join(directory, CLAIM_FILE))
+  try:
+    record = atomic_files.read_json(os.path.join(directory, CLAIM_FILE))
+  except atomic_files.DamagedFileError:
+    return None
   if not record:
     return None
   now = time.time() if now is None else now

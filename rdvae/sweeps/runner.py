@@ -1,225 +1,171 @@
-"""Config-file sweeps: expand, name, claim, run and summarise points.
+"""Running a sweep: claim, train and record every point, keep summary.csv.
 
-A sweep file (configs/sweeps/NAME.py) defines
-
-  get_config()  the base config (e.g. configs/mnist.py's), and
-  get_sweep()   a list of points, each a dict from dotted config keys to
-                values, e.g. {'model.family': '-+v', 'objective.beta': 0.15};
-                products and zips of axes are plain Python.
-
-`run(sweep, workdir)` trains every point through `rdvae.train_and_eval` in
-`workdir/<point name>/` (in this process, one point after another, or as a
-population, below), so each
-point directory is a complete single run (config.json, metrics.jsonl,
-checkpoints, images, results.json) plus `sweep_point.json` {'name',
-'overrides'}. `workdir/summary.csv` has one row per point: its name, every
-swept key, its status and the test rate, distortion, elbo and iwae.
-
-Point names (`point_name`): `label=value` pairs joined by ',' in the point's
-key order, the label being the last part of the dotted key ('model.family'
--> 'family'), or the whole key where two of the point's keys end alike.
-Floats print as Python's shortest repr without a trailing '.0' (0.15, 1, 1e-05),
-tuples join their items with '_', and any character other than letters,
-digits and '+-._' is %-escaped, so '=' and ',' only separate. The point with
-no overrides is 'base'. E.g. {'model.family': '-+v', 'objective.beta': 0.15}
--> 'family=-+v,beta=0.15'. Two points with the same name, or with the same
-config, are an error.
+`run(sweep, workdir)` expands the sweep file (`rdvae.sweeps.sweep_file`:
+its points, their names and validated configs) and trains every point
+through `train_and_eval` in `workdir/<point name>/` (in this process, one
+point after another, or as a population, below), so each point directory is
+a complete single run (config.json, metrics.jsonl, checkpoints, images,
+results.json) plus sweep_point.json. `workdir/summary.csv` has one row per
+point: its name, every swept key, its status, the test rate, distortion,
+elbo and iwae, and the error of a failed or damaged point
+(`rdvae.files.sweep_files` owns these files).
 
 Before anything runs, every point's config is built and validated exactly as
 `train_and_eval` validates it (toy or image), and a point directory that
 already holds another config is refused; errors name the point and the key.
 
-Restarts and concurrent runners. A point is `done` when its results.json
-exists (written last by `train_and_eval`), `failed` when its failure.json
-exists (error type, message, traceback), `running` while a live runner owns
-it (`rdvae.sweeps.claims`), else `pending`. A runner claims a point (an flock that
-dies with its owner), re-reads its status under the claim, trains it (an
-interrupted point resumes from its checkpoints; metrics.jsonl drops the
+Restarts and concurrent runners. A point's status is what its files say
+(`sweep_files.read_point_files`): `failed` when its failure.json exists
+(error type, message, traceback), `done` when its results.json holds the
+finished run's measures, `damaged` when one of its files exists but is not
+what its writer writes, `running` while a live runner owns it
+(`rdvae.sweeps.claims`), else `pending`. A runner claims a point (an flock
+that dies with its owner), re-reads its status under the claim, trains it
+(an interrupted point resumes from its checkpoints; metrics.jsonl drops the
 records past the restored step), records success or failure, and releases
 it. So any number of runners, started together or one after a kill, train
 every point to completion exactly once. A point that raises is recorded once
 and the others go on; `retry_failed` retries the points that had failed when
-the runner started (once each). With `wait`, a runner that finds no free
-point waits for the points other runners hold, and takes over any whose
-owner dies, so the sweep ends complete while one runner survives.
+the runner started (once each). A damaged point is never run: its error
+names the file to remove. With `wait`, a runner that finds no free point
+waits for the points other runners hold, and takes over any whose owner
+dies, so the sweep ends complete while one runner survives.
 
 Populations. Points whose programs differ only in numbers the training step
 takes as arrays (seed, beta, target rates, multiplier settings) can train as
 one population: their states stacked on a leading axis, one `jax.vmap`'d
 program for all of them, each point still in its own directory with its own
 files, ending bitwise equal to its run alone. `population` = 'auto' (the
-default) does so for the toy: faster than its points one after another (on
-this project's 2-core CPU the toy's 60-point sweep 1.4x, its points' own
-figures being most of what is left; BUILD.md), and one dispatch for all
-where dispatches cost. Image models train one point at a time ('auto' and
-'off'): population training of image models is not built, so 'on' refuses
-them (on XLA:CPU a vmapped convolution step becomes a grouped convolution: a
-population of the simple family is 3-4x slower per member than its members
-one after another, benchmarks/image_population.py). A population that fails
-trains its points again one at a time, so one bad point is recorded alone.
+default) does so for the toy, which is faster than its points one after
+another (BUILD.md) and one dispatch for all where dispatches cost. Image
+models train one point at a time ('auto' and 'off'): population training of
+image models is not built, so 'on' refuses them (on XLA:CPU a vmapped
+convolution step becomes a grouped convolution, slower per member than its
+members one after another: benchmarks/image_population.py). A population
+that fails trains its points again one at a time, so one bad point is
+recorded alone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import fcntl
-import io
-import json
-import math
 import os
-import socket
 import time
 import traceback
 import types
-import uuid
 from typing import Any, Mapping, Optional, Sequence, Union
 
-
+from rdvae.files import atomic_files
+from rdvae.files import run_files
+from rdvae.files import sweep_files
+from rdvae.runtime import preemption
 from rdvae.sweeps import claims
 from rdvae.sweeps import sweep_file
-from rdvae.runtime import preemption
-from rdvae.files import writers
 
-POINT_FILE = 'sweep_point.json'
-FAILURE_FILE = 'failure.json'
-SUMMARY_FILE = 'summary.csv'
-SWEEP_FILE = 'sweep.json'
-STATUSES = ('done', 'failed', 'running', 'pending')
+# A point's status: sweep_files.FILE_STATUSES, or 'running' while a live
+# runner holds a pending point.
+STATUSES = ('done', 'failed', 'damaged', 'running', 'pending')
 POPULATION_MODES = ('auto', 'on', 'off')
-RESULT_KEYS = ('rate', 'distortion', 'elbo', 'iwae')
-
-
-# ------------------------------------------------------------------ expansion
 
 
 # ------------------------------------------------------------------- status
 
 
-def check_workdir(workdir: str, points: Sequence[sweep_file.Point]) -> None:
-  """Refuses a sweep directory whose point directories hold other configs."""
+def check_workdir(workdir: str,
+                  points: Sequence[sweep_file.SweepPoint]) -> None:
+  """Refuses a sweep directory whose point directories hold other configs
+  (a damaged config.json is left to the point's status: 'damaged')."""
   for point in points:
-    path = os.path.join(workdir, point.name, writers.CONFIG_FILE)
-    existing = claims.read_json(path)
+    directory = os.path.join(workdir, point.name)
+    try:
+      existing = run_files.read_config(directory)
+    except atomic_files.DamagedFileError:
+      continue
     if existing is None:
       continue
-    wanted = writers.flatten(writers.config_to_dict(point.config))
-    existing = writers.flatten(existing)
-    changed = sorted(k for k in set(wanted) | set(existing)
-                     if wanted.get(k) != existing.get(k))
+    changed = run_files.changed_keys(
+        existing, run_files.config_to_dict(point.config))
     if changed:
+      path = os.path.join(directory, run_files.CONFIG_FILE)
       raise sweep_file.SweepError(
           f'sweep point {point.name!r}: {path} holds a run with another config'
           f' (keys that differ: {changed}); use another --workdir, or the '
           'same base config overrides as before')
 
 
+def _status(directory: str, files: sweep_files.PointFiles) -> str:
+  if files.status == 'pending' and claims.live_owner(directory) is not None:
+    return 'running'
+  return files.status
+
+
 def status(directory: str) -> str:
   """One of STATUSES for the point directory `directory`."""
-  if os.path.exists(os.path.join(directory, FAILURE_FILE)):
-    return 'failed'
-  if os.path.exists(os.path.join(directory, writers.RESULTS_FILE)):
-    return 'done'
-  if claims.live_owner(directory) is not None:
-    return 'running'
-  return 'pending'
+  return _status(directory, sweep_files.read_point_files(directory))
 
 
-def summarise(workdir: str, points: Sequence[sweep_file.Point]) -> list[dict[str, Any]]:
+def summarise(workdir: str, points: Sequence[sweep_file.SweepPoint]
+              ) -> list[dict[str, Any]]:
   """One row per point, from the directory's state: name, swept keys,
-  status, test rate, distortion, elbo, iwae and (failed points) error."""
+  status, test rate, distortion, elbo, iwae and error (a failed point's
+  'Type: message', a damaged one's 'path: reason')."""
   rows = []
   for point in points:
     directory = os.path.join(workdir, point.name)
-    row = {'name': point.name, **point.overrides,
-           'status': status(directory)}
-    if row['status'] == 'done':
-      results = claims.read_json(
-          os.path.join(directory, writers.RESULTS_FILE)) or {}
-      row.update({k: results.get(k) for k in RESULT_KEYS})
-    if row['status'] == 'failed':
-      failure = claims.read_json(os.path.join(directory, FAILURE_FILE)) or {}
-      row['error'] = (f'{failure.get("type")}: {failure.get("message")}'
-                      if failure else 'unreadable failure.json')
-    rows.append(row)
+    files = sweep_files.read_point_files(directory)
+    rows.append(sweep_files.summary_row(
+        point.name, point.overrides, _status(directory, files), files))
   return rows
 
 
-def _csv_value(value: Any) -> str:
-  if value is None:
-    return ''
-  if isinstance(value, float) and not math.isfinite(value):
-    return str(value)
-  if isinstance(value, (list, tuple)):
-    return json.dumps(list(value))
-  return str(value)
-
-
-def write_summary(workdir: str, points: Sequence[sweep_file.Point]
+def write_summary(workdir: str, points: Sequence[sweep_file.SweepPoint]
                   ) -> list[dict[str, Any]]:
   """Recomputes summary.csv from the directory and writes it atomically.
 
-  Writers take an flock on summary.lock, so the file's last version is the
+  Writers hold `sweep_files.summary_lock`, so the file's last version is the
   last state computed, also with several runners.
   """
   keys = []
   for point in points:
     keys += [k for k in point.overrides if k not in keys]
-  columns = ['name', *keys, 'status', *RESULT_KEYS, 'error']
-  fd = os.open(os.path.join(workdir, 'summary.lock'), os.O_RDWR | os.O_CREAT,
-               0o644)
-  try:
-    fcntl.flock(fd, fcntl.LOCK_EX)
+  with sweep_files.summary_lock(workdir):
     rows = summarise(workdir, points)
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator='\n')
-    writer.writerow(columns)
-    for row in rows:
-      writer.writerow([_csv_value(row.get(c)) for c in columns])
-    writers.write_text_atomic(os.path.join(workdir, SUMMARY_FILE),
-                             text.getvalue())
-  finally:
-    os.close(fd)  # drops the lock
+    sweep_files.write_summary(workdir, sweep_files.summary_columns(keys),
+                              rows)
   return rows
 
 
 # ------------------------------------------------------------------ running
 
 
-def _record_failure(directory: str, error: BaseException) -> None:
-  claims.write_json_atomic(os.path.join(directory, FAILURE_FILE), {
-      'type': type(error).__name__, 'message': str(error),
-      'traceback': traceback.format_exc(), 'token': uuid.uuid4().hex,
-      'time': time.time(), 'pid': os.getpid(), 'host': socket.gethostname()})
-
-
 def _failure_token(directory: str) -> Optional[str]:
-  failure = claims.read_json(os.path.join(directory, FAILURE_FILE))
-  return None if failure is None else failure.get('token', '')
+  """The token of the point's failure.json, or None unless it failed."""
+  files = sweep_files.read_point_files(directory)
+  return files.failure.get('token', '') if files.status == 'failed' else None
 
 
 def _figures(results: Mapping[str, Any]) -> str:
   """The log's summary of a point's results, e.g. 'rate 5.2 distortion 183'."""
-  return ' '.join(f'{k} {results[k]:.4g}' for k in RESULT_KEYS
+  return ' '.join(f'{k} {results[k]:.4g}' for k in sweep_files.RESULT_KEYS
                   if isinstance(results.get(k), (int, float)))
 
 
-def run_point(point: sweep_file.Point, directory: str) -> Optional[dict[str, Any]]:
+def run_point(point: sweep_file.SweepPoint, directory: str
+              ) -> Optional[dict[str, Any]]:
   """Trains one point in `directory` (the caller holds its claim).
 
   Returns its results, or None when it raised: then failure.json holds the
   error type, message and traceback.
   """
   from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
-  claims.write_json_atomic(os.path.join(directory, POINT_FILE), {
-      'name': point.name, 'overrides': point.overrides})
+  sweep_files.write_sweep_point(directory, point.name, point.overrides)
   tic = time.time()
   try:
     results = train.train_and_eval(point.config, directory)
   except preemption.Preempted:
     raise  # not a failure: the point resumes when a runner is started again
   except Exception as e:  # pylint: disable=broad-except
-    _record_failure(directory, e)
+    run_files.write_failure(directory, e, traceback.format_exc())
     print(f'[sweep] {point.name}: FAILED after {time.time() - tic:.1f} s: '
           f'{type(e).__name__}: {e}', flush=True)
     return None
@@ -228,7 +174,7 @@ def run_point(point: sweep_file.Point, directory: str) -> Optional[dict[str, Any
   return results
 
 
-def population_key(point: sweep_file.Point, mode: str) -> Optional[str]:
+def population_key(point: sweep_file.SweepPoint, mode: str) -> Optional[str]:
   """The key of the population `point` trains in (points with equal keys
   train together), or None when it trains alone; `mode` is one of
   POPULATION_MODES (see the module doc).
@@ -238,7 +184,7 @@ def population_key(point: sweep_file.Point, mode: str) -> Optional[str]:
   """
   if mode not in POPULATION_MODES:
     raise sweep_file.SweepError(f'population={mode!r}; expected one of '
-                     f'{POPULATION_MODES}')
+                                f'{POPULATION_MODES}')
   if mode == 'off':
     return None
   from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
@@ -251,15 +197,14 @@ def population_key(point: sweep_file.Point, mode: str) -> Optional[str]:
   return key
 
 
-def run_population(points: Sequence[sweep_file.Point], directories: Sequence[str]
-                   ) -> None:
+def run_population(points: Sequence[sweep_file.SweepPoint],
+                   directories: Sequence[str]) -> None:
   """Trains points as populations (the caller holds every claim); if that
   raises, trains them again one at a time (`run_point`), so each point's
   own success or failure is what gets recorded."""
   from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
   for point, directory in zip(points, directories):
-    claims.write_json_atomic(os.path.join(directory, POINT_FILE), {
-        'name': point.name, 'overrides': point.overrides})
+    sweep_files.write_sweep_point(directory, point.name, point.overrides)
   tic = time.time()
   try:
     outputs = train.train_population([p.config for p in points],
@@ -303,10 +248,9 @@ def run(sweep: Union[str, types.ModuleType], workdir: str,
   keys = {p.name: population_key(p, population) for p in points}
   check_workdir(workdir, points)
   os.makedirs(workdir, exist_ok=True)
-  claims.write_json_atomic(os.path.join(workdir, SWEEP_FILE), {
-      'sweep': sweep if isinstance(sweep, str) else sweep.__name__,
-      'overrides': dict(overrides or {}),
-      'points': [{'name': p.name, 'overrides': p.overrides} for p in points]})
+  sweep_files.write_sweep_record(
+      workdir, sweep if isinstance(sweep, str) else sweep.__name__,
+      overrides or {}, [(p.name, p.overrides) for p in points])
   retry = {}
   if retry_failed:
     for point in points:
@@ -317,11 +261,13 @@ def run(sweep: Union[str, types.ModuleType], workdir: str,
   print(f'[sweep] {len(points)} points in {workdir}', flush=True)
 
   def runnable(directory, name):
-    """Whether the point needs this runner (read again under its claim)."""
-    token = _failure_token(directory)
-    if token is not None:
-      return retry.get(name) == token
-    return not os.path.exists(os.path.join(directory, writers.RESULTS_FILE))
+    """Whether the point needs this runner (read again under its claim):
+    pending, or failed with the failure it had when this runner started
+    and `retry_failed`; never done or damaged."""
+    files = sweep_files.read_point_files(directory)
+    if files.status == 'failed':
+      return retry.get(name) == files.failure.get('token', '')
+    return files.status == 'pending'
 
   while True:
     held_elsewhere = False
@@ -343,8 +289,7 @@ def run(sweep: Union[str, types.ModuleType], workdir: str,
           held.enter_context(claim)
           if not runnable(directory, member.name):
             continue
-          if _failure_token(directory) is not None:
-            os.remove(os.path.join(directory, FAILURE_FILE))
+          run_files.remove_failure(directory)
           retry.pop(member.name, None)
           members.append(member)
         if not members:

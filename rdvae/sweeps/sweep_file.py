@@ -5,6 +5,16 @@ list of {dotted key: value} overrides, one dict per point). `expand` applies
 each point's overrides to a copy of the base config, names the point from
 them (`point_name`) and validates its config before any work, so a bad
 point stops the whole sweep with a message naming it.
+
+Point names (`point_name`): `label=value` pairs joined by ',' in the point's
+key order, the label being the last part of the dotted key ('model.family'
+-> 'family'), or the whole key where two of the point's keys end alike.
+Floats print as Python's shortest repr without a trailing '.0' (0.15, 1,
+1e-05), tuples join their items with '_', and any character other than
+letters, digits and '+-._' is %-escaped, so '=' and ',' only separate. The
+point with no overrides is 'base'. E.g. {'model.family': '-+v',
+'objective.beta': 0.15} -> 'family=-+v,beta=0.15'. Two points with the same
+name, or with the same config, are an error.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from typing import Any, Mapping, Optional, Union
 import ml_collections
 
 from rdvae import validation
-from rdvae.files import writers
+from rdvae.files import run_files
 
 
 MAX_NAME_LENGTH = 200
@@ -32,8 +42,9 @@ class SweepError(validation.ConfigError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Point:
-  """One point of a sweep: its name, overrides and full (validated) config."""
+class SweepPoint:
+  """One point of a sweep file: its name, overrides and full (validated)
+  config."""
 
   name: str
   overrides: dict[str, Any]
@@ -127,7 +138,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def expand(sweep: Union[str, types.ModuleType],
-           overrides: Optional[Mapping[str, Any]] = None) -> list[Point]:
+           overrides: Optional[Mapping[str, Any]] = None) -> list[SweepPoint]:
   """The sweep's points, each named and with its config validated.
 
   Args:
@@ -169,10 +180,10 @@ def expand(sweep: Union[str, types.ModuleType],
       validate_config(config)
     except validation.ConfigError as e:
       raise SweepError(f'{where}: {e}') from None
-    key = json.dumps(writers.config_to_dict(config), sort_keys=True)
+    key = json.dumps(run_files.config_to_dict(config), sort_keys=True)
     if key in configs:
       raise SweepError(f'sweep points {configs[key]!r} and {name!r} have the '
                        'same config')
     configs[key] = name
-    points.append(Point(name=name, overrides=point, config=config))
+    points.append(SweepPoint(name=name, overrides=point, config=config))
   return points

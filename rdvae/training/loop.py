@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import os
 import time
 from typing import Any, Optional, Sequence
 
@@ -52,7 +51,8 @@ import numpy as np
 
 from rdvae import validation
 from rdvae.files import checkpointing
-from rdvae.files import writers
+from rdvae.files import metric_files
+from rdvae.files import run_files
 from rdvae.objectives import losses as objectives
 from rdvae.runtime import backends
 from rdvae.runtime import compilation
@@ -156,9 +156,9 @@ def _start(config: ml_collections.ConfigDict, workdir: str, data: Any = None,
            layout: Any = None) -> Member:
   """Prepares `workdir` and builds the run, restoring its newest good
   checkpoint (or the initial state)."""
-  distributed.primary_first('config.json', writers.prepare_workdir, workdir,
+  distributed.primary_first('config.json', run_files.prepare_workdir, workdir,
                             config)
-  writers.check_workdir(workdir, config)
+  run_files.check_workdir(workdir, config)
   run = programs.create_run(config, data, layout)
   c = run.config.train
   manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
@@ -169,10 +169,10 @@ def _start(config: ml_collections.ConfigDict, workdir: str, data: Any = None,
   start_step = int(state.step)
   # Records after the restored step are rewritten; so is a final evaluation
   # (the record with test/*) that a killed run left without results.json.
-  writer = writers.MetricWriter(
+  writer = metric_files.MetricWriter(
       workdir, start_step,
       keep=lambda r: r['step'] <= start_step and 'test/elbo' not in r
-  ) if distributed.is_primary() else writers.NullWriter(workdir)
+  ) if distributed.is_primary() else metric_files.NullWriter(workdir)
   return Member(run, workdir, state, writer, manager, best,
                 _NonFinite(run.config, manager))
 
@@ -291,7 +291,7 @@ def _finish(member: Member, host, state, step: int, speed: _Speed,
   results['backend'] = run.backend
   results['compile'] = counter.report()
   if distributed.is_primary():
-    writers.write_results(member.workdir, results)
+    run_files.write_results(member.workdir, results)
     run.task.finish(run, results, host.params, member.workdir)
   return results
 
@@ -319,12 +319,12 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
   task = programs.validate(config)
   _check_processes(task)
   data = task.load_data(config)  # a bad data file stops here, before
-  distributed.primary_first('config.json', writers.prepare_workdir, workdir,
+  distributed.primary_first('config.json', run_files.prepare_workdir, workdir,
                             config)  # anything is written
-  writers.check_workdir(workdir, config)
-  done = os.path.join(workdir, writers.RESULTS_FILE)
-  if os.path.exists(done):  # written last: the run is complete
-    return writers.read_json(done)
+  run_files.check_workdir(workdir, config)
+  done = run_files.read_results(workdir)
+  if done is not None:  # written last: the run is complete
+    return done
   counter = compilation.Counter()
   member = _start(config, workdir, data)
   run = member.run
@@ -363,7 +363,7 @@ def population_key(config: ml_collections.ConfigDict) -> Optional[str]:
   `optim.numbers`); None when the config's task trains one run at a time."""
   if not getattr(tasks.for_config(config), 'populations', False):
     return None
-  flat = writers.flatten(writers.config_to_dict(config))
+  flat = run_files.flatten(run_files.config_to_dict(config))
   flat.pop('train.seed', None)
   for field in objectives.Hyperparameters._fields:
     flat.pop(f'objective.{field}', None)
@@ -414,14 +414,11 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
   # Each run's saved step decides its population.
   starts = [_start(c, w, data) for c, w in zip(configs, workdirs)]
   by_step: dict[int, list[int]] = {}
-  for index, member in enumerate(starts):
-    done = os.path.join(member.workdir, writers.RESULTS_FILE)
-    step = -1 if os.path.exists(done) else int(member.state.step)
-    by_step.setdefault(step, []).append(index)
   finished: dict[int, Any] = {}
-  for index in by_step.pop(-1, []):
-    finished[index] = writers.read_json(
-        os.path.join(workdirs[index], writers.RESULTS_FILE))
+  for index, member in enumerate(starts):
+    finished[index] = run_files.read_results(member.workdir)
+    if finished[index] is None:  # not finished yet
+      by_step.setdefault(int(member.state.step), []).append(index)
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as files:
     for step, same_step in by_step.items():
       for first in range(0, len(same_step), MAX_POPULATION):

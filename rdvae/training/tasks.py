@@ -44,7 +44,7 @@ from rdvae.data import batching
 from rdvae.data import sources
 from rdvae.evaluation import evaluator as evaluator_lib
 from rdvae.evaluation import measures
-from rdvae.files import writers
+from rdvae.files import metric_files
 from rdvae.models import model as model_lib
 from rdvae.objectives import losses as objectives
 from rdvae.runtime import backends
@@ -180,7 +180,7 @@ class ImageTask:
                                        final, splits)
     if run.config.eval.num_grid_images and distributed.is_primary():
       samples = measures.sample_grid(run.evaluator, params_host, step)
-      writers.write_sample_grid(writer.workdir, writer, step, samples)
+      metric_files.write_sample_grid(writer.workdir, writer, step, samples)
     return results
 
   def summarize(self, results: dict[str, Any],

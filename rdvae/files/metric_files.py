@@ -1,176 +1,40 @@
-"""What a run writes to its workdir: config.json, metrics.jsonl, TensorBoard
-events, images and results.json.
+"""metrics.jsonl, TensorBoard events and sample images: what a run logs as
+it trains, with the reader of metrics.jsonl beside its writer.
 
-Every file is written so that a crash cannot corrupt what was there before:
-whole files go through a temporary file, fsync and `os.replace` (and an
-fsync of the directory, so the rename itself survives a power cut);
-metrics.jsonl is append-only, one JSON object per logged step, and a resumed
-run first drops the lines written after the step it resumed from and a last
-line torn by a kill, so the file of a killed and resumed run equals that of
-an uninterrupted one.
+metrics.jsonl is append-only, one JSON object per logged step; a resumed run
+first drops the lines written after the step it resumed from and a last line
+torn by a kill, so the file of a killed and resumed run equals that of an
+uninterrupted one. NaN and inf are written as strings.
 """
 
 from __future__ import annotations
 
+import glob
 import json
-import math
 import os
-import tempfile
+import re
 from typing import Any, Callable, Mapping, Optional
 
-import ml_collections
 import numpy as np
 
+from rdvae.files import atomic_files
 from rdvae.runtime import faults
 
-CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
-RESULTS_FILE = 'results.json'
-
-
-class WorkdirConflictError(RuntimeError):
-  """The workdir holds a run whose config differs from the one given."""
-
-
-def _to_json_value(value: Any) -> Any:
-  """Turns numpy/JAX scalars into floats and ints; NaN and inf as strings."""
-  if isinstance(value, Mapping):
-    return {str(k): _to_json_value(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_to_json_value(v) for v in value]
-  if hasattr(value, 'shape') and getattr(value, 'shape', None) != ():
-    return [_to_json_value(v) for v in np.asarray(value).tolist()]
-  if hasattr(value, 'item'):
-    value = value.item()
-  if isinstance(value, float) and not math.isfinite(value):
-    return str(value)
-  return value
-
-
-def write_json_atomic(path: str, payload: Mapping[str, Any]) -> None:
-  """Writes JSON through a temporary file so a crash leaves the old file."""
-  write_text_atomic(path, json.dumps(_to_json_value(payload), indent=2,
-                                     sort_keys=True) + '\n')
-
-
-def write_text_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` so that a crash at any moment leaves either the
-  old file or the new one: a unique temporary file beside it (so several
-  processes may write `path` at once), fsync, rename, fsync of the directory
-  (e.g. results.json, a sweep's summary.csv, a report's files)."""
-  directory, base = os.path.split(path)
-  fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix='.tmp',
-                             dir=directory or '.')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  fsync_directory(directory or '.')
-
-
-def fsync_directory(path: str) -> None:
-  """Makes a rename or a new file in directory `path` durable (POSIX)."""
-  if os.name != 'posix':
-    return
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
-def read_json(path: str) -> dict[str, Any]:
-  with open(path) as f:
-    return json.load(f)
-
-
-def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  return json.loads(config.to_json_best_effort(sort_keys=True))
-
-
-def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
-  """A nested dict as {dotted key: leaf}, e.g. {'a': {'b': 1}} -> {'a.b': 1}."""
-  if not isinstance(tree, Mapping):
-    return {prefix[:-1]: tree}
-  flat = {}
-  for key, value in tree.items():
-    flat.update(flatten(value, f'{prefix}{key}.'))
-  return flat
-
-
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
-  """Creates the workdir and its config.json, or checks the one there.
-
-  Returns:
-    True when the workdir already held a run of the same config (a resume).
-
-  Raises:
-    WorkdirConflictError: config.json exists with a different config or is
-      unreadable, or the workdir is a file; what is there is left untouched.
-  """
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise WorkdirConflictError(
-        f'workdir {workdir!r} is a file, not a directory; choose another '
-        'workdir')
-  path = os.path.join(workdir, CONFIG_FILE)
-  if os.path.exists(path):
-    check_workdir(workdir, config)
-    return True
-  os.makedirs(workdir, exist_ok=True)
-  write_json_atomic(path, config_to_dict(config))
-  return False
-
-
-def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Raises WorkdirConflictError unless workdir's config.json is `config`
-  (e.g. on the processes that wait for process 0's `prepare_workdir`)."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise WorkdirConflictError(f'workdir {workdir!r} has no {CONFIG_FILE}')
-  try:
-    existing = read_json(path)
-  except (ValueError, OSError) as e:
-    raise WorkdirConflictError(
-        f'workdir {workdir!r} holds a {CONFIG_FILE} that cannot be read '
-        f'({e}); it is not a run of this config: choose another workdir or '
-        'remove it yourself') from None
-  wanted = config_to_dict(config)
-  if existing != wanted:
-    changed = sorted(_diff_keys(existing, wanted))
-    raise WorkdirConflictError(
-        f'workdir {workdir!r} holds a run with a different config '
-        f'(keys that differ: {changed}); choose another workdir or remove '
-        'it yourself')
-
-
-def _diff_keys(a: Mapping, b: Mapping, prefix: str = '') -> set[str]:
-  keys = set()
-  for key in set(a) | set(b):
-    name = f'{prefix}{key}'
-    va, vb = a.get(key), b.get(key)
-    if isinstance(va, Mapping) and isinstance(vb, Mapping):
-      keys |= _diff_keys(va, vb, name + '.')
-    elif va != vb:
-      keys.add(name)
-  return keys
-
-
-def write_results(workdir: str, results: Mapping[str, Any]) -> None:
-  write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+TENSORBOARD_DIR = 'tensorboard'
+IMAGES_DIR = 'images'
+GRID_FORMAT = 'grid_{step:08d}.png'
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """All records of metrics.jsonl, in order.
+  """All records of metrics.jsonl, in order ([] when there is none).
 
   A last line without its newline that is not valid JSON (torn by a kill
-  mid-write) is left out; a bad line anywhere else raises ValueError naming
-  the file and line.
+  mid-write) is left out.
+
+  Raises:
+    atomic_files.DamagedFileError: a line other than the last is not a JSON
+      object (the message names the line).
   """
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
@@ -182,12 +46,16 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     if not line.strip():
       continue
     try:
-      records.append(json.loads(line))
+      record = json.loads(line)
     except json.JSONDecodeError as e:
       if number == len(lines):  # no newline after it: a torn last write
         break
-      raise ValueError(f'{path}, line {number}: not a JSON record ({e})'
-                       ) from None
+      raise atomic_files.DamagedFileError(
+          path, f'line {number}: not a JSON record ({e})') from None
+    if not isinstance(record, dict):
+      raise atomic_files.DamagedFileError(
+          path, f'line {number}: not a JSON object')
+    records.append(record)
   return records
 
 
@@ -223,11 +91,11 @@ class MetricWriter:
     if tensorboard:
       import tensorboardX  # pylint: disable=g-import-not-at-top
       self._tb = tensorboardX.SummaryWriter(
-          os.path.join(workdir, 'tensorboard'), purge_step=start_step + 1)
+          os.path.join(workdir, TENSORBOARD_DIR), purge_step=start_step + 1)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     record = {'step': int(step)}
-    record.update(_to_json_value(dict(scalars)))
+    record.update(atomic_files.to_json_value(dict(scalars)))
     line = json.dumps(record, sort_keys=True) + '\n'
     if faults.active('metrics') and any(k.startswith('validation/')
                                         for k in record):
@@ -364,10 +232,18 @@ def write_sample_grid(workdir: str, writer: Optional['MetricWriter'],
       [samples['data'], samples['reconstruction'],
        samples['reconstruction_mean']],
       [samples['generation'], samples['generation_mean']]])
-  directory = os.path.join(workdir, 'images')
+  directory = os.path.join(workdir, IMAGES_DIR)
   os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, f'grid_{int(step):08d}.png')
+  path = os.path.join(directory, GRID_FORMAT.format(step=int(step)))
   write_png(path, grid)
   if writer is not None:
     writer.write_images(step, {'samples/grid': grid})
   return path
+
+
+def latest_grid(workdir: str) -> Optional[str]:
+  """The path of workdir's sample grid of the highest step, or None."""
+  paths = glob.glob(os.path.join(workdir, IMAGES_DIR, 'grid_*.png'))
+  steps = {int(m.group(1)): p for p in paths
+           if (m := re.fullmatch(r'grid_(\d+)\.png', os.path.basename(p)))}
+  return steps[max(steps)] if steps else None
