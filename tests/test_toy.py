@@ -1,7 +1,9 @@
-"""Tests for rdvae/toy/toy.py (its Fig. 2 drawn by rdvae/analysis/figures.py) and
-configs/toy.py: the data spec, the hand-built model, the parameterizations,
-each acceptance line of the toy experiment (fewer seeds and steps than the report), the bump-decoder
-finding, and an end-to-end run through `rdvae.train_and_eval`."""
+"""Tests for rdvae/toy/ (data, model, measures, task; its Fig. 2 drawn by
+rdvae/analysis/figures.py) and configs/toy.py: the data spec, the hand-built
+model, the parameterizations, each acceptance line of the toy experiment
+(fewer seeds and steps than the report), the bump-decoder finding,
+populations on the one training stack, and an end-to-end run through
+`rdvae.train_and_eval`."""
 
 import functools
 import os
@@ -16,11 +18,12 @@ from scipy import optimize
 
 import rdvae
 from configs import toy as toy_configs
-from rdvae.objectives import losses as objectives
-from rdvae.toy import toy
-from rdvae.toy import measures
-from rdvae.toy import model
+from rdvae.runtime import populations
 from rdvae.toy import data
+from rdvae.toy import measures
+from rdvae.toy import model as toy_model
+from rdvae.training import loop
+from rdvae.training import programs
 from rdvae import validation
 from rdvae.files import atomic_files
 from rdvae.files import metric_files
@@ -39,19 +42,20 @@ def _trained(variant, decoder, seed, num_steps):
   """Exact metrics of one toy run (training without the workdir files)."""
   config = toy_configs.get_config(variant)
   config.model.decoder = decoder
-  config.seed = seed
+  config.train.seed = seed
   config.train.num_steps = num_steps
-  spec = toy.validate(config)
-  model = model.create_model(config, spec)
-  objective = objectives.create_objective(config)
-  options = toy.create_train_options(config)
-  state = toy.init_state(model, options, objectives.create_state(config),
-                         seed)
-  states, _ = toy.train_steps(
-      toy.stack([state]), jnp.asarray(spec.p_data, jnp.float32), model=model,
-      objective=objective, options=options, length=num_steps)
-  [state] = toy.unstack(states)
-  return measures.evaluate(spec, model.model_tables(model, state.params))
+  config.train.steps_per_dispatch = config.train.log_every = num_steps
+  run = programs.create_run(config)
+  [state] = _train(run, [run.init_state])
+  return measures.evaluate(run.data,
+                           toy_model.model_tables(run.model, state.params))
+
+
+def _train(run, states):
+  """The members `states` after one dispatch of `run`'s loop."""
+  trained, _ = run.train_loop(populations.stack(states),
+                              jnp.asarray(run.task.train_data(run.data)))
+  return populations.unstack(trained)
 
 
 class DataSpecTest(absltest.TestCase):
@@ -75,7 +79,7 @@ class HandBuiltTest(absltest.TestCase):
 
   def test_true_process_model(self):
     spec = _spec()
-    results = measures.evaluate(spec, model.true_process_tables(spec, 30))
+    results = measures.evaluate(spec, toy_model.true_process_tables(spec, 30))
     self.assertAlmostEqual(results['rate'], 0.5, delta=1e-9)
     self.assertAlmostEqual(results['distortion'], spec.entropy - 0.5,
                            delta=1e-9)
@@ -97,11 +101,11 @@ class ParameterizationTest(parameterized.TestCase):
                                   ('tabular_tabular', 'tabular', 'tabular'))
   def test_tables_follow_appendix_e(self, encoder, decoder):
     spec = _spec()
-    model = model.ToyModel(encoder, decoder, 30, tuple(spec.centres),
-                         encoder_w_mean=2.0, encoder_scale=1.0,
-                         decoder_w_mean=3.0, decoder_scale=1.0)
+    model = toy_model.ToyModel(encoder, decoder, 30, tuple(spec.centres),
+                               encoder_w_mean=2.0, encoder_scale=1.0,
+                               decoder_w_mean=3.0, decoder_scale=1.0)
     params = model.init(jax.random.key(0))['params']
-    tables = model.model_tables(model, params)
+    tables = toy_model.model_tables(model, params)
     x = spec.centres
 
     def expected(kind, name, axis):
@@ -126,8 +130,9 @@ class ParameterizationTest(parameterized.TestCase):
   def test_small_init_starts_near_zero_rate(self):
     config = toy_configs.get_config('target_rate')
     spec = _spec()
-    model = model.create_model(config, spec)
-    tables = model.model_tables(model, model.init(jax.random.key(0))['params'])
+    model = toy_model.create_model(config, spec)
+    tables = toy_model.model_tables(model,
+                                    model.init(jax.random.key(0))['params'])
     self.assertLess(measures.evaluate(spec, tables)['mutual_information'], 1e-4)
 
 
@@ -199,51 +204,47 @@ class AcceptanceTest(parameterized.TestCase):
 class PopulationTest(absltest.TestCase):
 
   def test_target_rates_share_one_program_and_vmap(self):
-    """Runs that differ only in sigma: one compilation, and the vmapped
-    population equals each run alone, bitwise. Six members: from five on,
-    XLA:CPU would hand the population's reductions to YNNPACK, which sums in
-    another order (toy.MEMBERWISE_COMPILER_OPTIONS turns that off), and an
-    exp over six multipliers would take another path than over one (the
-    population is computed as eight, toy.padded_population)."""
-    config = toy_configs.get_config('rate_constraint')
-    spec = toy.validate(config)
-    model = model.create_model(config, spec)
-    objective = objectives.create_objective(config)
-    options = toy.create_train_options(config)
-    p_data = jnp.asarray(spec.p_data, jnp.float32)
-    members = []
+    """Runs that differ only in sigma and the seed: one compilation, and the
+    vmapped population equals each run alone, bitwise. Six members: from
+    five on, XLA:CPU would hand the population's reductions to YNNPACK,
+    which sums in another order (populations.MEMBERWISE_COMPILER_OPTIONS
+    turns that off), and an exp over six multipliers would take another path
+    than over one (the population is computed as eight,
+    populations.padded_population)."""
     sigmas = (0.3, 0.5, 0.1, 0.7, 0.2, 0.4)
+    runs = []
     for seed, sigma in enumerate(sigmas):
+      config = toy_configs.get_config('rate_constraint')
       config.objective.rate = sigma
-      members.append(toy.init_state(model, options,
-                                    objectives.create_state(config), seed))
-    train = functools.partial(toy.train_steps, p_data=p_data, model=model,
-                              objective=objective, options=options, length=50)
-    program = toy.train_steps_program()
-    before = program._cache_size()  # pylint: disable=protected-access
-    alone = [train(toy.stack([m])) for m in members]
-    self.assertEqual(program._cache_size() - before, 1)  # pylint: disable=protected-access
-    stacked, aux = train(toy.stack(members))
-    for i, (state, member_aux) in enumerate(alone):
-      self.assertAlmostEqual(float(aux['rate_target'][i]), sigmas[i],
+      config.train.seed = seed
+      config.train.steps_per_dispatch = config.train.log_every = 50
+      runs.append(programs.create_run(config))
+    self.assertLen({id(r.train_loop) for r in runs}, 1)  # one program
+    alone = [_train(r, [r.init_state])[0] for r in runs]
+    population = programs.create_run(runs[0].config,
+                                     layout=populations.PopulationLayout(6))
+    together, metrics = population.train_loop(
+        populations.stack([r.init_state for r in runs]),
+        jnp.asarray(population.task.train_data(population.data)))
+    for i, state in enumerate(alone):
+      self.assertAlmostEqual(float(metrics['rate_target'][i, -1]), sigmas[i],
                              places=6)
       # Bitwise: XLA computes a member the same way in any population.
-      for a, b in zip(jax.tree.leaves(stacked), jax.tree.leaves(state)):
-        np.testing.assert_array_equal(a[i], b[0])
-      np.testing.assert_array_equal(aux['multiplier'][i],
-                                    member_aux['multiplier'][0])
-    self.assertNotAlmostEqual(float(aux['multiplier'][0]),
-                              float(aux['multiplier'][1]), places=3)
+      for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(a[i], b)
+    self.assertNotAlmostEqual(float(together.objective_state.multiplier[0]),
+                              float(together.objective_state.multiplier[1]),
+                              places=3)
 
   def test_padded_population(self):
-    self.assertEqual([toy.padded_population(n) for n in range(1, 18)],
+    self.assertEqual([populations.padded_population(n) for n in range(1, 18)],
                      [1, 2, 4, 4, 8, 8, 8, 8, 16, 16, 16, 16, 16, 16, 16, 16,
                       24])
-    self.assertEqual(toy.padded_population(61), 64)
+    self.assertEqual(populations.padded_population(61), 64)
     with self.assertRaisesRegex(ValueError, 'population size 0'):
-      toy.padded_population(0)
+      populations.padded_population(0)
 
-  def test_fit_population_equals_fit_and_resumes_by_step(self):
+  def test_train_population_equals_runs_alone_and_resumes_by_step(self):
     """Members of a population end bitwise equal to their runs alone, each
     with its own files; a member restored at another step (trained, killed
     before its results) finishes on its own."""
@@ -251,31 +252,34 @@ class PopulationTest(absltest.TestCase):
       c = toy_configs.get_config('smoke')
       c.train.num_steps, c.train.steps_per_dispatch = 60, 30
       c.train.log_every = 30
-      c.objective.kind, c.objective.rate, c.seed = kind, sigma, seed
+      c.objective.kind, c.objective.rate, c.train.seed = kind, sigma, seed
       return c
     # Six members: member 1 restored at its last step only finishes; the
     # other five train as one population (computed as eight members).
     configs = [config(0.3, 0), config(0.6, 1), config(1.2, 5),
                config(0.1, 2), config(0.9, 3), config(1.5, 4)]
     root = tempfile.mkdtemp()
-    alone = [toy.fit(c, os.path.join(root, f'alone{i}'))[0]
+    alone = [rdvae.train_and_eval(c, os.path.join(root, f'alone{i}'))
              for i, c in enumerate(configs)]
     together = [os.path.join(root, f'pop{i}') for i in range(len(configs))]
-    toy.fit(configs[1], together[1])
+    rdvae.train_and_eval(configs[1], together[1])
     os.remove(os.path.join(together[1], run_files.RESULTS_FILE))
-    outputs = toy.fit_population(configs, together)
-    for i, (a, (b, _)) in enumerate(zip(alone, outputs)):
-      self.assertEqual(b.pop('population_size'), (5, 1, 5, 5, 5, 5)[i])
-      self.assertEqual(a, b)
+    outputs = loop.train_population(configs, together)
+    timing = ('compile', 'population_size')
+    for i, (a, b) in enumerate(zip(alone, outputs)):
+      self.assertEqual(b['population_size'], (5, 1, 5, 5, 5, 5)[i])
+      self.assertEqual({k: v for k, v in a.items() if k not in timing},
+                       {k: v for k, v in b.items() if k not in timing})
       self.assertEqual(
           metric_files.read_metrics(os.path.join(root, f'alone{i}')),
           metric_files.read_metrics(together[i]))
       self.assertEqual(atomic_files.read_json(
-          os.path.join(together[i], run_files.RESULTS_FILE))['rate'], a['rate'])
+          os.path.join(together[i], run_files.RESULTS_FILE))['rate'],
+                       a['rate'])
     self.assertLen({a['rate'] for a in alone}, len(configs))
     with self.assertRaisesRegex(ValueError, 'cannot share their program'):
-      toy.fit_population([configs[0], config(0.3, 0, 'rate_constraint')],
-                         [os.path.join(root, 'x'), os.path.join(root, 'y')])
+      loop.train_population([configs[0], config(0.3, 0, 'rate_constraint')],
+                            [os.path.join(root, 'x'), os.path.join(root, 'y')])
 
 
 def _tempdir_method(self):
@@ -289,7 +293,8 @@ class ConfigTest(parameterized.TestCase):
   @parameterized.named_parameters(*((v, v) for v in toy_configs.VARIANTS))
   def test_variant_validates(self, variant):
     config = toy_configs.get_config(variant)
-    spec = toy.validate(config)
+    programs.validate(config)
+    spec = data.create_data_spec(config)
     self.assertAlmostEqual(spec.entropy, H_REFERENCE, delta=1e-9)
     with self.assertRaises(AttributeError):  # locked: no new keys
       config.train.num_stpes = 3
@@ -308,11 +313,13 @@ class ConfigTest(parameterized.TestCase):
       ('steps_per_dispatch', 'train.steps_per_dispatch', -5,
        'train.steps_per_dispatch'),
       ('log_every', 'train.log_every', 0, 'train.log_every'),
-      ('learning_rate', 'train.learning_rate', 0.0, 'train.learning_rate'),
-      ('lr_schedule', 'train.lr_schedule', 'step', 'train.lr_schedule'),
-      ('class_probs', 'data.class_probs', (0.5, 0.6), 'data.class_probs'),
-      ('class_information', 'data.class_information', 0.7,
-       'data.class_information'),
+      ('learning_rate', 'optim.learning_rate', 0.0, 'optim.learning_rate'),
+      ('schedule', 'optim.schedule', 'step', 'optim.schedule'),
+      ('seed', 'train.seed', -1, 'train.seed'),
+      ('class_probs', 'dataset.class_probs', (0.5, 0.6),
+       'dataset.class_probs'),
+      ('class_information', 'dataset.class_information', 0.7,
+       'dataset.class_information'),
       ('objective_kind', 'objective.kind', 'iwae', 'objective.kind'),
       ('negative_beta', 'objective.beta', -0.1, 'objective.beta'),
   )
@@ -321,7 +328,7 @@ class ConfigTest(parameterized.TestCase):
     section, name = key.split('.')
     config[section][name] = value
     with self.assertRaisesRegex(validation.ConfigError, message):
-      toy.validate(config)
+      programs.validate(config)
 
   def test_target_rate_above_the_data_entropy(self):
     config = toy_configs.get_config('target_rate')
@@ -329,7 +336,7 @@ class ConfigTest(parameterized.TestCase):
     with self.assertRaisesRegex(validation.ConfigError,
                                 'objective.rate=3.0 is above the data '
                                 'entropy H=2.914051'):
-      toy.validate(config)
+      programs.validate(config)
 
   def test_bad_config_fails_before_any_work(self):
     config = toy_configs.get_config('smoke')
@@ -349,9 +356,10 @@ class EndToEndTest(absltest.TestCase):
     config.objective.kind = 'rate_constraint'
     config.objective.rate = 0.5
     workdir = self._tempdir()
-    results = rdvae.train_and_eval(config, workdir)  # dispatches to toy
+    results = rdvae.train_and_eval(config, workdir)  # the toy's task
     for name in ('config.json', 'metrics.jsonl', 'results.json',
-                 'figure.png', 'checkpoints'):
+                 'figure.png', 'tables.npz', 'checkpoints',
+                 'checkpoints_best'):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
     for key in ('rate', 'distortion', 'elbo', 'entropy', 'mutual_information',
                 'kl_data_generative', 'kl_data_reconstruction',
@@ -365,13 +373,19 @@ class EndToEndTest(absltest.TestCase):
     self.assertEqual(atomic_files.read_json(os.path.join(workdir, 'results.json')),
                      results)
     records = metric_files.read_metrics(workdir)
-    self.assertEqual([r['step'] for r in records], [100, 200, 300, 400])
-    self.assertIn('train/multiplier', records[-1])
+    train = [r for r in records if 'train/loss' in r]
+    self.assertEqual([r['step'] for r in train], [100, 200, 300, 400])
+    self.assertIn('train/multiplier', train[-1])
+    # The final evaluation's record holds the exact measures.
+    self.assertEqual(records[-1]['rate'], results['rate'])
+    tables = measures.read_tables(os.path.join(workdir, 'tables.npz'))
+    self.assertEqual(measures.evaluate(data.compute_data_spec(), tables)
+                     ['rate'], results['rate'])
     # Resume: the same config in the same workdir restores, trains nothing.
     again = rdvae.train_and_eval(config, workdir)
     self.assertEqual(again, results)
-    self.assertLen(metric_files.read_metrics(workdir), 4)
-    config.seed = 1
+    self.assertLen(metric_files.read_metrics(workdir), 5)
+    config.train.seed = 1
     with self.assertRaises(run_files.WorkdirConflictError):
       rdvae.train_and_eval(config, workdir)
 

@@ -38,6 +38,7 @@ class ToyTask:
   selection_key = 'elbo'
   multiprocess = False
   populations = True
+  batches_depend_on_seed = False
 
   def validate(self, config: ml_collections.ConfigDict) -> None:
     """The toy's sections: dataset, model, objective (rate targets at most

@@ -168,10 +168,15 @@ def _start(config: ml_collections.ConfigDict, workdir: str, data: Any = None,
   state = init if state is None else state
   start_step = int(state.step)
   # Records after the restored step are rewritten; so is a final evaluation
-  # (the record with test/*) that a killed run left without results.json.
+  # (the record at the last step without train/*) that a killed run left
+  # without results.json.
+  def keep(record):
+    final = record['step'] == run.num_steps and not any(
+        k.startswith('train/') for k in record)
+    return record['step'] <= start_step and not final
+
   writer = metric_files.MetricWriter(
-      workdir, start_step,
-      keep=lambda r: r['step'] <= start_step and 'test/elbo' not in r
+      workdir, start_step, keep=keep
   ) if distributed.is_primary() else metric_files.NullWriter(workdir)
   return Member(run, workdir, state, writer, manager, best,
                 _NonFinite(run.config, manager))

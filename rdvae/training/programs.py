@@ -146,7 +146,9 @@ def create_run(config: ml_collections.ConfigDict, data: Any = None,
   spec = ProgramSpec(
       task=task, model=model, optimizer=optim.settings(config),
       objective=objectives.create_objective(config),
-      skip_nonfinite=c.nonfinite == 'skip', seed=c.seed,
+      skip_nonfinite=c.nonfinite == 'skip',
+      # A program draws its batches with a key from the seed, if any.
+      seed=c.seed if task.batches_depend_on_seed else 0,
       num_train=task.num_train(data), batch_size=task.batch_size(config),
       steps_per_dispatch=c.steps_per_dispatch, scan_unroll=c.scan_unroll,
       layout=layout)

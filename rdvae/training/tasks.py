@@ -13,6 +13,8 @@ and run files are shared. A task answers, for its configs:
   train_data(data)          the array the training loop reads batches from
   batches(seed, num_train, batch_size, length)
                             traceable (indices_fn, gather_fn) of a dispatch
+  batches_depend_on_seed    whether `batches` uses its seed (if not, runs of
+                            any seed share one program)
   terms_fn(model)           the step's (RDTerms, weights) of a batch
   init_state(model, optimizer, objective_state, seed, data)
   create_evaluator(config, data, model, layout)
@@ -98,6 +100,7 @@ class ImageTask:
   name = 'image'
   selection_key = 'validation/elbo'
   multiprocess = True
+  batches_depend_on_seed = True
   # On the CPU a vmapped population of convolutional models is slower per
   # member than the members one after another (benchmarks/image_population.py).
   populations = False
