@@ -7,7 +7,7 @@ benchmarks that time them A B A B in one process.
 
 `causal_conv_form('lax')` swaps `nets.windowed_conv` for the lax form while
 programs are traced inside it; the caller must trace them again for each
-form (a new `jax.jit`, or `train._programs.cache_clear()`).
+form (a new `jax.jit`, or `programs._programs.cache_clear()`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 
 import jax
+
 
 from rdvae.models import nets
 

@@ -13,7 +13,7 @@ and where each stands against XLA's own convolution rate.
       # lax.conv_general_dilated (the form before nets.windowed_conv)
 
 For each family (encoder, decoder, marginal) in {-,+} x {-,+} x {-,+,v}:
-builds the run exactly as `train.train_and_eval` does (`train.create_run` on
+builds the run exactly as `train.train_and_eval` does (`programs.create_run` on
 configs/mnist.py with the family, batch 64, static binarized MNIST, the
 trainer's own `parallel.make_train_loop` of `train.steps_per_dispatch` Adam
 steps per call), then times `--dispatches` calls after one warm-up call.
@@ -45,6 +45,8 @@ from absl import app
 from absl import flags
 import jax
 import numpy as np
+
+from rdvae.training import programs
 
 from rdvae.model import FAMILIES
 
@@ -103,9 +105,8 @@ def xla_flops(lowered) -> float:
 def time_family(spec: str) -> dict:
   """`time_family_in_form` of FAMILY[:N][@FORM] (FORM of the causal
   convolutions, default windowed), its programs traced afresh."""
-  from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
   family, _, form = spec.partition('@')
-  train._programs.cache_clear()  # pylint: disable=protected-access
+  programs._programs.cache_clear()  # pylint: disable=protected-access
   with causal_conv_forms.causal_conv_form(form or 'windowed'):
     return dict(time_family_in_form(family), family=spec)
 
@@ -114,16 +115,15 @@ def time_family_in_form(spec: str) -> dict:
   from configs import mnist  # pylint: disable=g-import-not-at-top
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
   from rdvae.runtime import parallel  # pylint: disable=g-import-not-at-top
-  from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
   config = mnist.get_config()
   family, _, pseudo_input_batch = spec.partition(':')
   config.model.family = family
   if pseudo_input_batch:
     config.model.pseudo_input_batch = int(pseudo_input_batch)
   config.train.batch_size = _BATCH.value
-  train.validate(config)
+  programs.validate(config)
   counter = compilation.Counter()
-  run = train.create_run(config)
+  run = programs.create_run(config)
   state = parallel.put_replicated(run.init_state, run.mesh, run.mode)
   data = parallel.put_replicated(run.dataset.train, run.mesh, run.mode)
   start = time.perf_counter()

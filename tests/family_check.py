@@ -4,8 +4,8 @@ Run as a script, `python tests/family_check.py FAMILY [FAMILY ...]`
 (tests/test_families.py starts it in a subprocess, since XLA_FLAGS must be
 set before JAX initialises its backend; several families share one process
 and its start-up). The family gets tiny widths (`tiny_config`); it is trained for
-one step through the real training loop (`parallel.make_train_loop`, jit mode)
-and evaluated through the real evaluation loop (`parallel.make_eval_loop`,
+one step through the real training loop (`JitLayout.train_loop`)
+and evaluated through the real evaluation loop (`JitLayout.eval_loop`,
 IWAE with K = 2) on (a) one device and (b) two devices, where the batch is
 sharded and XLA inserts the gradient all-reduce. Prints one JSON report
 per family, a line each.
@@ -71,30 +71,30 @@ def tiny_config(family: str):
 def run(model, optimizer, objective, objective_state, images: np.ndarray,
         num_devices: int) -> dict:
   """One step and one evaluation over the first `num_devices` devices."""
-  mesh = parallel.create_mesh(jax.devices()[:num_devices])
+  layout = parallel.create_layout('jit', jax.devices()[:num_devices])
   data_key = jax.random.key(2)
-  loop = parallel.make_train_loop(
+  loop = layout.train_loop(
       steps.make_train_step(model, optimizer, objective),
       lambda start: batching.batch_index_block(data_key, start, 1, NUM_IMAGES,
-                                           BATCH),
-      batching.gather_batch, BATCH, 1, mesh, 'jit')
+                                               BATCH),
+      batching.gather_batch, BATCH)
   initial = steps.create_train_state(model, optimizer, objective_state,
                                      jax.random.key(0),
                                      batching.gather_batch(images, np.arange(1)))
-  state, metrics = loop(parallel.put_replicated(initial, mesh),
-                        parallel.put_replicated(images, mesh))
-  state = parallel.get_replicated(state)
-  evaluate = parallel.make_eval_loop(
-      eval_steps.make_eval_step(model, iwae_samples=2), BATCH, mesh)
+  state, metrics = loop(layout.put_replicated(initial),
+                        layout.put_replicated(images))
+  state = layout.get_replicated(state)
+  evaluate = layout.eval_loop(
+      eval_steps.make_eval_step(model, iwae_samples=2), BATCH)
   x, mask = next(batching.eval_batches(images[:BATCH - 1], BATCH))
-  x, mask = parallel.put_sharded((x, mask), mesh)
-  sums = evaluate(parallel.put_replicated(state.params, mesh), x, mask,
-                  parallel.put_replicated(state.rng, mesh), 0)
+  x, mask = layout.put_sharded((x, mask))
+  sums = evaluate(layout.put_replicated(state.params), x, mask,
+                  layout.put_replicated(state.rng), 0)
   moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)),
-                       parallel.get_replicated(initial.params), state.params)
+                       layout.get_replicated(initial.params), state.params)
   return {
       'metrics': {k: float(np.asarray(v)[0]) for k, v in metrics.items()},
-      'sums': {k: float(v) for k, v in parallel.get_replicated(sums).items()},
+      'sums': {k: float(v) for k, v in layout.get_replicated(sums).items()},
       'step': int(state.step),
       'moved': {name: any(jax.tree.leaves(flags))
                 for name, flags in moved.items()},

@@ -77,35 +77,32 @@ def run(mode: str, num_devices: int, spec) -> dict:
       recording(), optim.create_optimizer(config, DISPATCHES * LENGTH))
   objective, numbers = spec
   objective_state = objectives.init_state(objectives.hyperparameters(**numbers))
-  mesh = parallel.create_mesh(jax.devices()[:num_devices])
-  axis = parallel.AXIS if mode == 'pmap' else None
+  layout = parallel.create_layout(mode, jax.devices()[:num_devices])
   data_key = jax.random.key(2)
-  loop = parallel.make_train_loop(
-      steps.make_train_step(model, optimizer, objective, axis),
-      lambda start: batching.batch_index_block(data_key, start, LENGTH, 40, BATCH),
-      batching.gather_batch, BATCH, LENGTH, mesh, mode)
+  loop = layout.train_loop(
+      steps.make_train_step(model, optimizer, objective, layout.axis_name),
+      lambda start: batching.batch_index_block(data_key, start, LENGTH, 40,
+                                               BATCH),
+      batching.gather_batch, BATCH)
   state = steps.create_train_state(model, optimizer, objective_state,
                                    jax.random.key(1),
                                    images[:1].astype(jnp.float32))
-  state = parallel.put_replicated(state, mesh, mode)
-  train = parallel.put_replicated(images, mesh, mode)
+  state = layout.put_replicated(state)
+  train = layout.put_replicated(images)
   losses, grad_norms = [], []
   for _ in range(DISPATCHES):
     state, metrics = loop(state, train)
-    metrics = parallel.get_replicated(metrics, mode)
+    metrics = layout.get_replicated(metrics)
     losses += [float(v) for v in np.asarray(metrics['loss'])]
     grad_norms += [float(v) for v in np.asarray(metrics['grad_norm'])]
-  evaluate = parallel.make_eval_loop(
-      eval_steps.make_eval_step(model, IWAE_SAMPLES, axis, IWAE_BATCH), BATCH,
-      mesh, mode)
+  evaluate = layout.eval_loop(
+      eval_steps.make_eval_step(model, IWAE_SAMPLES, layout.axis_name,
+                                IWAE_BATCH), BATCH)
   x, mask = next(batching.eval_batches(np.asarray(images[:6]), BATCH))
-  x, mask = parallel.put_sharded((x, mask), mesh, mode)
-  rng = parallel.put_replicated(state.rng if mode != 'pmap' else
-                                parallel.get_replicated(state.rng, mode),
-                                mesh, mode)
-  sums = parallel.get_replicated(
-      evaluate(state.params, x, mask, rng, 0), mode)
-  host = parallel.get_replicated(state, mode)
+  x, mask = layout.put_sharded((x, mask))
+  rng = layout.put_replicated(layout.get_replicated(state.rng))
+  sums = layout.get_replicated(evaluate(state.params, x, mask, rng, 0))
+  host = layout.get_replicated(state)
   first_grads = host.opt_state[0][1]
   return {'losses': losses, 'grad_norms': grad_norms,
           'first_grads': [np.asarray(g).tolist()

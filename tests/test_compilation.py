@@ -1,5 +1,5 @@
 """Compile once: the persistent compilation cache (rdvae/runtime/compilation.py), the
-programs shared by runs of one architecture (train.create_run), and the
+programs shared by runs of one architecture (programs.create_run), and the
 backend-aware train settings (rdvae/runtime/backends.py)."""
 
 import json
@@ -11,6 +11,7 @@ import pytest
 
 from configs import default
 from configs import mnist
+from rdvae.training import programs
 from rdvae.runtime import backends
 from rdvae.runtime import compilation
 from rdvae.training import loop as train
@@ -75,7 +76,7 @@ def test_default_config_resolves_per_backend(backend, unroll, steps, pseudo):
   assert resolved.model.pseudo_input_batch == pseudo
   for key in backends.EVERY_KEYS:  # still dispatch boundaries
     assert validation.get(resolved, key) % steps == 0
-  train.validate(resolved)
+  programs.validate(resolved)
   # the user's config is left as asked (config.json keeps 'auto')
   assert config.train.steps_per_dispatch == 0
   assert config.train.scan_unroll is None

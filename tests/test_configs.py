@@ -7,7 +7,10 @@ import re
 import ml_collections
 import pytest
 
-from rdvae.training import loop as train
+from rdvae.training import tasks
+
+from rdvae.training import programs
+
 from rdvae import validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,11 +36,7 @@ def _cases():
 
 
 def _validate(config):
-  if config.get('dataset', {}).get('name') == 'toy' or 'dataset' not in config:
-    from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
-    toy.validate(config)
-  else:
-    train.validate(config)
+  programs.validate(config)
 
 
 @pytest.mark.parametrize('name, variant', list(_cases()))
@@ -73,7 +72,7 @@ def test_paper_defaults():
   assert config.optim.normalize_gradients
   assert config.model.family == '---'
   assert config.model.latent_dim == 64
-  assert train.num_train_steps(config, 50000) == 200 * 781
+  assert tasks.num_train_steps(config, 50000) == 200 * 781
 
 
 def test_unknown_variant_raises():
@@ -83,7 +82,7 @@ def test_unknown_variant_raises():
 
 def test_omniglot_smoke_needs_no_files():
   config = _load('omniglot').get_config('smoke')
-  train.validate(config)
+  programs.validate(config)
   config.dataset.source = 'npz'
   with pytest.raises(validation.ConfigError, match='dataset.path'):
-    train.validate(config)
+    programs.validate(config)

@@ -17,9 +17,9 @@ import pytest
 
 import tiny_model
 from configs import mnist
+from rdvae.training import programs
 from rdvae.runtime import parallel
 from rdvae.files import checkpointing
-from rdvae.data import sources as data
 from rdvae.data import batching
 from rdvae.objectives import losses as objectives
 from rdvae.training import optim
@@ -159,13 +159,13 @@ def _poison_step(monkeypatch, config, step):
     hit = (indices == poisoned)[..., None, None, None]
     return jnp.where(hit, jnp.nan, x)
 
-  monkeypatch.setattr(data, 'gather_batch', poisoned_gather)
-  # train.create_run shares compiled loops between runs of one architecture
+  monkeypatch.setattr(batching, 'gather_batch', poisoned_gather)
+  # programs.create_run shares compiled loops between runs of one architecture
   # in a process: the poisoned gather must not reach, or come from, them.
-  train._programs.cache_clear()  # pylint: disable=protected-access
-  monkeypatch.setattr(train, '_programs',
+  programs._programs.cache_clear()  # pylint: disable=protected-access
+  monkeypatch.setattr(programs, '_programs',
                       functools.lru_cache(maxsize=16)(
-                          train._programs.__wrapped__))  # pylint: disable=protected-access
+                          programs._programs.__wrapped__))  # pylint: disable=protected-access
 
 
 def _checkpoints_finite_and_restorable(workdir):

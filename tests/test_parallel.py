@@ -119,13 +119,16 @@ def test_validate_rejects_unknown_mode():
 
 
 def test_put_sharded_and_replicated_on_one_device():
-  mesh = parallel.create_mesh()
   x = np.arange(12.0).reshape(4, 3)
-  for mode in ('jit', 'pmap'):
-    sharded = parallel.put_sharded(x, mesh, mode)
+  for name in parallel.NAMES:
+    layout = parallel.create_layout(name)
+    assert layout.name == name
+    sharded = layout.put_sharded(x)
     np.testing.assert_array_equal(np.asarray(sharded).reshape(4, 3), x)
-    rep = parallel.put_replicated({'a': x}, mesh, mode)
-    np.testing.assert_array_equal(parallel.get_replicated(rep, mode)['a'], x)
+    rep = layout.put_replicated({'a': x})
+    np.testing.assert_array_equal(layout.get_replicated(rep)['a'], x)
+  with pytest.raises(ValueError, match='shard_map'):
+    parallel.create_layout('shard_map')
 
 
 def test_emulated_device_flags():
@@ -138,8 +141,8 @@ def test_emulated_device_flags():
       cpu_devices.xla_flags(bad)
 
 
-def test_process_slice_single_host():
-  assert parallel.process_slice(64) == slice(0, 64)
+def test_process_rows_single_host():
+  assert parallel.process_rows(64) == slice(0, 64)
   assert jax.process_count() == 1
 
 

@@ -327,9 +327,10 @@ class FiguresTest(absltest.TestCase):
     script = (
         'import sys\n'
         'from experiments import toy_report\n'
-        'from rdvae.toy import toy\n'
-        'spec = toy.compute_data_spec()\n'
-        'hand = toy.true_process_tables(spec, 30)\n'
+        'from rdvae.toy import data\n'
+        'from rdvae.toy import model\n'
+        'spec = data.compute_data_spec()\n'
+        'hand = model.true_process_tables(spec, 30)\n'
         'keys = [(r, o) for r in toy_report.READINGS\n'
         '        for o in toy_report.OBJECTIVES]\n'
         'tables = {k: hand for k in keys + [("true_process", "hand_built")]}\n'

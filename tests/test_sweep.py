@@ -76,20 +76,20 @@ def _toy(num_steps=40):
 
 
 @pytest.mark.parametrize('points, pattern', [
-    ([{'seed': 1}, {'seed': 1.0}], r"points 0 and 1 have the same name 'seed=1'"),
-    ([{'seed': 1, 'train.num_steps': 40}, {'train.num_steps': 40, 'seed': 1}],
+    ([{'train.seed': 1}, {'train.seed': 1.0}], r"points 0 and 1 have the same name 'seed=1'"),
+    ([{'train.seed': 1, 'train.num_steps': 40}, {'train.num_steps': 40, 'train.seed': 1}],
      r"points 'seed=1,num_steps=40' and 'num_steps=40,seed=1' have the same "
      'config'),
-    ([{'seed': 0}, {'model.encodr': 'bump'}],
+    ([{'train.seed': 0}, {'model.encodr': 'bump'}],
      r"sweep point 1 \(encodr=bump\): config key 'model.encodr' is missing"),
     ([{'model': 3}], r"point 0 \(model=3\): config key 'model' is a section"),
     ([{'train.num_steps': 2.5}],
      r"point 0 \(num_steps=2.5\): config.train.num_steps=2.5 has the wrong "
      'type'),
-    ([{'seed': 0}, {'objective.rate': 3.0, 'objective.kind': 'target_rate'}],
+    ([{'train.seed': 0}, {'objective.rate': 3.0, 'objective.kind': 'target_rate'}],
      r'sweep point 1 \(rate=3,kind=target_rate\): config.objective.rate=3.0 '
      'is above the data entropy'),
-    ([{'seed': 0}, {'model.decoder': 'pixelcnn'}],
+    ([{'train.seed': 0}, {'model.decoder': 'pixelcnn'}],
      r"sweep point 1 \(decoder=pixelcnn\): config.model.decoder='pixelcnn' "
      'is not one of'),
     ([], r'non-empty list'),
@@ -101,14 +101,14 @@ def test_bad_points_name_the_point_and_key(points, pattern):
 
 
 def test_base_overrides_apply_to_every_point_and_are_checked():
-  points = sweep_file.expand(_module(_toy, [{'seed': 0}, {'seed': 1}]),
+  points = sweep_file.expand(_module(_toy, [{'train.seed': 0}, {'train.seed': 1}]),
                         overrides={'train.num_steps': 20})
   assert [p.config.train.num_steps for p in points] == [20, 20]
-  assert [p.config.seed for p in points] == [0, 1]
+  assert [p.config.train.seed for p in points] == [0, 1]
   with pytest.raises(validation.ConfigError,
                      match=r'base config override: config key '
                      r"'train.num_stepz' is missing"):
-    sweep_file.expand(_module(_toy, [{'seed': 0}]), {'train.num_stepz': 20})
+    sweep_file.expand(_module(_toy, [{'train.seed': 0}]), {'train.num_stepz': 20})
 
 
 def test_shipped_sweep_files_are_all_tested():
@@ -278,25 +278,25 @@ def test_failed_point_is_recorded_once_and_retried(tmp_path, monkeypatch,
                                                    population):
   """With population 'on' the population fails first (on purpose), and its
   points train again one at a time: the same records as 'off'."""
-  from rdvae.toy import toy  # pylint: disable=g-import-not-at-top
+  from rdvae.training import loop  # pylint: disable=g-import-not-at-top
   calls = collections.Counter()
-  real = toy.train_and_eval
+  real = loop.train_and_eval
   populations = []
 
   def population_fails(configs, workdirs):
     populations.append(len(configs))
     raise RuntimeError('the population fails on purpose')
 
-  monkeypatch.setattr(toy, 'fit_population', population_fails)
+  monkeypatch.setattr(loop, 'train_population', population_fails)
 
   def fails_for_seed_1(config, workdir):
-    calls[config.seed] += 1
-    if config.seed == 1:
+    calls[config.train.seed] += 1
+    if config.train.seed == 1:
       raise RuntimeError('fails on purpose')
     return real(config, workdir)
 
-  monkeypatch.setattr(toy, 'train_and_eval', fails_for_seed_1)
-  module = _module(_toy, [{'seed': s} for s in range(3)])
+  monkeypatch.setattr(loop, 'train_and_eval', fails_for_seed_1)
+  module = _module(_toy, [{'train.seed': s} for s in range(3)])
   workdir = str(tmp_path / 'sweep')
   rows = runner.run(module, workdir, population=population)
   assert [r['status'] for r in rows] == ['done', 'failed', 'done']
@@ -314,11 +314,11 @@ def test_failed_point_is_recorded_once_and_retried(tmp_path, monkeypatch,
   results = atomic_files.read_json(os.path.join(workdir, 'seed=0', 'results.json'))
   assert float(summary['seed=0']['rate']) == results['rate']
   assert float(summary['seed=0']['distortion']) == results['distortion']
-  assert summary['seed=0']['seed'] == '0'
+  assert summary['seed=0']['train.seed'] == '0'
   for s in range(3):
     assert atomic_files.read_json(
         os.path.join(workdir, f'seed={s}', 'sweep_point.json')) == {
-            'name': f'seed={s}', 'overrides': {'seed': s}}
+            'name': f'seed={s}', 'overrides': {'train.seed': s}}
     assert not os.path.exists(os.path.join(workdir, f'seed={s}',
                                            claims.CLAIM_FILE))
 
@@ -352,7 +352,7 @@ def test_population_points_equal_their_runs_alone(tmp_path):
     config = _toy(num_steps=40)
     config.objective.kind = 'target_rate'
     return config
-  points = [{'objective.rate': r, 'seed': s}
+  points = [{'objective.rate': r, 'train.seed': s}
             for r, s in ((0.2, 0), (0.5, 1), (1.0, 2))]
   module = _module(base, points)
   together = str(tmp_path / 'together')
@@ -391,7 +391,7 @@ def test_population_on_refuses_image_models():
 
 def test_workdir_with_another_config_is_refused_before_any_work(tmp_path):
   workdir = str(tmp_path / 'sweep')
-  module = _module(_toy, [{'seed': 0}, {'seed': 1}])
+  module = _module(_toy, [{'train.seed': 0}, {'train.seed': 1}])
   runner.run(module, workdir, overrides={'train.num_steps': 10})
   before = _read_summary(workdir)
   with pytest.raises(sweep_file.SweepError,
@@ -451,20 +451,20 @@ def test_run_time_failure_shows_in_summary_and_report(tmp_path):
 _SUBPROCESS_SWEEP = '''
 """Toy points (one per seed); the point with seed FAIL_SEED raises."""
 from configs import toy as toy_config
-from rdvae.toy import toy
+from rdvae.training import loop
 
 FAIL_SEED = {fail_seed}
 NUM_POINTS = {num_points}
 
-if not hasattr(toy, 'real_train_and_eval'):
-  toy.real_train_and_eval = toy.train_and_eval
+if not hasattr(loop, 'real_train_and_eval'):
+  loop.real_train_and_eval = loop.train_and_eval
 
   def _train_and_eval(config, workdir):
-    if config.seed == FAIL_SEED:
+    if config.train.seed == FAIL_SEED:
       raise RuntimeError('fails on purpose')
-    return toy.real_train_and_eval(config, workdir)
+    return loop.real_train_and_eval(config, workdir)
 
-  toy.train_and_eval = _train_and_eval
+  loop.train_and_eval = _train_and_eval
 
 
 def get_config():
@@ -476,7 +476,7 @@ def get_config():
 
 
 def get_sweep():
-  return [{{'seed': s}} for s in range(NUM_POINTS)]
+  return [{{'train.seed': s}} for s in range(NUM_POINTS)]
 '''
 
 

@@ -18,6 +18,7 @@ import pytest
 
 import reference_run
 from configs import mnist
+from rdvae.training import tasks
 from rdvae.runs import reevaluate
 from rdvae.files import checkpointing
 from rdvae.evaluation import measures as evaluation
@@ -94,7 +95,7 @@ def test_nonfinite_stop_names_the_step_and_quantities(tmp_path):
   flags = np.array([0, 0b01001], np.int32)  # loss and grad_norm at step 12
   with pytest.raises(FloatingPointError,
                      match=r'non-finite loss, grad_norm at step 12 .*'
-                     r'last good checkpoint is step None'):
+                     r'no checkpoint was saved before it'):
     check.check(flags, 12)
 
 
@@ -118,7 +119,7 @@ def test_num_train_steps(epochs, steps, expected):
   config = mnist.get_config()
   config.train.num_epochs = epochs
   config.train.num_steps = steps
-  assert train.num_train_steps(config, 50000) == expected
+  assert tasks.num_train_steps(config, 50000) == expected
 
 
 def _numbers(record):

@@ -1,7 +1,7 @@
 """Evaluating a finished run again from its checkpoint, without retraining.
 
 Sits above training and evaluation: it rebuilds the run from its saved
-config.json (`training.loop.create_run`), restores the last or best
+config.json (`training.programs.create_run`), restores the last or best
 parameters and runs the final evaluation (`evaluation.measures`).
 """
 
@@ -18,8 +18,7 @@ from rdvae.evaluation import measures
 from rdvae.files import checkpointing
 from rdvae.files import atomic_files
 from rdvae.files import run_files
-from rdvae.runtime import parallel
-from rdvae.training import loop as train
+from rdvae.training import programs
 
 
 def _saved_config(workdir: str,
@@ -53,7 +52,8 @@ def _saved_config(workdir: str,
   return ml_collections.ConfigDict(saved)
 
 
-def restore_params(run: Any, workdir: str, params: str) -> tuple[Any, int]:
+def restore_params(run: programs.Run, workdir: str,
+                   params: str) -> tuple[Any, int]:
   """The TrainState of the run's last checkpoint, or of its best by
   validation ELBO (`checkpoints_best/`), and its step."""
   if params not in measures.PARAMS:
@@ -101,11 +101,12 @@ def evaluate_workdir(workdir: str, params: str = 'last',
         f'output={output!r} must be a file name ending in .json, other than '
         f'the run files {measures.RUN_FILES}')
   config = _saved_config(workdir, overrides)
-  train.validate(config)
-  run = train.create_run(config)
+  programs.validate(config)
+  run = programs.create_run(config)
   state, step = restore_params(run, workdir, params)
-  placed = parallel.put_replicated(state.params, run.mesh, run.mode)
-  results = measures.evaluate_splits(run, state.params, placed, True, splits)
+  placed = run.layout.put_replicated(state.params)
+  results = measures.evaluate_splits(run.evaluator, state.params, placed,
+                                     True, splits)
   measures.summarize(results, config, params)
   results.update(step=step, eval_overrides=overrides)
   atomic_files.write_json_atomic(os.path.join(workdir, output), results)
