@@ -336,12 +336,12 @@ def test_failed_point_is_recorded_once_and_retried(tmp_path, monkeypatch,
                            )['token'] != failure['token']
 
   # Fixed, retried: done; the others untouched.
-  monkeypatch.setattr(toy, 'train_and_eval', real)
+  monkeypatch.setattr(loop, 'train_and_eval', real)
   rows = runner.run(module, workdir, retry_failed=True, population=population)
   assert [r['status'] for r in rows] == ['done'] * 3
   assert not os.path.exists(os.path.join(workdir, 'seed=1', 'failure.json'))
   assert [r['step'] for r in metric_files.read_metrics(
-      os.path.join(workdir, 'seed=1'))] == [10, 20, 30, 40]
+      os.path.join(workdir, 'seed=1')) if 'train/loss' in r] == [10, 20, 30, 40]
 
 
 def test_population_points_equal_their_runs_alone(tmp_path):
@@ -365,6 +365,7 @@ def test_population_points_equal_their_runs_alone(tmp_path):
     b = atomic_files.read_json(os.path.join(together, row['name'],
                                        'results.json'))
     assert 'population_size' not in a and b.pop('population_size') == 3
+    assert a.pop('compile') and b.pop('compile')  # what each compiled
     assert a == b
     assert float(row['rate']) == a['rate']
     assert (metric_files.read_metrics(os.path.join(alone, row['name'])) ==
@@ -531,8 +532,12 @@ def _check_every_point_done_once(workdir, logs, names, failed=()):
     directory = os.path.join(workdir, name)
     assert not os.path.exists(os.path.join(directory, claims.CLAIM_FILE))
     if name not in failed:
-      steps = [r['step'] for r in metric_files.read_metrics(directory)]
+      records = metric_files.read_metrics(directory)
+      steps = [r['step'] for r in records if 'train/loss' in r]
       assert steps == sorted(set(steps)) and steps[-1] == 2000, (name, steps)
+      # One final evaluation, at the end.
+      finals = [r['step'] for r in records if 'train/loss' not in r]
+      assert finals == [2000], (name, finals)
 
 
 @pytest.mark.slow
