@@ -45,15 +45,12 @@ def test_iwae_matches_exact_log_marginal_of_a_discrete_model():
 
 @pytest.mark.parametrize('nats, dims, expected',
                          [(784 * math.log(2.0), 784, 1.0), (0.0, 10, 0.0),
-                          (100.0, 784, 100.0 / (784 * math.log(2.0)))],
-                         ids=['one_bit', 'zero', 'mnist'])
+                          (100.0, 784, 100.0 / (784 * math.log(2.0))),
+                          (math.log(8.0), 1, 3.0)],
+                         ids=['one_bit', 'zero', 'mnist', 'nats_to_bits'])
 def test_bits_per_dim(nats, dims, expected):
   np.testing.assert_allclose(bounds.bits_per_dim(nats, dims), expected,
                              rtol=1e-12)
-
-
-def test_nats_to_bits():
-  np.testing.assert_allclose(bounds.nats_to_bits(math.log(8.0)), 3.0)
 
 
 def _random_model(seed, num_latents=4, num_values=6):

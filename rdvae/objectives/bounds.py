@@ -59,11 +59,6 @@ def bits_per_dim(nats: jax.Array, num_dims: int) -> jax.Array:
   return nats / (num_dims * math.log(2.0))
 
 
-def nats_to_bits(nats: jax.Array) -> jax.Array:
-  """Nats to bits: nats / ln 2."""
-  return nats / math.log(2.0)
-
-
 def generative_lower_terms(log_e: jax.Array, log_m: jax.Array) -> jax.Array:
   """The integrand of E (Eq. 9): log e(z|x) - log m(z) per generated pair.
 
