@@ -170,13 +170,13 @@ class RDModel(nn.Module):
     Args:
       x: float32 images [B, H, W, C] with values in {0, 1}.
     """
-    posterior = self.encoder(x)
-    z, log_e = posterior.sample_and_log_prob(seed=self.make_rng('sample'))
-    prior = self.marginal(self.encoder)
-    rate = log_e - prior.log_prob(z)  # [B]
+    e = self.encoder(x)
+    z, log_e = e.sample_and_log_prob(seed=self.make_rng('sample'))
+    m = self.marginal(self.encoder)
+    rate = log_e - m.log_prob(z)  # [B]
     distortion = -self.decoder(z, x).log_prob(x)  # [B]
     return types.RDTerms(rate=rate, distortion=distortion,
-                         analytic_rate=analytic_rate(posterior, prior))
+                         analytic_rate=analytic_rate(e, m))
 
   def log_importance_weights(self, x: jax.Array,
                              num_samples: int) -> jax.Array:
@@ -193,9 +193,9 @@ class RDModel(nn.Module):
     Returns:
       [K, B] log-weights in nats.
     """
-    posterior = self.encoder(x)
-    z, log_e = posterior.sample_and_log_prob(seed=self.make_rng('sample'),
-                                             sample_shape=(num_samples,))
+    e = self.encoder(x)
+    z, log_e = e.sample_and_log_prob(seed=self.make_rng('sample'),
+                                     sample_shape=(num_samples,))
     log_m = self.marginal(self.encoder).log_prob(z)  # [K, B]
     batch = x.shape[0]
     flat_x = jnp.broadcast_to(x, (num_samples,) + x.shape).reshape(
@@ -216,9 +216,9 @@ class RDModel(nn.Module):
       {'z': [N, Z], 'x': [N, H, W, C] float32 in {0, 1}, 'log_m': [N],
        'log_d': [N], 'log_e': [N]}, N = num_samples, nats.
     """
-    prior = self.marginal(self.encoder)
-    z, log_m = prior.sample_and_log_prob(seed=self.make_rng('sample'),
-                                         sample_shape=(num_samples,))
+    m = self.marginal(self.encoder)
+    z, log_m = m.sample_and_log_prob(seed=self.make_rng('sample'),
+                                     sample_shape=(num_samples,))
     if getattr(self.decoder, 'autoregressive', False):
       x = self.decoder.sample(z, 1)[0]
     else:
@@ -239,13 +239,13 @@ class RDModel(nn.Module):
     the analytic KL of each dimension (`bounds.gaussian_kl_per_dim`), summing
     to `analytic_rate`.
     """
-    posterior = self.encoder(x)
-    stats = {'mean': marginals.gaussian_stage(posterior).mean()}
-    prior = self.marginal(self.encoder)
+    e = self.encoder(x)
+    stats = {'mean': marginals.gaussian_stage(e).mean()}
+    m = self.marginal(self.encoder)
     gaussian = distrax.MultivariateNormalDiag
-    if isinstance(posterior, gaussian) and isinstance(prior, gaussian):
+    if isinstance(e, gaussian) and isinstance(m, gaussian):
       stats['rate_per_dim'] = bounds.gaussian_kl_per_dim(
-          posterior.loc, posterior.scale_diag, prior.loc, prior.scale_diag)
+          e.loc, e.scale_diag, m.loc, m.scale_diag)
     return stats
 
   def reconstruct(self, x: jax.Array,

@@ -90,16 +90,16 @@ def generative_upper_terms(log_d: jax.Array, log_q: jax.Array) -> jax.Array:
 
 
 def gaussian_kl_per_dim(mean: jax.Array, scale: jax.Array,
-                        prior_mean: jax.Array = 0.0,
-                        prior_scale: jax.Array = 1.0) -> jax.Array:
+                        marginal_mean: jax.Array = 0.0,
+                        marginal_scale: jax.Array = 1.0) -> jax.Array:
   """KL(N(mu, s^2) || N(nu, t^2)) per dimension, in nats.
 
   KL_j = log(t_j / s_j) + (s_j^2 + (mu_j - nu_j)^2) / (2 t_j^2) - 1/2; for a
   diagonal Gaussian encoder and marginal the rate KL(e(z|x) || m(z)) is the
   sum over j, so this is the rate carried by each latent dimension.
   """
-  ratio = (scale / prior_scale) ** 2
-  return 0.5 * (ratio + ((mean - prior_mean) / prior_scale) ** 2
+  ratio = (scale / marginal_scale) ** 2
+  return 0.5 * (ratio + ((mean - marginal_mean) / marginal_scale) ** 2
                 - 1.0 - jnp.log(ratio))
 
 
