@@ -20,9 +20,8 @@ of the `objective` section acts; `validate` refuses a key set away from its
 default where it has no effect.
 
 Schedules (`ANNEAL_SCHEDULES`). The beta of `elbo` (1) and `beta_vae` can be
-annealed: `linear`
-raises it from `beta_start` to its final value over `anneal_steps` steps
-(Bowman et al., 2016). The rate target of `target_rate` and `rate_constraint`
+annealed: `linear` raises it from `beta_start` to its final value over
+`anneal_steps` steps (Bowman et al., 2016). The rate target of `target_rate` and `rate_constraint`
 can be annealed too (capacity annealing, Burgess et al., 2018): under the
 `linear` rate schedule sigma_t = sigma min(1, t / rate_anneal_steps), t the
 0-based step; under `constant` sigma_t = sigma.
@@ -322,6 +321,10 @@ def update_state(objective: Objective, state: ObjectiveState,
 def validate(config: ml_collections.ConfigDict,
              data_entropy: Optional[float] = None) -> None:
   """Checks `config.objective`, naming the bad key and value.
+
+  Besides each key's range, a key set away from its default where it has no
+  effect (`APPLIES_TO`, `LINEAR_ONLY`) is refused: e.g. `beta` with the ELBO,
+  whose beta is 1.
 
   Args:
     config: the whole experiment config (reads `objective.*`).
