@@ -66,7 +66,7 @@ def main(argv):
   print(' family  check     kernels  CPU s (each round)        wall s')
   for family in _FAMILIES.value:
     config = family_check.tiny_config(family)
-    model = model_lib.create_model(config)
+    model = model_lib.create_model(config, data.IMAGE_SHAPE)
     optimizer = optim.create_optimizer(config, 10)
     objective = objectives.create_objective(config)
     state = steps.create_train_state(

@@ -61,7 +61,7 @@ def main(argv):
   config = mnist.get_config()
   config.model.family = '---'
   config.objective.kind = 'beta_vae'
-  model = model_lib.create_model(config)
+  model = model_lib.create_model(config, data.IMAGE_SHAPE)
   optimizer = optim.create_optimizer(config, 1000)
   objective = objectives.create_objective(config)
   images = data.load_npz(str(data.packaged_npz_path()))['train'][:batch]

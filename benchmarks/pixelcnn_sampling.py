@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rdvae.data import sources as data
 from rdvae.models import pixelcnn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -82,7 +83,8 @@ def main(argv):
 
 def _benchmark():
   print(f'devices: {jax.devices()}; load average: {os.getloadavg()}')
-  net = pixelcnn.PixelCNN(features=_FEATURES.value,
+  net = pixelcnn.PixelCNN(image_shape=data.IMAGE_SHAPE,
+                          features=_FEATURES.value,
                           resnets_per_block=_RESNETS.value)
   x = _images(_BATCH.value)
   z = jax.random.normal(jax.random.key(1), (_BATCH.value, _LATENT.value))

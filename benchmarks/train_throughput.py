@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rdvae.data import sources as data
 from rdvae.models import decoders
 from rdvae.models import encoders
 from rdvae.models import marginals
@@ -78,9 +79,10 @@ def load_images(count: int) -> np.ndarray:
 
 
 def build_model(fast: bool) -> model_lib.RDModel:
-  return model_lib.RDModel(encoders.GaussianEncoder(fast=fast),
-                           decoders.DeconvDecoder(fast=fast),
-                           marginals.StandardNormal())
+  return model_lib.RDModel(
+      encoders.GaussianEncoder(image_shape=data.IMAGE_SHAPE, fast=fast),
+      decoders.DeconvDecoder(image_shape=data.IMAGE_SHAPE, fast=fast),
+      marginals.StandardNormal())
 
 
 def make_train_steps(model, optimizer, objective):

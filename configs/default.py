@@ -53,15 +53,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.seed = 0
   # The paper does not state its batch size; 64 is the common choice for
-  # these models and the batch of the throughput target (issue 3).
+  # these models.
   config.train.batch_size = 64
   config.train.num_epochs = 200.0   # F.4
   config.train.num_steps = 0        # > 0 overrides num_epochs
   # 0 and None: the backend's choice (rdvae/runtime/backends.py): on the CPU an
   # unrolled scan of 2 steps per dispatch (XLA:CPU runs convolutions inside a
-  # rolled loop ~20x slower), on GPU/TPU a rolled scan of up to 100 steps
-  # (a divisor of log_every, eval_every and checkpoint_every). The values
-  # chosen are logged and written to results.json under 'backend'.
+  # rolled loop far slower; BUILD.md, "Throughput"), on GPU/TPU a rolled scan
+  # of up to 100 steps (a divisor of log_every, eval_every and
+  # checkpoint_every). The values chosen are logged and written to
+  # results.json under 'backend'.
   config.train.steps_per_dispatch = 0
   config.train.scan_unroll = config_dict.placeholder(bool)
   config.train.parallel = 'jit'

@@ -58,6 +58,7 @@ def tiny_config(family: str):
   config.model.made_hidden = 8
   config.model.made_layers = 2
   config.model.num_pseudo_inputs = 3
+  config.model.pseudo_input_batch = 0  # all 3 in one encoder call
   config.model.pixelcnn_features = 4
   config.model.pixelcnn_resnets_per_block = 1
   # Two scales keep a down and an up path (three are the paper's, checked in
@@ -106,7 +107,7 @@ def check(family: str) -> dict:
   """The report of `family`: both runs and their largest parameter gap."""
   config = tiny_config(family)
   # Built once, so both runs share the compiled initialisation.
-  parts = (model_lib.create_model(config), optim.create_optimizer(config, 10),
+  parts = (model_lib.create_model(config, data.IMAGE_SHAPE), optim.create_optimizer(config, 10),
            objectives.create_objective(config),
            objectives.create_state(config),
            data.load_npz(str(data.packaged_npz_path()))['test'][:NUM_IMAGES])

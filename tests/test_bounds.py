@@ -47,15 +47,12 @@ def test_iwae_matches_exact_log_marginal_of_a_discrete_model():
 
 @pytest.mark.parametrize('nats, dims, expected',
                          [(784 * math.log(2.0), 784, 1.0), (0.0, 10, 0.0),
-                          (100.0, 784, 100.0 / (784 * math.log(2.0)))],
-                         ids=['one_bit', 'zero', 'mnist'])
+                          (100.0, 784, 100.0 / (784 * math.log(2.0))),
+                          (math.log(8.0), 1, 3.0)],
+                         ids=['one_bit', 'zero', 'mnist', 'nats_to_bits'])
 def test_bits_per_dim(nats, dims, expected):
   np.testing.assert_allclose(bounds.bits_per_dim(nats, dims), expected,
                              rtol=1e-12)
-
-
-def test_nats_to_bits():
-  np.testing.assert_allclose(bounds.nats_to_bits(math.log(8.0)), 3.0)
 
 
 def _random_model(seed, num_latents=4, num_values=6):
@@ -172,16 +169,16 @@ def test_information_sandwiches_hold_exactly_on_the_toy(seed, toy_spec):
 def test_gaussian_kl_per_dim_sums_to_the_kl():
   rng = np.random.default_rng(3)
   mean, scale = rng.normal(size=(5, 4)), rng.uniform(0.2, 2.0, size=(5, 4))
-  prior_mean, prior_scale = rng.normal(size=4), rng.uniform(0.5, 2.0, size=4)
-  per_dim = bounds.gaussian_kl_per_dim(mean, scale, prior_mean, prior_scale)
-  by_hand = (np.log(prior_scale / scale)
-             + (scale ** 2 + (mean - prior_mean) ** 2) / (2 * prior_scale ** 2)
+  # The marginal m(z) = N(nu, diag t^2).
+  nu, t = rng.normal(size=4), rng.uniform(0.5, 2.0, size=4)
+  per_dim = bounds.gaussian_kl_per_dim(mean, scale, nu, t)
+  by_hand = (np.log(t / scale) + (scale ** 2 + (mean - nu) ** 2) / (2 * t ** 2)
              - 0.5)
   np.testing.assert_allclose(per_dim, by_hand, rtol=1e-5)
   # Against distrax's KL of the diagonal Gaussians, summed over dimensions.
   import distrax  # pylint: disable=g-import-not-at-top
   kl = distrax.MultivariateNormalDiag(mean, scale).kl_divergence(
-      distrax.MultivariateNormalDiag(prior_mean, prior_scale))
+      distrax.MultivariateNormalDiag(nu, t))
   np.testing.assert_allclose(np.sum(per_dim, axis=1), kl, rtol=1e-5)
   np.testing.assert_allclose(bounds.gaussian_kl_per_dim(0.0, 1.0), 0.0)
 

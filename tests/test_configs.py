@@ -1,4 +1,5 @@
-"""Every config in configs/ (each variant) loads, is locked and validates."""
+"""Every config in configs/ (each variant) loads, is locked and validates;
+so do every sweep's base config and points in configs/sweeps/."""
 
 import importlib.util
 import os
@@ -15,6 +16,7 @@ from rdvae import validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, 'configs')
+SWEEP_DIR = os.path.join(CONFIG_DIR, 'sweeps')
 
 
 def _load(name):
@@ -45,6 +47,16 @@ def test_config_loads_and_validates(name, variant):
   config = module.get_config(variant) if variant else module.get_config()
   assert isinstance(config, ml_collections.ConfigDict)
   _validate(config)
+
+
+@pytest.mark.parametrize('name', sorted(
+    f[:-3] for f in os.listdir(SWEEP_DIR)
+    if f.endswith('.py') and not f.startswith('_')))
+def test_sweep_base_config_and_points_validate(name):
+  from rdvae.sweeps import sweep_file  # pylint: disable=g-import-not-at-top
+  path = os.path.join(SWEEP_DIR, f'{name}.py')
+  _validate(sweep_file.load(path).get_config())
+  assert sweep_file.expand(path)  # validates every point's config
 
 
 @pytest.mark.parametrize('name', sorted(

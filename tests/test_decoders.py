@@ -11,6 +11,7 @@ from rdvae.models import decoders
 from rdvae.models import nets
 
 BATCH = 3
+IMAGE_SHAPE = (28, 28, 1)  # binarized MNIST, the paper's images
 
 
 @pytest.fixture(scope='module')
@@ -20,7 +21,7 @@ def latents():
 
 @pytest.fixture(scope='module')
 def decoder_and_params(latents):
-  decoder = decoders.DeconvDecoder()
+  decoder = decoders.DeconvDecoder(image_shape=IMAGE_SHAPE)
   params = jax.jit(decoder.init)(jax.random.key(1), latents)['params']
   # Non-zero biases so that the bias placement is checked too.
   params = jax.tree_util.tree_map_with_path(
@@ -28,6 +29,21 @@ def decoder_and_params(latents):
                                          p.shape) * 0.1
                        if path[-1].key == 'bias' else p), params)
   return decoder, params
+
+
+def test_deconv_image_shape_follows_the_layers():
+  assert decoders.deconv_image_shape() == IMAGE_SHAPE  # 1-7-7-14-14-28-28
+  assert decoders.deconv_image_shape_error(IMAGE_SHAPE) is None
+  assert '(28, 28, 1), not (32, 32, 1)' in decoders.deconv_image_shape_error(
+      (32, 32, 1))
+  assert decoders.pixelcnn_image_shape_error((8, 6, 1)) is None
+  assert 'one channel' in decoders.pixelcnn_image_shape_error((8, 6, 3))
+
+
+def test_deconv_decoder_refuses_another_image_shape(latents):
+  decoder = decoders.DeconvDecoder(image_shape=(32, 32, 1))
+  with pytest.raises(ValueError, match=r'draws images of shape \(28, 28, 1\)'):
+    jax.eval_shape(decoder.init, jax.random.key(1), latents)
 
 
 def _reference_logits(params, z):
@@ -52,7 +68,7 @@ def test_parameter_count_matches_f2(decoder_and_params):
 def test_logits_match_flax_conv_transpose_stack(decoder_and_params, latents,
                                                 fast):
   _, params = decoder_and_params
-  decoder = decoders.DeconvDecoder(fast=fast)
+  decoder = decoders.DeconvDecoder(image_shape=IMAGE_SHAPE, fast=fast)
   logits = decoder.apply({'params': params}, latents,
                          method=decoders.DeconvDecoder.logits)
   assert logits.shape == (BATCH, 28, 28, 1)

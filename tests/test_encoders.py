@@ -11,6 +11,7 @@ from rdvae.models import encoders
 from rdvae.models import nets
 
 BATCH = 3
+IMAGE_SHAPE = (28, 28, 1)  # binarized MNIST, the paper's images
 
 
 @pytest.fixture(scope='module')
@@ -21,7 +22,7 @@ def images():
 
 @pytest.fixture(scope='module')
 def encoder_and_params(images):
-  encoder = encoders.GaussianEncoder()
+  encoder = encoders.GaussianEncoder(image_shape=IMAGE_SHAPE)
   params = jax.jit(encoder.init)(jax.random.key(1), images)['params']
   return encoder, params
 
@@ -56,7 +57,7 @@ def test_features_match_flax_conv_stack(encoder_and_params, images):
 @pytest.mark.parametrize('fast', [True, False], ids=['fast', 'lax'])
 def test_gaussian_head_by_hand(encoder_and_params, images, fast):
   _, params = encoder_and_params
-  encoder = encoders.GaussianEncoder(fast=fast)
+  encoder = encoders.GaussianEncoder(image_shape=IMAGE_SHAPE, fast=fast)
   e = encoder.apply({'params': params}, images)
   assert isinstance(e, distrax.MultivariateNormalDiag)
   assert e.batch_shape == (BATCH,) and e.event_shape == (64,)
@@ -77,7 +78,8 @@ def test_scale_floor(encoder_and_params, images):
   params = dict(params)
   params['scale'] = {'kernel': jnp.zeros_like(params['scale']['kernel']),
                      'bias': jnp.full((64,), -200.0)}
-  e = encoders.GaussianEncoder().apply({'params': params}, images)
+  e = encoders.GaussianEncoder(image_shape=IMAGE_SHAPE).apply(
+      {'params': params}, images)
   np.testing.assert_allclose(e.scale_diag, 1e-5, rtol=1e-6)
   assert bool(jnp.all(jnp.isfinite(e.log_prob(e.loc))))
 
@@ -88,13 +90,29 @@ def test_wrong_image_shape_raises(encoder_and_params):
     encoder.apply({'params': params}, jnp.zeros((1, 32, 32, 1)))
 
 
+@pytest.mark.parametrize('shape, size', [
+    ((28, 28, 1), (1, 1)), ((25, 27, 3), (1, 1)), ((32, 32, 1), (2, 2)),
+    ((24, 28, 1), (0, 1)), ((14, 14, 1), (0, 0))],
+    ids=['mnist', 'smallest', 'larger', 'short', 'half'])
+def test_torso_output_size_follows_the_layers(shape, size):
+  # 'SAME' layers: ceil(n / s); the last, 7x7 'VALID': n - 6.
+  assert encoders.torso_output_size(shape) == size
+  assert (encoders.image_shape_error(shape) is None) == (size == (1, 1))
+
+
+def test_torso_refuses_a_shape_its_layers_cannot_take():
+  encoder = encoders.GaussianEncoder(image_shape=(32, 32, 1))
+  with pytest.raises(ValueError, match='to a 2x2 map'):
+    jax.eval_shape(encoder.init, jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+
+
 # --- IAF encoder (+) ----------------------------------------------------------
 
 
 def _iaf_encoder_and_params(latent_dim=4, seed=0):
   """A small IAF encoder whose MADEs have random (non-zero) weights."""
-  encoder = encoders.IAFEncoder(latent_dim=latent_dim, flow_steps=2,
-                                made_hidden=16, made_layers=1)
+  encoder = encoders.IAFEncoder(image_shape=IMAGE_SHAPE, latent_dim=latent_dim,
+                                flow_steps=2, made_hidden=16, made_layers=1)
   x = (jax.random.uniform(jax.random.key(seed), (3, 28, 28, 1)) > 0.5
        ).astype(jnp.float32)
   params = jax.jit(encoder.init)(jax.random.key(seed + 1), x)['params']
@@ -130,7 +148,7 @@ def test_iaf_encoder_samples_and_scores_in_one_pass():
 
 def test_iaf_encoder_gaussian_stage_is_the_simple_encoder():
   encoder, params, x = _iaf_encoder_and_params()
-  simple = encoders.GaussianEncoder(latent_dim=4)
+  simple = encoders.GaussianEncoder(image_shape=IMAGE_SHAPE, latent_dim=4)
   gaussian = simple.apply(
       {'params': params['params']['gaussian_encoder']}, x)
   stage = encoder.apply(params, x).distribution
@@ -155,8 +173,8 @@ def test_iaf_encoder_flow_reads_the_torso_features():
 
 
 def test_iaf_encoder_at_init_is_the_reversed_gaussian():
-  encoder = encoders.IAFEncoder(latent_dim=4, flow_steps=4, made_hidden=8,
-                                made_layers=1)
+  encoder = encoders.IAFEncoder(image_shape=IMAGE_SHAPE, latent_dim=4,
+                                flow_steps=4, made_hidden=8, made_layers=1)
   x = jnp.zeros((2, 28, 28, 1))
   params = encoder.init(jax.random.key(0), x)
   posterior = encoder.apply(params, x)

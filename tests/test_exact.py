@@ -95,7 +95,11 @@ class ExactTest(parameterized.TestCase):
   def test_posterior_decoder_makes_distortion_tight(self, num_x, num_k, seed):
     """With d = p_e(x|z), H - D equals I_e (Appendix D.4)."""
     p, e, _, _, _ = _tables(num_x, num_k, seed)
-    d = exact.posterior_decoder(p, e)
+    # Bayes: p_e(x|z) = p*(x) e(z|x) / p_e(z) [K, X]; a state e never uses
+    # (p_e(z) = 0) gets any row, here p*.
+    joint = (p[:, None] * e).T  # [K, X]
+    mass = joint.sum(axis=1, keepdims=True)
+    d = np.where(mass > 0, joint / np.where(mass > 0, mass, 1.0), p[None, :])
     np.testing.assert_allclose(np.sum(d, axis=1), 1.0, atol=1e-14)
     np.testing.assert_allclose(exact.entropy(p) - exact.distortion(p, e, d),
                                exact.mutual_information(p, e), atol=1e-14)
@@ -168,7 +172,7 @@ class ExactTest(parameterized.TestCase):
 
   def test_reconstruction_tables(self):
     p, e, _, d, _ = _tables(5, 4, 0)
-    kernel = exact.reconstruction_kernel(e, d)
+    kernel = e @ d  # p(x'|x) = sum_z e(z|x) d(x'|z) [X, X] (Fig. 2 row v)
     np.testing.assert_allclose(kernel.sum(axis=1), 1.0, atol=1e-14)
     np.testing.assert_allclose(exact.reconstruction_distribution(p, e, d),
                                p @ kernel, atol=1e-14)

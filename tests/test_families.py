@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from configs import mnist
+from rdvae.data import sources as data
 from rdvae.models import model as model_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,7 +61,7 @@ def test_every_family_is_registered():
   config = mnist.get_config()
   for family in FAMILIES:
     config.model.family = family
-    model_lib.validate(config)
+    model_lib.validate(config, data.IMAGE_SHAPE)
 
 
 @pytest.mark.parametrize('family', [

@@ -1,5 +1,8 @@
 """Tests of rdvae.model: RDTerms of the simple family, IWAE weights, create_model."""
 
+import ast
+import os
+
 import distrax
 import flax.linen as nn
 import jax
@@ -13,6 +16,7 @@ from rdvae import types
 from rdvae import validation
 
 BATCH = 2
+IMAGE_SHAPE = (28, 28, 1)  # binarized MNIST, the paper's images
 
 
 def _config(family='---', latent_dim=64):
@@ -29,7 +33,7 @@ def images():
 
 @pytest.fixture(scope='module')
 def model_and_variables(images):
-  rd_model = model.create_model(_config())
+  rd_model = model.create_model(_config(), IMAGE_SHAPE)
   variables = jax.jit(rd_model.init)({'params': jax.random.key(1),
                                       'sample': jax.random.key(2)}, images)
   return rd_model, variables
@@ -133,27 +137,33 @@ def test_create_model_rejects_family(family, match, monkeypatch):
   monkeypatch.setattr(model, 'DECODERS', {'-': model.DECODERS['-']})
   monkeypatch.setattr(model, 'MARGINALS', {'-': model.MARGINALS['-']})
   with pytest.raises(validation.ConfigError, match=match) as error:
-    model.create_model(_config(family))
+    model.create_model(_config(family), IMAGE_SHAPE)
   assert 'model.family' in str(error.value)
 
 
-@pytest.mark.parametrize('shape', [(32, 32, 1), (28, 28, 3), (28, 28)],
-                         ids=['size', 'channels', 'rank'])
-def test_create_model_rejects_image_shape(shape):
-  with pytest.raises(validation.ConfigError, match=r'\(28, 28, 1\)'):
+@pytest.mark.parametrize('shape, match', [
+    ((32, 32, 1), r"'-' encoder reduces images of shape \(32, 32, 1\) to a "
+     r'2x2 map'),
+    ((28, 28, 3), r"'-' decoder draws images of shape \(28, 28, 1\), not "
+     r'\(28, 28, 3\)'),
+    ((28, 28), r'shape \(28, 28\), not \(height, width, channels\)')],
+    ids=['size', 'channels', 'rank'])
+def test_create_model_rejects_image_shape(shape, match):
+  with pytest.raises(validation.ConfigError, match=match) as error:
     model.create_model(_config(), image_shape=shape)
+  assert 'model.family' in str(error.value)
 
 
 @pytest.mark.parametrize('latent_dim', [0, 2.5, None],
                          ids=['zero', 'float', 'none'])
 def test_create_model_rejects_latent_dim(latent_dim):
   with pytest.raises(validation.ConfigError, match='model.latent_dim'):
-    model.create_model(_config(latent_dim=latent_dim))
+    model.create_model(_config(latent_dim=latent_dim), IMAGE_SHAPE)
 
 
 def test_missing_model_section():
   with pytest.raises(validation.ConfigError, match="'model.family' is missing"):
-    model.validate(ml_collections.ConfigDict({}))
+    model.validate(ml_collections.ConfigDict({}), IMAGE_SHAPE)
 
 
 class _PseudoInputMixture(nn.Module):
@@ -171,8 +181,8 @@ class _PseudoInputMixture(nn.Module):
 def test_registered_marginal_gets_encoder(images, monkeypatch):
   """A new letter registers a constructor; the marginal may call the encoder."""
   monkeypatch.setitem(model.MARGINALS, 'v',
-                      model.Component(lambda config: _PseudoInputMixture()))
-  rd_model = model.create_model(_config('--v'))
+                      model.Component(lambda config, shape: _PseudoInputMixture()))
+  rd_model = model.create_model(_config('--v'), IMAGE_SHAPE)
   variables = rd_model.init({'params': jax.random.key(1),
                              'sample': jax.random.key(2)}, images)
   assert variables['params']['marginal']['pseudo'].shape == (2, 28, 28, 1)
@@ -182,7 +192,8 @@ def test_registered_marginal_gets_encoder(images, monkeypatch):
 
 
 def test_default_config_validates():
-  model.validate(ml_collections.ConfigDict({'model': model.default_config()}))
+  model.validate(ml_collections.ConfigDict({'model': model.default_config()}),
+                 IMAGE_SHAPE)
 
 
 # --- Flow and VampPrior families: IAF encoder (+), MAF (+) and VampPrior (v) --
@@ -194,6 +205,7 @@ def _small_flow_config(family):
   config.model.made_hidden = 16
   config.model.made_layers = 1
   config.model.num_pseudo_inputs = 3
+  config.model.pseudo_input_batch = 0  # all at once, as a GPU resolves it
   return config
 
 
@@ -212,7 +224,7 @@ def test_flow_and_vamp_families(family, images):
   # '+-+' the IAF encoder and MAF marginal (slow: ~25-60 s on the shared
   # 2-core machine, mostly compiling the conv encoder and decoder gradients).
   # tests/test_marginals.py covers '--v' and the MAF on its own.
-  rd_model = model.create_model(_small_flow_config(family))
+  rd_model = model.create_model(_small_flow_config(family), IMAGE_SHAPE)
   variables = rd_model.init({'params': jax.random.key(1),
                              'sample': jax.random.key(2)}, images)
   rngs = {'sample': jax.random.key(3)}
@@ -251,14 +263,50 @@ def test_create_model_rejects_flow_keys(family, key, value):
   config = _small_flow_config(family)
   config.model[key] = value
   with pytest.raises(validation.ConfigError, match=f'model.{key}'):
-    model.create_model(config)
+    model.create_model(config, IMAGE_SHAPE)
 
 
-@pytest.mark.parametrize('value', [None, 0, 2])
+@pytest.mark.parametrize('value', [0, 2])
 def test_pseudo_input_batch_reaches_the_vamp_prior(value):
   config = _small_flow_config('--v')
   config.model.pseudo_input_batch = value
-  assert model.create_model(config).marginal.encode_batch == value
+  assert model.create_model(config, IMAGE_SHAPE).marginal.encode_batch == value
+
+
+@pytest.mark.parametrize('backend, batch', [('cpu', 64), ('gpu', 0)])
+def test_vamp_prior_takes_the_resolved_pseudo_input_batch(backend, batch):
+  # The model reads the number the runtime resolved (None is 'auto'); it
+  # never asks the backend itself.
+  from configs import mnist  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import backends  # pylint: disable=g-import-not-at-top
+  config = mnist.get_config('smoke')
+  config.model.family = '--v'
+  assert config.model.pseudo_input_batch is None
+  with pytest.raises(validation.ConfigError,
+                     match=r'pseudo_input_batch=None .*resolved_config'):
+    model.create_model(config, IMAGE_SHAPE)
+  resolved, _ = backends.resolved_config(config, backend)
+  assert model.create_model(resolved, IMAGE_SHAPE).marginal.encode_batch == batch
+
+
+def test_models_import_no_runtime_or_training_settings():
+  directory = os.path.dirname(model.__file__)
+  for name in sorted(os.listdir(directory)):
+    if not name.endswith('.py'):
+      continue
+    with open(os.path.join(directory, name)) as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+      if isinstance(node, ast.ImportFrom):
+        modules = [node.module or ''] + [
+            f'{node.module}.{a.name}' for a in node.names]
+      elif isinstance(node, ast.Import):
+        modules = [a.name for a in node.names]
+      else:
+        continue
+      for module in modules:
+        assert not module.startswith(('rdvae.runtime', 'rdvae.training')), (
+            name, module)
 
 
 @pytest.mark.slow
@@ -274,7 +322,7 @@ def test_generative_pairs_and_latent_statistics_of_other_families(family,
     config.model.pixelcnn_features = 4
     config.model.pixelcnn_resnets_per_block = 1
     config.model.pixelcnn_scales = 1
-  rd_model = model.create_model(config)
+  rd_model = model.create_model(config, IMAGE_SHAPE)
   variables = rd_model.init({'params': jax.random.key(1),
                              'sample': jax.random.key(2)}, images)
 

@@ -313,6 +313,80 @@ class MultiplierTest(parameterized.TestCase):
     self.assertGreater(np.ptp(small[0]), 0.5)  # lambda moved: not vacuous
 
 
+# A value other than the default for every key of APPLIES_TO.
+_OTHER_VALUES = {
+    'beta': 2.0, 'beta_schedule': 'linear', 'beta_start': 0.5,
+    'anneal_steps': 10, 'rate': 2.0, 'rate_schedule': 'linear',
+    'rate_anneal_steps': 10, 'distortion': 5.0, 'multiplier_init': 1.5,
+    'multiplier_lr': 0.3, 'constraint_decay': 0.5, 'penalty': 2.0}
+
+
+def _with_target(kind: str, overrides: dict) -> dict:
+  """`overrides` under `kind`, with the positive target a constraint needs."""
+  needs = {'rate_constraint': {'rate': 1.0},
+           'distortion_constraint': {'distortion': 1.0}}.get(kind, {})
+  return {'kind': kind, **needs, **overrides}
+
+
+class AppliesToTest(parameterized.TestCase):
+  """`APPLIES_TO` and `LINEAR_ONLY` against the loss itself: a key changes
+  the loss, its gradient or the multiplier's update exactly where the table
+  says it acts."""
+
+  # Schedules in force and targets away from zero, so that every key can act.
+  BASE = {'anneal_steps': 10.0, 'rate_anneal_steps': 10.0, 'rate': 1.0,
+          'distortion': 3.0}
+
+  def _result(self, kind, step=3, **changes):
+    schedules = {k: changes.pop(k, 'constant')
+                 for k in ('beta_schedule', 'rate_schedule')}
+    objective = objectives.Objective(kind, **schedules)
+    state = objectives.init_state(
+        objectives.hyperparameters(**{**self.BASE, **changes}))
+
+    def loss(rate, distortion):
+      return objectives.loss_fn(objective, types.RDTerms(rate, distortion),
+                                state, step, weights=WEIGHTS)
+
+    (value, aux), grads = jax.value_and_grad(loss, argnums=(0, 1),
+                                             has_aux=True)(RATE, DISTORTION)
+    updated = objectives.update_state(objective, state, aux)
+    # The multiplier's step, not its value: an unconstrained objective
+    # carries lambda = multiplier_init unused.
+    return np.array([float(value), *np.concatenate(grads),
+                     float(updated.multiplier - state.multiplier),
+                     float(updated.constraint_average)])
+
+  def _changes(self, key, kind, linear):
+    value = _OTHER_VALUES[key]
+    if key not in ('beta_schedule', 'rate_schedule'):
+      value = float(value) if key not in self.BASE else 2 * self.BASE[key]
+    changes = {key: value}
+    if linear:
+      changes.update(beta_schedule='linear', rate_schedule='linear')
+    return changes
+
+  @parameterized.named_parameters(
+      *[(f'{key}_{kind}', key, kind) for key in objectives.APPLIES_TO
+        for kind in objectives.KINDS])
+  def test_key_acts_exactly_under_its_kinds(self, key, kind):
+    linear = {'beta_schedule': 'linear', 'rate_schedule': 'linear'}
+    base = self._result(kind, **(
+        {} if key in ('beta_schedule', 'rate_schedule') else linear))
+    changed = self._result(kind, **self._changes(
+        key, kind, key not in ('beta_schedule', 'rate_schedule')))
+    acts = not np.array_equal(base, changed)
+    self.assertEqual(acts, kind in objectives.APPLIES_TO[key])
+
+  @parameterized.named_parameters(
+      *[(key, key) for key in objectives.LINEAR_ONLY])
+  def test_linear_only_key_is_inert_under_constant_schedule(self, key):
+    kind = objectives.APPLIES_TO[key][-1]
+    base = self._result(kind)
+    changed = self._result(kind, **self._changes(key, kind, linear=False))
+    np.testing.assert_array_equal(base, changed)
+
+
 class ValidateTest(parameterized.TestCase):
 
   def _config(self, **objective):
@@ -367,26 +441,98 @@ class ValidateTest(parameterized.TestCase):
     objectives.validate(config)  # H unknown: nothing to check against
     objectives.validate(self._config(kind=kind, rate=2.9), data_entropy=2.914)
 
-  def test_rate_above_entropy_is_fine_for_elbo(self):
-    objectives.validate(self._config(kind='elbo', rate=3.0),
-                        data_entropy=2.914)
+  def test_rate_of_elbo_is_refused_before_the_entropy(self):
+    # The ELBO has no rate target: a rate above H is not a target out of
+    # range but a key with no effect.
+    with self.assertRaisesRegex(validation.ConfigError,
+                                r'objective.rate=3.0 has no effect'):
+      objectives.validate(self._config(kind='elbo', rate=3.0),
+                          data_entropy=2.914)
 
   def test_create_objective_reads_every_key(self):
-    numbers = {'beta': 2.0, 'beta_start': 0.5, 'anneal_steps': 7,
-               'rate': 0.5, 'distortion': 3.0, 'rate_anneal_steps': 11,
-               'multiplier_init': 1.5, 'multiplier_lr': 0.2,
-               'constraint_decay': 0.8, 'penalty': 3.0}
-    self.assertEqual(set(numbers), set(objectives.Hyperparameters._fields))
-    config = self._config(kind='rate_constraint', beta_schedule='linear',
-                          rate_schedule='linear', **numbers)
-    self.assertEqual(objectives.create_objective(config), objectives.Objective(
-        'rate_constraint', beta_schedule='linear', rate_schedule='linear'))
-    hparams = objectives.create_hyperparameters(config)
-    for key, value in numbers.items():
-      self.assertEqual(getattr(hparams, key).dtype, jnp.float32)
-      self.assertAlmostEqual(float(getattr(hparams, key)), value, places=6)
-    state = objectives.create_state(config)
-    self.assertAlmostEqual(float(state.multiplier), 1.5, places=6)
+    # Each number under a kind (and schedule) where it acts.
+    by_kind = {
+        'beta_vae': {'beta': 2.0, 'beta_start': 0.5, 'anneal_steps': 7},
+        'rate_constraint': {'rate': 0.5, 'rate_anneal_steps': 11,
+                            'multiplier_init': 1.5, 'multiplier_lr': 0.2,
+                            'constraint_decay': 0.8, 'penalty': 3.0},
+        'distortion_constraint': {'distortion': 3.0},
+    }
+    self.assertCountEqual([k for n in by_kind.values() for k in n],
+                          objectives.Hyperparameters._fields)
+    for kind, numbers in by_kind.items():
+      schedules = ({'beta_schedule': 'linear'} if kind == 'beta_vae'
+                   else {'rate_schedule': 'linear'}
+                   if kind == 'rate_constraint' else {})
+      config = self._config(kind=kind, **schedules, **numbers)
+      self.assertEqual(objectives.create_objective(config),
+                       objectives.Objective(kind, **schedules))
+      hparams = objectives.create_hyperparameters(config)
+      for key, value in numbers.items():
+        self.assertEqual(getattr(hparams, key).dtype, jnp.float32)
+        self.assertAlmostEqual(float(getattr(hparams, key)), value, places=6)
+      if kind == 'rate_constraint':
+        state = objectives.create_state(config)
+        self.assertAlmostEqual(float(state.multiplier), 1.5, places=6)
+
+  def test_beta_of_elbo_is_refused_with_what_to_do(self):
+    with self.assertRaises(validation.ConfigError) as raised:
+      objectives.validate(self._config(kind='elbo', beta=2.0))
+    self.assertEqual(
+        str(raised.exception),
+        "config.objective.beta=2.0 has no effect with objective.kind='elbo' "
+        "(beta is 1); use objective.kind='beta_vae', or leave "
+        'objective.beta at its default 1.0')
+
+  @parameterized.named_parameters(
+      *[(f'{key}_{kind}', key, kind)
+        for key, kinds in objectives.APPLIES_TO.items()
+        for kind in objectives.KINDS if kind not in kinds])
+  def test_key_without_effect_under_kind_is_refused(self, key, kind):
+    value = _OTHER_VALUES[key]
+    with self.assertRaises(validation.ConfigError) as raised:
+      objectives.validate(self._config(**_with_target(kind, {key: value})))
+    message = str(raised.exception)
+    for needle in (f'config.objective.{key}={value!r} has no effect',
+                   f'objective.kind={kind!r}',
+                   f'objective.kind={objectives.APPLIES_TO[key][0]!r}'
+                   if len(objectives.APPLIES_TO[key]) == 1
+                   else f'objective.kind in {objectives.APPLIES_TO[key]}',
+                   f'default {objectives.default_config()[key]!r}'):
+      self.assertIn(needle, message)
+
+  @parameterized.named_parameters(
+      *[(f'{key}_{kind}', key, kind)
+        for key, kinds in objectives.APPLIES_TO.items() for kind in kinds])
+  def test_key_with_effect_under_kind_is_accepted(self, key, kind):
+    overrides = {key: _OTHER_VALUES[key]}
+    if key in objectives.LINEAR_ONLY:
+      overrides[objectives.LINEAR_ONLY[key]] = 'linear'
+    objectives.validate(self._config(**_with_target(kind, overrides)))
+
+  @parameterized.named_parameters(
+      ('beta_start', 'beta_start', 'beta_vae'),
+      ('anneal_steps', 'anneal_steps', 'elbo'),
+      ('rate_anneal_steps', 'rate_anneal_steps', 'target_rate'))
+  def test_linear_only_key_under_constant_schedule_is_refused(self, key, kind):
+    schedule = objectives.LINEAR_ONLY[key]
+    with self.assertRaisesRegex(
+        validation.ConfigError,
+        f"objective.{key}=.* has no effect with objective.{schedule}="
+        f"'constant'; use objective.{schedule}='linear'"):
+      objectives.validate(self._config(kind=kind,
+                                       **{key: _OTHER_VALUES[key]}))
+
+  def test_kind_groups_cover_the_kinds_once(self):
+    groups = (objectives.BETA_WEIGHTED + objectives.RATE_TARGETED
+              + objectives.DISTORTION_TARGETED)
+    self.assertCountEqual(groups, objectives.KINDS)
+    self.assertLess(set(objectives.CONSTRAINED),
+                    set(objectives.RATE_TARGETED
+                        + objectives.DISTORTION_TARGETED))
+    self.assertCountEqual(objectives.APPLIES_TO,
+                          [k for k in objectives.default_config()
+                           if k != 'kind'])
 
   def test_default_config_declares_every_number(self):
     config = objectives.default_config()

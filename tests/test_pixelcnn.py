@@ -66,7 +66,7 @@ _POSITIONS = (0, 1, 2, 27, 28, 29, 55, 56, 57, 83, 111, 115, 300, 406, 407,
 
 def test_full_size_network_is_causal_and_has_no_blind_spot():
   """The paper's network (64 features, 28-14-7-7-14-28, two layers a block)."""
-  net = pixelcnn.PixelCNN()
+  net = pixelcnn.PixelCNN(image_shape=(28, 28, 1))
   params, z = _init(net, latent=64)
   x = _random_image(0, (28, 28, 1))
   positions = jnp.asarray(_POSITIONS)
@@ -255,10 +255,16 @@ def _config(**model):
   return config
 
 
-def test_create_pixelcnn_reads_the_paper_defaults():
-  net = pixelcnn.create_pixelcnn(_config())
-  assert (net.features, net.resnets_per_block, net.num_scales) == (64, 2, 3)
-  assert net.image_shape == (28, 28, 1)
+def test_the_model_builds_the_paper_network_from_the_defaults():
+  from rdvae.models import model  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({'model': model.default_config()})
+  config.model.family = '-+-'
+  decoder = model.create_model(config, (28, 28, 1)).decoder
+  assert (decoder.features, decoder.resnets_per_block,
+          decoder.num_scales) == (64, 2, 3)
+  assert decoder.image_shape == (28, 28, 1)
+  assert dict(pixelcnn.default_config()) == {
+      k: config.model[k] for k in pixelcnn.default_config()}
 
 
 @pytest.mark.parametrize('key, value', [
@@ -270,7 +276,17 @@ def test_create_pixelcnn_reads_the_paper_defaults():
 ])
 def test_validate_names_the_bad_key(key, value):
   with pytest.raises(validation.ConfigError, match=f'model.{key}'):
-    pixelcnn.validate(_config(**{key: value}))
+    pixelcnn.validate(_config(**{key: value}), (28, 28, 1))
+
+
+@pytest.mark.parametrize('shape, scales, allowed', [
+    ((28, 28, 1), 4, '1, 2, 3'), ((26, 26, 1), 3, '1, 2'),
+    ((12, 6, 1), 3, '1, 2')])
+def test_validate_reads_the_image_size(shape, scales, allowed):
+  pixelcnn.validate(_config(pixelcnn_scales=scales - 1), shape)
+  with pytest.raises(validation.ConfigError,
+                     match=f'{shape[0]}x{shape[1]} image .* are {allowed}$'):
+    pixelcnn.validate(_config(pixelcnn_scales=scales), shape)
 
 
 def test_indivisible_image_shape_is_rejected():

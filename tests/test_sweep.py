@@ -377,8 +377,12 @@ def test_population_points_equal_their_runs_alone(tmp_path):
 
 def test_population_on_refuses_image_models():
   from configs import mnist  # pylint: disable=g-import-not-at-top
-  module = _module(lambda: mnist.get_config('smoke'),
-                   [{'objective.beta': 0.5}, {'objective.beta': 2.0}])
+
+  def base():
+    config = mnist.get_config('smoke')
+    config.objective.kind = 'beta_vae'
+    return config
+  module = _module(base, [{'objective.beta': 0.5}, {'objective.beta': 2.0}])
   points = sweep_file.expand(module)
   assert runner.population_key(points[0], 'auto') is None
   assert runner.population_key(points[0], 'off') is None

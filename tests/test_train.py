@@ -83,7 +83,9 @@ def test_workdir_with_other_config_is_not_overwritten(tmp_path):
   run_files.prepare_workdir(workdir, _smoke())
   before = open(os.path.join(workdir, 'config.json')).read()
   with pytest.raises(run_files.WorkdirConflictError, match='objective.beta'):
-    train.train_and_eval(_smoke(**{'objective.beta': 2.0}), workdir)
+    train.train_and_eval(
+        _smoke(**{'objective.kind': 'beta_vae', 'objective.beta': 2.0}),
+        workdir)
   assert open(os.path.join(workdir, 'config.json')).read() == before
   assert sorted(os.listdir(workdir)) == ['config.json']
 

@@ -18,21 +18,21 @@ from rdvae.models import model
 
 POWERFUL_BETAS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0, 1.1)
 WEAK_BETAS = (0.9, 1.0, 1.1)
-SCHEDULES = ('constant', 'linear')   # without, with KL annealing
 ANNEAL_STEPS = 5_420                 # 20 epochs of 271 steps
+# Without and with KL annealing (beta from objective.beta_start = 0).
+BETA_SCHEDULES = ({'objective.beta_schedule': 'constant'},
+                  {'objective.beta_schedule': 'linear',
+                   'objective.anneal_steps': ANNEAL_STEPS})
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = omniglot.get_config()
   config.objective.kind = 'beta_vae'
-  config.objective.beta_start = 0.0
-  config.objective.anneal_steps = ANNEAL_STEPS
   return config
 
 
 def get_sweep() -> list[dict]:
-  return [{'model.family': family, 'objective.beta': beta,
-           'objective.beta_schedule': schedule}
+  return [{'model.family': family, 'objective.beta': beta, **schedule}
           for family in model.FAMILIES
           for beta in (POWERFUL_BETAS if family[1] == '+' else WEAK_BETAS)
-          for schedule in SCHEDULES]
+          for schedule in BETA_SCHEDULES]

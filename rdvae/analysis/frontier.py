@@ -79,13 +79,6 @@ def pareto_indices(rate, distortion) -> np.ndarray:
   return np.asarray(keep, dtype=np.int64)
 
 
-def pareto_mask(rate, distortion) -> np.ndarray:
-  """bool [N]: whether point i is the frontier's representative of its value."""
-  mask = np.zeros(np.shape(rate), dtype=bool)
-  mask[pareto_indices(rate, distortion)] = True
-  return mask
-
-
 # Turns with |sin(angle)| below this count as straight: points that are
 # collinear in exact arithmetic (e.g. on D = H - R) stay collinear in floats.
 COLLINEAR_TOLERANCE = 1e-9

@@ -23,6 +23,7 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
+from rdvae.objectives import losses as objectives
 from rdvae.analysis import frontier
 from rdvae.files import atomic_files
 from rdvae.files import metric_files
@@ -33,9 +34,6 @@ REPORT_DIR = 'report'
 # A directory holding any of these is a point.
 POINT_FILES = (run_files.CONFIG_FILE, run_files.RESULTS_FILE,
                run_files.FAILURE_FILE, sweep_files.POINT_FILE)
-BETA_KINDS = ('elbo', 'beta_vae')
-RATE_KINDS = ('target_rate', 'rate_constraint')
-DISTORTION_KINDS = ('target_distortion', 'distortion_constraint')
 # results.json keys of each measure, first found wins: image models write
 # test/* and top-level copies; the toy writes its exact bounds.
 MEASURES = {
@@ -84,7 +82,7 @@ class PointResults:
     if self.beta is not None:
       text = f'beta={self.beta:g}'
     elif self.target is not None:
-      symbol = 'sigma' if self.kind in RATE_KINDS else 'delta'
+      symbol = 'sigma' if self.kind in objectives.RATE_TARGETED else 'delta'
       text = f'{symbol}={self.target:g}'
     return f'{text} ({self.schedule})' if self.schedule else text
 
@@ -95,14 +93,14 @@ def _objective(config: dict) -> tuple:
   kind = objective.get('kind')
   beta = target = None
   schedule = ''
-  if kind in BETA_KINDS:
+  if kind in objectives.BETA_WEIGHTED:
     beta = (1.0 if kind == 'elbo'
             else atomic_files.finite_number(objective.get('beta')))
     if objective.get('beta_schedule', 'constant') != 'constant':
       schedule = f"beta {objective['beta_schedule']}"
-  elif kind in RATE_KINDS + DISTORTION_KINDS:
+  elif kind in objectives.RATE_TARGETED + objectives.DISTORTION_TARGETED:
     target = atomic_files.finite_number(objective.get(
-        'rate' if kind in RATE_KINDS else 'distortion'))
+        'rate' if kind in objectives.RATE_TARGETED else 'distortion'))
     if objective.get('rate_schedule', 'constant') != 'constant':
       schedule = f"rate {objective['rate_schedule']}"
   return kind, beta, target, schedule

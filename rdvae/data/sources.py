@@ -57,7 +57,9 @@ class Dataset:
   Attributes:
     name: 'binarized_mnist' or 'omniglot'.
     train, validation, test: uint8 [N, 28, 28, 1] arrays of 0 and 1.
-    image_shape: (28, 28, 1).
+    image_shape: (H, W, C) of every image, `IMAGE_SHAPE` = (28, 28, 1) for
+      both datasets; the model is built for it
+      (`model.create_model(config, dataset.image_shape)`).
   """
 
   name: str

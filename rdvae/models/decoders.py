@@ -1,8 +1,9 @@
 """Decoders d(x|z): linen modules mapping latents to distributions over images.
 
 Contract: `decoder(z, x=None)` with z [B, Z] returns a distrax distribution
-over images with batch shape (B,) and event shape (28, 28, 1): a
-`distrax.Independent` of per-pixel Bernoulli logits. `x` is read only by
+over images with batch shape (B,) and event shape `image_shape` (the
+data's, (28, 28, 1) for the paper): a `distrax.Independent` of per-pixel
+Bernoulli logits. `x` is read only by
 autoregressive decoders (teacher forcing); the simple decoder ignores it.
 Autoregressive decoders (`autoregressive = True`, the PixelCNN++) need x and
 draw images with their own `sample(z, num_decodes)` method.
@@ -20,21 +21,51 @@ import jax.numpy as jnp
 from rdvae.models import nets
 from rdvae.models import pixelcnn
 
-IMAGE_SHAPE = (28, 28, 1)
-
 # F.2: Deconv (depth, kernel, stride, padding), each with a gated activation.
 TORSO_LAYERS = ((64, 7, 1, 'VALID'), (64, 5, 1, 'SAME'), (64, 5, 2, 'SAME'),
                 (32, 5, 1, 'SAME'), (32, 5, 2, 'SAME'), (32, 4, 1, 'SAME'))
+
+
+def deconv_image_shape() -> tuple[int, int, int]:
+  """The shape of the images the simple decoder draws, from its layers.
+
+  z enters as a 1x1 map; a transposed convolution of stride s maps n pixels
+  to n s ('SAME') or n s + max(k - s, 0) ('VALID'); the readout has one
+  channel. F.2's layers give 1 -> 7 -> 7 -> 14 -> 14 -> 28 -> 28: (28, 28, 1).
+  """
+  n = 1
+  for _, kernel, stride, padding in TORSO_LAYERS:
+    n = n * stride + (max(kernel - stride, 0) if padding == 'VALID' else 0)
+  return (n, n, 1)
+
+
+def deconv_image_shape_error(image_shape: tuple[int, ...]) -> Optional[str]:
+  """Why the simple decoder cannot draw images of `image_shape`, or None."""
+  if tuple(image_shape) == deconv_image_shape():
+    return None
+  return (f'draws images of shape {deconv_image_shape()}, not '
+          f'{tuple(image_shape)}')
+
+
+def pixelcnn_image_shape_error(image_shape: tuple[int, ...]) -> Optional[str]:
+  """Why the PixelCNN++ decoder cannot take images of `image_shape`, or None.
+
+  It takes any (H, W, 1); `pixelcnn.validate` checks H and W against its
+  number of scales.
+  """
+  if image_shape[-1] == 1:
+    return None
+  return f'takes images of one channel, (H, W, 1), not {tuple(image_shape)}'
 
 
 def bernoulli_images(logits: jax.Array) -> distrax.Independent:
   """Independent Bernoulli pixels: log d(x|z) = sum_pixels x l - softplus(l).
 
   Args:
-    logits: [B, 28, 28, 1].
+    logits: [B, H, W, C].
 
   Returns:
-    Distribution with batch (B,) and event (28, 28, 1); samples are float32.
+    Distribution with batch (B,) and event (H, W, C); samples are float32.
   """
   return distrax.Independent(
       distrax.Bernoulli(logits=logits, dtype=jnp.float32),
@@ -61,18 +92,24 @@ class DeconvDecoder(nn.Module):
   function of the same parameters.
 
   Attributes:
+    image_shape: the shape of the images, which must be the one the layers
+      draw (`deconv_image_shape`).
     fast: use the stride-1 forms (default) or `lax.conv_transpose`.
   """
 
+  image_shape: tuple[int, int, int]
   fast: bool = True
 
   def setup(self):
+    error = deconv_image_shape_error(self.image_shape)
+    if error is not None:
+      raise ValueError(f'DeconvDecoder {error}')
     self.layers = [nets.GatedDeconv(c, k, s, p, fast=self.fast)
                    for c, k, s, p in TORSO_LAYERS]
     self.readout = nn.Conv(1, (5, 5), padding='SAME')
 
   def logits(self, z: jax.Array) -> jax.Array:
-    """Bernoulli logits [B, 28, 28, 1] of latents z [B, Z]."""
+    """Bernoulli logits [B, *image_shape] of latents z [B, Z]."""
     h = z.reshape(z.shape[0], 1, 1, z.shape[-1])
     for layer in self.layers:
       h = layer(h)
@@ -96,16 +133,16 @@ class PixelCNNDecoder(nn.Module):
   costs one network evaluation. Sampling is exact and sequential (`sample`).
 
   Attributes:
+    image_shape: (H, W, 1); (28, 28, 1) for the paper, smaller in tests.
     features: channels of every internal layer (F.2: 64).
     resnets_per_block: gated resnet layers per block (F.2: 2).
     num_scales: resolutions of the down pass (F.2: 3, 28-14-7).
-    image_shape: (H, W, 1); (28, 28, 1) for the paper, smaller in tests.
   """
 
+  image_shape: tuple[int, int, int]
   features: int = 64
   resnets_per_block: int = 2
   num_scales: int = 3
-  image_shape: tuple[int, int, int] = IMAGE_SHAPE
   autoregressive = True  # a class constant, not a module field
 
   def setup(self):

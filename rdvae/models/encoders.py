@@ -1,7 +1,9 @@
 """Encoders e(z|x): linen modules mapping images to distributions over z.
 
-Contract: `encoder(x)` with x [B, 28, 28, 1] float32 in {0, 1} returns a
-distrax distribution with batch shape (B,) and event shape (Z,).
+Contract: `encoder(x)` with x [B, *image_shape] float32 in {0, 1} returns a
+distrax distribution with batch shape (B,) and event shape (Z,). The
+convolutions of F.1 take 28x28 images (`image_shape_error` says which shapes
+they take).
 
 The simple encoder `(-)` of Appendix F.1 is a gated convolutional torso
 (`ConvTorso`) followed by a diagonal Gaussian head (`GaussianEncoder`). A richer
@@ -12,6 +14,8 @@ torso's [B, 256] feature vector (usable as context) and
 
 from __future__ import annotations
 
+from typing import Optional
+
 import distrax
 import flax.linen as nn
 import jax
@@ -19,34 +23,64 @@ import jax
 from rdvae.models import flows
 from rdvae.models import nets
 
-IMAGE_SHAPE = (28, 28, 1)
-
 # F.1: Conv (depth, kernel, stride, padding), each with a gated activation.
 TORSO_LAYERS = ((32, 5, 1, 'SAME'), (32, 5, 2, 'SAME'), (64, 5, 1, 'SAME'),
                 (64, 5, 2, 'SAME'), (256, 7, 1, 'VALID'))
 
 
+def torso_output_size(image_shape: tuple[int, ...]) -> tuple[int, int]:
+  """(h, w) of the torso's last map for images of `image_shape`.
+
+  A 'SAME' convolution of stride s maps n pixels to ceil(n / s), a 'VALID'
+  one of kernel k to floor((n - k) / s) + 1 (0 when n < k). F.1's layers
+  take 28x28 through 14x14 and 7x7 to 1x1.
+  """
+  sizes = []
+  for n in image_shape[:2]:
+    for _, kernel, stride, padding in TORSO_LAYERS:
+      n = (-(-n // stride) if padding == 'SAME'
+           else max((n - kernel) // stride + 1, 0))
+    sizes.append(n)
+  return tuple(sizes)
+
+
+def image_shape_error(image_shape: tuple[int, ...]) -> Optional[str]:
+  """Why the torso cannot take images of `image_shape`, or None if it can:
+  its layers must end at a 1x1 map, the [256] feature vector."""
+  size = torso_output_size(image_shape)
+  if size == (1, 1):
+    return None
+  return (f'reduces images of shape {tuple(image_shape)} to a '
+          f'{size[0]}x{size[1]} map, not the 1x1 its features need (F.1)')
+
+
 class ConvTorso(nn.Module):
-  """The five gated convolutions of F.1: x [B, 28, 28, 1] -> features [B, 256].
+  """The five gated convolutions of F.1: x [B, H, W, C] -> features [B, 256].
 
   Inputs in {0, 1} are first mapped to [-1, 1] by x -> 2x - 1. Each layer is
   h = (W1 * x + b1) sigmoid(W2 * x + b2) with * a convolution of the listed
   (depth, kernel, stride, padding); see `nets.GatedConv`.
 
   Attributes:
+    image_shape: (H, W, C) of the images; `image_shape_error` must be None.
     fast: compute the last (7x7 'VALID' on 7x7) layer as the dense layer it
       is (same values, a much faster input gradient on XLA:CPU); False uses
       `lax.conv_general_dilated` throughout, as `nn.Conv` does. The parameters
       are the same.
   """
 
+  image_shape: tuple[int, int, int]
   fast: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    if tuple(x.shape[1:]) != IMAGE_SHAPE:
-      raise ValueError(f'ConvTorso takes images of shape {IMAGE_SHAPE}, got '
-                       f'{tuple(x.shape[1:])}')
+    shape = tuple(self.image_shape)
+    if tuple(x.shape[1:]) != shape:
+      raise ValueError(f'ConvTorso takes images of shape {shape} (its '
+                       f'image_shape), got {tuple(x.shape[1:])}')
+    error = image_shape_error(shape)
+    if error is not None:
+      raise ValueError(f'ConvTorso {error}')
     h = 2.0 * x - 1.0
     for features, kernel, stride, padding in TORSO_LAYERS:
       h = nets.GatedConv(features, kernel, stride, padding, fast=self.fast)(h)
@@ -63,6 +97,7 @@ class GaussianEncoder(nn.Module):
   underflows; it is far below any scale a trained model uses.
 
   Attributes:
+    image_shape: (H, W, C) of the images (see `ConvTorso`).
     latent_dim: Z (64 in the paper).
     min_scale: the floor added to the scale.
     fast: passed to the torso (see `ConvTorso`).
@@ -72,17 +107,18 @@ class GaussianEncoder(nn.Module):
     __call__(x) -> MultivariateNormalDiag, batch (B,), event (Z,).
   """
 
+  image_shape: tuple[int, int, int]
   latent_dim: int = 64
   min_scale: float = 1e-5
   fast: bool = True
 
   def setup(self):
-    self.torso = ConvTorso(fast=self.fast)
+    self.torso = ConvTorso(image_shape=self.image_shape, fast=self.fast)
     self.mean = nn.Dense(self.latent_dim)
     self.scale = nn.Dense(self.latent_dim)
 
   def features(self, x: jax.Array) -> jax.Array:
-    """The torso's feature vector [B, 256] of images x [B, 28, 28, 1]."""
+    """The torso's feature vector [B, 256] of images x [B, *image_shape]."""
     return self.torso(x)
 
   def gaussian(self, features: jax.Array) -> distrax.MultivariateNormalDiag:
@@ -119,6 +155,7 @@ class IAFEncoder(nn.Module):
   VampPrior uses it; see `marginals.VampPrior`).
 
   Attributes:
+    image_shape: (H, W, C) of the images (see `ConvTorso`).
     latent_dim: Z (64 in the paper).
     flow_steps: number of IAF steps (4).
     made_hidden: MADE units per hidden layer (640).
@@ -126,6 +163,7 @@ class IAFEncoder(nn.Module):
     min_scale, fast: passed to `GaussianEncoder`.
   """
 
+  image_shape: tuple[int, int, int]
   latent_dim: int = 64
   flow_steps: int = 4
   made_hidden: int = 640
@@ -135,13 +173,13 @@ class IAFEncoder(nn.Module):
 
   def setup(self):
     self.gaussian_encoder = GaussianEncoder(
-        latent_dim=self.latent_dim, min_scale=self.min_scale, fast=self.fast)
+        image_shape=self.image_shape, latent_dim=self.latent_dim, min_scale=self.min_scale, fast=self.fast)
     self.flow = flows.MeanOnlyFlow(
         latent_dim=self.latent_dim, direction='iaf', steps=self.flow_steps,
         hidden=self.made_hidden, layers=self.made_layers)
 
   def __call__(self, x: jax.Array) -> distrax.Transformed:
-    """e(z|x) for images x [B, 28, 28, 1]: batch (B,), event (Z,)."""
+    """e(z|x) for images x [B, *image_shape]: batch (B,), event (Z,)."""
     features = self.gaussian_encoder.features(x)  # [B, 256]
     return distrax.Transformed(self.gaussian_encoder.gaussian(features),
                                self.flow(features))

@@ -15,7 +15,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rdvae.runtime import backends
 from rdvae.models import flows
 
 
@@ -131,22 +130,19 @@ class VampPrior(nn.Module):
   The pseudo-inputs go through the encoder in batches of at most
   `encode_batch` (the same values: each image's features are computed alone;
   only the gradient's sum over the pseudo-inputs is added in another order).
-  XLA:CPU computes a convolution's kernel gradient over a batch of 500 at a
-  fraction of its rate over 64: the simple encoder's forward and backward
-  pass on the 500 pseudo-inputs measured 2.8 s at once and 1.0-1.25 s in
-  batches of 64 (`benchmarks/family_throughput.py` has the whole step).
+  The batch is a speed setting, chosen per backend by the caller
+  (`model.pseudo_input_batch`, resolved before `create_model`).
 
   Attributes:
-    num_pseudo_inputs: N (500, as in the VampPrior paper).
     image_shape: the pseudo-inputs' shape, the encoder's input shape.
+    num_pseudo_inputs: N (500, as in the VampPrior paper).
     encode_batch: the most pseudo-inputs per encoder call; 0 encodes all N
-      at once, None takes the backend's choice
-      (`backends.pseudo_input_batch`: 64 on the CPU, all on GPU/TPU).
+      at once.
   """
 
+  image_shape: tuple[int, int, int]
   num_pseudo_inputs: int = 500
-  image_shape: tuple[int, ...] = (28, 28, 1)
-  encode_batch: Optional[int] = None
+  encode_batch: int = 0
 
   @nn.compact
   def __call__(self, encoder: nn.Module) -> distrax.MixtureSameFamily:
@@ -171,8 +167,6 @@ class VampPrior(nn.Module):
               images: jax.Array) -> distrax.Distribution:
     """gaussian_stage(encoder(images)), in batches of `encode_batch`."""
     size = self.encode_batch
-    if size is None:
-      size = backends.pseudo_input_batch(jax.default_backend())
     n = images.shape[0]
     if not size or size >= n:
       return gaussian_stage(encoder(images))

@@ -41,7 +41,7 @@ MARGINAL_LETTERS = ('-', '+', 'v')
 # The paper's twelve families, '---' (simple) to '++v'.
 FAMILIES = tuple(e + d + m for e in ENCODER_LETTERS for d in DECODER_LETTERS
                  for m in MARGINAL_LETTERS)
-MNIST_SHAPE = (28, 28, 1)
+ImageShape = tuple[int, int, int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,43 +49,57 @@ class Component:
   """One registered encoder, decoder or marginal.
 
   Attributes:
-    create: builds the linen module from the whole config.
-    image_shapes: the image shapes (H, W, C) it takes; None for any.
+    create: builds the linen module from the whole config and the shape
+      (H, W, C) of the data's images.
+    image_shape_error: why the component cannot take images of a shape, as
+      the end of a sentence naming it, or None when it can; None for a
+      component that takes any shape.
   """
 
-  create: Callable[[ml_collections.ConfigDict], nn.Module]
-  image_shapes: Optional[tuple[tuple[int, int, int], ...]] = None
+  create: Callable[[ml_collections.ConfigDict, ImageShape], nn.Module]
+  image_shape_error: Optional[Callable[[ImageShape], Optional[str]]] = None
 
 
-def _simple_encoder(config: ml_collections.ConfigDict) -> nn.Module:
-  return encoders.GaussianEncoder(latent_dim=config.model.latent_dim)
+def _simple_encoder(config: ml_collections.ConfigDict,
+                    image_shape: ImageShape) -> nn.Module:
+  return encoders.GaussianEncoder(image_shape=image_shape,
+                                  latent_dim=config.model.latent_dim)
 
 
-def _simple_decoder(config: ml_collections.ConfigDict) -> nn.Module:
+def _simple_decoder(config: ml_collections.ConfigDict,
+                    image_shape: ImageShape) -> nn.Module:
   del config
-  return decoders.DeconvDecoder()
+  return decoders.DeconvDecoder(image_shape=image_shape)
 
 
-def _pixelcnn_decoder(config: ml_collections.ConfigDict) -> nn.Module:
+def _pixelcnn_decoder(config: ml_collections.ConfigDict,
+                      image_shape: ImageShape) -> nn.Module:
   m = config.model
   return decoders.PixelCNNDecoder(
+      image_shape=image_shape,
       features=m.pixelcnn_features,
       resnets_per_block=m.pixelcnn_resnets_per_block,
       num_scales=m.pixelcnn_scales)
 
 
-def _standard_normal(config: ml_collections.ConfigDict) -> nn.Module:
+def _standard_normal(config: ml_collections.ConfigDict,
+                     image_shape: ImageShape) -> nn.Module:
+  del image_shape
   return marginals.StandardNormal(latent_dim=config.model.latent_dim)
 
 
-def _iaf_encoder(config: ml_collections.ConfigDict) -> nn.Module:
+def _iaf_encoder(config: ml_collections.ConfigDict,
+                 image_shape: ImageShape) -> nn.Module:
   m = config.model
-  return encoders.IAFEncoder(latent_dim=m.latent_dim, flow_steps=m.flow_steps,
+  return encoders.IAFEncoder(image_shape=image_shape, latent_dim=m.latent_dim,
+                             flow_steps=m.flow_steps,
                              made_hidden=m.made_hidden,
                              made_layers=m.made_layers)
 
 
-def _maf_marginal(config: ml_collections.ConfigDict) -> nn.Module:
+def _maf_marginal(config: ml_collections.ConfigDict,
+                  image_shape: ImageShape) -> nn.Module:
+  del image_shape
   m = config.model
   return marginals.MAFMarginal(latent_dim=m.latent_dim,
                                flow_steps=m.flow_steps,
@@ -93,24 +107,32 @@ def _maf_marginal(config: ml_collections.ConfigDict) -> nn.Module:
                                made_layers=m.made_layers)
 
 
-def _vamp_prior(config: ml_collections.ConfigDict) -> nn.Module:
-  return marginals.VampPrior(num_pseudo_inputs=config.model.num_pseudo_inputs,
-                             image_shape=MNIST_SHAPE,
-                             encode_batch=config.model.get('pseudo_input_batch'))
+def _vamp_prior(config: ml_collections.ConfigDict,
+                image_shape: ImageShape) -> nn.Module:
+  batch = config.model.get('pseudo_input_batch')
+  if batch is None:
+    raise validation.ConfigError(
+        'config.model.pseudo_input_batch=None (the backend\'s choice) must be '
+        'resolved before the model is built: pass the config through '
+        'rdvae.runtime.backends.resolved_config, or set it (0: all '
+        'pseudo-inputs in one encoder call)')
+  return marginals.VampPrior(image_shape=image_shape,
+                             num_pseudo_inputs=config.model.num_pseudo_inputs,
+                             encode_batch=batch)
 
 
 ENCODERS: dict[str, Component] = {
-    '-': Component(_simple_encoder, (MNIST_SHAPE,)),
-    '+': Component(_iaf_encoder, (MNIST_SHAPE,)),
+    '-': Component(_simple_encoder, encoders.image_shape_error),
+    '+': Component(_iaf_encoder, encoders.image_shape_error),
 }
 DECODERS: dict[str, Component] = {
-    '-': Component(_simple_decoder, (MNIST_SHAPE,)),
-    '+': Component(_pixelcnn_decoder, (MNIST_SHAPE,)),
+    '-': Component(_simple_decoder, decoders.deconv_image_shape_error),
+    '+': Component(_pixelcnn_decoder, decoders.pixelcnn_image_shape_error),
 }
 MARGINALS: dict[str, Component] = {
     '-': Component(_standard_normal),
     '+': Component(_maf_marginal),
-    'v': Component(_vamp_prior, (MNIST_SHAPE,)),
+    'v': Component(_vamp_prior),
 }
 
 
@@ -148,13 +170,13 @@ class RDModel(nn.Module):
     Args:
       x: float32 images [B, H, W, C] with values in {0, 1}.
     """
-    posterior = self.encoder(x)
-    z, log_e = posterior.sample_and_log_prob(seed=self.make_rng('sample'))
-    prior = self.marginal(self.encoder)
-    rate = log_e - prior.log_prob(z)  # [B]
+    e = self.encoder(x)
+    z, log_e = e.sample_and_log_prob(seed=self.make_rng('sample'))
+    m = self.marginal(self.encoder)
+    rate = log_e - m.log_prob(z)  # [B]
     distortion = -self.decoder(z, x).log_prob(x)  # [B]
     return types.RDTerms(rate=rate, distortion=distortion,
-                         analytic_rate=analytic_rate(posterior, prior))
+                         analytic_rate=analytic_rate(e, m))
 
   def log_importance_weights(self, x: jax.Array,
                              num_samples: int) -> jax.Array:
@@ -171,9 +193,9 @@ class RDModel(nn.Module):
     Returns:
       [K, B] log-weights in nats.
     """
-    posterior = self.encoder(x)
-    z, log_e = posterior.sample_and_log_prob(seed=self.make_rng('sample'),
-                                             sample_shape=(num_samples,))
+    e = self.encoder(x)
+    z, log_e = e.sample_and_log_prob(seed=self.make_rng('sample'),
+                                     sample_shape=(num_samples,))
     log_m = self.marginal(self.encoder).log_prob(z)  # [K, B]
     batch = x.shape[0]
     flat_x = jnp.broadcast_to(x, (num_samples,) + x.shape).reshape(
@@ -194,9 +216,9 @@ class RDModel(nn.Module):
       {'z': [N, Z], 'x': [N, H, W, C] float32 in {0, 1}, 'log_m': [N],
        'log_d': [N], 'log_e': [N]}, N = num_samples, nats.
     """
-    prior = self.marginal(self.encoder)
-    z, log_m = prior.sample_and_log_prob(seed=self.make_rng('sample'),
-                                         sample_shape=(num_samples,))
+    m = self.marginal(self.encoder)
+    z, log_m = m.sample_and_log_prob(seed=self.make_rng('sample'),
+                                     sample_shape=(num_samples,))
     if getattr(self.decoder, 'autoregressive', False):
       x = self.decoder.sample(z, 1)[0]
     else:
@@ -217,13 +239,13 @@ class RDModel(nn.Module):
     the analytic KL of each dimension (`bounds.gaussian_kl_per_dim`), summing
     to `analytic_rate`.
     """
-    posterior = self.encoder(x)
-    stats = {'mean': marginals.gaussian_stage(posterior).mean()}
-    prior = self.marginal(self.encoder)
+    e = self.encoder(x)
+    stats = {'mean': marginals.gaussian_stage(e).mean()}
+    m = self.marginal(self.encoder)
     gaussian = distrax.MultivariateNormalDiag
-    if isinstance(posterior, gaussian) and isinstance(prior, gaussian):
+    if isinstance(e, gaussian) and isinstance(m, gaussian):
       stats['rate_per_dim'] = bounds.gaussian_kl_per_dim(
-          posterior.loc, posterior.scale_diag, prior.loc, prior.scale_diag)
+          e.loc, e.scale_diag, m.loc, m.scale_diag)
     return stats
 
   def reconstruct(self, x: jax.Array,
@@ -277,14 +299,11 @@ def default_config() -> ml_collections.ConfigDict:
       # The 'v' marginal (VampPrior): N pseudo-inputs (Tomczak & Welling).
       'num_pseudo_inputs': 500,
       # Pseudo-inputs per encoder call (the same values, another speed):
-      # None for the backend's choice (rdvae/runtime/backends.py: 64 on the CPU,
-      # all on GPU/TPU), 0 for all at once.
+      # None for the backend's choice (rdvae/runtime/backends.py resolves it
+      # before the model is built), 0 for all at once.
       'pseudo_input_batch': config_dict.placeholder(int),
-      # The '+' decoder (PixelCNN++, F.2): features of every layer, gated
-      # resnet layers per block, resolutions of the down pass (28-14-7).
-      'pixelcnn_features': 64,
-      'pixelcnn_resnets_per_block': 2,
-      'pixelcnn_scales': 3,
+      # The '+' decoder (PixelCNN++, F.2).
+      **pixelcnn.default_config(),
   })
 
 
@@ -311,9 +330,28 @@ def _components(family: str) -> tuple[tuple[str, str, dict], ...]:
           ('marginal', family[2], MARGINALS))
 
 
-def validate(config: ml_collections.ConfigDict,
-             image_shape: tuple[int, ...] = MNIST_SHAPE) -> None:
+def _check_image_shape(family: str, image_shape) -> ImageShape:
+  shape = tuple(image_shape)
+  if len(shape) != 3 or not all(isinstance(n, int) and n > 0 for n in shape):
+    raise validation.ConfigError(
+        f'config.model.family={family!r}: the images have shape {shape}, not '
+        '(height, width, channels) (check config.dataset.name)')
+  for part, letter, registry in _components(family):
+    check = registry[letter].image_shape_error
+    reason = check(shape) if check is not None else None
+    if reason is not None:
+      raise validation.ConfigError(
+          f'config.model.family={family!r}: the {letter!r} {part} {reason} '
+          f'(check config.dataset.name)')
+  return shape
+
+
+def validate(config: ml_collections.ConfigDict, image_shape) -> None:
   """Checks `config.model` for images of `image_shape`, naming the bad key.
+
+  Args:
+    config: the whole experiment config (reads `model.*`).
+    image_shape: (H, W, C) of the data's images (`Dataset.image_shape`).
 
   Raises:
     ConfigError: for a family string of the wrong length or with an unknown
@@ -322,20 +360,14 @@ def validate(config: ml_collections.ConfigDict,
   """
   family = _check_family(config)
   validation.check_positive_int(config, 'model.latent_dim')
-  image_shape = tuple(image_shape)
   for part, letter, registry in _components(family):
     if letter not in registry:
       raise validation.ConfigError(
           f'config.model.family={family!r}: the {letter!r} {part} is not '
           f'available yet (available {part}s: {tuple(registry)})')
-    shapes = registry[letter].image_shapes
-    if shapes is not None and image_shape not in shapes:
-      raise validation.ConfigError(
-          f'config.model.family={family!r}: the {letter!r} {part} takes '
-          f'images of shape {shapes}, not {image_shape} '
-          f'(check config.dataset.name)')
+  image_shape = _check_image_shape(family, image_shape)
   if family[1] == '+':
-    pixelcnn.validate(config)
+    pixelcnn.validate(config, image_shape)
   if '+' in (family[0], family[2]):
     for key in ('model.flow_steps', 'model.made_hidden', 'model.made_layers'):
       validation.check_positive_int(config, key)
@@ -346,11 +378,18 @@ def validate(config: ml_collections.ConfigDict,
                                     allow_zero=True)
 
 
-def create_model(config: ml_collections.ConfigDict,
-                 image_shape: tuple[int, ...] = MNIST_SHAPE) -> RDModel:
-  """Builds the `RDModel` of `config.model.family` (validated first)."""
+def create_model(config: ml_collections.ConfigDict, image_shape) -> RDModel:
+  """Builds the `RDModel` of `config.model.family` (validated first).
+
+  Args:
+    config: the experiment config with the backend's settings resolved
+      (`rdvae.runtime.backends.resolved_config`: a VampPrior needs a number
+      for `model.pseudo_input_batch`).
+    image_shape: (H, W, C) of the data's images (`Dataset.image_shape`).
+  """
   validate(config, image_shape)
+  image_shape = tuple(image_shape)
   family = config.model.family
-  built = {part: registry[letter].create(config)
+  built = {part: registry[letter].create(config, image_shape)
            for part, letter, registry in _components(family)}
   return RDModel(**built)

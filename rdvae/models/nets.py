@@ -11,7 +11,8 @@ result, `gated_activation`: the same function with one matmul.
 Transposed convolutions ("deconvolutions", F.2) are computed *exactly* in a form
 that XLA:CPU runs fast. `jax.lax.conv_transpose` lowers a stride-s transposed
 convolution to a convolution over an input dilated by s (zeros between pixels),
-which XLA:CPU runs about ten times slower than a dense convolution. The same
+which XLA:CPU runs far slower than a dense convolution (the whole model in
+both forms: `python benchmarks/train_throughput.py --reference`). The same
 linear map is, for each output phase r (o = s q + r), a stride-1 correlation of
 the undilated input with the kernel taps whose dilated positions land on input
 pixels. Stacking the s*s phases as output channels gives one stride-1
@@ -189,11 +190,10 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   Output o = s q + r of phase r is a stride-1 correlation of the undilated
   input with the phase's own taps (`phase_taps`): for (5, 2, 'SAME') the four
   phases use 2x2, 2x3, 3x2 and 3x3 sub-kernels, 25 taps in all, exactly the
-  work of the transposed convolution. The phase outputs are interleaved
-  (depth-to-space). Measured on XLA:CPU this is ~1.7x faster forward +
-  backward than one stride-1 convolution with the zero-padded sub-pixel
-  kernel of `convert_conv_transpose_kernel` (36 taps) and ~10x faster than
-  the dilated form. On a 1x1 input the map is a dense layer,
+  work of the transposed convolution, where one stride-1 convolution with
+  the zero-padded sub-pixel kernel of `convert_conv_transpose_kernel` would
+  use 36. The phase outputs are interleaved (depth-to-space). On a 1x1 input
+  the map is a dense layer,
   y[o] = x kernel[before - o], read from the sub-pixel kernel.
 
   Args:
@@ -259,11 +259,10 @@ def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   """`nn.Conv`'s correlation (NHWC, HWIO, no bias) in the form XLA:CPU runs fastest.
 
   A 'VALID' convolution whose kernel covers the whole input (F.1's last
-  layer, 7x7 on 7x7) is computed as the dense layer it is: XLA:CPU runs that
-  convolution's input gradient (a 7x7 convolution over a padded 1x1 map) at
-  about 2 GFLOP/s. Everything else goes to `lax.conv_general_dilated`.
-  (Strided layers stay strided: a space-to-depth + stride-1 form, tried,
-  ran 2-4x slower forward and for the kernel gradient on XLA:CPU.)
+  layer, 7x7 on 7x7) is computed as the dense layer it is: as a
+  convolution, its input gradient is a 7x7 convolution over a padded 1x1
+  map, which XLA:CPU runs slowly. Everything else, strided layers included,
+  goes to `lax.conv_general_dilated`.
 
   Args:
     x: [B, H, W, I].

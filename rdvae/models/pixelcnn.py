@@ -84,12 +84,6 @@ from rdvae.models import nets
 from rdvae.models import pixelcnn_layers
 from rdvae import validation
 
-IMAGE_SHAPE = (28, 28, 1)
-
-
-# ----------------------------------------------------------------------------
-# Causal shifts and convolutions.
-
 
 # ----------------------------------------------------------------------------
 # The network.
@@ -99,18 +93,18 @@ class PixelCNN(nn.Module):
   """Conditional PixelCNN++ of F.2: (x, z) -> Bernoulli logits [B, H, W, 1].
 
   Attributes:
+    image_shape: (H, W, 1) of the images (tests use tiny ones).
     features: channels of every internal layer (F.2: 64).
     resnets_per_block: gated resnet layers per block (F.2: 2).
     num_scales: resolutions of the down pass (F.2: 3, i.e. 28-14-7); the up
       pass mirrors them, so there are 2 * num_scales blocks. H and W must be
       divisible by 2^(num_scales - 1).
-    image_shape: (H, W, 1) of the images (tests use tiny ones).
   """
 
+  image_shape: tuple[int, int, int]
   features: int = 64
   resnets_per_block: int = 2
   num_scales: int = 3
-  image_shape: tuple[int, int, int] = IMAGE_SHAPE
 
   def setup(self):
     height, width, channels = self.image_shape
@@ -386,32 +380,27 @@ class PixelCNN(nn.Module):
 # Config.
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks the PixelCNN keys of `config.model`, naming the bad key and value."""
+def validate(config: ml_collections.ConfigDict,
+             image_shape: tuple[int, int, int]) -> None:
+  """Checks the PixelCNN keys of `config.model` for images of `image_shape`,
+  naming the bad key and value."""
   validation.check_positive_int(config, 'model.pixelcnn_features')
   validation.check_positive_int(config, 'model.pixelcnn_resnets_per_block')
   scales = validation.check_positive_int(config, 'model.pixelcnn_scales')
-  factor = 2 ** (scales - 1)
-  for size in IMAGE_SHAPE[:2]:
-    if size % factor:
-      raise validation.ConfigError(
-          f'config.model.pixelcnn_scales={scales!r} must leave the 28x28 image '
-          f'divisible by 2^(scales - 1); allowed values are 1, 2, 3')
-
-
-def create_pixelcnn(config: ml_collections.ConfigDict,
-                    image_shape: tuple[int, int, int] = IMAGE_SHAPE
-                    ) -> PixelCNN:
-  """The network from `config.model.pixelcnn_*` (validated first)."""
-  validate(config)
-  c = config.model
-  return PixelCNN(features=c.pixelcnn_features,
-                  resnets_per_block=c.pixelcnn_resnets_per_block,
-                  num_scales=c.pixelcnn_scales, image_shape=image_shape)
+  height, width = image_shape[:2]
+  if height % 2 ** (scales - 1) or width % 2 ** (scales - 1):
+    allowed = [s for s in range(1, scales)
+               if not (height % 2 ** (s - 1) or width % 2 ** (s - 1))]
+    raise validation.ConfigError(
+        f'config.model.pixelcnn_scales={scales!r} must leave the '
+        f'{height}x{width} image divisible by 2^(scales - 1); allowed values '
+        f'are {", ".join(map(str, allowed))}')
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """The PixelCNN keys of the `model` section, at the paper's sizes (F.2)."""
+  """The PixelCNN keys of the `model` section, at the paper's sizes (F.2):
+  features of every layer, gated resnet layers per block, resolutions of the
+  down pass (28-14-7)."""
   return ml_collections.ConfigDict({
       'pixelcnn_features': 64,
       'pixelcnn_resnets_per_block': 2,

@@ -59,11 +59,6 @@ def bits_per_dim(nats: jax.Array, num_dims: int) -> jax.Array:
   return nats / (num_dims * math.log(2.0))
 
 
-def nats_to_bits(nats: jax.Array) -> jax.Array:
-  """Nats to bits: nats / ln 2."""
-  return nats / math.log(2.0)
-
-
 def generative_lower_terms(log_e: jax.Array, log_m: jax.Array) -> jax.Array:
   """The integrand of E (Eq. 9): log e(z|x) - log m(z) per generated pair.
 
@@ -95,16 +90,16 @@ def generative_upper_terms(log_d: jax.Array, log_q: jax.Array) -> jax.Array:
 
 
 def gaussian_kl_per_dim(mean: jax.Array, scale: jax.Array,
-                        prior_mean: jax.Array = 0.0,
-                        prior_scale: jax.Array = 1.0) -> jax.Array:
+                        marginal_mean: jax.Array = 0.0,
+                        marginal_scale: jax.Array = 1.0) -> jax.Array:
   """KL(N(mu, s^2) || N(nu, t^2)) per dimension, in nats.
 
   KL_j = log(t_j / s_j) + (s_j^2 + (mu_j - nu_j)^2) / (2 t_j^2) - 1/2; for a
   diagonal Gaussian encoder and marginal the rate KL(e(z|x) || m(z)) is the
   sum over j, so this is the rate carried by each latent dimension.
   """
-  ratio = (scale / prior_scale) ** 2
-  return 0.5 * (ratio + ((mean - prior_mean) / prior_scale) ** 2
+  ratio = (scale / marginal_scale) ** 2
+  return 0.5 * (ratio + ((mean - marginal_mean) / marginal_scale) ** 2
                 - 1.0 - jnp.log(ratio))
 
 

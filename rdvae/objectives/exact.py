@@ -48,18 +48,6 @@ def aggregate_posterior(p_data: jax.Array, encoder: jax.Array) -> jax.Array:
   return p_data @ encoder
 
 
-def posterior_decoder(p_data: jax.Array, encoder: jax.Array) -> jax.Array:
-  """The true posterior `p_e(x|z) = p*(x) e(z|x) / p_e(z)` [K, X].
-
-  It is the distortion-optimal decoder for a fixed encoder (Appendix D.4).
-  Rows of latent states the encoder never uses (p_e(z) = 0) are set to p*.
-  """
-  joint = (p_data[:, None] * encoder).T  # [K, X]
-  mass = jnp.sum(joint, axis=1, keepdims=True)
-  return jnp.where(mass > 0, joint / jnp.where(mass > 0, mass, 1.0),
-                   p_data[None, :])
-
-
 def rate_per_example(encoder: jax.Array, marginal: jax.Array) -> jax.Array:
   """`KL(e(z|x) || m(z))` for each x [X]: the integrand of R (Eq. 5).
 
@@ -121,11 +109,6 @@ def generative_distribution(marginal: jax.Array,
                             decoder: jax.Array) -> jax.Array:
   """The model's generative distribution `g(x) = sum_z m(z) d(x|z)` [X]."""
   return marginal @ decoder
-
-
-def reconstruction_kernel(encoder: jax.Array, decoder: jax.Array) -> jax.Array:
-  """`p(x'|x) = sum_z e(z|x) d(x'|z)` [X, X], row x (Fig. 2 row v)."""
-  return encoder @ decoder
 
 
 def reconstruction_distribution(p_data: jax.Array, encoder: jax.Array,

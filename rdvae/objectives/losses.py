@@ -11,11 +11,17 @@ objective is a function of the batch-mean rate R and distortion D (Eqs. 4, 5):
   distortion_constraint  min R  subject to D = delta
 
 `target_rate` takes the absolute value of the *batch-mean* rate; a per-example
-`|R_i - sigma|` would be a different objective.
+`|R_i - sigma|` would be a different objective. The kinds fall in groups, each
+defined once here: `BETA_WEIGHTED` (elbo, beta_vae), `RATE_TARGETED` (a rate
+sigma: target_rate, rate_constraint), `DISTORTION_TARGETED` (a distortion
+delta: target_distortion, distortion_constraint) and `CONSTRAINED` (a
+multiplier: the two constraints). `APPLIES_TO` says under which kinds each key
+of the `objective` section acts; `validate` refuses a key set away from its
+default where it has no effect.
 
-Schedules. The beta of `elbo` (1) and `beta_vae` can be annealed: `linear`
-raises it from `beta_start` to its final value over `anneal_steps` steps
-(Bowman et al., 2016). The rate target of `target_rate` and `rate_constraint`
+Schedules (`ANNEAL_SCHEDULES`). The beta of `elbo` (1) and `beta_vae` can be
+annealed: `linear` raises it from `beta_start` to its final value over
+`anneal_steps` steps (Bowman et al., 2016). The rate target of `target_rate` and `rate_constraint`
 can be annealed too (capacity annealing, Burgess et al., 2018): under the
 `linear` rate schedule sigma_t = sigma min(1, t / rate_anneal_steps), t the
 0-based step; under `constant` sigma_t = sigma.
@@ -37,16 +43,10 @@ land at sigma. Because c is relative to sigma and lambda enters the loss as a
 slope (scaling R, D and sigma by k scales L by k, which Adam-like optimizers
 ignore), the trajectory of lambda does not depend on the scale of R and D:
 1 nat on the toy and 30 nats on MNIST move lambda alike (tested on a problem
-scaled by 100 in tests/test_objectives.py). The previous additive update
-lambda <- lambda + lr (R - sigma) moved lambda by an amount proportional to the
-violation in nats: tuned for the toy's fractions of a nat, at sigma = 30 on
-MNIST it overshot to lambda ~ 100 and collapsed the rate. The twin
-`distortion_constraint` swaps the roles of R and D (lambda = -dR/dD there).
-With the defaults below (lambda_0 = 1, lr 0.1, decay 0.9, penalty 5) the
-simple family on MNIST (batch 32, 200 steps) ends at test R 5.70, 16.11 and
-30.45 for sigma = 5, 15 and 30, with lambda 4.24, 0.97 and 0.45, and the
-toy (sigma = 0.5) at R = 0.5000002 / 0.5000004 on seeds 0 / 1 with lambda
-1.000 (docs/training.md, "Constraints"; docs/toy.md).
+scaled by 100 in tests/test_objectives.py). The twin `distortion_constraint`
+swaps the roles of R and D (lambda = -dR/dD there). Where the defaults below
+(lambda_0 = 1, lr 0.1, decay 0.9, penalty 5) land on MNIST and on the toy is
+in docs/training.md ("Constraints") and docs/toy.md.
 
 Numbers as arrays. `Objective` holds only what changes the traced program
 (the kind and the schedule kinds); every number (beta, sigma, delta, the
@@ -70,9 +70,38 @@ from rdvae import validation
 
 KINDS = ('elbo', 'beta_vae', 'target_rate', 'target_distortion',
          'rate_constraint', 'distortion_constraint')
-SCHEDULES = ('constant', 'linear')
-CONSTRAINED = ('rate_constraint', 'distortion_constraint')
+# The groups of kinds (see the module docstring).
+BETA_WEIGHTED = ('elbo', 'beta_vae')
 RATE_TARGETED = ('target_rate', 'rate_constraint')
+DISTORTION_TARGETED = ('target_distortion', 'distortion_constraint')
+CONSTRAINED = ('rate_constraint', 'distortion_constraint')
+# How beta (`beta_schedule`) and the rate target (`rate_schedule`) move over
+# training.
+ANNEAL_SCHEDULES = ('constant', 'linear')
+
+# The kinds under which each key of the `objective` section acts. Under any
+# other kind the key has no effect, and a value other than its default is
+# refused (`validate`).
+APPLIES_TO = {
+    'beta': ('beta_vae',),
+    'beta_schedule': BETA_WEIGHTED,
+    'beta_start': BETA_WEIGHTED,
+    'anneal_steps': BETA_WEIGHTED,
+    'rate': RATE_TARGETED,
+    'rate_schedule': RATE_TARGETED,
+    'rate_anneal_steps': RATE_TARGETED,
+    'distortion': DISTORTION_TARGETED,
+    'multiplier_init': CONSTRAINED,
+    'multiplier_lr': CONSTRAINED,
+    'constraint_decay': CONSTRAINED,
+    'penalty': CONSTRAINED,
+}
+# The keys that act only under the 'linear' value of a schedule key.
+LINEAR_ONLY = {
+    'beta_start': 'beta_schedule',
+    'anneal_steps': 'beta_schedule',
+    'rate_anneal_steps': 'rate_schedule',
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +142,7 @@ class Hyperparameters(NamedTuple):
 
 
 # The defaults of `default_config()` and `hyperparameters()`; the multiplier
-# settings are the ones measured on MNIST (docs/training.md).
+# settings are the ones chosen on MNIST (docs/training.md).
 DEFAULTS = {
     'beta': 1.0,
     'beta_start': 0.0,
@@ -293,6 +322,10 @@ def validate(config: ml_collections.ConfigDict,
              data_entropy: Optional[float] = None) -> None:
   """Checks `config.objective`, naming the bad key and value.
 
+  Besides each key's range, a key set away from its default where it has no
+  effect (`APPLIES_TO`, `LINEAR_ONLY`) is refused: e.g. `beta` with the ELBO,
+  whose beta is 1.
+
   Args:
     config: the whole experiment config (reads `objective.*`).
     data_entropy: H of the data in nats where it is known; a target or
@@ -300,10 +333,10 @@ def validate(config: ml_collections.ConfigDict,
   """
   kind = validation.check_choice(config, 'objective.kind', KINDS)
   validation.check_number(config, 'objective.beta', minimum=0.0)
-  validation.check_choice(config, 'objective.beta_schedule', SCHEDULES)
+  validation.check_choice(config, 'objective.beta_schedule', ANNEAL_SCHEDULES)
   validation.check_number(config, 'objective.beta_start', minimum=0.0)
   validation.check_positive_int(config, 'objective.anneal_steps')
-  validation.check_choice(config, 'objective.rate_schedule', SCHEDULES)
+  validation.check_choice(config, 'objective.rate_schedule', ANNEAL_SCHEDULES)
   validation.check_positive_int(config, 'objective.rate_anneal_steps')
   validation.check_number(config, 'objective.multiplier_lr', minimum=0.0)
   validation.check_number(config, 'objective.constraint_decay', minimum=0.0)
@@ -331,6 +364,33 @@ def validate(config: ml_collections.ConfigDict,
     raise validation.ConfigError(
         f'config.objective.rate={sigma!r} is above the data entropy '
         f'H={data_entropy:.6f} nats; a rate target must lie in [0, H]')
+  _check_keys_act(config.objective)
+
+
+def _check_keys_act(section: ml_collections.ConfigDict) -> None:
+  """Refuses a key set away from its default where it has no effect: under a
+  kind outside its `APPLIES_TO`, or under the constant schedule where it
+  acts only under the linear one (`LINEAR_ONLY`)."""
+  defaults = default_config()
+  kind = section.kind
+  for key, kinds in APPLIES_TO.items():
+    value, default = section[key], defaults[key]
+    if value == default:
+      continue
+    keep = f'or leave objective.{key} at its default {default!r}'
+    if kind not in kinds:
+      note = ' (beta is 1)' if key == 'beta' and kind == 'elbo' else ''
+      use = (f'objective.kind={kinds[0]!r}' if len(kinds) == 1
+             else f'an objective.kind in {kinds}')
+      raise validation.ConfigError(
+          f'config.objective.{key}={value!r} has no effect with '
+          f'objective.kind={kind!r}{note}; use {use}, {keep}')
+    schedule = LINEAR_ONLY.get(key)
+    if schedule is not None and section[schedule] != 'linear':
+      raise validation.ConfigError(
+          f'config.objective.{key}={value!r} has no effect with '
+          f'objective.{schedule}={section[schedule]!r}; use '
+          f"objective.{schedule}='linear', {keep}")
 
 
 def create_objective(config: ml_collections.ConfigDict) -> Objective:

@@ -17,6 +17,7 @@ import numpy as np
 
 from rdvae.analysis import figures
 from rdvae.objectives import exact
+from rdvae.objectives import losses as objectives
 from rdvae.toy import data
 from rdvae.toy import model as toy_model
 
@@ -98,7 +99,7 @@ def write_figure(config: ml_collections.ConfigDict, spec: data.DataSpec,
   """The model's Fig. 2 column, titled by its parameterisation and objective."""
   c = config.objective
   title = f'{config.model.encoder}/{config.model.decoder}: {c.kind}'
-  if c.kind in ('target_rate', 'rate_constraint'):
+  if c.kind in objectives.RATE_TARGETED:
     title += f' {c.rate:g}'
   figures.plot_toy_columns([figure_column(title, spec, tables)], path)
 
