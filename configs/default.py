@@ -38,7 +38,7 @@ from ml_collections import config_dict
 from rdvae.data import sources as data
 from rdvae.evaluation import measures as evaluation
 from rdvae.models import model
-from rdvae.objectives import losses as objectives
+from rdvae.objectives import settings
 from rdvae.training import optim
 
 
@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.dataset = data.default_config()
   config.model = model.default_config()
-  config.objective = objectives.default_config()
+  config.objective = settings.default_config()
   config.optim = optim.default_config()
 
   config.train = ml_collections.ConfigDict()

@@ -16,7 +16,8 @@ and any key can be overridden, e.g. `--config.model.decoder=bump`
 
 import ml_collections
 
-from rdvae.objectives import losses as objectives
+
+from rdvae.objectives import settings
 from rdvae.toy import data
 from rdvae.toy import model
 from rdvae.training import optim
@@ -34,7 +35,7 @@ def get_config(variant: str = 'elbo') -> ml_collections.ConfigDict:
   # knowingly: results compare with an independent reference at these values.
   config.dataset = data.default_config()
   config.model = model.default_config()
-  config.objective = objectives.default_config()
+  config.objective = settings.default_config()
 
   config.optim = optim.default_config()
   config.optim.learning_rate = 0.01

@@ -37,7 +37,7 @@ from rdvae.runtime import compilation
 from rdvae.data import sources as data
 from rdvae.data import batching
 from rdvae.models import model as model_lib
-from rdvae.objectives import losses as objectives
+from rdvae.objectives import settings
 from rdvae.training import optim
 from rdvae.runtime import parallel
 from rdvae.training import steps
@@ -108,8 +108,8 @@ def check(family: str) -> dict:
   config = tiny_config(family)
   # Built once, so both runs share the compiled initialisation.
   parts = (model_lib.create_model(config, data.IMAGE_SHAPE), optim.create_optimizer(config, 10),
-           objectives.create_objective(config),
-           objectives.create_state(config),
+           settings.create_objective(config),
+           settings.create_state(config),
            data.load_npz(str(data.packaged_npz_path()))['test'][:NUM_IMAGES])
   one, two = run(*parts, 1), run(*parts, 2)
   report = {'family': family, 'devices': jax.device_count()}

@@ -10,6 +10,8 @@ import numpy as np
 import optax
 
 from rdvae.objectives import losses as objectives
+
+from rdvae.objectives import settings
 from rdvae import types
 from rdvae import validation
 
@@ -367,7 +369,7 @@ class AppliesToTest(parameterized.TestCase):
     return changes
 
   @parameterized.named_parameters(
-      *[(f'{key}_{kind}', key, kind) for key in objectives.APPLIES_TO
+      *[(f'{key}_{kind}', key, kind) for key in settings.APPLIES_TO
         for kind in objectives.KINDS])
   def test_key_acts_exactly_under_its_kinds(self, key, kind):
     linear = {'beta_schedule': 'linear', 'rate_schedule': 'linear'}
@@ -376,12 +378,12 @@ class AppliesToTest(parameterized.TestCase):
     changed = self._result(kind, **self._changes(
         key, kind, key not in ('beta_schedule', 'rate_schedule')))
     acts = not np.array_equal(base, changed)
-    self.assertEqual(acts, kind in objectives.APPLIES_TO[key])
+    self.assertEqual(acts, kind in settings.APPLIES_TO[key])
 
   @parameterized.named_parameters(
-      *[(key, key) for key in objectives.LINEAR_ONLY])
+      *[(key, key) for key in settings.LINEAR_ONLY])
   def test_linear_only_key_is_inert_under_constant_schedule(self, key):
-    kind = objectives.APPLIES_TO[key][-1]
+    kind = settings.APPLIES_TO[key][-1]
     base = self._result(kind)
     changed = self._result(kind, **self._changes(key, kind, linear=False))
     np.testing.assert_array_equal(base, changed)
@@ -390,7 +392,7 @@ class AppliesToTest(parameterized.TestCase):
 class ValidateTest(parameterized.TestCase):
 
   def _config(self, **objective):
-    config = objectives.default_config()
+    config = settings.default_config()
     config.update(objective)
     return ml_collections.ConfigDict({'objective': config})
 
@@ -428,7 +430,7 @@ class ValidateTest(parameterized.TestCase):
   )
   def test_bad_value(self, overrides, key, message):
     with self.assertRaisesRegex(validation.ConfigError, key) as raised:
-      objectives.validate(self._config(**overrides))
+      settings.validate(self._config(**overrides))
     self.assertIn(message, str(raised.exception))
 
   @parameterized.named_parameters(('target_rate', 'target_rate'),
@@ -437,16 +439,16 @@ class ValidateTest(parameterized.TestCase):
     config = self._config(kind=kind, rate=3.0)
     with self.assertRaisesRegex(validation.ConfigError,
                                 r'objective.rate=3.0 is above the data'):
-      objectives.validate(config, data_entropy=2.914)
-    objectives.validate(config)  # H unknown: nothing to check against
-    objectives.validate(self._config(kind=kind, rate=2.9), data_entropy=2.914)
+      settings.validate(config, data_entropy=2.914)
+    settings.validate(config)  # H unknown: nothing to check against
+    settings.validate(self._config(kind=kind, rate=2.9), data_entropy=2.914)
 
   def test_rate_of_elbo_is_refused_before_the_entropy(self):
     # The ELBO has no rate target: a rate above H is not a target out of
     # range but a key with no effect.
     with self.assertRaisesRegex(validation.ConfigError,
                                 r'objective.rate=3.0 has no effect'):
-      objectives.validate(self._config(kind='elbo', rate=3.0),
+      settings.validate(self._config(kind='elbo', rate=3.0),
                           data_entropy=2.914)
 
   def test_create_objective_reads_every_key(self):
@@ -465,19 +467,19 @@ class ValidateTest(parameterized.TestCase):
                    else {'rate_schedule': 'linear'}
                    if kind == 'rate_constraint' else {})
       config = self._config(kind=kind, **schedules, **numbers)
-      self.assertEqual(objectives.create_objective(config),
+      self.assertEqual(settings.create_objective(config),
                        objectives.Objective(kind, **schedules))
-      hparams = objectives.create_hyperparameters(config)
+      hparams = settings.create_hyperparameters(config)
       for key, value in numbers.items():
         self.assertEqual(getattr(hparams, key).dtype, jnp.float32)
         self.assertAlmostEqual(float(getattr(hparams, key)), value, places=6)
       if kind == 'rate_constraint':
-        state = objectives.create_state(config)
+        state = settings.create_state(config)
         self.assertAlmostEqual(float(state.multiplier), 1.5, places=6)
 
   def test_beta_of_elbo_is_refused_with_what_to_do(self):
     with self.assertRaises(validation.ConfigError) as raised:
-      objectives.validate(self._config(kind='elbo', beta=2.0))
+      settings.validate(self._config(kind='elbo', beta=2.0))
     self.assertEqual(
         str(raised.exception),
         "config.objective.beta=2.0 has no effect with objective.kind='elbo' "
@@ -486,41 +488,41 @@ class ValidateTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
       *[(f'{key}_{kind}', key, kind)
-        for key, kinds in objectives.APPLIES_TO.items()
+        for key, kinds in settings.APPLIES_TO.items()
         for kind in objectives.KINDS if kind not in kinds])
   def test_key_without_effect_under_kind_is_refused(self, key, kind):
     value = _OTHER_VALUES[key]
     with self.assertRaises(validation.ConfigError) as raised:
-      objectives.validate(self._config(**_with_target(kind, {key: value})))
+      settings.validate(self._config(**_with_target(kind, {key: value})))
     message = str(raised.exception)
     for needle in (f'config.objective.{key}={value!r} has no effect',
                    f'objective.kind={kind!r}',
-                   f'objective.kind={objectives.APPLIES_TO[key][0]!r}'
-                   if len(objectives.APPLIES_TO[key]) == 1
-                   else f'objective.kind in {objectives.APPLIES_TO[key]}',
-                   f'default {objectives.default_config()[key]!r}'):
+                   f'objective.kind={settings.APPLIES_TO[key][0]!r}'
+                   if len(settings.APPLIES_TO[key]) == 1
+                   else f'objective.kind in {settings.APPLIES_TO[key]}',
+                   f'default {settings.default_config()[key]!r}'):
       self.assertIn(needle, message)
 
   @parameterized.named_parameters(
       *[(f'{key}_{kind}', key, kind)
-        for key, kinds in objectives.APPLIES_TO.items() for kind in kinds])
+        for key, kinds in settings.APPLIES_TO.items() for kind in kinds])
   def test_key_with_effect_under_kind_is_accepted(self, key, kind):
     overrides = {key: _OTHER_VALUES[key]}
-    if key in objectives.LINEAR_ONLY:
-      overrides[objectives.LINEAR_ONLY[key]] = 'linear'
-    objectives.validate(self._config(**_with_target(kind, overrides)))
+    if key in settings.LINEAR_ONLY:
+      overrides[settings.LINEAR_ONLY[key]] = 'linear'
+    settings.validate(self._config(**_with_target(kind, overrides)))
 
   @parameterized.named_parameters(
       ('beta_start', 'beta_start', 'beta_vae'),
       ('anneal_steps', 'anneal_steps', 'elbo'),
       ('rate_anneal_steps', 'rate_anneal_steps', 'target_rate'))
   def test_linear_only_key_under_constant_schedule_is_refused(self, key, kind):
-    schedule = objectives.LINEAR_ONLY[key]
+    schedule = settings.LINEAR_ONLY[key]
     with self.assertRaisesRegex(
         validation.ConfigError,
         f"objective.{key}=.* has no effect with objective.{schedule}="
         f"'constant'; use objective.{schedule}='linear'"):
-      objectives.validate(self._config(kind=kind,
+      settings.validate(self._config(kind=kind,
                                        **{key: _OTHER_VALUES[key]}))
 
   def test_kind_groups_cover_the_kinds_once(self):
@@ -530,19 +532,19 @@ class ValidateTest(parameterized.TestCase):
     self.assertLess(set(objectives.CONSTRAINED),
                     set(objectives.RATE_TARGETED
                         + objectives.DISTORTION_TARGETED))
-    self.assertCountEqual(objectives.APPLIES_TO,
-                          [k for k in objectives.default_config()
+    self.assertCountEqual(settings.APPLIES_TO,
+                          [k for k in settings.default_config()
                            if k != 'kind'])
 
   def test_default_config_declares_every_number(self):
-    config = objectives.default_config()
+    config = settings.default_config()
     for key in objectives.Hyperparameters._fields:
       self.assertIn(key, config)
-    objectives.validate(ml_collections.ConfigDict({'objective': config}))
+    settings.validate(ml_collections.ConfigDict({'objective': config}))
 
   def test_create_objective_validates_first(self):
     with self.assertRaisesRegex(validation.ConfigError, 'objective.kind'):
-      objectives.create_objective(self._config(kind='nope'))
+      settings.create_objective(self._config(kind='nope'))
 
 
 if __name__ == '__main__':

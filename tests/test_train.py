@@ -23,6 +23,7 @@ from rdvae.runs import reevaluate
 from rdvae.files import checkpointing
 from rdvae.evaluation import measures as evaluation
 from rdvae.training import loop as train
+from rdvae.training import monitors
 from rdvae import validation
 from rdvae.files import atomic_files
 from rdvae.files import metric_files
@@ -92,7 +93,7 @@ def test_workdir_with_other_config_is_not_overwritten(tmp_path):
 
 def test_nonfinite_stop_names_the_step_and_quantities(tmp_path):
   manager = checkpointing.create_manager(str(tmp_path))
-  check = train._NonFinite(_smoke(), manager)
+  check = monitors.NonFinite(_smoke(), manager)
   assert check.check(np.zeros(2, np.int32), 10) == 0
   flags = np.array([0, 0b01001], np.int32)  # loss and grad_norm at step 12
   with pytest.raises(FloatingPointError,
@@ -103,7 +104,7 @@ def test_nonfinite_stop_names_the_step_and_quantities(tmp_path):
 
 def test_nonfinite_skip_counts_and_stops_after_max_skipped(tmp_path):
   manager = checkpointing.create_manager(str(tmp_path))
-  check = train._NonFinite(
+  check = monitors.NonFinite(
       _smoke(**{'train.nonfinite': 'skip', 'train.max_skipped': 3}), manager)
   assert check.check(np.array([2, 0], np.int32), 2) == 1  # reset by step 2
   assert check.check(np.array([0, 4], np.int32), 4) == 1

@@ -44,16 +44,9 @@ Architecture (choices where F.2 is silent are marked *):
   mirror `ul`, concatenated, as in PixelCNN++). * PixelCNN++ uses
   nr_resnet + 1 layers in its last two up blocks to also consume the
   downsampling outputs; F.2 says two layers in every block, so we do not.
-- Downsampling: PixelCNN++'s strided causal convolutions, [2, 3] (`u`) and
-  [2, 2] (`ul`), stride 2, padded top/left as for the stride-1 ones; computed
-  by `nets.conv` (a strided `lax.conv_general_dilated`). The stride-1 ones
-  are one matrix product over shifted windows (`nets.windowed_conv`).
-  Upsampling: PixelCNN++'s causal transposed convolutions, [2, 3] and [2, 2],
-  stride 2, cropped as in PixelCNN++; computed by `nets.conv_transpose`
-  (stride-1 convolution + depth-to-space, same values, no input dilation).
-  Low-resolution row i of `u` sees image rows < 2i; position (i, j) of `ul`
-  sees pixels before (2i, 2j); upsampling maps them to rows 2i, 2i + 1 and
-  columns 2j, 2j + 1, which keeps the order.
+- Downsampling and upsampling: PixelCNN++'s strided causal convolutions and
+  causal transposed convolutions (`pixelcnn_layers`, which says how each is
+  computed and why the order is kept).
 - Output: the last `ul` [H, W, 64] through a 1x1 convolution to one Bernoulli
   logit per pixel (F.2). * z enters only through the input (F.2); it is not
   added to every resnet layer as in PixelCNN++'s conditional model.
@@ -73,7 +66,6 @@ of a full pass instead of a full pass.
 """
 
 from __future__ import annotations
-
 
 import flax.linen as nn
 import jax

@@ -6,6 +6,17 @@ above row i, or in row i left of column j: the `down` stream pads above, the
 `down_right` stream above and to the left (`_causal_padding`), and
 `down_shift` / `right_shift` move a stream one row or column so that a pixel
 never sees itself.
+
+Downsampling: PixelCNN++'s strided causal convolutions, [2, 3] (`u`) and
+[2, 2] (`ul`), stride 2, padded top/left as for the stride-1 ones; computed by
+`nets.conv` (a strided `lax.conv_general_dilated`). The stride-1 ones are one
+matrix product over shifted windows (`nets.windowed_conv`). Upsampling:
+PixelCNN++'s causal transposed convolutions, [2, 3] and [2, 2], stride 2,
+cropped as in PixelCNN++; computed by `nets.conv_transpose` (stride-1
+convolution + depth-to-space, same values, no input dilation). Low-resolution
+row i of `u` sees image rows < 2i; position (i, j) of `ul` sees pixels before
+(2i, 2j); upsampling maps them to rows 2i, 2i + 1 and columns 2j, 2j + 1,
+which keeps the order.
 """
 
 from __future__ import annotations

@@ -3,12 +3,11 @@ None and `train.steps_per_dispatch` = 0 (the defaults, meaning 'auto') take
 the backend's values here.
 
 Why they differ: `steps_per_dispatch` steps run inside one `lax.scan` per host
-call (`parallel.make_train_loop`).
-- XLA:CPU runs convolutions inside a rolled loop about 20x slower than in
-  straight-line code (a step of the simple family: 1.2 s unrolled, 28 s
-  rolled), so on the CPU the scan is unrolled; unrolled code compiles in time
-  proportional to its length, so the CPU dispatches few steps per call (the
-  host's dispatch costs little next to a CPU step).
+call (a layout's `train_loop`, `runtime.parallel`).
+- XLA:CPU runs convolutions inside a rolled loop many times slower than in
+  straight-line code, so on the CPU the scan is unrolled; unrolled code
+  compiles in time proportional to its length, so the CPU dispatches few
+  steps per call (the host's dispatch costs little next to a CPU step).
 - On GPU/TPU a rolled scan compiles one step body whatever its length and
   runs at full speed, and a step takes milliseconds, so many steps go into one
   dispatch to keep the device busy while the host logs.

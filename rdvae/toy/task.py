@@ -24,7 +24,7 @@ import numpy as np
 from rdvae import types
 from rdvae import validation
 from rdvae.objectives import exact
-from rdvae.objectives import losses as objectives
+from rdvae.objectives import settings
 from rdvae.runtime import populations
 from rdvae.toy import data
 from rdvae.toy import measures
@@ -46,7 +46,7 @@ class ToyTask:
     spec = data.validate(config)
     toy_model.validate(config)
     validation.check_positive_int(config, 'train.num_steps')
-    objectives.validate(config, data_entropy=spec.entropy)
+    settings.validate(config, data_entropy=spec.entropy)
 
   def load_data(self, config) -> data.DataSpec:
     return data.create_data_spec(config)

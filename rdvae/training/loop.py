@@ -60,53 +60,10 @@ from rdvae.runtime import distributed
 from rdvae.runtime import faults
 from rdvae.runtime import populations
 from rdvae.runtime import preemption
+from rdvae.training import monitors
 from rdvae.training import optim
 from rdvae.training import programs
-from rdvae.training import steps
 from rdvae.training import tasks
-
-
-class _NonFinite:
-  """Acts on the per-step `nonfinite` flags of each dispatch (train.nonfinite).
-
-  'stop': the first flagged step raises FloatingPointError naming the step
-  and the quantities (loss, rate, distortion, grad_norm, state), before the
-  state is checkpointed. 'skip': the step body already dropped the update;
-  flagged steps are counted (`skipped`, logged as train/skipped) and
-  `train.max_skipped` consecutive ones raise the same error. The count of
-  consecutive skips restarts when a run resumes.
-  """
-
-  def __init__(self, config: ml_collections.ConfigDict, manager):
-    self.mode, self.limit = config.train.nonfinite, config.train.max_skipped
-    self.manager, self.consecutive = manager, 0
-
-  def check(self, flags: np.ndarray, end_step: int) -> int:
-    """Returns the number of skipped steps among `flags` (steps up to
-    `end_step`), or raises FloatingPointError."""
-    first = end_step - len(flags) + 1
-    for i, flag in enumerate(np.asarray(flags).tolist()):
-      self.consecutive = self.consecutive + 1 if flag else 0
-      if flag and (self.mode == 'stop' or self.consecutive >= self.limit):
-        self._stop(first + i, steps.names_of_flags(flag))
-    skipped = int(np.count_nonzero(flags))
-    if skipped and distributed.is_primary():
-      print(f'skipped {skipped} non-finite update(s) in steps {first}..'
-            f'{end_step}', flush=True)
-    return skipped
-
-  def _stop(self, step: int, names: list[str]) -> None:
-    why = (f'{self.consecutive} consecutive non-finite steps (train.nonfinite='
-           f"'skip', train.max_skipped={self.limit})"
-           if self.mode == 'skip' else "train.nonfinite='stop'")
-    last = checkpointing.latest_step(self.manager)
-    kept = (f'the last good checkpoint is step {last} in '
-            f'{self.manager.directory}' if last is not None else
-            'no checkpoint was saved before it')
-    raise FloatingPointError(
-        f'non-finite {", ".join(names)} at step {step} ({why}); {kept} '
-        '(lower optim.learning_rate, check the data, or set '
-        "train.nonfinite='skip')")
 
 
 @dataclasses.dataclass
@@ -119,37 +76,7 @@ class Member:
   writer: Any
   manager: Any
   best: Any
-  nonfinite: _NonFinite
-
-
-class _Speed:
-  """Training steps per second, excluding the first (compiling) dispatch and
-  everything outside the dispatches (evaluation, checkpoints)."""
-
-  def __init__(self):
-    self.steps, self.seconds, self.first = 0, 0.0, None
-
-  def add(self, steps_done: int, seconds: float) -> None:
-    if self.first is None:
-      self.first = steps_done / max(seconds, 1e-9)
-    else:
-      self.steps, self.seconds = (self.steps + steps_done,
-                                  self.seconds + seconds)
-
-  def steps_per_second(self) -> float:
-    return self.steps / self.seconds if self.steps else self.first
-
-
-def _progress(step: int, total: int, metrics, speed: _Speed,
-              examples_per_step: int) -> None:
-  per_second = speed.steps_per_second()
-  eta = (total - step) / max(per_second, 1e-9)
-  images = (f' {per_second * examples_per_step:.1f} images/s'
-            if examples_per_step else '')
-  print(f'step {step}/{total} | loss {metrics["loss"]:.3f} '
-        f'R {metrics["rate"]:.3f} D {metrics["distortion"]:.3f} | '
-        f'{per_second:.2f} steps/s{images} | '
-        f'ETA {time.strftime("%H:%M:%S", time.gmtime(eta))}', flush=True)
+  nonfinite: monitors.NonFinite
 
 
 def _start(config: ml_collections.ConfigDict, workdir: str, data: Any = None,
@@ -179,11 +106,11 @@ def _start(config: ml_collections.ConfigDict, workdir: str, data: Any = None,
       workdir, start_step, keep=keep
   ) if distributed.is_primary() else metric_files.NullWriter(workdir)
   return Member(run, workdir, state, writer, manager, best,
-                _NonFinite(run.config, manager))
+                monitors.NonFinite(run.config, manager))
 
 
 def _dispatch(run: programs.Run, state, train_data, step: int,
-              speed: _Speed):
+              speed: monitors.Speed):
   """One call of the compiled loop from `step`: (state, each member's step
   metrics averaged over its good steps, each member's nonfinite flags [S],
   the new step)."""
@@ -221,7 +148,7 @@ def _evaluate(member: Member, host_state, state, step: int, final: bool
 
 
 def _train(members: Sequence[Member], state, step: int,
-           speed: _Speed) -> tuple[Any, int]:
+           speed: monitors.Speed) -> tuple[Any, int]:
   """Steps `step`..num_steps of every member: dispatch, check for NaN/inf,
   log, evaluate, checkpoint. On SIGTERM/SIGINT it finishes the dispatch,
   checkpoints every member, flushes the metrics and raises
@@ -252,7 +179,7 @@ def _train(members: Sequence[Member], state, step: int,
                                              for k, v in means.items()})
       if ((step % c.log_every == 0 or step == run.num_steps)
           and len(members) == 1 and distributed.is_primary()):
-        _progress(step, run.num_steps, metrics[0], speed,
+        monitors.print_progress(step, run.num_steps, metrics[0], speed,
                   run.task.examples_per_step(run.config))
       # Every process stops at the same step, or none does (a save is
       # collective).
@@ -273,7 +200,7 @@ def _train(members: Sequence[Member], state, step: int,
   return state, step
 
 
-def _finish(member: Member, host, state, step: int, speed: _Speed,
+def _finish(member: Member, host, state, step: int, speed: monitors.Speed,
             counter: compilation.Counter, population_size: int = 0
             ) -> dict[str, Any]:
   """Checkpoints a trained member, evaluates it and writes its results."""
@@ -337,7 +264,7 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
     print(backends.describe(run.backend), flush=True)
   start_step = step = int(member.state.step)
   state = run.layout.put_replicated(_stack([member.state], run.layout))
-  speed = _Speed()
+  speed = monitors.Speed()
   state, step = _train([member], state, step, speed)
   if speed.first is not None and distributed.is_primary():
     examples = run.task.examples_per_step(run.config)
@@ -435,7 +362,7 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
         run = members[0].run
         state = run.layout.put_replicated(
             _stack([m.state for m in members], run.layout))
-        speed = _Speed()
+        speed = monitors.Speed()
         state, end = _train(members, state, step, speed)
         hosts = run.layout.member_states(run.layout.get_replicated(state))
         for i, member, host in zip(indices, members, hosts):

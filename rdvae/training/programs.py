@@ -20,6 +20,7 @@ import ml_collections
 
 from rdvae import types
 from rdvae.objectives import losses as objectives
+from rdvae.objectives import settings
 from rdvae.runtime import backends
 from rdvae.training import optim
 from rdvae.training import steps
@@ -145,7 +146,7 @@ def create_run(config: ml_collections.ConfigDict, data: Any = None,
   num_steps = task.num_steps(config, data)
   spec = ProgramSpec(
       task=task, model=model, optimizer=optim.settings(config),
-      objective=objectives.create_objective(config),
+      objective=settings.create_objective(config),
       skip_nonfinite=c.nonfinite == 'skip',
       # A program draws its batches with a key from the seed, if any.
       seed=c.seed if task.batches_depend_on_seed else 0,
@@ -154,7 +155,7 @@ def create_run(config: ml_collections.ConfigDict, data: Any = None,
       layout=layout)
   loops = programs(spec)
   init_state = task.init_state(model, loops.optimizer,
-                               objectives.create_state(config), c.seed, data)
+                               settings.create_state(config), c.seed, data)
   # This run's learning rate, schedule and Adam settings, as arrays.
   init_state = init_state.replace(opt_state=optim.set_numbers(
       init_state.opt_state, config, num_steps))

@@ -58,9 +58,7 @@ def _init_state(model: nn.Module, optimizer: optax.GradientTransformation,
 
 # Initialisation runs once per run, so on the CPU it is compiled for compile
 # speed: every parameter's initializer is a Threefry kernel, and optimised
-# XLA:CPU code generation is slow on them. Measured on the full-size simple
-# family (quiet 2-core CPU): 10.9 s to initialise op by op, 3.9 s compiled
-# with the default options, 1.7 s with these.
+# XLA:CPU code generation is slow on them.
 _CPU_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0,
                               'xla_llvm_disable_expensive_passes': True}
 

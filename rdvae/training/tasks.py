@@ -48,7 +48,7 @@ from rdvae.evaluation import evaluator as evaluator_lib
 from rdvae.evaluation import measures
 from rdvae.files import metric_files
 from rdvae.models import model as model_lib
-from rdvae.objectives import losses as objectives
+from rdvae.objectives import settings
 from rdvae.runtime import backends
 from rdvae.runtime import distributed
 from rdvae.runtime import parallel
@@ -108,7 +108,7 @@ class ImageTask:
   def validate(self, config: ml_collections.ConfigDict) -> None:
     sources.validate(config)
     model_lib.validate(config, sources.IMAGE_SHAPE)
-    objectives.validate(config)
+    settings.validate(config)
     parallel.validate(config)
     validation.check_positive_int(config, 'train.num_steps', allow_zero=True)
     validation.check_number(config, 'train.num_epochs',
