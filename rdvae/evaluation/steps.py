@@ -100,7 +100,7 @@ def make_latent_step(model: nn.Module, axis_name: Optional[str] = None
 
   Returns:
     `latent_step(params, x [B, ...], mask [B], keys [B]) -> dict`, with the
-    signature of `make_eval_step`'s step (so `parallel.make_eval_loop` wraps
+    signature of `make_eval_step`'s step (so a layout's `eval_loop` wraps
     it).
   """
 

@@ -223,8 +223,26 @@ class JitLayout:
   def train_loop(self, train_step: Callable, indices_fn: Callable,
                  gather_fn: Callable, batch_size: int,
                  unroll: bool = True) -> Callable:
-    """The compiled `loop(state, data) -> (state, metrics)` (see
-    `make_train_loop`); the state is donated."""
+    """`steps_per_dispatch` train steps per call, compiled once.
+
+    Args:
+      train_step: a `training.steps.make_train_step` body, built with this
+        layout's `axis_name`.
+      indices_fn: traceable `indices_fn(start_step) -> [S, B_global]` int32,
+        the training examples of steps start_step .. start_step + S - 1
+        (e.g. `batching.batch_index_block`); S is the scan's length.
+      gather_fn: traceable `gather_fn(data, indices [B]) -> x [B, ...]` from
+        the device-resident training data (e.g. `batching.gather_batch`).
+      batch_size: B_global.
+      unroll: unroll the scan into straight-line code. Keep it on XLA:CPU,
+        where convolutions inside a rolled loop take a far slower path; turn
+        it off on GPU/TPU to compile one step body for long scans.
+
+    Returns:
+      `loop(state, data) -> (state, metrics)`, metrics stacked as [S] arrays
+      (a leading device axis too under pmap). The state is donated; place it
+      and `data` with `put_replicated`.
+    """
     loop = _scan_loop(train_step, indices_fn, gather_fn, batch_size,
                       self.local, False, unroll)
     return jax.jit(loop, donate_argnums=0)

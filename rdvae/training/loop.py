@@ -79,13 +79,21 @@ class Member:
   nonfinite: monitors.NonFinite
 
 
-def _start(config: ml_collections.ConfigDict, workdir: str, data: Any = None,
-           layout: Any = None) -> Member:
-  """Prepares `workdir` and builds the run, restoring its newest good
-  checkpoint (or the initial state)."""
+def _prepare(config: ml_collections.ConfigDict,
+             workdir: str) -> Optional[dict[str, Any]]:
+  """Writes config.json into `workdir` (or checks the one there: another
+  config raises WorkdirConflictError); returns the run's results when it is
+  finished (results.json is written last), else None."""
   distributed.primary_first('config.json', run_files.prepare_workdir, workdir,
                             config)
   run_files.check_workdir(workdir, config)
+  return run_files.read_results(workdir)
+
+
+def _start(config: ml_collections.ConfigDict, workdir: str, data: Any = None,
+           layout: Any = None) -> Member:
+  """Builds the run of a prepared `workdir` (`_prepare`), restoring its
+  newest good checkpoint (or the initial state)."""
   run = programs.create_run(config, data, layout)
   c = run.config.train
   manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
@@ -251,11 +259,8 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
   task = programs.validate(config)
   _check_processes(task)
   data = task.load_data(config)  # a bad data file stops here, before
-  distributed.primary_first('config.json', run_files.prepare_workdir, workdir,
-                            config)  # anything is written
-  run_files.check_workdir(workdir, config)
-  done = run_files.read_results(workdir)
-  if done is not None:  # written last: the run is complete
+  done = _prepare(config, workdir)  # anything is written
+  if done is not None:
     return done
   counter = compilation.Counter()
   member = _start(config, workdir, data)
@@ -343,14 +348,14 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
     _check_processes(programs.validate(config))
   counter = compilation.Counter()
   data = tasks.for_config(configs[0]).load_data(configs[0])
-  # Each run's saved step decides its population.
-  starts = [_start(c, w, data) for c, w in zip(configs, workdirs)]
+  # Each unfinished run's saved step decides its population.
+  finished = {i: _prepare(c, w)
+              for i, (c, w) in enumerate(zip(configs, workdirs))}
+  starts = {i: _start(configs[i], workdirs[i], data)
+            for i, done in finished.items() if done is None}
   by_step: dict[int, list[int]] = {}
-  finished: dict[int, Any] = {}
-  for index, member in enumerate(starts):
-    finished[index] = run_files.read_results(member.workdir)
-    if finished[index] is None:  # not finished yet
-      by_step.setdefault(int(member.state.step), []).append(index)
+  for index, member in starts.items():
+    by_step.setdefault(int(member.state.step), []).append(index)
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as files:
     for step, same_step in by_step.items():
       for first in range(0, len(same_step), MAX_POPULATION):
