@@ -120,7 +120,7 @@ def test_dry_run_prints_the_gpu_choice_without_a_gpu():
 
 @pytest.mark.parametrize('args, status, expected', [
     (['--config=configs/toy.py', '--backend=gpu'], 0,
-     'backend gpu: the toy has no backend-dependent settings'),
+     'backend gpu: train.scan_unroll=False train.steps_per_dispatch=1000 (auto: none)'),
     (['--config=configs/mnist.py', '--backend=cpu',
       '--config.model.pseudo_input_batch=-2'], 2,
      'ConfigError: config.model.pseudo_input_batch=-2 must be >= 0'),
