@@ -29,7 +29,9 @@ from configs import mnist
 
 
 def get_config():
-  return mnist.get_config('smoke')
+  config = mnist.get_config('smoke')
+  config.objective.kind = 'beta_vae'
+  return config
 
 
 def get_sweep():
@@ -119,7 +121,8 @@ def test_command_lines_name_the_file_and_what_is_wrong(tmp_path):
   path = os.path.join(directory, 'results.json')
   out = _python('experiments.main',
                 f'--config={os.path.join(REPO, "configs/mnist.py")}:smoke',
-                f'--workdir={directory}', '--config.objective.beta=0.5')
+                f'--workdir={directory}', '--config.objective.kind=beta_vae',
+                '--config.objective.beta=0.5')
   assert out.returncode == preemption.EXIT_USAGE, out.stderr
   assert 'Traceback' not in out.stderr, out.stderr
   line, = out.stderr.strip().splitlines()
