@@ -92,6 +92,16 @@ def test_validate_names_bad_key(key, value):
     optim.validate(_config(**{key: value}))
 
 
+def test_normalize_eps_without_normalization_is_refused():
+  # It has no effect there; at its default it is accepted (the toy's case).
+  with pytest.raises(validation.ConfigError,
+                     match=r'optim.normalize_eps=0.0001 has no effect with '
+                     r'optim.normalize_gradients=False'):
+    optim.validate(_config(normalize_gradients=False, normalize_eps=1e-4))
+  optim.validate(_config(normalize_gradients=False))
+  optim.validate(_config(normalize_eps=1e-4))
+
+
 def test_update_reads_the_numbers_of_the_state():
   # Numbers as arrays: `a` (lr 1e-3, Adam's eps 1e-3, T = 4: held 2 steps,
   # then 2 of decay) and `b` (defaults, T = 100) are different objects, but

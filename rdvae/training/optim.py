@@ -228,7 +228,12 @@ def set_numbers(opt_state: optax.OptState, config: ml_collections.ConfigDict,
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks `config.optim`, naming the bad key and value."""
+  """Checks `config.optim`, naming the bad key and value.
+
+  As the objective's keys (rdvae/objectives/losses.py), a key set away from
+  its default where it has no effect is refused: `normalize_eps` without
+  `normalize_gradients`.
+  """
   validation.check_number(config, 'optim.learning_rate', strictly_positive=True)
   validation.check_choice(config, 'optim.schedule', SCHEDULES)
   validation.check_number(config, 'optim.hold_fraction', minimum=0.0,
@@ -239,7 +244,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(flag, bool):
     raise validation.ConfigError(
         f'config.optim.normalize_gradients={flag!r} must be True or False')
-  validation.check_number(config, 'optim.normalize_eps', minimum=0.0)
+  normalize_eps = validation.check_number(config, 'optim.normalize_eps',
+                                          minimum=0.0)
+  default = default_config().normalize_eps
+  if not flag and normalize_eps != default:
+    raise validation.ConfigError(
+        f'config.optim.normalize_eps={normalize_eps!r} has no effect with '
+        'optim.normalize_gradients=False; use optim.normalize_gradients=True, '
+        f'or leave optim.normalize_eps at its default {default!r}')
   validation.check_number(config, 'optim.b1', minimum=0.0, maximum=1.0)
   validation.check_number(config, 'optim.b2', minimum=0.0, maximum=1.0)
   validation.check_number(config, 'optim.eps', minimum=0.0)

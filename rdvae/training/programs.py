@@ -125,6 +125,22 @@ def validate(config: ml_collections.ConfigDict) -> tasks.Task:
   return task
 
 
+def program_spec(config: ml_collections.ConfigDict, task: Any, data: Any,
+                 model: Any, layout: Any) -> ProgramSpec:
+  """The `ProgramSpec` of a run of `config` (its backend's choices resolved,
+  `backends.resolved_config`) with the given task, data, model and layout."""
+  c = config.train
+  return ProgramSpec(
+      task=task, model=model, optimizer=optim.settings(config),
+      objective=settings.create_objective(config),
+      skip_nonfinite=c.nonfinite == 'skip',
+      # A program draws its batches with a key from the seed, if any.
+      seed=c.seed if task.batches_depend_on_seed else 0,
+      num_train=task.num_train(data), batch_size=task.batch_size(config),
+      steps_per_dispatch=c.steps_per_dispatch, scan_unroll=c.scan_unroll,
+      layout=layout)
+
+
 def create_run(config: ml_collections.ConfigDict, data: Any = None,
                layout: Any = None) -> Run:
   """Builds the model, the compiled loops and the initial state (loading
@@ -144,16 +160,7 @@ def create_run(config: ml_collections.ConfigDict, data: Any = None,
   layout = layout or task.layout(config)
   c = config.train
   num_steps = task.num_steps(config, data)
-  spec = ProgramSpec(
-      task=task, model=model, optimizer=optim.settings(config),
-      objective=settings.create_objective(config),
-      skip_nonfinite=c.nonfinite == 'skip',
-      # A program draws its batches with a key from the seed, if any.
-      seed=c.seed if task.batches_depend_on_seed else 0,
-      num_train=task.num_train(data), batch_size=task.batch_size(config),
-      steps_per_dispatch=c.steps_per_dispatch, scan_unroll=c.scan_unroll,
-      layout=layout)
-  loops = programs(spec)
+  loops = programs(program_spec(config, task, data, model, layout))
   init_state = task.init_state(model, loops.optimizer,
                                settings.create_state(config), c.seed, data)
   # This run's learning rate, schedule and Adam settings, as arrays.
