@@ -51,7 +51,11 @@ class ToyTask:
   def load_data(self, config) -> data.DataSpec:
     return data.create_data_spec(config)
 
-  def create_model(self, config, spec) -> toy_model.ToyModel:
+  def create_model(self, config, spec,
+                   components=None) -> toy_model.ToyModel:
+    if components:
+      raise ValueError('the toy\'s model is a table: it has no encoder, '
+                       'decoder or marginal modules to replace')
     return toy_model.create_model(config, spec)
 
   def layout(self, config) -> populations.PopulationLayout:

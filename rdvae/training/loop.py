@@ -43,7 +43,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import ml_collections
@@ -80,13 +80,13 @@ class Member:
 
 
 def _start(config: ml_collections.ConfigDict, workdir: str, data: Any = None,
-           layout: Any = None) -> Member:
+           layout: Any = None, components: Any = None) -> Member:
   """Prepares `workdir` and builds the run, restoring its newest good
   checkpoint (or the initial state)."""
   distributed.primary_first('config.json', run_files.prepare_workdir, workdir,
                             config)
   run_files.check_workdir(workdir, config)
-  run = programs.create_run(config, data, layout)
+  run = programs.create_run(config, data, layout, components)
   c = run.config.train
   manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
   best = checkpointing.create_manager(workdir, 1, best_metric='elbo')
@@ -235,9 +235,14 @@ def _check_processes(task) -> None:
         '--multihost')
 
 
-def train_and_eval(config: ml_collections.ConfigDict, workdir: str
+def train_and_eval(config: ml_collections.ConfigDict, workdir: str,
+                   components: Optional[Mapping[str, Any]] = None
                    ) -> dict[str, Any]:
   """Trains `config`'s model in `workdir` (resuming) and evaluates it.
+
+  `components` ({'encoder' | 'decoder' | 'marginal': linen module}) replace
+  those parts of the config's model (docs/models.md); config.json does not
+  record them, so resuming or `rdvae.load` needs the same ones again.
 
   Returns:
     The results written to results.json. For the image models: the test-set
@@ -258,7 +263,7 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
   if done is not None:  # written last: the run is complete
     return done
   counter = compilation.Counter()
-  member = _start(config, workdir, data)
+  member = _start(config, workdir, data, components=components)
   run = member.run
   if distributed.is_primary():
     print(backends.describe(run.backend), flush=True)

@@ -7,7 +7,10 @@ and run files are shared. A task answers, for its configs:
 
   validate(config)          every key, before any work (ConfigError)
   load_data(config)         the data, checked against the config
-  create_model(config, data), layout(config)
+  create_model(config, data, components)
+                            the model; components: {part: linen module}
+                            in place of the config's (models/custom.py)
+  layout(config)
   num_steps(config, data), num_train(data), batch_size(config)
   examples_per_step(config) images a step trains on (0: not images)
   train_data(data)          the array the training loop reads batches from
@@ -133,8 +136,8 @@ class ImageTask:
             f'{split} split of {where} ({size} images); use at most {size}')
     return dataset
 
-  def create_model(self, config, dataset):
-    return model_lib.create_model(config, dataset.image_shape)
+  def create_model(self, config, dataset, components=None):
+    return model_lib.create_model(config, dataset.image_shape, components)
 
   def layout(self, config):
     return parallel.create_layout(config.train.parallel)
