@@ -111,7 +111,7 @@ def user_factories(config: ml_collections.ConfigDict,
       out[part] = (f'components[{part!r}]={type(module).__name__}',
                    lambda c, s, m=module: m)
       continue
-    path = validation.get(config, f'model.{part}')
+    path = config.model.get(part, '')  # '' in configs that predate it
     if not isinstance(path, str):
       raise validation.ConfigError(
           f"config.model.{part}={path!r} must be a string: '' or "
