@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import pytest
 
 from configs import mnist
+from configs import toy
 from examples import mlp_vae
+import rdvae
 from rdvae import validation
 from rdvae.models import model as model_lib
 from rdvae.training import programs
@@ -143,6 +145,22 @@ def test_bad_component_instances():
                      '=_SmallMarginal returned a distribution'):
     model_lib.create_model(config, IMAGE_SHAPE,
                            {'marginal': _SmallMarginal()})
+
+
+def test_bad_passed_module_fails_before_anything_is_written(tmp_path):
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(validation.ConfigError,
+                     match=r"components\['decoder'\]=_FlatDecoder returned"):
+    rdvae.train_and_eval(mnist.get_config('smoke'), workdir,
+                         {'decoder': _FlatDecoder()})
+  assert not os.path.exists(workdir)
+
+
+def test_the_toy_refuses_components(tmp_path):
+  with pytest.raises(validation.ConfigError, match="the toy's model is a "
+                     r"table.*\['encoder'\]"):
+    rdvae.train_and_eval(toy.get_config(), str(tmp_path / 'run'),
+                         {'encoder': mlp_vae.Encoder(latent_dim=2)})
 
 
 def test_named_and_passed_components_build_the_model():

@@ -185,7 +185,7 @@ def load(workdir: str, params: str = 'last',
     ValueError: a toy run (its model is a table, measured exactly).
   """
   config = reevaluate.saved_config(workdir, {})
-  programs.validate(config)
+  programs.validate(config, components)
   run = programs.create_run(config, components=components)
   state, step = reevaluate.restore_params(run, workdir, params)
   return TrainedModel(run.config, run.model, state.params, run.data, step,

@@ -253,7 +253,7 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str,
     (`toy.measures.evaluate`).
   """
   compilation.setup()  # the persistent compilation cache (runtime.compilation)
-  task = programs.validate(config)
+  task = programs.validate(config, components)
   _check_processes(task)
   data = task.load_data(config)  # a bad data file stops here, before
   distributed.primary_first('config.json', run_files.prepare_workdir, workdir,

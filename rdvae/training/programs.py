@@ -117,10 +117,13 @@ class Run:
   backend: dict[str, Any]
 
 
-def validate(config: ml_collections.ConfigDict) -> tasks.Task:
-  """Checks every key of `config` before any work; returns its task."""
+def validate(config: ml_collections.ConfigDict,
+             components: Any = None) -> tasks.Task:
+  """Checks every key of `config`, and the `components` that replace
+  parts of its model (see `create_run`), before any work; returns its
+  task."""
   task = tasks.for_config(config)
-  task.validate(config)
+  task.validate(config, components)
   tasks.validate_training(config)
   return task
 
