@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional
 
-import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,16 +113,14 @@ class TrainedModel:
 
   def encode(self, x: Any, rng: Optional[jax.Array] = None,
              sample: bool = False) -> Any:
-    """e(z|x) of images x [N, H, W, C]: the encoder's distribution (batch
-    (N,), event (Z,); computed in one call), or with `sample` one z ~ e(z|x)
-    per image, [N, Z]."""
+    """e(z|x) of images x [N, H, W, C]: the encoder's distrax distribution
+    (batch (N,), event (Z,); one call, not jitted, `rng` unused), or with
+    `sample` one z ~ e(z|x) per image, [N, Z]."""
     if sample:
       return self._batched('encode', self._per_example(_encode_sample), x,
                            rng)
-    out = self.model.apply({'params': self.params},
-                           jnp.asarray(x, jnp.float32), method=_encoder)
-    assert isinstance(out, distrax.Distribution)
-    return out
+    return self.model.apply({'params': self.params},
+                            jnp.asarray(x, jnp.float32), method=_encoder)
 
   def decode(self, z: Any, rng: Optional[jax.Array] = None) -> np.ndarray:
     """One x ~ d(x|z) per latent z [N, Z]: images [N, H, W, C] (exact
