@@ -10,7 +10,9 @@ Sections (each module documents and validates its own):
   dataset.*    rdvae/data/sources.py: name, source ('npz' | 'tfds'), path ('' = the
                packaged binarized MNIST), tfds_data_dir ('' = TFDS default).
   model.*      rdvae/models/model.py: family (the paper's tuple, e.g. '---'),
-               latent_dim.
+               latent_dim; encoder, decoder, marginal ('' = the family
+               letter's, or a user's 'package.module:factory',
+               docs/models.md).
   objective.*  rdvae/objectives/losses.py: kind, beta, rate, distortion, schedules,
                multiplier settings.
   optim.*      rdvae/training/optim.py: Adam on block-normalized gradients; lr held for

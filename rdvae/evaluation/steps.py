@@ -22,30 +22,28 @@ from rdvae.runtime import parallel
 EVAL_KEYS = ('rate', 'distortion', 'elbo', 'iwae')
 
 
-def make_eval_step(model: nn.Module, iwae_samples: int = 0,
-                   axis_name: Optional[str] = None,
-                   iwae_batch: int = 1024) -> Callable[..., types.Metrics]:
-  """Masked per-example sums of R, D, ELBO and the IWAE bound on one batch.
+def make_per_example_fn(model: nn.Module, iwae_samples: int = 0,
+                        axis_name: Optional[str] = None,
+                        iwae_batch: int = 1024) -> Callable[..., types.Metrics]:
+  """Per-example R, D, ELBO and the IWAE bound of one batch, each [B] in nats.
 
-  For each example: R and D at one z ~ e(z|x) (Eqs. 4, 5), ELBO = -(R + D),
-  and with K = `iwae_samples` > 0 the bound log (1/K) sum_k w_k
-  (`bounds.iwae`, from `model.log_importance_weights(x, K)`). Sums are
-  weighted by the 0/1 mask so the padded last batch counts exactly; the host
-  divides the accumulated sums by the accumulated `count` once.
-
-  The K samples are drawn in chunks of C (the largest divisor of K with
-  B_global C <= `iwae_batch`), one `lax.map` iteration per chunk, so memory
-  stays at about `iwae_batch` decoded images (over all devices) whatever K
-  is; chunk c uses the keys fold_in(key_i, c + 1) of each example. C depends
-  on the global batch (B times the size of `axis_name` under pmap), not on
-  the rows one device sees, so the draws do not depend on the layout.
+  For each example, with its own key: R and D at one z ~ e(z|x) (Eqs. 4, 5),
+  ELBO = -(R + D), and with K = `iwae_samples` > 0 the bound
+  log (1/K) sum_k w_k (`bounds.iwae`, from `model.log_importance_weights(x,
+  K)`). The K samples are drawn in chunks of C (the largest divisor of K
+  with B_global C <= `iwae_batch`), one `lax.map` iteration per chunk, so
+  memory stays at about `iwae_batch` decoded images (over all devices)
+  whatever K is; chunk c uses the keys fold_in(key_i, c + 1) of each
+  example. C depends on the global batch (B times the size of `axis_name`
+  under pmap), not on the rows one device sees, so the draws do not depend
+  on the layout.
 
   Returns:
-    `eval_step(params, x [B, ...], mask [B], keys [B]) -> sums` with scalar
-    `rate`, `distortion`, `elbo`, (`analytic_rate`), (`iwae`), `count`.
+    `per_example(params, x [B, ...], keys [B]) -> {'rate', 'distortion',
+    'elbo', ('analytic_rate'), ('iwae')}`, each [B].
   """
 
-  def eval_step(params, x: jax.Array, mask: jax.Array, keys: jax.Array):
+  def per_example_fn(params, x: jax.Array, keys: jax.Array):
     terms = parallel.apply_per_example(model, params, x, keys)
     per_example = {'rate': terms.rate, 'distortion': terms.distortion,
                    'elbo': -(terms.rate + terms.distortion)}
@@ -64,6 +62,29 @@ def make_eval_step(model: nn.Module, iwae_samples: int = 0,
       log_w = jax.lax.map(weights, jnp.arange(iwae_samples // chunk))
       log_w = jnp.moveaxis(log_w, 1, 0).reshape(x.shape[0], -1)  # [B, K]
       per_example['iwae'] = bounds.iwae(log_w.T)  # [B]
+    return per_example
+
+  return per_example_fn
+
+
+def make_eval_step(model: nn.Module, iwae_samples: int = 0,
+                   axis_name: Optional[str] = None,
+                   iwae_batch: int = 1024) -> Callable[..., types.Metrics]:
+  """Masked per-example sums of R, D, ELBO and the IWAE bound on one batch.
+
+  The terms of `make_per_example_fn` (same arguments), summed weighted by
+  the 0/1 mask so the padded last batch counts exactly; the host divides the
+  accumulated sums by the accumulated `count` once.
+
+  Returns:
+    `eval_step(params, x [B, ...], mask [B], keys [B]) -> sums` with scalar
+    `rate`, `distortion`, `elbo`, (`analytic_rate`), (`iwae`), `count`.
+  """
+  per_example_fn = make_per_example_fn(model, iwae_samples, axis_name,
+                                       iwae_batch)
+
+  def eval_step(params, x: jax.Array, mask: jax.Array, keys: jax.Array):
+    per_example = per_example_fn(params, x, keys)
     sums = {k: jnp.sum(mask * v) for k, v in per_example.items()}
     sums['count'] = jnp.sum(mask)
     if axis_name is not None:

@@ -18,7 +18,7 @@ by registering its constructor there.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import distrax
 import flax.linen as nn
@@ -28,8 +28,10 @@ import ml_collections
 from ml_collections import config_dict
 
 from rdvae.objectives import bounds
+from rdvae.models import custom
 from rdvae.models import decoders
 from rdvae.models import encoders
+from rdvae.models import factories
 from rdvae.models import marginals
 from rdvae.models import pixelcnn
 from rdvae import types
@@ -60,79 +62,18 @@ class Component:
   image_shape_error: Optional[Callable[[ImageShape], Optional[str]]] = None
 
 
-def _simple_encoder(config: ml_collections.ConfigDict,
-                    image_shape: ImageShape) -> nn.Module:
-  return encoders.GaussianEncoder(image_shape=image_shape,
-                                  latent_dim=config.model.latent_dim)
-
-
-def _simple_decoder(config: ml_collections.ConfigDict,
-                    image_shape: ImageShape) -> nn.Module:
-  del config
-  return decoders.DeconvDecoder(image_shape=image_shape)
-
-
-def _pixelcnn_decoder(config: ml_collections.ConfigDict,
-                      image_shape: ImageShape) -> nn.Module:
-  m = config.model
-  return decoders.PixelCNNDecoder(
-      image_shape=image_shape,
-      features=m.pixelcnn_features,
-      resnets_per_block=m.pixelcnn_resnets_per_block,
-      num_scales=m.pixelcnn_scales)
-
-
-def _standard_normal(config: ml_collections.ConfigDict,
-                     image_shape: ImageShape) -> nn.Module:
-  del image_shape
-  return marginals.StandardNormal(latent_dim=config.model.latent_dim)
-
-
-def _iaf_encoder(config: ml_collections.ConfigDict,
-                 image_shape: ImageShape) -> nn.Module:
-  m = config.model
-  return encoders.IAFEncoder(image_shape=image_shape, latent_dim=m.latent_dim,
-                             flow_steps=m.flow_steps,
-                             made_hidden=m.made_hidden,
-                             made_layers=m.made_layers)
-
-
-def _maf_marginal(config: ml_collections.ConfigDict,
-                  image_shape: ImageShape) -> nn.Module:
-  del image_shape
-  m = config.model
-  return marginals.MAFMarginal(latent_dim=m.latent_dim,
-                               flow_steps=m.flow_steps,
-                               made_hidden=m.made_hidden,
-                               made_layers=m.made_layers)
-
-
-def _vamp_prior(config: ml_collections.ConfigDict,
-                image_shape: ImageShape) -> nn.Module:
-  batch = config.model.get('pseudo_input_batch')
-  if batch is None:
-    raise validation.ConfigError(
-        'config.model.pseudo_input_batch=None (the backend\'s choice) must be '
-        'resolved before the model is built: pass the config through '
-        'rdvae.runtime.backends.resolved_config, or set it (0: all '
-        'pseudo-inputs in one encoder call)')
-  return marginals.VampPrior(image_shape=image_shape,
-                             num_pseudo_inputs=config.model.num_pseudo_inputs,
-                             encode_batch=batch)
-
-
 ENCODERS: dict[str, Component] = {
-    '-': Component(_simple_encoder, encoders.image_shape_error),
-    '+': Component(_iaf_encoder, encoders.image_shape_error),
+    '-': Component(factories.simple_encoder, encoders.image_shape_error),
+    '+': Component(factories.iaf_encoder, encoders.image_shape_error),
 }
 DECODERS: dict[str, Component] = {
-    '-': Component(_simple_decoder, decoders.deconv_image_shape_error),
-    '+': Component(_pixelcnn_decoder, decoders.pixelcnn_image_shape_error),
+    '-': Component(factories.simple_decoder, decoders.deconv_image_shape_error),
+    '+': Component(factories.pixelcnn_decoder, decoders.pixelcnn_image_shape_error),
 }
 MARGINALS: dict[str, Component] = {
-    '-': Component(_standard_normal),
-    '+': Component(_maf_marginal),
-    'v': Component(_vamp_prior),
+    '-': Component(factories.standard_normal),
+    '+': Component(factories.maf_marginal),
+    'v': Component(factories.vamp_prior),
 }
 
 
@@ -257,7 +198,7 @@ class RDModel(nn.Module):
        mean [B, H, W, C], the decoder's mean E[x|z] (pixel probabilities)).
     """
     z = self.encoder(x).sample(seed=self.make_rng('sample'))
-    return self._decode(z, num_decodes)
+    return self.decode(z, num_decodes)
 
   def generate(self, num_images: int,
                num_decodes: int) -> tuple[jax.Array, jax.Array]:
@@ -268,10 +209,12 @@ class RDModel(nn.Module):
     """
     z = self.marginal(self.encoder).sample(seed=self.make_rng('sample'),
                                            sample_shape=(num_images,))
-    return self._decode(z, num_decodes)
+    return self.decode(z, num_decodes)
 
-  def _decode(self, z: jax.Array,
-              num_decodes: int) -> tuple[jax.Array, jax.Array]:
+  def decode(self, z: jax.Array,
+             num_decodes: int) -> tuple[jax.Array, jax.Array]:
+    """`num_decodes` x ~ d(x|z) per z [B, Z]: (samples [N, B, ...], mean
+    E[x|z] [B, ...])."""
     if getattr(self.decoder, 'autoregressive', False):
       # Exact sequential samples. E[x|z] has no closed form: the mean is the
       # average over the samples of the teacher-forced pixel probabilities,
@@ -304,6 +247,8 @@ def default_config() -> ml_collections.ConfigDict:
       'pseudo_input_batch': config_dict.placeholder(int),
       # The '+' decoder (PixelCNN++, F.2).
       **pixelcnn.default_config(),
+      # A user's own modules ('package.module:factory'; '' the letter's).
+      **custom.default_config(),
   })
 
 
@@ -325,18 +270,20 @@ def _check_family(config: ml_collections.ConfigDict) -> str:
   return family
 
 
-def _components(family: str) -> tuple[tuple[str, str, dict], ...]:
-  return (('encoder', family[0], ENCODERS), ('decoder', family[1], DECODERS),
-          ('marginal', family[2], MARGINALS))
+def _components(family: str, user=()) -> tuple[tuple[str, str, dict], ...]:
+  """(part, letter, registry) of the parts built from the family letters."""
+  parts = (('encoder', family[0], ENCODERS), ('decoder', family[1], DECODERS),
+           ('marginal', family[2], MARGINALS))
+  return tuple(p for p in parts if p[0] not in user)
 
 
-def _check_image_shape(family: str, image_shape) -> ImageShape:
+def _check_image_shape(family: str, image_shape, user) -> ImageShape:
   shape = tuple(image_shape)
   if len(shape) != 3 or not all(isinstance(n, int) and n > 0 for n in shape):
     raise validation.ConfigError(
         f'config.model.family={family!r}: the images have shape {shape}, not '
         '(height, width, channels) (check config.dataset.name)')
-  for part, letter, registry in _components(family):
+  for part, letter, registry in _components(family, user):
     check = registry[letter].image_shape_error
     reason = check(shape) if check is not None else None
     if reason is not None:
@@ -346,50 +293,86 @@ def _check_image_shape(family: str, image_shape) -> ImageShape:
   return shape
 
 
-def validate(config: ml_collections.ConfigDict, image_shape) -> None:
-  """Checks `config.model` for images of `image_shape`, naming the bad key.
-
-  Args:
-    config: the whole experiment config (reads `model.*`).
-    image_shape: (H, W, C) of the data's images (`Dataset.image_shape`).
-
-  Raises:
-    ConfigError: for a family string of the wrong length or with an unknown
-      letter, a letter whose module is not available yet, a latent_dim that is
-      not a positive integer, or an image shape a component cannot take.
-  """
-  family = _check_family(config)
-  validation.check_positive_int(config, 'model.latent_dim')
-  for part, letter, registry in _components(family):
-    if letter not in registry:
-      raise validation.ConfigError(
-          f'config.model.family={family!r}: the {letter!r} {part} is not '
-          f'available yet (available {part}s: {tuple(registry)})')
-  image_shape = _check_image_shape(family, image_shape)
-  if family[1] == '+':
+def _check_keys(config: ml_collections.ConfigDict, image_shape: ImageShape,
+                family_parts: dict[str, str]) -> None:
+  """The keys of the parts built from the family letters."""
+  if family_parts.get('decoder') == '+':
     pixelcnn.validate(config, image_shape)
-  if '+' in (family[0], family[2]):
+  if '+' in (family_parts.get('encoder'), family_parts.get('marginal')):
     for key in ('model.flow_steps', 'model.made_hidden', 'model.made_layers'):
       validation.check_positive_int(config, key)
-  if family[2] == 'v':
+  if family_parts.get('marginal') == 'v':
     validation.check_positive_int(config, 'model.num_pseudo_inputs')
     if config.model.get('pseudo_input_batch') is not None:
       validation.check_positive_int(config, 'model.pseudo_input_batch',
                                     allow_zero=True)
 
 
-def create_model(config: ml_collections.ConfigDict, image_shape) -> RDModel:
-  """Builds the `RDModel` of `config.model.family` (validated first).
+def _assemble(config, image_shape: ImageShape, family: str,
+              user: dict) -> RDModel:
+  built = {part: registry[letter].create(config, image_shape)
+           for part, letter, registry in _components(family, user)}
+  built.update({part: custom.build(name, factory, config, image_shape)
+                for part, (name, factory) in user.items()})
+  return RDModel(**built)
+
+
+def validate(config: ml_collections.ConfigDict, image_shape,
+             components: Optional[Mapping[str, nn.Module]] = None) -> dict:
+  """Checks `config.model` for images of `image_shape`, naming the bad key.
+
+  Args:
+    config: the whole experiment config (reads `model.*`).
+    image_shape: (H, W, C) of the data's images (`Dataset.image_shape`).
+    components: {part: linen module} in place of the config's (`custom`).
+
+  Returns:
+    {part: (name, factory)} of the parts not built from the family letters
+    (`custom.user_factories`).
+
+  Raises:
+    ConfigError: for a family string of the wrong length or with an unknown
+      letter, a letter whose module is not available yet, a latent_dim that is
+      not a positive integer, an image shape a component cannot take, or a
+      user's component that breaks the protocol (docs/models.md).
+  """
+  family = _check_family(config)
+  validation.check_positive_int(config, 'model.latent_dim')
+  user = custom.user_factories(config, components)
+  for part, letter, registry in _components(family, user):
+    if letter not in registry:
+      raise validation.ConfigError(
+          f'config.model.family={family!r}: the {letter!r} {part} is not '
+          f'available yet (available {part}s: {tuple(registry)})')
+  image_shape = _check_image_shape(family, image_shape, user)
+  _check_keys(config, image_shape,
+              {part: letter for part, letter, _ in _components(family, user)})
+  if user:
+    traced = config
+    if config.model.get('pseudo_input_batch') is None:  # all at once
+      traced = config.copy_and_resolve_references()
+      with traced.unlocked():
+        traced.model.pseudo_input_batch = 0
+    names = {part: f'the {family!r} family\'s {part}' for part in custom.PARTS}
+    names.update({part: name for part, (name, _) in user.items()})
+    custom.check_model(_assemble(traced, image_shape, family, user),
+                       image_shape, names)
+  return user
+
+
+def create_model(config: ml_collections.ConfigDict, image_shape,
+                 components: Optional[Mapping[str, nn.Module]] = None
+                 ) -> RDModel:
+  """Builds the `RDModel` of `config.model` (validated first): each part
+  from `components`, else `model.<part>` ('package.module:factory'), else
+  the family letter.
 
   Args:
     config: the experiment config with the backend's settings resolved
       (`rdvae.runtime.backends.resolved_config`: a VampPrior needs a number
       for `model.pseudo_input_batch`).
     image_shape: (H, W, C) of the data's images (`Dataset.image_shape`).
+    components: {'encoder' | 'decoder' | 'marginal': linen module}.
   """
-  validate(config, image_shape)
-  image_shape = tuple(image_shape)
-  family = config.model.family
-  built = {part: registry[letter].create(config, image_shape)
-           for part, letter, registry in _components(family)}
-  return RDModel(**built)
+  user = validate(config, image_shape, components)
+  return _assemble(config, tuple(image_shape), config.model.family, user)

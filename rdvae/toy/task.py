@@ -31,6 +31,13 @@ from rdvae.toy import measures
 from rdvae.toy import model as toy_model
 
 
+def _refuse(components) -> None:
+  if components:
+    raise validation.ConfigError(
+        "the toy's model is a table: it has no encoder, decoder or marginal "
+        f'modules to replace (components={sorted(components)})')
+
+
 class ToyTask:
   """The discrete toy of section 4 and Appendix E."""
 
@@ -40,9 +47,11 @@ class ToyTask:
   populations = True
   batches_depend_on_seed = False
 
-  def validate(self, config: ml_collections.ConfigDict) -> None:
+  def validate(self, config: ml_collections.ConfigDict,
+               components=None) -> None:
     """The toy's sections: dataset, model, objective (rate targets at most
     the data entropy H) and the number of steps."""
+    _refuse(components)
     spec = data.validate(config)
     toy_model.validate(config)
     validation.check_positive_int(config, 'train.num_steps')
@@ -51,7 +60,9 @@ class ToyTask:
   def load_data(self, config) -> data.DataSpec:
     return data.create_data_spec(config)
 
-  def create_model(self, config, spec) -> toy_model.ToyModel:
+  def create_model(self, config, spec,
+                   components=None) -> toy_model.ToyModel:
+    _refuse(components)
     return toy_model.create_model(config, spec)
 
   def layout(self, config) -> populations.PopulationLayout:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import ml_collections
@@ -91,10 +91,10 @@ def _prepare(config: ml_collections.ConfigDict,
 
 
 def _start(config: ml_collections.ConfigDict, workdir: str, data: Any = None,
-           layout: Any = None) -> Member:
+           layout: Any = None, components: Any = None) -> Member:
   """Builds the run of a prepared `workdir` (`_prepare`), restoring its
   newest good checkpoint (or the initial state)."""
-  run = programs.create_run(config, data, layout)
+  run = programs.create_run(config, data, layout, components)
   c = run.config.train
   manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
   best = checkpointing.create_manager(workdir, 1, best_metric='elbo')
@@ -243,9 +243,14 @@ def _check_processes(task) -> None:
         '--multihost')
 
 
-def train_and_eval(config: ml_collections.ConfigDict, workdir: str
+def train_and_eval(config: ml_collections.ConfigDict, workdir: str,
+                   components: Optional[Mapping[str, Any]] = None
                    ) -> dict[str, Any]:
   """Trains `config`'s model in `workdir` (resuming) and evaluates it.
+
+  `components` ({'encoder' | 'decoder' | 'marginal': linen module}) replace
+  those parts of the config's model (docs/models.md); config.json does not
+  record them, so resuming or `rdvae.load` needs the same ones again.
 
   Returns:
     The results written to results.json. For the image models: the test-set
@@ -256,14 +261,14 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str
     (`toy.measures.evaluate`).
   """
   compilation.setup()  # the persistent compilation cache (runtime.compilation)
-  task = programs.validate(config)
+  task = programs.validate(config, components)
   _check_processes(task)
   data = task.load_data(config)  # a bad data file stops here, before
   done = _prepare(config, workdir)  # anything is written
   if done is not None:
     return done
   counter = compilation.Counter()
-  member = _start(config, workdir, data)
+  member = _start(config, workdir, data, components=components)
   run = member.run
   if distributed.is_primary():
     print(backends.describe(run.backend), flush=True)

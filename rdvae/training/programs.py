@@ -117,10 +117,13 @@ class Run:
   backend: dict[str, Any]
 
 
-def validate(config: ml_collections.ConfigDict) -> tasks.Task:
-  """Checks every key of `config` before any work; returns its task."""
+def validate(config: ml_collections.ConfigDict,
+             components: Any = None) -> tasks.Task:
+  """Checks every key of `config`, and the `components` that replace
+  parts of its model (see `create_run`), before any work; returns its
+  task."""
   task = tasks.for_config(config)
-  task.validate(config)
+  task.validate(config, components)
   tasks.validate_training(config)
   return task
 
@@ -142,9 +145,11 @@ def program_spec(config: ml_collections.ConfigDict, task: Any, data: Any,
 
 
 def create_run(config: ml_collections.ConfigDict, data: Any = None,
-               layout: Any = None) -> Run:
+               layout: Any = None, components: Any = None) -> Run:
   """Builds the model, the compiled loops and the initial state (loading
-  and checking the data unless `data` is given).
+  and checking the data unless `data` is given). `components`
+  ({'encoder' | 'decoder' | 'marginal': linen module}) replace the config's
+  parts of the model (rdvae/models/custom.py).
 
   `train.scan_unroll`, `train.steps_per_dispatch` and
   `model.pseudo_input_batch` left to the backend are resolved first
@@ -156,7 +161,7 @@ def create_run(config: ml_collections.ConfigDict, data: Any = None,
   config, chosen = backends.resolved_config(config, jax.default_backend())
   if data is None:
     data = task.load_data(config)
-  model = task.create_model(config, data)
+  model = task.create_model(config, data, components)
   layout = layout or task.layout(config)
   c = config.train
   num_steps = task.num_steps(config, data)

@@ -5,9 +5,14 @@ A task is the part of a run that depends on its kind of data and model;
 the training step, the optimizer, the layouts, the host loop, checkpoints
 and run files are shared. A task answers, for its configs:
 
-  validate(config)          every key, before any work (ConfigError)
+  validate(config, components)
+                            every key and passed module, before any work
+                            (ConfigError)
   load_data(config)         the data, checked against the config
-  create_model(config, data), layout(config)
+  create_model(config, data, components)
+                            the model; components: {part: linen module}
+                            in place of the config's (models/custom.py)
+  layout(config)
   num_steps(config, data), num_train(data), batch_size(config)
   examples_per_step(config) images a step trains on (0: not images)
   train_data(data)          the array the training loop reads batches from
@@ -105,9 +110,10 @@ class ImageTask:
   # member than the members one after another (benchmarks/image_population.py).
   populations = False
 
-  def validate(self, config: ml_collections.ConfigDict) -> None:
+  def validate(self, config: ml_collections.ConfigDict,
+               components=None) -> None:
     sources.validate(config)
-    model_lib.validate(config, sources.IMAGE_SHAPE)
+    model_lib.validate(config, sources.IMAGE_SHAPE, components)
     settings.validate(config)
     parallel.validate(config)
     validation.check_positive_int(config, 'train.num_steps', allow_zero=True)
@@ -133,8 +139,8 @@ class ImageTask:
             f'{split} split of {where} ({size} images); use at most {size}')
     return dataset
 
-  def create_model(self, config, dataset):
-    return model_lib.create_model(config, dataset.image_shape)
+  def create_model(self, config, dataset, components=None):
+    return model_lib.create_model(config, dataset.image_shape, components)
 
   def layout(self, config):
     return parallel.create_layout(config.train.parallel)
