@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 import ml_collections
@@ -34,10 +35,13 @@ def check_choice(config, key: str, allowed: Iterable[str]) -> str:
 def check_number(config, key: str, *, minimum: float | None = None,
                  strictly_positive: bool = False,
                  maximum: float | None = None) -> float:
-  """Checks a real number against optional bounds and returns it."""
+  """Checks a finite real number against optional bounds and returns it
+  (inf and nan are refused: no key means anything by them)."""
   value = get(config, key)
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise ConfigError(f'config.{key}={value!r} must be a number')
+  if not math.isfinite(value):
+    raise ConfigError(f'config.{key}={value!r} must be a finite number')
   if strictly_positive and not value > 0:
     raise ConfigError(f'config.{key}={value!r} must be > 0')
   if minimum is not None and not value >= minimum:
