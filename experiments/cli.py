@@ -64,7 +64,8 @@ def report(error: BaseException) -> None:
 # ----------------------------------------------------------------- flags
 
 
-def parse_flags(argv: list[str], shown_as: str = '--config') -> list[str]:
+def parse_flags(argv: list[str], shown_as: str = '--config',
+                example: str = 'configs/mnist.py[:variant]') -> list[str]:
   """absl's flag parsing, with every mistake one line and status 2: a bad
   flag, an unknown `--config.<key>` (which ml_collections raises as
   AttributeError), a missing config file and one that does not compile
@@ -73,7 +74,7 @@ def parse_flags(argv: list[str], shown_as: str = '--config') -> list[str]:
   if path is not None and not os.path.isfile(path):
     what = 'a directory' if os.path.isdir(path) else 'no such file'
     fail(f'FATAL Flags parsing error: {shown_as}={path!r}: {what}; expected '
-         'a config file, e.g. configs/mnist.py[:variant]')
+         f'a Python file, e.g. {example}')
   try:
     return flags.FLAGS(argv)
   except SyntaxError as e:
@@ -134,7 +135,7 @@ def run(main: Callable[[list[str]], Optional[int]],
     try:
       return main(argv)
     except app.UsageError as e:
-      fail(f'FATAL Flags parsing error: {e}')
+      fail(f'FATAL: {e}')
     except expected_errors() as e:
       report(e)
 

@@ -13,12 +13,13 @@ metrics.jsonl and results.json are left as they are.
 """
 
 import json
-import sys
+import os
 
 from absl import app
 from absl import flags
 from absl import logging
 
+from experiments import cli
 from rdvae.runs import reevaluate
 from rdvae.evaluation import measures as evaluation
 
@@ -49,17 +50,27 @@ def main(argv):
   overrides = {f'eval.{key}': flag.value for key, flag in _EVAL.items()
                if flag.value is not None}
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
-  from rdvae.runtime import preemption  # pylint: disable=g-import-not-at-top
+  from rdvae.files import run_files  # pylint: disable=g-import-not-at-top
   from rdvae import validation  # pylint: disable=g-import-not-at-top
   compilation.setup()
+  if os.path.basename(_OUTPUT.value) != _OUTPUT.value or _OUTPUT.value in (
+      '', '.', '..', run_files.CONFIG_FILE, run_files.RESULTS_FILE):
+    raise app.UsageError(
+        f'--output={_OUTPUT.value!r}: expected a file name (no directory) '
+        f'other than {run_files.CONFIG_FILE} and {run_files.RESULTS_FILE}, '
+        'written in the workdir')
   try:
     results = reevaluate.evaluate_workdir(_WORKDIR.value, _PARAMS.value,
                                           overrides, _OUTPUT.value)
-  except (validation.ConfigError, FileNotFoundError) as e:
-    print(f'{type(e).__name__}: {e}', file=sys.stderr, flush=True)
-    sys.exit(preemption.EXIT_USAGE)
+  except (validation.ConfigError, FileNotFoundError, ValueError) as e:
+    cli.report(e)
   print(json.dumps(results, indent=2, sort_keys=True, default=str))
 
 
+def _kept() -> str:
+  return ('the run is unchanged and --output was not written; run the same '
+          'command again')
+
+
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, _kept)

@@ -308,7 +308,8 @@ def test_command_line_bad_flag_is_an_absl_usage_error(tmp_path, config, flag,
   workdir = str(tmp_path / 'run')
   out = _main_elsewhere(tmp_path, f'--workdir={workdir}', flag,
                         config=config)
-  assert out.returncode == 1
+  assert out.returncode == preemption.EXIT_USAGE
+  assert len(out.stderr.strip().splitlines()) == 1, out.stderr
   assert out.stderr.startswith('FATAL Flags parsing error'), out.stderr
   assert needle in out.stderr
   assert 'Traceback' not in out.stderr

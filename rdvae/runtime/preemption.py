@@ -61,8 +61,11 @@ class SignalWatch:
   nothing and `received` stays None.
   """
 
-  def __init__(self, signals: tuple[int, ...] = SIGNALS):
-    self._signals = signals
+  def __init__(self, signals: tuple[int, ...] = SIGNALS,
+               pass_on: bool = False):
+    # pass_on: a signal received but not acted on when the context ends
+    # normally is raised again for the handler outside (`StopOnSignal`).
+    self._signals, self._pass_on = signals, pass_on
     self._previous: dict[int, object] = {}
     self.received: Optional[int] = None
 
@@ -89,8 +92,7 @@ class SignalWatch:
 
   def __exit__(self, exc_type, *exc) -> None:
     self._restore()
-    if self.received is not None and exc_type is None:
-      # Received after the loop last looked: the handler outside sees it.
+    if self._pass_on and self.received is not None and exc_type is None:
       signal.raise_signal(self.received)
 
 
