@@ -44,6 +44,8 @@ def main(argv):
     raise app.UsageError(
         f'--grid_families: {bad} are not families; expected 3 letters '
         "(encoder - or +, decoder - or +, marginal -, + or v), e.g. '-+v'")
+  if _MAX_GRIDS.value < 1:
+    raise app.UsageError(f'--max_grids={_MAX_GRIDS.value} must be >= 1')
   if not os.path.isdir(_WORKDIR.value):
     raise app.UsageError(f'--workdir={_WORKDIR.value!r} is not a directory; '
                          'expected a sweep directory (or any directory of '
@@ -52,8 +54,6 @@ def main(argv):
     raise app.UsageError(f'--workdir={_WORKDIR.value!r} holds no runs (no '
                          'subdirectory with a config.json or results.json); '
                          'expected a sweep directory')
-  if _MAX_GRIDS.value < 1:
-    raise app.UsageError(f'--max_grids={_MAX_GRIDS.value} must be >= 1')
   out = report.write_report(_WORKDIR.value, betas, _MAX_GRIDS.value,
                             _GRID_FAMILIES.value)
   h_hat = 'unknown' if out['h_hat'] is None else f"{out['h_hat']:.6g} nats"
