@@ -59,3 +59,15 @@ def check_positive_int(config, key: str, *, allow_zero: bool = False) -> int:
     bound = '>= 0' if allow_zero else '> 0'
     raise ConfigError(f'config.{key}={value!r} must be {bound}')
   return value
+
+
+def check_all_finite(config: ml_collections.ConfigDict, prefix: str = ''
+                     ) -> None:
+  """Refuses inf and nan in any key, also one no other check reads (config.json
+  could not hold them as numbers, and no key means anything by them)."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      check_all_finite(value, f'{prefix}{key}.')
+    elif isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f'config.{prefix}{key}={value!r} must be a finite '
+                        'number')

@@ -19,6 +19,7 @@ import jax
 import ml_collections
 
 from rdvae import types
+from rdvae import validation
 from rdvae.objectives import losses as objectives
 from rdvae.objectives import settings
 from rdvae.runtime import backends
@@ -120,6 +121,7 @@ class Run:
 def validate(config: ml_collections.ConfigDict) -> tasks.Task:
   """Checks every key of `config` before any work; returns its task."""
   task = tasks.for_config(config)
+  validation.check_all_finite(config)
   task.validate(config)
   tasks.validate_training(config)
   return task
