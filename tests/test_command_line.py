@@ -76,8 +76,8 @@ class Case:
   setup: Optional[Callable[[str], None]] = None
 
 
-def main(*args, config=MNIST):
-  return ('experiments.main', f'--config={config}', '--workdir=DIR/run',
+def main(*args, config=MNIST, workdir='DIR/run'):
+  return ('experiments.main', f'--config={config}', f'--workdir={workdir}',
           '--jax_platforms=cpu') + args
 
 
@@ -104,13 +104,13 @@ CASES = [
          main('--config.eval.max_examples=100000'),
          ('config.eval.max_examples=100000', '(10000 images)')),
     Case('workdir_parent_file', 'a workdir whose parent is a file',
-         main('--workdir=DIR/a_file/run'),
+         main(workdir='DIR/a_file/run'),
          ("'DIR/a_file/run' cannot be written", 'Not a directory'), _a_file),
     Case('workdir_read_only', 'a workdir on a read-only file system',
-         main('--workdir=/sys/rdvae_run'),
+         main(workdir='/sys/rdvae_run'),
          ("'/sys/rdvae_run' cannot be written",)),
     Case('workdir_is_file', 'a workdir that is a file',
-         main('--workdir=DIR/a_file'), ("'DIR/a_file' is a file",), _a_file),
+         main(workdir='DIR/a_file'), ("'DIR/a_file' is a file",), _a_file),
     Case('cache_unwritable', 'a compilation cache that cannot be written',
          main('--compilation_cache=DIR/a_file/cache'),
          ("'DIR/a_file/cache' cannot be written", '--compilation_cache'),
@@ -239,14 +239,16 @@ def test_mistake_is_one_line_and_status_2(case, tmp_path):
 def commands_table() -> str:
   """BUILD.md's table of CASES, each with its status and line."""
   import tempfile  # pylint: disable=g-import-not-at-top
-  rows = ['| case | command (`python -m ...`) | exit | message |',
+  rows = ['| case | command (`python -m ...`; with `--jax_platforms=cpu` '
+          'where JAX starts) | exit | message |',
           '|---|---|---|---|']
   for case in CASES:
     with tempfile.TemporaryDirectory() as directory:
       out = run_case(case, directory)
-    message = out.stderr.strip().replace(directory, 'DIR')
+    message = out.stderr.strip().replace(directory, 'DIR').replace(
+        REPO + os.sep, '')
     message = message.replace('|', '\\|').replace('\n', ' ')
-    command = ' '.join(case.command)
+    command = ' '.join(a for a in case.command if a != '--jax_platforms=cpu')
     rows.append(f'| `{case.id}` | `{command}` | {out.returncode} | '
                 f'{message} |')
   return '\n'.join(rows)
