@@ -44,25 +44,24 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
     logging.set_verbosity(logging.WARNING)
+  output = _OUTPUT.value
+  if (output in evaluation.RUN_FILES or os.path.basename(output) != output
+      or not output.endswith('.json')):
+    raise app.UsageError(
+        f'--output={output!r}: expected a file name ending in .json (no '
+        f'directory), other than the run files {evaluation.RUN_FILES}')
   import jax  # pylint: disable=g-import-not-at-top
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)
   overrides = {f'eval.{key}': flag.value for key, flag in _EVAL.items()
                if flag.value is not None}
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
-  from rdvae.files import run_files  # pylint: disable=g-import-not-at-top
   from rdvae import validation  # pylint: disable=g-import-not-at-top
   compilation.setup()
-  if os.path.basename(_OUTPUT.value) != _OUTPUT.value or _OUTPUT.value in (
-      '', '.', '..', run_files.CONFIG_FILE, run_files.RESULTS_FILE):
-    raise app.UsageError(
-        f'--output={_OUTPUT.value!r}: expected a file name (no directory) '
-        f'other than {run_files.CONFIG_FILE} and {run_files.RESULTS_FILE}, '
-        'written in the workdir')
   try:
     results = reevaluate.evaluate_workdir(_WORKDIR.value, _PARAMS.value,
                                           overrides, _OUTPUT.value)
-  except (validation.ConfigError, FileNotFoundError, ValueError) as e:
+  except (validation.ConfigError, FileNotFoundError) as e:
     cli.report(e)
   print(json.dumps(results, indent=2, sort_keys=True, default=str))
 
