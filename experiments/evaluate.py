@@ -13,12 +13,13 @@ metrics.jsonl and results.json are left as they are.
 """
 
 import json
-import sys
+import os
 
 from absl import app
 from absl import flags
 from absl import logging
 
+from experiments import cli
 from rdvae.runs import reevaluate
 from rdvae.evaluation import measures as evaluation
 
@@ -43,23 +44,32 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
     logging.set_verbosity(logging.WARNING)
+  output = _OUTPUT.value
+  if (output in evaluation.RUN_FILES or os.path.basename(output) != output
+      or not output.endswith('.json')):
+    raise app.UsageError(
+        f'--output={output!r}: expected a file name ending in .json (no '
+        f'directory), other than the run files {evaluation.RUN_FILES}')
   import jax  # pylint: disable=g-import-not-at-top
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)
   overrides = {f'eval.{key}': flag.value for key, flag in _EVAL.items()
                if flag.value is not None}
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
-  from rdvae.runtime import preemption  # pylint: disable=g-import-not-at-top
   from rdvae import validation  # pylint: disable=g-import-not-at-top
   compilation.setup()
   try:
     results = reevaluate.evaluate_workdir(_WORKDIR.value, _PARAMS.value,
                                           overrides, _OUTPUT.value)
   except (validation.ConfigError, FileNotFoundError) as e:
-    print(f'{type(e).__name__}: {e}', file=sys.stderr, flush=True)
-    sys.exit(preemption.EXIT_USAGE)
+    cli.report(e)
   print(json.dumps(results, indent=2, sort_keys=True, default=str))
 
 
+def _kept() -> str:
+  return ('the run is unchanged and --output was not written; run the same '
+          'command again')
+
+
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, _kept)

@@ -30,12 +30,13 @@ On two local CPU processes, e.g.
       --jax_platforms=cpu --config=configs/mnist.py:smoke --workdir=runs/mp &
   (the same with JAX_PROCESS_ID=1)
 
-Errors: a bad config value, data file or workdir (one holding another
-config, or a damaged config.json or results.json) prints its message alone
-(no traceback) and exits with status 2, before anything is written; a run
-stopped by SIGTERM/SIGINT checkpoints and exits with status 75 (rerun to
-resume); the other statuses are listed in rdvae/runtime/preemption.py. A bug still
-shows its traceback.
+Errors: a bad flag, config file, config value, data file or workdir (one
+holding another config, a damaged config.json or results.json, one that
+cannot be written) prints one line (no traceback) and exits with status 2,
+before anything is written; SIGTERM or SIGINT (Ctrl-C) in any phase prints
+one line saying what was kept and exits with status 75 (in training after a
+checkpoint; rerun to resume); see experiments/cli.py. The other statuses are
+listed in rdvae/runtime/preemption.py. A bug still shows its traceback.
 
 Compiled programs are kept in a persistent cache (rdvae/runtime/compilation.py;
 `--compilation_cache=DIR` or `off`). `--dry_run [--backend=gpu]` prints the
@@ -44,13 +45,14 @@ no such device.
 """
 
 import json
-import sys
+import os
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from experiments import cli
 from rdvae.runtime import cpu_devices
 from rdvae.runtime import distributed
 
@@ -99,9 +101,8 @@ def main(argv):
       backend = jax.default_backend()
     try:
       print(backends.describe(backends.resolve(_CONFIG.value, backend)))
-    except (ValueError,) + _expected_errors() as e:
-      print(f'{type(e).__name__}: {e}', file=sys.stderr, flush=True)
-      sys.exit(_exit_status(e))
+    except ValueError as e:
+      cli.report(e)
     return
   if _BACKEND.value:
     raise app.UsageError('--backend only names a backend for --dry_run; '
@@ -120,7 +121,11 @@ def main(argv):
     except ValueError as e:
       raise app.UsageError(str(e)) from None
   if _CPU_DEVICES.value:
-    cpu_devices.use_emulated_devices(_CPU_DEVICES.value)
+    try:
+      cpu_devices.use_emulated_devices(_CPU_DEVICES.value)
+    except ValueError as e:
+      raise app.UsageError(f'--cpu_devices={_CPU_DEVICES.value}: {e}; '
+                           'expected a number of devices > 0') from None
   import jax  # pylint: disable=g-import-not-at-top
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)
@@ -129,70 +134,24 @@ def main(argv):
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
   from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
   compilation.setup(_COMPILATION_CACHE.value)
-  try:
-    results = train.train_and_eval(_CONFIG.value, _WORKDIR.value)
-  except _expected_errors() as e:
-    print(f'{type(e).__name__}: {e}', file=sys.stderr, flush=True)
-    sys.exit(_exit_status(e))
+  results = train.train_and_eval(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:
     print(json.dumps(results, indent=2, sort_keys=True, default=str))
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-  """The exceptions that are outcomes, not bugs: shown without traceback."""
-  from rdvae.files import atomic_files  # pylint: disable=g-import-not-at-top
-  from rdvae.files import checkpointing  # pylint: disable=g-import-not-at-top
+def _kept() -> str:
+  """What a signal outside the training loop leaves (see experiments.cli)."""
   from rdvae.files import run_files  # pylint: disable=g-import-not-at-top
-  from rdvae.runtime import preemption  # pylint: disable=g-import-not-at-top
-  from rdvae import validation  # pylint: disable=g-import-not-at-top
-  return (validation.ConfigError, run_files.WorkdirConflictError,
-          atomic_files.DamagedFileError, FloatingPointError,
-          checkpointing.NoGoodCheckpointError, preemption.Preempted)
-
-
-def _exit_status(error: BaseException) -> int:
-  from rdvae.files import checkpointing  # pylint: disable=g-import-not-at-top
-  from rdvae.runtime import preemption  # pylint: disable=g-import-not-at-top
-  if isinstance(error, preemption.Preempted):
-    return preemption.EXIT_PREEMPTED
-  if isinstance(error, FloatingPointError):
-    return preemption.EXIT_NONFINITE
-  if isinstance(error, checkpointing.NoGoodCheckpointError):
-    return preemption.EXIT_CORRUPT
-  return preemption.EXIT_USAGE
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with an unknown `--config.<key>` (which
-  ml_collections raises as AttributeError) reported in absl's usage-error
-  style too."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _flags_error(_without_config_traceback(str(e)))
-  except (AttributeError, KeyError) as e:
-    while e.args and isinstance(e.args[0], BaseException):
-      e = e.args[0]
-    _flags_error('unknown key in a --config.<key> override: ' +
-                 str(e.args[0] if e.args else e))
-
-
-def _without_config_traceback(message: str) -> str:
-  """A config file's ValueError (e.g. an unknown variant) without the
-  traceback ml_collections puts in the message; other errors keep it."""
-  lines = [line for line in message.splitlines() if line.strip()]
-  if ('Traceback (most recent call last):' in message
-      and lines[-1].startswith('ValueError: ')):
-    return f'{lines[0]} {lines[-1]}'
-  return message
-
-
-def _flags_error(message: str) -> None:
-  print(f'FATAL Flags parsing error: {message}\n'
-        'Pass --helpshort or --helpfull to see help on flags.',
-        file=sys.stderr, flush=True)
-  sys.exit(1)
+  workdir = _WORKDIR.value if flags.FLAGS.is_parsed() else None
+  if not workdir or not os.path.isfile(
+      os.path.join(workdir, run_files.CONFIG_FILE)):
+    return 'nothing was written; run the same command again to start'
+  if os.path.isfile(os.path.join(workdir, run_files.RESULTS_FILE)):
+    return f'the run in {workdir!r} is complete (results.json)'
+  return (f'{workdir!r} keeps config.json, the metrics and every checkpoint '
+          'saved; results.json (written last) is not there yet; run the '
+          'same command again to resume')
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  cli.run(main, _kept)

@@ -15,8 +15,10 @@ import os
 from absl import app
 from absl import flags
 
+from experiments import cli
 from rdvae.analysis import figures
 from rdvae.analysis import report
+from rdvae.analysis import sweep_results
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The sweep directory.')
 _GRID_BETAS = flags.DEFINE_list(
@@ -42,10 +44,16 @@ def main(argv):
     raise app.UsageError(
         f'--grid_families: {bad} are not families; expected 3 letters '
         "(encoder - or +, decoder - or +, marginal -, + or v), e.g. '-+v'")
-  if not os.path.isdir(_WORKDIR.value):
-    raise app.UsageError(f'--workdir={_WORKDIR.value!r} is not a directory')
   if _MAX_GRIDS.value < 1:
     raise app.UsageError(f'--max_grids={_MAX_GRIDS.value} must be >= 1')
+  if not os.path.isdir(_WORKDIR.value):
+    raise app.UsageError(f'--workdir={_WORKDIR.value!r} is not a directory; '
+                         'expected a sweep directory (or any directory of '
+                         'runs)')
+  if not sweep_results.read_sweep(_WORKDIR.value):
+    raise app.UsageError(f'--workdir={_WORKDIR.value!r} holds no runs (no '
+                         'subdirectory with a config.json or results.json); '
+                         'expected a sweep directory')
   out = report.write_report(_WORKDIR.value, betas, _MAX_GRIDS.value,
                             _GRID_FAMILIES.value)
   h_hat = 'unknown' if out['h_hat'] is None else f"{out['h_hat']:.6g} nats"
@@ -54,5 +62,10 @@ def main(argv):
   print(f"wrote {out['directory']}: {', '.join(out['files'])}")
 
 
+def _kept() -> str:
+  return ('the runs are unchanged; the report may be incomplete: run the '
+          'same command again')
+
+
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, _kept)

@@ -31,9 +31,12 @@ resume from their checkpoints, failed ones (DIR/<point>/failure.json) are
 skipped unless --retry_failed. Several runners may share DIR (e.g. one per
 GPU: CUDA_VISIBLE_DEVICES=0 and 1): each point is trained by one of them.
 Exits with status 0, 1 when some points are failed or damaged, 2 for a bad
-sweep, 75 when a signal stopped a point (rdvae/runtime/preemption.py).
+flag, sweep file or sweep directory (one line, nothing run), 75 when SIGTERM
+or SIGINT stopped the runner, in a point or between points (one line saying
+what was kept; rdvae/runtime/preemption.py, experiments/cli.py).
 """
 
+import os
 import re
 import sys
 
@@ -42,6 +45,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from experiments import cli
 from rdvae.runtime import cpu_devices
 
 # The sweep file is also the base config (it has get_config()); defining it
@@ -92,8 +96,15 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
     logging.set_verbosity(logging.WARNING)
+  if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+    raise app.UsageError(f'--workdir={_WORKDIR.value!r} is a file; expected '
+                         'the sweep directory')
   if _CPU_DEVICES.value:
-    cpu_devices.use_emulated_devices(_CPU_DEVICES.value)
+    try:
+      cpu_devices.use_emulated_devices(_CPU_DEVICES.value)
+    except ValueError as e:
+      raise app.UsageError(f'--cpu_devices={_CPU_DEVICES.value}: {e}; '
+                           'expected a number of devices > 0') from None
   import jax  # pylint: disable=g-import-not-at-top
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)
@@ -127,6 +138,13 @@ def main(argv):
   except preemption.Preempted as e:  # the point checkpointed; rerun to resume
     print(f'[sweep] {e}', file=sys.stderr, flush=True)
     return preemption.EXIT_PREEMPTED
+  except OSError as e:  # e.g. a read-only file system
+    if e.filename is None or not str(e.filename).startswith(_WORKDIR.value):
+      raise
+    print(f'FATAL: the sweep directory {_WORKDIR.value!r} cannot be written '
+          f'({e.strerror}: {e.filename!r}); choose a writable --workdir',
+          file=sys.stderr, flush=True)
+    return preemption.EXIT_USAGE
   for row in rows:
     if row['status'] == 'damaged':
       print(f'[sweep] {_listing(row)}', flush=True)
@@ -143,9 +161,24 @@ def _listing(row: dict) -> str:
   return f'{text}: {row["error"]}' if row.get('error') else text
 
 
+def _kept() -> str:
+  """What a signal outside a point's training leaves (see experiments.cli)."""
+  workdir = _WORKDIR.value if flags.FLAGS.is_parsed() else None
+  if not workdir or not os.path.isdir(workdir):
+    return 'nothing was written; run the same command again to start'
+  return (f'{workdir!r} keeps every finished point and the checkpoints of '
+          'the others (no point is recorded as failed); run the same '
+          'command again to resume')
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  return cli.parse_flags(argv, shown_as='--sweep',
+                         example='configs/sweeps/toy_rd.py')
+
+
 if __name__ == '__main__':
   try:
     sys.argv = _argv(sys.argv)
   except ValueError as e:
-    sys.exit(f'FATAL Flags parsing error: {e}')
-  app.run(main)
+    cli.fail(f'FATAL Flags parsing error: {e}')
+  cli.run(main, _kept, _parse_flags)

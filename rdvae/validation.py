@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 import ml_collections
@@ -34,10 +35,13 @@ def check_choice(config, key: str, allowed: Iterable[str]) -> str:
 def check_number(config, key: str, *, minimum: float | None = None,
                  strictly_positive: bool = False,
                  maximum: float | None = None) -> float:
-  """Checks a real number against optional bounds and returns it."""
+  """Checks a finite real number against optional bounds and returns it
+  (inf and nan are refused: no key means anything by them)."""
   value = get(config, key)
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise ConfigError(f'config.{key}={value!r} must be a number')
+  if not math.isfinite(value):
+    raise ConfigError(f'config.{key}={value!r} must be a finite number')
   if strictly_positive and not value > 0:
     raise ConfigError(f'config.{key}={value!r} must be > 0')
   if minimum is not None and not value >= minimum:
@@ -55,3 +59,15 @@ def check_positive_int(config, key: str, *, allow_zero: bool = False) -> int:
     bound = '>= 0' if allow_zero else '> 0'
     raise ConfigError(f'config.{key}={value!r} must be {bound}')
   return value
+
+
+def check_all_finite(config: ml_collections.ConfigDict, prefix: str = ''
+                     ) -> None:
+  """Refuses inf and nan in any key, also one no other check reads (config.json
+  could not hold them as numbers, and no key means anything by them)."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      check_all_finite(value, f'{prefix}{key}.')
+    elif isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f'config.{prefix}{key}={value!r} must be a finite '
+                        'number')

@@ -79,7 +79,8 @@ class Case:
   error: type
   needles: tuple
   data_file: Optional[Callable[[str], str]] = None
-  # 'other_config' | 'a_file' | 'torn_config' | 'torn_results'
+  # 'other_config' | 'a_file' | 'below_a_file' | 'torn_config' |
+  # 'torn_results'
   workdir: Optional[str] = None
 
 
@@ -111,6 +112,12 @@ CASES = [
          ('config.objective.beta=2.0', "objective.kind='elbo'", 'beta_vae')),
     Case('learning_rate', 'negative learning rate',
          {'optim.learning_rate': -1.0}, E, ('config.optim.learning_rate=-1.0',)),
+    Case('learning_rate_inf', 'infinite learning rate',
+         {'optim.learning_rate': float('inf')}, E,
+         ('config.optim.learning_rate=inf', 'finite')),
+    Case('beta_nan', 'beta of nan',
+         {'objective.kind': 'beta_vae', 'objective.beta': float('nan')}, E,
+         ('config.objective.beta=nan', 'finite')),
     Case('parallel_mode', 'unknown parallel mode',
          {'train.parallel': 'shard_map'}, E,
          ('config.train.parallel', "'shard_map'")),
@@ -147,6 +154,9 @@ CASES = [
          {'eval.batch_size': -8}, E, ('config.eval.batch_size=-8',)),
     Case('max_examples', 'negative evaluation subset',
          {'eval.max_examples': -1}, E, ('config.eval.max_examples=-1',)),
+    Case('max_examples_too_large', 'evaluation subset larger than the '
+         'split', {'eval.max_examples': 100000}, E,
+         ('config.eval.max_examples=100000', '10000 images')),
     Case('grid_images', 'grid larger than the validation split',
          {'eval.num_grid_images': 10001}, E,
          ('config.eval.num_grid_images=10001', '10000 images')),
@@ -178,6 +188,8 @@ CASES = [
          workdir='other_config'),
     Case('workdir_is_file', 'workdir is a file', {}, W, ('is a file',),
          workdir='a_file'),
+    Case('workdir_below_file', 'workdir whose parent is a file', {}, W,
+         ('cannot be written', 'Not a directory'), workdir='below_a_file'),
     Case('torn_config', 'workdir with an unreadable config.json', {}, W,
          ('config.json', 'cannot be read'), workdir='torn_config'),
     Case('torn_results', 'finished run with a torn results.json', {}, D,
@@ -195,7 +207,12 @@ def _config(case: Case, directory: str) -> ml_collections.ConfigDict:
   return config
 
 
-def _prepare_workdir(case: Case, workdir: str) -> None:
+def _prepare_workdir(case: Case, workdir: str) -> str:
+  """Sets up `case`'s workdir at `workdir`; the workdir to run in."""
+  if case.workdir == 'below_a_file':
+    with open(workdir, 'w') as f:
+      f.write('a file where the parent of the workdir should be')
+    return os.path.join(workdir, 'run')
   if case.workdir == 'other_config':
     run_files.prepare_workdir(workdir, mnist.get_config('smoke'))
   elif case.workdir == 'a_file':
@@ -209,6 +226,7 @@ def _prepare_workdir(case: Case, workdir: str) -> None:
     run_files.prepare_workdir(workdir, mnist.get_config('smoke'))
     with open(os.path.join(workdir, run_files.RESULTS_FILE), 'w') as f:
       f.write('{"rate": 5.2, "disto')
+  return workdir
 
 
 def _snapshot(path: str):
@@ -230,10 +248,10 @@ def _snapshot(path: str):
 def test_bad_input_is_refused_before_anything_is_written(case, tmp_path):
   workdir = str(tmp_path / 'run')
   config = _config(case, str(tmp_path))
-  _prepare_workdir(case, workdir)
+  run_in = _prepare_workdir(case, workdir)
   before = _snapshot(workdir)
   with pytest.raises(case.error) as info:
-    train.train_and_eval(config, workdir)
+    train.train_and_eval(config, run_in)
   message = str(info.value)
   for needle in case.needles:
     assert needle in message, (needle, message)
@@ -308,7 +326,8 @@ def test_command_line_bad_flag_is_an_absl_usage_error(tmp_path, config, flag,
   workdir = str(tmp_path / 'run')
   out = _main_elsewhere(tmp_path, f'--workdir={workdir}', flag,
                         config=config)
-  assert out.returncode == 1
+  assert out.returncode == preemption.EXIT_USAGE
+  assert len(out.stderr.strip().splitlines()) == 1, out.stderr
   assert out.stderr.startswith('FATAL Flags parsing error'), out.stderr
   assert needle in out.stderr
   assert 'Traceback' not in out.stderr
@@ -337,9 +356,9 @@ def errors_table() -> str:
     with tempfile.TemporaryDirectory() as directory:
       workdir = os.path.join(directory, 'run')
       config = _config(case, directory)
-      _prepare_workdir(case, workdir)
+      run_in = _prepare_workdir(case, workdir)
       try:
-        train.train_and_eval(config, workdir)
+        train.train_and_eval(config, run_in)
       except case.error as e:
         message = str(e).replace(directory, 'DIR').replace(
             str(data.packaged_npz_path()), 'rdvae/data/binarized_mnist.npz')

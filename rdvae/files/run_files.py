@@ -37,7 +37,8 @@ FAILURE_KEYS = ('type', 'message')
 
 
 class WorkdirConflictError(RuntimeError):
-  """The workdir holds a run whose config differs from the one given."""
+  """The workdir cannot hold this run: it holds a run of another config, or
+  is a file, or cannot be written."""
 
 
 # --------------------------------------------------------------- config.json
@@ -74,7 +75,8 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
 
   Raises:
     WorkdirConflictError: config.json exists with a different config or is
-      unreadable, or the workdir is a file; what is there is left untouched.
+      unreadable, or the workdir is a file or cannot be written; what is
+      there is left untouched.
   """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise WorkdirConflictError(
@@ -84,8 +86,13 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
   if os.path.exists(path):
     check_workdir(workdir, config)
     return True
-  os.makedirs(workdir, exist_ok=True)
-  atomic_files.write_json_atomic(path, config_to_dict(config))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    atomic_files.write_json_atomic(path, config_to_dict(config))
+  except OSError as e:  # e.g. a read-only file system, a parent that is a file
+    raise WorkdirConflictError(
+        f'workdir {workdir!r} cannot be written ({e.strerror or e}); choose '
+        'a writable directory') from None
   return False
 
 

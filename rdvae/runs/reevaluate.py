@@ -43,8 +43,9 @@ def saved_config(workdir: str,
     raise FileNotFoundError(f'{path} does not exist: {workdir!r} holds no run')
   saved = run_files.read_config(workdir)
   if saved.get('dataset', {}).get('name') == 'toy':
-    raise ValueError(f'{workdir!r} holds a toy run, whose measures are exact '
-                     'already (nothing to evaluate again)')
+    raise validation.ConfigError(
+        f'{workdir!r} holds a toy run, whose measures are exact already '
+        '(nothing to evaluate again)')
   merged = dict(eval_keys.to_dict())
   merged.update(saved.get('eval', {}))
   merged.update({k.partition('.')[2]: v for k, v in overrides.items()})

@@ -99,7 +99,7 @@ def setup(path: Optional[str] = None) -> Optional[str]:
     _state['done'] = True
     if path is None:
       return None
-    os.makedirs(path, exist_ok=True)
+    _make_writable(path)
     jax.config.update('jax_persistent_cache_min_compile_time_secs',
                       MIN_COMPILE_TIME_SECS)
     jax.config.update('jax_persistent_cache_min_entry_size_bytes',
@@ -108,6 +108,24 @@ def setup(path: Optional[str] = None) -> Optional[str]:
     _install_atomic_cache(path)
     _state['path'] = path
     return path
+
+
+class CacheDirectoryError(ValueError):
+  """The compilation cache directory cannot be created or written."""
+
+
+def _make_writable(path: str) -> None:
+  try:
+    os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK):
+      raise PermissionError('not writable')
+  except OSError as e:
+    _state['done'] = False
+    reason = e.strerror or str(e)
+    raise CacheDirectoryError(
+        f'the compilation cache directory {path!r} cannot be written '
+        f'({reason}); pass --compilation_cache=DIR with a writable DIR (or '
+        "'off'), or set RDVAE_COMPILATION_CACHE") from None
 
 
 def cache_path() -> Optional[str]:

@@ -19,7 +19,9 @@ Exit statuses of `python -m experiments.main`:
   EXIT_NONFINITE   training produced NaN/inf (`train.nonfinite`); the last
                    checkpoint holds the last good state;
   EXIT_CORRUPT     no checkpoint of the workdir could be restored;
-  EXIT_PREEMPTED   stopped by SIGTERM/SIGINT after saving; rerun to resume.
+  EXIT_PREEMPTED   stopped by SIGTERM/SIGINT (Ctrl-C too) in any phase: in
+                   training after saving a checkpoint, elsewhere with what
+                   was kept (`StopOnSignal`); rerun to resume.
 """
 
 from __future__ import annotations
@@ -59,8 +61,11 @@ class SignalWatch:
   nothing and `received` stays None.
   """
 
-  def __init__(self, signals: tuple[int, ...] = SIGNALS):
-    self._signals = signals
+  def __init__(self, signals: tuple[int, ...] = SIGNALS,
+               pass_on: bool = False):
+    # pass_on: a signal received but not acted on when the context ends
+    # normally is raised again for the handler outside (`StopOnSignal`).
+    self._signals, self._pass_on = signals, pass_on
     self._previous: dict[int, object] = {}
     self.received: Optional[int] = None
 
@@ -84,6 +89,37 @@ class SignalWatch:
       for signum in self._signals:
         self._previous[signum] = signal.signal(signum, self._handle)
     return self
+
+  def __exit__(self, exc_type, *exc) -> None:
+    self._restore()
+    if self._pass_on and self.received is not None and exc_type is None:
+      signal.raise_signal(self.received)
+
+
+class Interrupted(BaseException):
+  """SIGTERM or SIGINT outside the training loop's `SignalWatch` (a
+  BaseException, like KeyboardInterrupt, so that no `except Exception` in
+  a library or a sweep's failure record takes it for an error)."""
+
+  def __init__(self, signum: int):
+    self.signum = signum
+    super().__init__(f'stopped by {signal.Signals(signum).name}')
+
+
+class StopOnSignal(SignalWatch):
+  """A context in which SIGTERM and SIGINT raise `Interrupted` where the
+  program is (between Python bytecodes: a compiled call runs to its end
+  first), for the entry points to turn into one line and EXIT_PREEMPTED.
+  Files that must not be half-written are written atomically (results.json
+  last, checkpoints by orbax's rename, the compilation cache by
+  `runtime.compilation`). The training loop's `SignalWatch` takes over
+  inside it. The first signal restores the previous handlers, so a second
+  one does what it did before (a second Ctrl-C stops at once)."""
+
+  def _handle(self, signum, frame):
+    del frame
+    self._restore()
+    raise Interrupted(signum)
 
   def __exit__(self, *exc) -> None:
     self._restore()

@@ -172,7 +172,7 @@ def _train(members: Sequence[Member], state, step: int,
   def host_states():
     return layout.member_states(layout.get_replicated(state))
 
-  with preemption.SignalWatch() as watch:
+  with preemption.SignalWatch(pass_on=True) as watch:
     while step < run.num_steps:
       state, metrics, flags, step = _dispatch(run, state, train_data, step,
                                               speed)

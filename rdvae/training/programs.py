@@ -19,6 +19,7 @@ import jax
 import ml_collections
 
 from rdvae import types
+from rdvae import validation
 from rdvae.objectives import losses as objectives
 from rdvae.objectives import settings
 from rdvae.runtime import backends
@@ -123,6 +124,7 @@ def validate(config: ml_collections.ConfigDict,
   parts of its model (see `create_run`), before any work; returns its
   task."""
   task = tasks.for_config(config)
+  validation.check_all_finite(config)
   task.validate(config, components)
   tasks.validate_training(config)
   return task

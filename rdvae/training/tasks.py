@@ -126,7 +126,8 @@ class ImageTask:
 
     Raises:
       ConfigError: train.batch_size exceeds the training split (no full
-        batch per epoch), or eval.num_grid_images the validation split.
+        batch per epoch), eval.num_grid_images the validation split, or
+        eval.max_examples the smaller evaluated split.
     """
     dataset = sources.create_dataset(config)
     where = sources.describe_source(config)
@@ -137,6 +138,14 @@ class ImageTask:
         raise validation.ConfigError(
             f'config.{key}={validation.get(config, key)} is larger than the '
             f'{split} split of {where} ({size} images); use at most {size}')
+    # The subset is drawn from each evaluated split: the smaller one bounds it.
+    size, split = min((len(dataset.validation), 'validation'),
+                      (len(dataset.test), 'test'))
+    if validation.get(config, 'eval.max_examples') > size:
+      raise validation.ConfigError(
+          f'config.eval.max_examples={config.eval.max_examples} is larger '
+          f'than the {split} split of {where} ({size} images); use at most '
+          f'{size}, or 0 for the whole split')
     return dataset
 
   def create_model(self, config, dataset, components=None):
