@@ -21,7 +21,7 @@ from rdvae.files import run_files
 from rdvae.training import programs
 
 
-def _saved_config(workdir: str,
+def saved_config(workdir: str,
                   overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
   """The run's config.json with `eval.*` overrides applied.
 
@@ -100,7 +100,7 @@ def evaluate_workdir(workdir: str, params: str = 'last',
     raise ValueError(
         f'output={output!r} must be a file name ending in .json, other than '
         f'the run files {measures.RUN_FILES}')
-  config = _saved_config(workdir, overrides)
+  config = saved_config(workdir, overrides)
   programs.validate(config)
   run = programs.create_run(config)
   state, step = restore_params(run, workdir, params)
