@@ -148,13 +148,16 @@ def _forward(run_forward: Callable, params: Any, key: jax.Array,
   seconds per example after the first chunk (which compiles)."""
   num = images.shape[0]
   chunks = -(-num // chunk)
-  parts, timed, timed_examples = [], 0.0, 0
+  parts, timed, timed_examples, first = [], 0.0, 0, None
   for k in range(chunks):
     start = k * chunk
     index = np.minimum(np.arange(start, start + chunk), num - 1)
-    done = timed / timed_examples if timed_examples else None
-    eta = (f'ETA {done * (num - start):.0f} s' if done is not None
-           else 'ETA after the first chunk')
+    if timed_examples:
+      eta = f'ETA {timed / timed_examples * (num - start):.0f} s'
+    elif first is not None:  # the first chunk's time includes compiling
+      eta = f'ETA at most {first * (num - start):.0f} s'
+    else:
+      eta = 'ETA after the first chunk'
     progress.update(f'{point}: AIS chunk {k + 1} of {chunks} '
                     f'(images {start}-{min(start + chunk, num) - 1}) | {eta}')
     began = time.monotonic()
@@ -166,6 +169,8 @@ def _forward(run_forward: Callable, params: Any, key: jax.Array,
     parts.append(jax.tree.map(lambda a: a[:real] if a.ndim else a, out))
     if k > 0 or chunks == 1:
       timed, timed_examples = timed + seconds, timed_examples + real
+    else:
+      first = seconds / real
     progress.update(f'{point}: AIS chunk {k + 1} of {chunks} took '
                     f'{seconds:.1f} s ({seconds / real:.2f} s per image)')
   joined = {name: np.concatenate([getattr(p, name) for p in parts])
