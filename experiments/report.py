@@ -28,6 +28,9 @@ _GRID_FAMILIES = flags.DEFINE_list(
     'figure each, by falling rate.')
 _MAX_GRIDS = flags.DEFINE_integer('max_grids', 12,
                                   'Grids per grid figure.')
+_AIS_CURVES = flags.DEFINE_list(
+    'ais_curves', [], 'Points whose decoder RD curve (ais.json) is drawn '
+    '(default: the Pareto frontier\'s points with ais.json).')
 flags.mark_flag_as_required('workdir')
 
 
@@ -55,7 +58,7 @@ def main(argv):
                          'subdirectory with a config.json or results.json); '
                          'expected a sweep directory')
   out = report.write_report(_WORKDIR.value, betas, _MAX_GRIDS.value,
-                            _GRID_FAMILIES.value)
+                            _GRID_FAMILIES.value, _AIS_CURVES.value)
   h_hat = 'unknown' if out['h_hat'] is None else f"{out['h_hat']:.6g} nats"
   print(f"{len(out['points'])} points ({report.status_counts(out['points'])});"
         f' H-hat = {h_hat}')

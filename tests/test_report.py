@@ -209,11 +209,11 @@ class ReportTest(absltest.TestCase):
     self.assertIn('10 points: 8 done, 1 pending, 1 failed.', text)
     self.assertIn('H-hat = 90.5 nats', text)
     self.assertIn('| a_beta0.1 | done | --- | beta_vae | beta=0.1 | 60 | 40 | '
-                  '-100 | -97 | 50.5 | 5 | 70 | 30 | PH |', text)
+                  '-100 | -97 | 50.5 | 5 | 70 | 30 |  |  |  |  | PH |', text)
     self.assertIn('| b_beta1 | done | --- | elbo | beta=1 | 25 | 75 | -100 | '
-                  '-96 | 15.5 |  |  |  | PH |', text)
+                  '-96 | 15.5 |  |  |  |  |  |  |  | PH |', text)
     self.assertIn('| g_target | done | -+v | target_rate | sigma=30 | 30 | 72 '
-                  '| -102 | -101 | 18.5 |  |  |  | P |', text)
+                  '| -102 | -101 | 18.5 |  |  |  |  |  |  |  | P |', text)
     self.assertIn('| x_pending | pending | --v | beta_vae | beta=3 |  |',
                   text)
     self.assertIn('- y_failed: FloatingPointError', text)

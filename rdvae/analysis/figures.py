@@ -49,13 +49,13 @@ GRID_CAPTION = ('left, z ~ e(z|x): data | sample | mean of decodes\n'
                 'right, z ~ m(z): sample | mean of decodes')
 
 
-def _new_figure(width: float, height: float) -> mpl_figure.Figure:
+def new_figure(width: float, height: float) -> mpl_figure.Figure:
   fig = mpl_figure.Figure(figsize=(width, height))
   backend_agg.FigureCanvasAgg(fig)
   return fig
 
 
-def _save(fig: mpl_figure.Figure, path: str, dpi: int = 100) -> None:
+def save(fig: mpl_figure.Figure, path: str, dpi: int = 100) -> None:
   tmp = f'{path}.tmp.png'
   fig.savefig(tmp, dpi=dpi, format='png')
   os.replace(tmp, path)
@@ -112,7 +112,7 @@ def plot_toy_columns(columns: Sequence[ToyColumn], path: str) -> None:
   sum_z e(z|x) d(x'|z) as images. Latent states in `latent_order`.
   """
   width, height = 3.2 * len(columns), 13.0
-  fig = _new_figure(width, height)
+  fig = new_figure(width, height)
   axes = fig.subplots(5, len(columns), squeeze=False)
   _fixed_margins(fig, width, height, len(columns), 5)
   for col, column in enumerate(columns):
@@ -143,7 +143,7 @@ def plot_toy_columns(columns: Sequence[ToyColumn], path: str) -> None:
     if col == 0:
       axes[0, 0].legend(fontsize=7)
       axes[1, 0].legend(fontsize=7)
-  _save(fig, path, dpi=80)
+  save(fig, path, dpi=80)
 
 
 def _fixed_margins(fig, width: float, height: float, cols: int,
@@ -287,7 +287,7 @@ def plot_rd_plane(points: Sequence[PlanePoint], h_hat: Optional[float],
   (H - D <= I <= R, Eq. 3, with H <= H-hat); the frontier is that of all
   points given (see rdvae/analysis/frontier.py).
   """
-  fig = _new_figure(9.5, 6.0)
+  fig = new_figure(9.5, 6.0)
   ax = fig.subplots()
   handles = _draw_frontier(ax, points, h_hat) + _draw_points(ax, points)
   r_max, d_max = _limits(points, h_hat)
@@ -295,7 +295,7 @@ def plot_rd_plane(points: Sequence[PlanePoint], h_hat: Optional[float],
   ax.set_ylim(0, d_max)
   _finish(ax, handles, title, f'Rate R {NATS}', f'Distortion D {NATS}')
   fig.tight_layout()
-  _save(fig, path)
+  save(fig, path)
 
 
 def plot_elbo_rate(points: Sequence[PlanePoint], h_hat: Optional[float],
@@ -306,7 +306,7 @@ def plot_elbo_rate(points: Sequence[PlanePoint], h_hat: Optional[float],
   D = H-hat - R onto the level -ELBO = H-hat; the Pareto points are joined
   by straight segments (the sheared staircase would be a sawtooth).
   """
-  fig = _new_figure(9.5, 6.0)
+  fig = new_figure(9.5, 6.0)
   ax = fig.subplots()
   handles = (_draw_frontier(ax, points, h_hat, skew=True)
              + _draw_points(ax, points, skew=True))
@@ -319,7 +319,7 @@ def plot_elbo_rate(points: Sequence[PlanePoint], h_hat: Optional[float],
   ax.set_ylim(low - margin, high + margin)
   _finish(ax, handles, title, f'Rate R {NATS}', f'-ELBO = R + D {NATS}')
   fig.tight_layout()
-  _save(fig, path)
+  save(fig, path)
 
 
 def plot_rd_panels(points: Sequence[PlanePoint], h_hat: Optional[float],
@@ -331,7 +331,7 @@ def plot_rd_panels(points: Sequence[PlanePoint], h_hat: Optional[float],
   points = [p for p in points if is_family(p.family)]
   parts = (('encoder', 0, ENCODERS), ('decoder', 1, DECODERS),
            ('marginal', 2, MARGINALS))
-  fig = _new_figure(15.0, 5.0)
+  fig = new_figure(15.0, 5.0)
   axes = fig.subplots(1, 3, sharex=True, sharey=True)
   r_max, d_max = _limits(points, h_hat)
   for ax, (part, pos, kinds) in zip(axes, parts):
@@ -356,7 +356,7 @@ def plot_rd_panels(points: Sequence[PlanePoint], h_hat: Optional[float],
     ax.legend(fontsize=8, loc='upper right')
   axes[0].set_ylabel(f'Distortion D {NATS}')
   fig.tight_layout()
-  _save(fig, path)
+  save(fig, path)
 
 
 # Fig. 4: sample grids.
@@ -380,7 +380,7 @@ def plot_grids(entries: Sequence[tuple[str, np.ndarray]], path: str,
   height, width = np.shape(entries[0][1])[:2]
   panel_w = 2.8
   panel_h = panel_w * height / max(width, 1) + 0.6
-  fig = _new_figure(max(panel_w * cols, 3.2), panel_h * rows + 0.5)
+  fig = new_figure(max(panel_w * cols, 3.2), panel_h * rows + 0.5)
   axes = fig.subplots(rows, cols, squeeze=False)
   for ax in axes.ravel():
     ax.axis('off')
@@ -390,5 +390,5 @@ def plot_grids(entries: Sequence[tuple[str, np.ndarray]], path: str,
     ax.set_title(title, fontsize=7)
   fig.suptitle(GRID_CAPTION, fontsize=8)
   fig.tight_layout()
-  _save(fig, path, dpi=120)
+  save(fig, path, dpi=120)
 

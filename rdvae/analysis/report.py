@@ -5,11 +5,15 @@
 `workdir/report/`:
 
   points.csv     every point: status, family, objective, swept keys, R, D,
-                 ELBO, IWAE, H-hat - D, E, G, active units, frontier marks;
+                 ELBO, IWAE, H-hat - D, E, G, active units, frontier marks,
+                 and from ais.json (experiments/ais.py) AIS log p(x), the
+                 BDMC gap and the bounds on I_gen;
   frontier.csv   the monotone Pareto frontier (name, rate, distortion), by
                  rate; hull.csv the vertices of the lower convex hull;
   rd_plane.png   Fig. 3a(i); rd_panels.png Fig. 3a(ii-iv) (family points);
                  elbo_rate.png Fig. 3b; grids_*.png Fig. 4 (chosen points);
+                 rd_curves_ais.png the decoder RD curves of chosen points
+                 with ais.json (the frontier's by default);
   report.md      the figures, the table of every point, and the error of
                  each failed point (type and message) and damaged point
                  (the file and what is wrong);
@@ -29,9 +33,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from rdvae.analysis import ais_figures
 from rdvae.analysis import figures
 from rdvae.analysis import frontier
 from rdvae.analysis import sweep_results
+from rdvae.files import ais_files
 from rdvae.files import atomic_files
 from rdvae.files import sweep_files
 
@@ -39,9 +45,11 @@ Points = Sequence[sweep_results.PointResults]
 
 COLUMNS = ('name', 'status', 'family', 'objective', 'setting', 'rate',
            'distortion', 'elbo', 'iwae', 'h_hat_minus_d', 'generative_lower',
-           'generative_upper', 'active_units', 'frontier')
+           'generative_upper', 'active_units', 'ais_log_px', 'bdmc_gap',
+           'i_gen_lower', 'i_gen_upper', 'frontier')
 HEADERS = ('name', 'status', 'family (e,d,m)', 'objective', 'beta / target',
            'R', 'D', 'ELBO', 'IWAE', 'H-hat - D', 'E', 'G', 'active units',
+           'AIS log p(x)', 'BDMC gap', 'I_gen lower', 'I_gen upper',
            'frontier')
 
 
@@ -56,6 +64,10 @@ def rows(points: Points, h_hat: Optional[float]) -> list[dict]:
            'h_hat_minus_d': None if h_hat is None or d is None else h_hat - d,
            'frontier': marks.get(p.name, '')}
     row.update({key: p.measure(key) for key in sweep_results.MEASURES})
+    row['i_gen_lower'], row['i_gen_upper'] = (
+        ais_files.generative_information(p.ais))
+    row.update(ais_log_px=p.ais_measure('log_px'),
+               bdmc_gap=p.ais_measure('bdmc_gap'))
     table.append(row)
   return table
 
@@ -167,15 +179,43 @@ def choose_grids(points: Points, betas: Sequence[float] = (1.0,),
   return {stem: group for stem, group in chosen.items() if group}
 
 
+def choose_curves(points: Points, names: Sequence[str] = ()
+                  ) -> list[sweep_results.PointResults]:
+  """The finished points with ais.json whose decoder curves are drawn:
+  those named, else the Pareto frontier's, else every one."""
+  with_ais = [p for p in sweep_results.finished(points) if p.ais]
+  if names:
+    return [p for p in with_ais if p.name in names]
+  front = {p.name for p in sweep_results.frontier_points(points)}
+  return [p for p in with_ais if p.name in front] or with_ais
+
+
+def decoder_curves(points: Points, names: Sequence[str] = ()
+                   ) -> list[ais_figures.DecoderCurve]:
+  plane = {q.name: q for q in plane_points(points)}
+  curves = []
+  for p in choose_curves(points, names):
+    curve = p.ais['curve']
+    curves.append(ais_figures.DecoderCurve(plane[p.name], *(
+        np.array([c[k] for c in curve], np.float64)
+        for k in ais_files.CURVE_KEYS)))
+  return curves
+
+
 def write_figures(points: Points, h_hat: Optional[float],
                   directory: str, betas: Sequence[float] = (1.0,),
-                  max_grids: int = 12, families: Sequence[str] = ()
-                  ) -> list[str]:
+                  max_grids: int = 12, families: Sequence[str] = (),
+                  curves: Sequence[str] = ()) -> list[str]:
   """Draws every figure of the report into directory; returns file names."""
   plane = plane_points(points)
   if not plane:
     return []
   names = ['rd_plane.png', 'elbo_rate.png']
+  chosen = decoder_curves(points, curves)
+  if chosen:
+    names.append('rd_curves_ais.png')
+    ais_figures.plot_decoder_curves(plane, chosen, h_hat,
+                                    os.path.join(directory, names[-1]))
   figures.plot_rd_plane(plane, h_hat, os.path.join(directory, names[0]))
   figures.plot_elbo_rate(plane, h_hat, os.path.join(directory, names[1]))
   if any(figures.is_family(p.family) for p in plane):
@@ -273,7 +313,15 @@ def markdown(points: Points, h_hat: Optional[float], source: str,
                            ('name', 'R', 'D', 'beta range (hull)')), '',
             '## Points', '',
             'frontier: P on the Pareto frontier, H a vertex of the lower '
-            'convex hull.', '', markdown_table(rows(points, h_hat)), '']
+            'convex hull. AIS log p(x) is the mean over the test images of '
+            'ais.json (a subset), the BDMC gap and the I_gen bounds are '
+            'over images simulated from the model: I_gen lies in '
+            '[mean log d(x|z) - upper, mean log d(x|z) - lower].', '',
+            markdown_table(rows(points, h_hat)), '']
+  damaged = [p for p in points if p.ais_error]
+  if damaged:
+    lines += ['## Damaged ais.json', '']
+    lines += [f'- {p.name}: {p.ais_error}' for p in damaged] + ['']
   for status, heading in (('failed', 'Failed points'),
                           ('damaged', 'Damaged points')):
     listed = [p for p in points if p.status == status]
@@ -285,8 +333,8 @@ def markdown(points: Points, h_hat: Optional[float], source: str,
 
 
 def write_report(workdir: str, betas: Sequence[float] = (1.0,),
-                 max_grids: int = 12, families: Sequence[str] = ()
-                 ) -> dict[str, Any]:
+                 max_grids: int = 12, families: Sequence[str] = (),
+                 curves: Sequence[str] = ()) -> dict[str, Any]:
   """Reads the sweep in workdir and writes workdir/report/ (module docstring).
 
   Returns:
@@ -303,7 +351,7 @@ def write_report(workdir: str, betas: Sequence[float] = (1.0,),
   for name, text in texts.items():
     atomic_files.write_text_atomic(os.path.join(directory, name), text)
   names = write_figures(points, h_hat, directory, betas, max_grids,
-                        families)
+                        families, curves)
   title = os.path.basename(os.path.normpath(os.path.abspath(workdir)))
   atomic_files.write_text_atomic(os.path.join(directory, 'report.md'),
                     markdown(points, h_hat, source, names, title))
