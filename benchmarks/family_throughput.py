@@ -13,15 +13,17 @@ and where each stands against XLA's own convolution rate.
       # lax.conv_general_dilated (the form before nets.windowed_conv)
 
 For each family (encoder, decoder, marginal) in {-,+} x {-,+} x {-,+,v}:
-builds the run exactly as `train.train_and_eval` does (`programs.create_run` on
-configs/mnist.py with the family, batch 64, static binarized MNIST, the
-trainer's own `parallel.make_train_loop` of `train.steps_per_dispatch` Adam
-steps per call), then times `--dispatches` calls after one warm-up call.
+builds the run exactly as `loop.train_and_eval` does (`programs.create_run`
+on configs/mnist.py with the family, batch 64, static binarized MNIST, the
+run's own `train_loop` from its layout, `train.steps_per_dispatch` Adam steps
+per call), then times `--dispatches` calls after one warm-up call.
 Prints per family:
 - the parameter count;
 - the first call's time (tracing, compiling or reading the persistent cache,
   and one dispatch) with the cache hits and misses;
-- training images/s;
+- training images/s, and the cores busy while the timed calls ran (CPU
+  seconds of every thread of the process per wall second,
+  benchmarks/_timing.py);
 - FLOP per training image, from XLA's cost analysis of the compiled loop
   (every op of a forward+backward step and the Adam update, divided by the
   loop's steps x batch), and the GFLOP/s that rate achieves;
@@ -46,12 +48,12 @@ from absl import flags
 import jax
 import numpy as np
 
+from rdvae.models.model import FAMILIES
 from rdvae.training import programs
-
-from rdvae.model import FAMILIES
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 import causal_conv_forms  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _FAMILIES = flags.DEFINE_list(
@@ -114,7 +116,6 @@ def time_family(spec: str) -> dict:
 def time_family_in_form(spec: str) -> dict:
   from configs import mnist  # pylint: disable=g-import-not-at-top
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
-  from rdvae.runtime import parallel  # pylint: disable=g-import-not-at-top
   config = mnist.get_config()
   family, _, pseudo_input_batch = spec.partition(':')
   config.model.family = family
@@ -124,8 +125,9 @@ def time_family_in_form(spec: str) -> dict:
   programs.validate(config)
   counter = compilation.Counter()
   run = programs.create_run(config)
-  state = parallel.put_replicated(run.init_state, run.mesh, run.mode)
-  data = parallel.put_replicated(run.dataset.train, run.mesh, run.mode)
+  layout = run.layout
+  state = layout.put_replicated(run.init_state)
+  data = layout.put_replicated(run.task.train_data(run.data))
   start = time.perf_counter()
   state, metrics = run.train_loop(state, data)
   jax.block_until_ready(metrics)
@@ -134,11 +136,11 @@ def time_family_in_form(spec: str) -> dict:
   steps_per_call = run.config.train.steps_per_dispatch
   flop_per_image = xla_flops(run.train_loop.lower(state, data)) / (
       steps_per_call * _BATCH.value)
-  start = time.perf_counter()
-  for _ in range(_DISPATCHES.value):
-    state, metrics = run.train_loop(state, data)
-  jax.block_until_ready(metrics)
-  seconds = time.perf_counter() - start
+  with _timing.Timer() as timed:
+    for _ in range(_DISPATCHES.value):
+      state, metrics = run.train_loop(state, data)
+    jax.block_until_ready(metrics)
+  seconds = timed.wall
   images = _DISPATCHES.value * steps_per_call * _BATCH.value
   return {'family': spec,
           'num_parameters': sum(int(np.size(p)) for p in
@@ -147,10 +149,11 @@ def time_family_in_form(spec: str) -> dict:
           'cache_hits': compiled['cache_hits'],
           'cache_misses': compiled['cache_misses'],
           'images_per_second': images / seconds,
+          'cores_busy': timed.cores_busy,
           'flop_per_image': flop_per_image,
           'gflops': flop_per_image * images / seconds / 1e9,
           'loss_finite': bool(np.all(np.isfinite(
-              parallel.scalar_metrics(metrics, run.mode)['loss'])))}
+              layout.get_replicated(metrics)['loss'])))}
 
 
 def main(argv):
@@ -167,8 +170,8 @@ def main(argv):
   print(f'batch {_BATCH.value}, {_DISPATCHES.value} timed calls after one '
         f'warm-up call; compilation cache: {compilation.cache_path() or "off"}')
   print(f'{"family":>7} {"params":>10} {"first call s":>13} {"hits/misses":>12}'
-        f' {"img/s":>7} {"GFLOP/img":>10} {"GFLOP/s":>8} {"probe":>6}'
-        f' {"ratio":>6}', flush=True)
+        f' {"img/s":>7} {"cores":>5} {"GFLOP/img":>10} {"GFLOP/s":>8}'
+        f' {"probe":>6} {"ratio":>6}', flush=True)
   for family in _FAMILIES.value:
     before = conv_probe_gflops()
     r = time_family(family)
@@ -176,7 +179,8 @@ def main(argv):
     print(f'{r["family"]:>7} {r["num_parameters"]:>10,d} '
           f'{r["first_call_s"]:13.1f} '
           f'{r["cache_hits"]:>5d}/{r["cache_misses"]:<6d} '
-          f'{r["images_per_second"]:7.1f} {r["flop_per_image"] / 1e9:10.3f} '
+          f'{r["images_per_second"]:7.1f} {r["cores_busy"]:5.2f} '
+          f'{r["flop_per_image"] / 1e9:10.3f} '
           f'{r["gflops"]:8.1f} {probe:6.1f} {r["gflops"] / probe:6.2f}'
           + ('' if r['loss_finite'] else '  (loss not finite)'), flush=True)
   print(f'load average: {os.getloadavg()}')

@@ -17,7 +17,9 @@ state and keys, one shared batch) trains one step per call in two ways:
 Each size is compiled and run once before timing; then each round times
 `together`, then `apart` (A B A B, so a slower moment of the machine
 touches both). Prints the milliseconds per member-step of each way in every
-round and the ratio apart / together (above 1: the population is faster).
+round, the ratio apart / together (above 1: the population is faster), and
+each way's cores busy over its timed calls (CPU seconds of every thread per
+wall second, benchmarks/_timing.py).
 This is the measurement behind `--population=auto` training image models
 one point at a time on the CPU (rdvae/sweeps/runner.py).
 """
@@ -36,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _SIZES = flags.DEFINE_list('sizes', ['2', '4'], 'Population sizes to time.')
 _ROUNDS = flags.DEFINE_integer('rounds', 2, 'Timed rounds (together, apart).')
@@ -47,9 +51,11 @@ BETAS = (0.1, 0.3, 1.0, 3.0, 10.0, 0.2, 0.5, 2.0)
 def main(argv):
   del argv
   from configs import mnist  # pylint: disable=g-import-not-at-top
+  from rdvae.data import batching  # pylint: disable=g-import-not-at-top
   from rdvae.data import sources as data  # pylint: disable=g-import-not-at-top
   from rdvae.models import model as model_lib  # pylint: disable=g-import-not-at-top
-  from rdvae.objectives import losses as objectives  # pylint: disable=g-import-not-at-top
+  from rdvae.objectives import settings  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import parallel  # pylint: disable=g-import-not-at-top
   from rdvae.training import optim  # pylint: disable=g-import-not-at-top
   from rdvae.training import steps  # pylint: disable=g-import-not-at-top
 
@@ -63,19 +69,19 @@ def main(argv):
   config.objective.kind = 'beta_vae'
   model = model_lib.create_model(config, data.IMAGE_SHAPE)
   optimizer = optim.create_optimizer(config, 1000)
-  objective = objectives.create_objective(config)
+  objective = settings.create_objective(config)
   images = data.load_npz(str(data.packaged_npz_path()))['train'][:batch]
-  x = jnp.asarray(data.gather_batch(images, np.arange(batch)))
+  x = jnp.asarray(batching.gather_batch(images, np.arange(batch)))
   step = steps.make_train_step(model, optimizer, objective)
 
   def one_step(state, x):
-    keys = steps.example_keys(state.rng, state.step, batch)
+    keys = parallel.example_keys(state.rng, state.step, batch)
     return step(state, x, keys)
 
   def member(i):
     config.objective.beta = BETAS[i]
     state = steps.create_train_state(model, optimizer,
-                                     objectives.create_state(config),
+                                     settings.create_state(config),
                                      jax.random.key(i), x)
     return state.replace(rng=jax.random.key_data(jax.random.key(100 + i)))
 
@@ -93,13 +99,14 @@ def main(argv):
     jax.block_until_ready([apart(m, x) for m in members])
     first_apart = time.perf_counter() - tic
     times = {'together': [], 'apart': []}
+    timers = {name: _timing.Timer() for name in times}
     for _ in range(_ROUNDS.value):
-      tic = time.perf_counter()
-      jax.block_until_ready(together(population, x))
-      times['together'].append(time.perf_counter() - tic)
-      tic = time.perf_counter()
-      jax.block_until_ready([apart(m, x) for m in members])
-      times['apart'].append(time.perf_counter() - tic)
+      with timers['together']:
+        jax.block_until_ready(together(population, x))
+      with timers['apart']:
+        jax.block_until_ready([apart(m, x) for m in members])
+      for name, timer in timers.items():
+        times[name].append(timer.last_wall)
     per_member = {k: [1e3 * t / size for t in v] for k, v in times.items()}
     ratios = [a / t for a, t in zip(per_member['apart'],
                                     per_member['together'])]
@@ -107,7 +114,8 @@ def main(argv):
           f'{first_together:.1f} s, apart {first_apart:.1f} s')
     for name in ('together', 'apart'):
       print(f'  {name:8s} ms per member-step: '
-            + ', '.join(f'{t:.0f}' for t in per_member[name]))
+            + ', '.join(f'{t:.0f}' for t in per_member[name])
+            + f'; cores busy {timers[name].cores_busy:.2f}')
     print('  apart / together: ' + ', '.join(f'{r:.2f}' for r in ratios))
   print(f'load average {os.getloadavg()}')
 

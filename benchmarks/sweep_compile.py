@@ -18,8 +18,10 @@ enough that compiling is most of a point's cost), each in a fresh directory:
      point has started, then rerun: the rerun reads from the cache of the
      killed runner every program it had written, and the killed point resumes.
 
-Prints each run's wall time and, per point, the programs compiled and the
-persistent cache's hits and misses from the point's results.json (`compile`).
+Prints each run's wall time and the cores its processes kept busy (their
+CPU seconds per wall second, benchmarks/_timing.py), and, per point, the
+programs compiled and the persistent cache's hits and misses from the
+point's results.json (`compile`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from absl import flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'benchmarks'))
+import _timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from rdvae.sweeps import sweep_file  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _SWEEP = flags.DEFINE_string('sweep', 'configs/sweeps/compile_once.py',
@@ -56,9 +60,10 @@ def _flag(key: str, value) -> str:
   return f'--config.{key}={value}'
 
 
-def _report(title: str, seconds: float, workdir: str, points,
+def _report(title: str, timed: _timing.Timer, workdir: str, points,
             earlier: frozenset = frozenset()) -> None:
-  print(f'\n{title}: {seconds:.1f} s wall')
+  print(f'\n{title}: {timed.wall:.1f} s wall, cores busy '
+        f'{timed.cores_busy:.2f}')
   print(f'  {"point":32s} {"programs":>8s} {"compile s":>9s} '
         f'{"hits":>5s} {"misses":>6s}')
   for point in points:
@@ -83,25 +88,23 @@ def main(argv):
 
   # 1. Each point in its own process, no cache.
   alone = os.path.join(root, 'alone')
-  start = time.perf_counter()
-  for point in points:
-    subprocess.run(
-        [sys.executable, '-m', 'experiments.main',
-         f'--config={_SWEEP.value}',
-         f'--workdir={os.path.join(alone, point.name)}',
-         *(_flag(k, v) for k, v in point.overrides.items())],
-        cwd=REPO, env=_env('off'), check=True, capture_output=True)
-  _report('1. each point in its own process, no cache',
-          time.perf_counter() - start, alone, points)
+  with _timing.Timer(children=True) as timed:
+    for point in points:
+      subprocess.run(
+          [sys.executable, '-m', 'experiments.main',
+           f'--config={_SWEEP.value}',
+           f'--workdir={os.path.join(alone, point.name)}',
+           *(_flag(k, v) for k, v in point.overrides.items())],
+          cwd=REPO, env=_env('off'), check=True, capture_output=True)
+  _report('1. each point in its own process, no cache', timed, alone, points)
 
   # 2. The sweep runner, fresh cache.
   shared = os.path.join(root, 'sweep')
-  start = time.perf_counter()
-  subprocess.run(_sweep_command(shared), cwd=REPO,
-                 env=_env(os.path.join(root, 'cache_sweep')), check=True,
-                 capture_output=True)
-  _report('2. one sweep runner, fresh cache', time.perf_counter() - start,
-          shared, points)
+  with _timing.Timer(children=True) as timed:
+    subprocess.run(_sweep_command(shared), cwd=REPO,
+                   env=_env(os.path.join(root, 'cache_sweep')), check=True,
+                   capture_output=True)
+  _report('2. one sweep runner, fresh cache', timed, shared, points)
 
   # 3. Killed once the first point of the last family has started, rerun.
   killed = os.path.join(root, 'killed')
@@ -109,23 +112,25 @@ def main(argv):
   last_family = points[-1].config.model.family
   first_of_last = next(p for p in points
                        if p.config.model.family == last_family)
-  start = time.perf_counter()
-  runner = subprocess.Popen(_sweep_command(killed), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-  marker = os.path.join(killed, first_of_last.name, 'metrics.jsonl')
-  while runner.poll() is None and not os.path.exists(marker):
-    time.sleep(0.5)
-  runner.send_signal(signal.SIGKILL)
-  runner.wait()
-  killed_at = time.perf_counter() - start
+  timed = _timing.Timer(children=True)
+  with timed:
+    runner = subprocess.Popen(_sweep_command(killed), cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    marker = os.path.join(killed, first_of_last.name, 'metrics.jsonl')
+    while runner.poll() is None and not os.path.exists(marker):
+      time.sleep(0.5)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+  killed_at = timed.wall
   earlier = frozenset(p.name for p in points if os.path.exists(
       os.path.join(killed, p.name, 'results.json')))
-  subprocess.run(_sweep_command(killed), cwd=REPO, env=env, check=True,
-                 capture_output=True)
+  with timed:
+    subprocess.run(_sweep_command(killed), cwd=REPO, env=env, check=True,
+                   capture_output=True)
   _report(f'3. one sweep runner SIGKILLed at {killed_at:.1f} s (point '
-          f'{first_of_last.name} under way), then rerun',
-          time.perf_counter() - start, killed, points, earlier)
+          f'{first_of_last.name} under way), then rerun', timed, killed,
+          points, earlier)
 
 
 if __name__ == '__main__':

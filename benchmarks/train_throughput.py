@@ -10,12 +10,16 @@ Prints, per batch size: compile time (excluded from the rates), training
 images/s of an Adam step on the ELBO (value_and_grad of
 `objectives.loss_fn` on the model's RDTerms + `optax.adam`, jitted, donated
 state, `--steps_per_dispatch` steps per call via `lax.scan` over a
-pre-stacked device batch), the achieved GFLOP/s at 719.6 MFLOP per image per
-step beside XLA's own count (`compiled.cost_analysis()`), and evaluation
-images/s (RDTerms, forward only). `--reference` adds the direct Flax version
-(`lax.conv_transpose` deconvolutions, as `nn.ConvTranspose`), and the same
-architecture in PyTorch (fp32, eager and under `torch.compile`) is timed
-when torch is installed, right after JAX in each of `--rounds` rounds.
+pre-stacked device batch; the model's arithmetic alone, not the trainer's
+step of `rdvae.training`), with its training images per CPU-second and the
+cores busy meanwhile (CPU seconds of every thread of the process per wall
+second, benchmarks/_timing.py), the achieved GFLOP/s at 719.6 MFLOP per
+image per step beside XLA's own count (`compiled.cost_analysis()`), and
+evaluation images/s (RDTerms, forward only). `--reference` adds the direct
+Flax version (`lax.conv_transpose` deconvolutions, as `nn.ConvTranspose`),
+and the same architecture in PyTorch (fp32, eager and under
+`torch.compile`, in this process) is timed when torch is installed, right
+after JAX in each of `--rounds` rounds, with the same three figures.
 
 The scan is fully unrolled (`unroll=True`): XLA:CPU runs convolutions inside
 a while loop through a slow generic path (jax-ml/jax#12868); measured here,
@@ -35,7 +39,7 @@ import argparse
 import os
 import pathlib
 import statistics
-import time
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +52,9 @@ from rdvae.models import encoders
 from rdvae.models import marginals
 from rdvae.models import model as model_lib
 from rdvae.objectives import losses as objectives
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MFLOP_PER_IMAGE_STEP = 719.6
 
@@ -107,20 +114,21 @@ def make_train_steps(model, optimizer, objective):
 
 
 def _timed(fn, *args, repeats):
-  """Median (wall, process CPU) seconds of `repeats` calls after a warm-up.
+  """Median (wall, process CPU) seconds of `repeats` calls after a warm-up,
+  and the cores busy over all of them.
 
   Process CPU time (all threads) is less sensitive than wall time to other
   processes sharing the cores: on a loaded machine it bounds what the same
   work would take alone (wall >= CPU / cores).
   """
   jax.block_until_ready(fn(*args))
-  walls, cpus = [], []
+  timer, walls, cpus = _timing.Timer(), [], []
   for _ in range(repeats):
-    start, cpu = time.perf_counter(), time.process_time()
-    jax.block_until_ready(fn(*args))
-    walls.append(time.perf_counter() - start)
-    cpus.append(time.process_time() - cpu)
-  return statistics.median(walls), statistics.median(cpus)
+    with timer:
+      jax.block_until_ready(fn(*args))
+    walls.append(timer.last_wall)
+    cpus.append(timer.last_cpu)
+  return statistics.median(walls), statistics.median(cpus), timer.cores_busy
 
 
 def bench_jax(batch: int, steps: int, repeats: int, fast: bool) -> dict:
@@ -132,10 +140,10 @@ def bench_jax(batch: int, steps: int, repeats: int, fast: bool) -> dict:
   optimizer = optax.adam(3e-4)
   train = make_train_steps(model, optimizer, objectives.Objective())
 
-  start = time.perf_counter()
-  compiled = train.lower((params, optimizer.init(params), jax.random.key(1)),
-                         images).compile()
-  compile_s = time.perf_counter() - start
+  with _timing.Timer() as compiling:
+    compiled = train.lower(
+        (params, optimizer.init(params), jax.random.key(1)), images).compile()
+  compile_s = compiling.wall
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   xla_mflop = cost.get('flops', float('nan')) / (steps * batch) / 1e6
@@ -145,23 +153,25 @@ def bench_jax(batch: int, steps: int, repeats: int, fast: bool) -> dict:
     nonlocal state
     state, losses = compiled(state, images)
     return losses
-  train_s, train_cpu_s = _timed(run, images, repeats=repeats)
+  train_s, train_cpu_s, cores_busy = _timed(run, images, repeats=repeats)
 
   evaluate = jax.jit(lambda params, x, key: model.apply(
       {'params': params}, x, rngs={'sample': key}))
   eval_images = images.reshape(-1, 28, 28, 1)[:256]
-  eval_s, _ = _timed(evaluate, state[0], eval_images, jax.random.key(1),
-                  repeats=repeats)
+  eval_s, _, _ = _timed(evaluate, state[0], eval_images, jax.random.key(1),
+                        repeats=repeats)
   rate = steps * batch / train_s
   return {'compile_s': compile_s, 'train_images_per_s': rate,
           'train_images_per_cpu_s': steps * batch / train_cpu_s,
+          'train_cores_busy': cores_busy,
           'gflop_per_s': rate * MFLOP_PER_IMAGE_STEP / 1e3,
           'xla_mflop_per_image_step': xla_mflop,
           'eval_images_per_s': eval_images.shape[0] / eval_s}
 
 
 def make_torch_bench(batch: int, mode: str):
-  """`time(steps) -> (images/s, images/CPU-s)` of the same model trained in
+  """`time(steps) -> (images/s, images/CPU-s, cores busy)` of the same model
+  trained in
   PyTorch (fp32; mode 'eager', or 'compile': the loss under
   `torch.compile`), after two warm-up steps; None without torch."""
   try:
@@ -232,11 +242,11 @@ def make_torch_bench(batch: int, mode: str):
     step()
 
   def time_steps(steps):
-    start, cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-      step()
-    return (steps * batch / (time.perf_counter() - start),
-            steps * batch / (time.process_time() - cpu))
+    with _timing.Timer() as timed:
+      for _ in range(steps):
+        step()
+    return (steps * batch / timed.wall, steps * batch / timed.cpu,
+            timed.cores_busy)
 
   return time_steps
 
@@ -281,16 +291,18 @@ def main():
               f'compile {r["compile_s"]:.1f} s '
               f'({args.steps_per_dispatch} steps per dispatch); '
               f'{r["train_images_per_cpu_s"]:.1f} train images per '
-              'CPU-second', flush=True)
+              f'CPU-second, cores busy {r["train_cores_busy"]:.2f}',
+              flush=True)
         if fast:
           jax_rate = r['train_images_per_s']
       for mode, time_steps in benches.items():
-        rate, per_cpu = time_steps(args.torch_steps)
+        rate, per_cpu, cores_busy = time_steps(args.torch_steps)
         ratios[mode].append(jax_rate / rate)
         print(f'[torch {mode:7s}] batch {batch:4d} round {round_}: train '
               f'{rate:7.1f} images/s (fp32, '
               f'{rate * MFLOP_PER_IMAGE_STEP / 1e3:5.1f} GFLOP/s); '
-              f'{per_cpu:.1f} train images per CPU-second; JAX / torch '
+              f'{per_cpu:.1f} train images per CPU-second, cores busy '
+              f'{cores_busy:.2f}; JAX / torch '
               f'{mode} = {jax_rate / rate:.2f}', flush=True)
     for mode, values in ratios.items():
       print(f'batch {batch}: JAX / torch {mode} per round: '
