@@ -1,6 +1,8 @@
 """Tests of rdvae/evaluation/progress.py: the final evaluation's progress
 lines and timings, and how many generated pairs it scores."""
 
+import time
+
 import pytest
 
 from configs import mnist
@@ -34,6 +36,20 @@ def test_phase_prints_what_it_computes_then_a_line_per_interval(capsys):
   phase.advance()  # 5 s after the last line: silent
   assert capsys.readouterr().out == ''
   assert phase.seconds() == 35.0
+  phase.close()
+
+
+def test_a_long_batch_still_gets_lines(capsys, monkeypatch):
+  monkeypatch.setattr(progress, 'INTERVAL_SECONDS', 0.2)
+  with progress.Phase('generative', None, 3):
+    time.sleep(0.7)  # one device call longer than the interval
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) >= 2
+  assert all(line.startswith('  generative: 0/3 batches (0%), ') and
+             line.endswith(' so far, ETA after the first batch')
+             for line in lines)
+  time.sleep(0.4)  # closed: silent
+  assert capsys.readouterr().out == ''
 
 
 @pytest.mark.parametrize('generative, max_examples, pairs', [

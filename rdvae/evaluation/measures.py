@@ -129,19 +129,21 @@ def evaluate(evaluator: evaluator_lib.Evaluator, params: Any,
   what = (f'{len(images)} examples, R, D, ELBO and IWAE (K={c.iwae_samples})'
           if final else None)
   phase = progress.Phase(name, what, -(-len(images) // c.batch_size))
-  for index, (x, mask) in enumerate(batching.eval_batches(images, c.batch_size)):
-    x, mask = layout.put_sharded((x, mask))
-    _accumulate(totals, layout.get_replicated(
-        loop(params, x, mask, rng, index)))
-    if final:
-      stats = layout.get_replicated(
-          programs.latent_loop(params, x, mask, rng, index))
-      moments = bounds.merge_moments(
-          moments, (float(stats['count']), stats['mean'], stats['m2']))
-      if 'rate_per_dim' in stats:
-        rate_per_dim = (np.asarray(stats['rate_per_dim'], np.float64)
-                        + (0.0 if rate_per_dim is None else rate_per_dim))
-    phase.advance()
+  batches = enumerate(batching.eval_batches(images, c.batch_size))
+  with phase:
+    for index, (x, mask) in batches:
+      x, mask = layout.put_sharded((x, mask))
+      _accumulate(totals, layout.get_replicated(
+          loop(params, x, mask, rng, index)))
+      if final:
+        stats = layout.get_replicated(
+            programs.latent_loop(params, x, mask, rng, index))
+        moments = bounds.merge_moments(
+            moments, (float(stats['count']), stats['mean'], stats['m2']))
+        if 'rate_per_dim' in stats:
+          rate_per_dim = (np.asarray(stats['rate_per_dim'], np.float64)
+                          + (0.0 if rate_per_dim is None else rate_per_dim))
+      phase.advance()
   count = totals.pop('count')
   means: dict[str, Any] = {k: float(v / count) for k, v in totals.items()}
   num_dims = int(np.prod(images.shape[1:]))
@@ -182,11 +184,12 @@ def generative_bounds(evaluator: evaluator_lib.Evaluator,
       'generative', f'{num_pairs} pairs z ~ m(z), x ~ d(x|z) for E and G, '
       f'each x scored by IWAE (K={evaluator.config.eval.iwae_samples})',
       -(-num_pairs // batch))
-  for start in range(0, num_pairs, batch):
-    _accumulate(totals, jax.device_get(step(
-        params_host, evaluator.generative_key, jnp.int32(start),
-        jnp.int32(num_pairs))))
-    phase.advance()
+  with phase:
+    for start in range(0, num_pairs, batch):
+      _accumulate(totals, jax.device_get(step(
+          params_host, evaluator.generative_key, jnp.int32(start),
+          jnp.int32(num_pairs))))
+      phase.advance()
   count = totals.pop('count')
   return {k: float(v / count) for k, v in totals.items()}
 
