@@ -48,9 +48,9 @@ ELBO_TITLE = 'Fig. 3b: -ELBO = R + D of each run against its rate R'
 PANELS_TITLE = 'Fig. 3a(ii-iv): the frontier of each kind of {parts}'
 # The column labels of a run's sample grid (metric_files.write_sample_grid):
 # data | x ~ d(x|z), z ~ e(z|x) | mean of decodes, then z ~ m(z): x | mean.
-GRID_COLUMNS = ('data', 'recon.', 'mean', 'sample', 'mean')
-GRID_CAPTION = ('data | recon.: x ~ d(x|z), z ~ e(z|x) | mean of its decodes'
-                '  ||  sample: x ~ d(x|z), z ~ m(z) | mean of its decodes')
+GRID_COLUMNS = ('data', 'recon', 'mean', 'gen', 'mean')
+GRID_CAPTION = ('data | recon: x ~ d(x|z), z ~ e(z|x) | mean of its decodes'
+                '  ||  gen: x ~ d(x|z), z ~ m(z) | mean of its decodes')
 
 
 def _new_figure(width: float, height: float) -> mpl_figure.Figure:

@@ -33,6 +33,7 @@ from rdvae.analysis import figures
 from rdvae.analysis import frontier
 from rdvae.analysis import sweep_results
 from rdvae.files import atomic_files
+from rdvae.files import metric_files
 from rdvae.files import sweep_files
 
 Points = Sequence[sweep_results.PointResults]
@@ -124,9 +125,7 @@ def _grid_title(p: sweep_results.PointResults) -> str:
 
 
 def _read_png(path: str) -> np.ndarray:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  with Image.open(path) as image:
-    return np.asarray(image.convert('L'), np.float32) / 255.0
+  return metric_files.read_grid(path)
 
 
 def _family_key(family: Optional[str]) -> str:
