@@ -170,8 +170,10 @@ def summary(workdir: str, results: Mapping[str, Any],
                  f'I <= G {number("generative_upper")}')
   seconds = results.get('eval_seconds')
   if isinstance(seconds, Mapping) and seconds:
-    parts = ', '.join(f'{k} {float(v):.0f} s' for k, v in seconds.items()
-                      if k != 'total')
+    order = ('validation', 'test', 'generative', 'grid')
+    names = sorted((k for k in seconds if k != 'total'),
+                   key=lambda k: (order.index(k) if k in order else 4, k))
+    parts = ', '.join(f'{k} {float(seconds[k]):.0f} s' for k in names)
     lines.append(f'  final evaluation: {float(seconds.get("total", 0)):.0f} s '
                  f'({parts})')
   lines.append(f'results: {os.path.join(workdir, RESULTS_FILE)} (every '
