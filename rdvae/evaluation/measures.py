@@ -52,9 +52,9 @@ PARAMS = ('last', 'best')
 # Copied from test/* to the top level of results.json.
 TOP_LEVEL_KEYS = ('rate', 'distortion', 'elbo', 'iwae', 'bpd',
                   'generative_lower', 'generative_upper', 'active_units')
-# Files of a run that an evaluation again must not overwrite.
 # results.json's wall seconds of each part of the final evaluation.
 SECONDS_KEY = 'eval_seconds'
+# Files of a run that an evaluation again must not overwrite.
 RUN_FILES = (run_files.CONFIG_FILE, metric_files.METRICS_FILE,
              run_files.RESULTS_FILE)
 
