@@ -14,7 +14,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 stamp_file="$venv/.rdvae-install"
 stamp="$(cat "$repo_root/pyproject.toml" "$repo_root/constraints.txt" \
-  | sha256sum | cut -d' ' -f1) $extras $repo_root"
+  | cksum | tr " " -) $extras $repo_root"
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ] \
     || ! "$venv/bin/python" -c 'import rdvae' 2>/dev/null; then
   "$venv/bin/python" -m pip install --quiet -c "$repo_root/constraints.txt" \
