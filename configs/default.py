@@ -31,7 +31,9 @@ Sections (each module documents and validates its own):
                so its first N are not a sample), subset_seed,
                num_grid_images, num_decodes (the 'mean of 5' of Fig. 4),
                generative_samples (pairs z ~ m(z), x ~ d(x|z) for the
-               generative bounds E and G; 0 skips them).
+               generative bounds E and G, at most max_examples when that is
+               > 0; 0 skips them). The final evaluation prints its progress
+               and writes each part's time to results.json ('eval_seconds').
 """
 
 import ml_collections

@@ -5,6 +5,12 @@ Runs one experiment: parses the flags and calls
 overridden, e.g. `--config.objective.beta=10`; a config variant is chosen
 after a colon, e.g. `--config=configs/mnist.py:smoke`.
 
+Config keys: every key, its default and what it does is declared in
+configs/default.py (the image models; configs/toy.py for the toy), with a
+pointer to the module that documents each section; BUILD.md lists the
+configs, their variants and what each run costs. A run ends with a summary
+(R, D, ELBO, IWAE) and the path of its results.json.
+
 Devices: all devices are used (`config.train.parallel` = 'jit' or 'pmap').
 `--jax_platforms=cpu` picks the backend; `--cpu_devices=4` emulates 4 CPU
 devices (it sets XLA_FLAGS before JAX starts).
@@ -44,7 +50,6 @@ train settings the backend would get (rdvae/runtime/backends.py) and exits; it n
 no such device.
 """
 
-import json
 import os
 
 from absl import app
@@ -57,7 +62,9 @@ from rdvae.runtime import cpu_devices
 from rdvae.runtime import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file (configs/*.py[:variant]).',
+    'config', None, 'Experiment config file (configs/*.py[:variant]); '
+    'override any key with --config.<section>.<key>=<value>. Every key is '
+    'declared and explained in configs/default.py (see also BUILD.md).',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the run.')
 _PLATFORMS = flags.DEFINE_string(
@@ -133,10 +140,14 @@ def main(argv):
     distributed.initialize(*(f.value for f in process_flags))
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
   from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
+  from rdvae.files import run_files  # pylint: disable=g-import-not-at-top
   compilation.setup(_COMPILATION_CACHE.value)
+  finished_before = os.path.exists(
+      os.path.join(_WORKDIR.value, run_files.RESULTS_FILE))
   results = train.train_and_eval(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:
-    print(json.dumps(results, indent=2, sort_keys=True, default=str))
+    print(run_files.summary(_WORKDIR.value, results, finished_before),
+          flush=True)
 
 
 def _kept() -> str:

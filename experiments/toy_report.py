@@ -35,6 +35,12 @@ flags.mark_flag_as_required('workdir')
 
 READINGS = {'fig2': ('bump', 'tabular'), 'bump_decoder': ('bump', 'bump')}
 OBJECTIVES = ('elbo', 'target_rate', 'rate_constraint')
+# The heading of each reading's Fig. 2 file.
+TITLES = {
+    'fig2': 'Fig. 2, the toy with a tabular decoder: (a) the hand-built '
+            'model, (b) trained on the ELBO, (c) on a target rate R = 0.5',
+    'bump_decoder': 'The toy with a bump decoder: (a) the hand-built model, '
+                    '(b) trained on the ELBO, (c) on a target rate R = 0.5'}
 COLUMNS = (('rate', 'R', '.5f'), ('distortion', 'D', '.5f'),
            ('elbo_gap', 'D+R-H', '.1e'), ('kl_data_generative', 'KL(p*|g)',
                                           '.1e'),
@@ -142,7 +148,7 @@ def acceptance(results: dict) -> list[tuple[str, bool]]:
 
 
 def write_figures(workdir: str, run: dict) -> list[str]:
-  from rdvae.analysis import figures  # pylint: disable=g-import-not-at-top
+  from rdvae.analysis import toy_figures  # pylint: disable=g-import-not-at-top
   from rdvae.toy import measures  # pylint: disable=g-import-not-at-top
   spec, tables = run['spec'], run['tables']
   paths = []
@@ -154,7 +160,7 @@ def write_figures(workdir: str, run: dict) -> list[str]:
         measures.figure_column('(c) target rate 0.5', spec,
                           tables[(reading, 'target_rate')])]
     path = os.path.join(workdir, f'fig2_{reading}.png')
-    figures.plot_toy_columns(columns, path)
+    toy_figures.plot_toy_columns(columns, path, title=TITLES[reading])
     paths.append(path)
   return paths
 

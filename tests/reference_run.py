@@ -24,6 +24,7 @@ from rdvae.files import run_files
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUP = 'smoke_whole_run'  # the xdist_group of the tests that read it
 TIMING = 'train_images_per_second'  # wall-clock: differs between runs
+EVAL_SECONDS = 'eval_seconds'  # the final evaluation's wall-clock parts
 
 
 def command(workdir: str) -> list[str]:
@@ -63,6 +64,7 @@ def assert_same_run(workdir: str, whole: str) -> None:
   results = [atomic_files.read_json(os.path.join(w, run_files.RESULTS_FILE))
              for w in (workdir, whole)]
   assert all(r.pop(TIMING) > 0 for r in results)
+  assert all(r.pop(EVAL_SECONDS)['total'] > 0 for r in results)
   # What this process compiled (or read from the cache) is not a result.
   assert all(r.pop('compile')['programs'] >= 0 for r in results)
   assert results[0] == results[1]

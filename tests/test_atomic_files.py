@@ -74,3 +74,15 @@ def test_require_numbers_lists_every_problem(tmp_path):
                      match=r"^r.json: no 'a'; 'b' is 'x', not a finite "
                      r'number; see$'):
     atomic_files.require_numbers('r.json', {'b': 'x'}, ('a', 'b'), '; see')
+
+
+@pytest.mark.parametrize('umask, mode', [(0o022, 0o644), (0o077, 0o600),
+                                         (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+  path = str(tmp_path / 'results.json')
+  old = os.umask(umask)
+  try:
+    atomic_files.write_json_atomic(path, {'rate': 1.0})
+  finally:
+    os.umask(old)
+  assert os.stat(path).st_mode & 0o777 == mode

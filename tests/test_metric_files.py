@@ -72,9 +72,15 @@ def test_write_sample_grid_png(tmp_path):
   path = metric_files.write_sample_grid(str(tmp_path), None, 12, samples)
   assert path.endswith(os.path.join('images', 'grid_00000012.png'))
   pixels = np.asarray(Image.open(path))
-  assert pixels.shape == (3 * 5 + 1, 3 * 5 + 1 + 4 + 2 * 5 + 1)
+  header = metric_files.GRID_HEADER  # the column labels' strip
+  assert pixels.shape == (header + 3 * 5 + 1, 3 * 5 + 1 + 4 + 2 * 5 + 1)
+  assert pixels[:header].min() < 128  # dark text on white
+  pixels = pixels[header:]
   assert pixels[1, 1] == 255 and pixels[1, 6] == 0
   assert pixels[1, 11] == round(0.6 * 255)
+  # read_grid gives the tiles alone, in [0, 1].
+  tiles = metric_files.read_grid(path)
+  np.testing.assert_array_equal(tiles, pixels.astype(np.float32) / 255.0)
 
 
 def test_a_record_that_is_not_an_object_is_damage_naming_the_line(tmp_path):

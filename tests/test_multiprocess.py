@@ -38,7 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL = 1e-5
 PARAM_ATOL = 1e-5
 # Timing and what each process compiled: not results of the model.
-UNCOMPARED = ('train_images_per_second', 'compile')
+UNCOMPARED = ('train_images_per_second', 'compile', 'eval_seconds')
 # The fixed words of gloo's 'Rank R is connected to N peer ranks. Expected
 # number of connected peer ranks is : N' lines.
 GLOO_WORDS = ('[Gloo] Rank', 'is connected to',

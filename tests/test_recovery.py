@@ -3,10 +3,12 @@ metrics.jsonl lines, atomic whole-file writes."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
+import reference_run
 from rdvae.files import checkpointing
 from rdvae.files import atomic_files
 from rdvae.files import metric_files
@@ -147,3 +149,38 @@ def test_write_json_atomic_syncs_the_file_and_the_directory(tmp_path,
   assert os.path.dirname(synced[0]) == str(tmp_path)
   assert os.path.basename(synced[0]).startswith('.results.json.')
   assert synced[0].endswith('.tmp')
+
+
+@pytest.mark.xdist_group(reference_run.GROUP)
+@pytest.mark.slow
+def test_truncated_checkpoint_of_a_run_warns_once_without_tracebacks(
+    tmp_path, whole_smoke_run):
+  """A run whose latest checkpoint was truncated on disk: one warning line
+  (orbax's late 'Event loop is closed' callbacks stay off stderr), the run
+  resumes from the one before and ends as the undisturbed run; a rerun of
+  the finished run says so in its short summary."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(whole_smoke_run, workdir)
+  os.remove(os.path.join(workdir, 'results.json'))
+  latest = os.path.join(workdir, checkpointing.LATEST_DIR, '10')
+  size, path = _files(latest)[-1]
+  with open(path, 'r+b') as f:
+    f.truncate(size // 2)
+  out = reference_run.run(workdir)
+  assert out.returncode == 0, out.stderr[-3000:]
+  text = out.stdout + out.stderr
+  assert 'Traceback' not in text and 'Event loop is closed' not in text
+  warnings = [line for line in text.splitlines() if 'warning' in line.lower()]
+  assert len(warnings) == 1, warnings
+  assert warnings[0].startswith(f'WARNING: checkpoint {latest} cannot be '
+                                'restored (')
+  assert os.path.isdir(latest + '.corrupt')
+  assert 'resuming from the checkpoint of step 8' in out.stdout
+  assert 'finished at step 10: R ' in out.stdout
+  again = reference_run.run(workdir)
+  assert again.returncode == 0, again.stderr[-3000:]
+  lines = again.stdout.splitlines()
+  assert lines[0].startswith('already finished at step 10: R ')
+  assert lines[-1].startswith(
+      f'results: {os.path.join(workdir, "results.json")} ')
+  assert len(lines) <= 5

@@ -19,6 +19,7 @@ from tensorboardX.proto import event_pb2
 from rdvae.analysis import figures
 from rdvae.analysis import report
 from rdvae.analysis import sweep_results
+from rdvae.analysis import toy_figures
 from rdvae.files import metric_files
 from rdvae.files import run_files
 from rdvae.files import sweep_files
@@ -311,13 +312,13 @@ class FiguresTest(absltest.TestCase):
       t = rng.random(shape)
       return t / t.sum(axis=-1, keepdims=True)
     p = table(30)
-    column = figures.ToyColumn('t', p, (np.arange(30) + 0.5) / 30,
+    column = toy_figures.ToyColumn('t', p, (np.arange(30) + 0.5) / 30,
                                np.stack([0.7 * p, 0.3 * p]), table((30, 10)),
                                table((10, 30)), table(10))
     path = os.path.join(self._tempdir(), 'toy.png')
-    figures.plot_toy_columns([column, column], path)
+    toy_figures.plot_toy_columns([column, column], path)
     image = _read_png(path)
-    self.assertEqual(image.shape, (1040, 512))
+    self.assertEqual(image.shape, (1040, 540))
     self.assertGreater(image.std(), 0.05)
 
   def test_toy_report_figures(self):
@@ -343,12 +344,22 @@ class FiguresTest(absltest.TestCase):
     self.assertEqual(done.returncode, 0, done.stderr)
     for name in ('fig2_fig2.png', 'fig2_bump_decoder.png'):
       image = _read_png(os.path.join(workdir, name))
-      self.assertEqual(image.shape, (1040, 768))  # 5 rows, 3 columns
+      self.assertEqual(image.shape, (1076, 796))  # 5 rows, 3 columns, a title
       self.assertGreater(image.std(), 0.05)
+
+  def test_toy_column_rate_and_distortion(self):
+    # x = z, two equally likely states: R = I(x; z) = log 2, D = 0.
+    eye = np.eye(2)
+    column = toy_figures.ToyColumn('t', np.array([0.5, 0.5]),
+                                   np.array([0.0, 1.0]), np.eye(2) / 2, eye,
+                                   eye, np.array([0.5, 0.5]))
+    rate, distortion = toy_figures.rate_distortion(column)
+    self.assertAlmostEqual(rate, np.log(2.0), places=12)
+    self.assertAlmostEqual(distortion, 0.0, places=12)
 
   def test_latent_order_puts_unused_states_last(self):
     encoder = np.array([[0.0, 0.5, 0.5, 0.0], [0.0, 0.0, 0.2, 0.8]])
-    order = figures.latent_order(np.array([0.5, 0.5]), np.array([0.0, 1.0]),
+    order = toy_figures.latent_order(np.array([0.5, 0.5]), np.array([0.0, 1.0]),
                                  encoder)
     # Posterior means of x: z1 0, z2 2/7, z3 1; z0 unused.
     self.assertEqual(order.tolist(), [1, 2, 3, 0])
@@ -395,3 +406,76 @@ def _read_png(path):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+def _line(family, count, h_hat_gap=0.0):
+  """`count` points with R 1..25 and D falling from 200."""
+  return [figures.PlanePoint(f'{family}{i}', 1.0 + 24.0 * i / (count - 1),
+                             200.0 - 4.0 * i + h_hat_gap, family)
+          for i in range(count)]
+
+
+class ReadableFiguresTest(absltest.TestCase):
+  """The axes fit the points, panels compare something, grids are labelled,
+  vacuous bounds are explained."""
+
+  _tempdir = _tempdir_method
+
+  def test_axes_fit_the_points_not_h_hat(self):
+    points = _line('---', 8)  # R 1..25, D 172..200; H-hat 430 far away
+    path = os.path.join(self._tempdir(), 'p.png')
+    for draw, skew in ((figures.plot_rd_plane, False),
+                       (figures.plot_elbo_rate, True)):
+      ax = draw(points, 430.0, path).axes[0]
+      rate = [p.rate for p in points]
+      values = [p.rate + p.distortion if skew else p.distortion
+                for p in points]
+      self.assertEqual(ax.get_xlim()[0], 0.0)
+      self.assertLess(ax.get_xlim()[1], 1.1 * max(rate))
+      low, high = ax.get_ylim()
+      self.assertLessEqual(low, min(values))
+      self.assertGreaterEqual(high, max(values))
+      self.assertLess(high, 1.1 * max(values))  # not stretched to 430
+      self.assertGreater(low, 0.9 * min(values))
+      # H-hat is named at the edge instead.
+      self.assertTrue(any('lies above this view' in t.get_text()
+                          for t in ax.texts))
+
+  def test_h_hat_line_in_view_is_not_annotated(self):
+    ax = figures.plot_rd_plane(_line('---', 8), 190.0, os.path.join(
+        self._tempdir(), 'p.png')).axes[0]
+    self.assertFalse(any('this view' in t.get_text() for t in ax.texts))
+
+  def test_panels_only_where_kinds_differ(self):
+    directory = self._tempdir()
+    path = os.path.join(directory, 'panels.png')
+    self.assertEqual(figures.panel_parts(_line('---', 4)), [])
+    self.assertIsNone(figures.plot_rd_panels(_line('---', 4), 430.0, path))
+    self.assertFalse(os.path.exists(path))
+    mixed = _line('---', 4) + _line('--v', 4) + _line('+-v', 4)
+    self.assertEqual(figures.panel_parts(mixed), ['encoder', 'marginal'])
+    fig = figures.plot_rd_panels(mixed, 430.0, path)
+    self.assertEqual([ax.get_title() for ax in fig.axes],
+                     ['encoder: Gaussian vs IAF',
+                      'marginal: normal vs VampPrior'])
+
+  def test_grid_columns_are_labelled_at_their_centres(self):
+    # 5 tiles of 28 px (metric_files.image_grid): 151 px wide.
+    self.assertEqual(figures.grid_column_centres(151),
+                     [14.5, 43.5, 72.5, 106.5, 135.5])
+    self.assertEqual(figures.grid_column_centres(150), [])
+
+  def test_vacuous_bounds_are_explained(self):
+    def point(name, e, d):
+      return sweep_results.PointResults(
+          name, '', 'done', 'binarized_mnist', '---', 'elbo', 1.0, None, '',
+          {}, {'rate': 5.0, 'distortion': d, 'elbo': -5.0 - d,
+               'generative_lower': e})
+    points = [point('a', -3.0, 400.0), point('b', 1.0, 90.0)]
+    notes = report.vacuous_bounds(points, 395.0)
+    self.assertLen(notes, 2)
+    self.assertStartsWith(notes[0], 'E < 0 at 1 point(s) (a): ')
+    self.assertIn('sampled log e(z|x) - log m(z)', notes[0])
+    self.assertStartsWith(notes[1], 'H-hat - D < 0 at 1 point(s): ')
+    self.assertIn('best -IWAE of the sweep', notes[1])
+    self.assertEqual(report.vacuous_bounds(points[1:], 395.0), [])

@@ -151,3 +151,32 @@ def test_damaged_failure_raises_naming_the_file(tmp_path, text, reason):
   with pytest.raises(atomic_files.DamagedFileError, match=reason) as info:
     run_files.read_failure(str(tmp_path))
   assert info.value.path == path
+
+
+_RESULTS = {'step': 40, 'rate': 5.4321, 'distortion': 150.0, 'elbo': -155.4321,
+            'iwae': -150.25, 'generative_lower': -3.0, 'generative_upper': 20.5,
+            'eval_subset': {'max_examples': 200, 'seed': 0},
+            'eval_seconds': {'generative': 8.9, 'grid': 0.4, 'test': 4.0,
+                             'total': 17.6, 'validation': 4.2},  # as read
+            'test/elbo': -155.4321}
+
+
+def test_summary_of_a_run_is_a_few_lines(tmp_path):
+  text = run_files.summary(str(tmp_path), _RESULTS)
+  assert text.splitlines() == [
+      'finished at step 40: R 5.43, D 150.00, ELBO -155.43, IWAE -150.25 '
+      '(nats per example, 200 test examples)',
+      '  generative bounds: E -3.00 <= I <= G 20.50',
+      '  final evaluation: 18 s (validation 4 s, test 4 s, generative 9 s, '
+      'grid 0 s)',
+      f'results: {tmp_path}/results.json (every measure; metrics.jsonl, '
+      'TensorBoard events and checkpoints beside it)']
+
+
+def test_summary_of_a_finished_toy_run(tmp_path):
+  text = run_files.summary(str(tmp_path), {'rate': 0.5, 'distortion': 1.0,
+                                           'elbo': -1.5},
+                           already_finished=True)
+  assert text.splitlines()[0] == (
+      'already finished: R 0.50, D 1.00, ELBO -1.50 (nats per example)')
+  assert len(text.splitlines()) == 2

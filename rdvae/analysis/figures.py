@@ -1,11 +1,10 @@
 """Every figure of rdvae (the paper's Figs. 2, 3 and 4), from arrays.
 
-No training code is imported: callers pass numpy arrays and strings, so a
+The toy's Fig. 2 is drawn by `toy_figures`. No training code is imported: callers pass numpy arrays and strings, so a
 report can draw a sweep from its results files alone. Drawn with matplotlib's
 object API on the Agg canvas (no pyplot, no global state); each PNG is written
 through a temporary file and `os.replace`, so a crash leaves the old figure.
 
-  plot_toy_columns   Fig. 2: the toy's distributions, one column per model.
   plot_rd_plane      Fig. 3a(i): every run in the RD plane with the stepwise
                      Pareto frontier, the lower convex hull and D = H-hat - R.
   plot_rd_panels     Fig. 3a(ii-iv): the frontier of each encoder, decoder
@@ -33,8 +32,6 @@ from matplotlib.backends import backend_agg
 
 from rdvae.analysis import frontier
 
-PURPLE = '#5b2a86'
-YELLOW = '#e8b10b'
 ENCODERS = {'-': 'Gaussian', '+': 'IAF'}
 DECODERS = {'-': 'deconv', '+': 'PixelCNN++'}
 MARGINALS = {'-': 'normal', '+': 'MAF', 'v': 'VampPrior'}
@@ -45,119 +42,29 @@ GROUP_COLOURS = ('#1f77b4', '#2ca02c', '#d62728')
 NATS = '(nats)'
 LEGEND_TITLE = '(e, d, m): fill e, shade d, shape m'
 HAT_H = r'$\hat{H}$'
-GRID_CAPTION = ('left, z ~ e(z|x): data | sample | mean of decodes\n'
-                'right, z ~ m(z): sample | mean of decodes')
+RD_TITLE = ('Fig. 3a: rate and distortion of each run (lower left is '
+            'better), with their Pareto frontier')
+ELBO_TITLE = 'Fig. 3b: -ELBO = R + D of each run against its rate R'
+PANELS_TITLE = 'Fig. 3a(ii-iv): the frontier of each kind of {parts}'
+# The column labels of a run's sample grid (metric_files.write_sample_grid):
+# data | x ~ d(x|z), z ~ e(z|x) | mean of decodes, then z ~ m(z): x | mean.
+GRID_COLUMNS = ('data', 'recon', 'mean', 'gen', 'mean')
+GRID_CAPTION = ('data | recon: x ~ d(x|z), z ~ e(z|x) | mean of its decodes'
+                '  ||  gen: x ~ d(x|z), z ~ m(z) | mean of its decodes')
 
 
 def new_figure(width: float, height: float) -> mpl_figure.Figure:
+  """A figure on its own Agg canvas (no pyplot state)."""
   fig = mpl_figure.Figure(figsize=(width, height))
   backend_agg.FigureCanvasAgg(fig)
   return fig
 
 
 def save(fig: mpl_figure.Figure, path: str, dpi: int = 100) -> None:
+  """Writes `fig` to the PNG `path` through a temporary file."""
   tmp = f'{path}.tmp.png'
   fig.savefig(tmp, dpi=dpi, format='png')
   os.replace(tmp, path)
-
-
-# Fig. 2: the toy.
-
-
-class ToyColumn(NamedTuple):
-  """One model of the toy, as probability tables (numpy, float)."""
-
-  title: str
-  p_data: np.ndarray        # [X] p*(x)
-  centres: np.ndarray       # [X] the value x_j the model sees of bin j
-  class_joint: np.ndarray   # [C, X] p(z*, x) = p(z*) p(x | z*)
-  encoder: np.ndarray       # [X, K] e(z|x)
-  decoder: np.ndarray       # [K, X] d(x|z)
-  marginal: np.ndarray      # [K] m(z)
-
-
-def latent_order(p_data, centres, encoder) -> np.ndarray:
-  """Latent indices sorted by posterior mean of x; unused states last.
-
-  Latent states carry no order of their own, so for display only they are
-  sorted by sum_x x p_e(x|z); states the encoder barely uses (e(z) <= 1e-4)
-  go last.
-  """
-  joint = np.asarray(p_data)[:, None] * np.asarray(encoder)  # [X, K]
-  mass = joint.sum(axis=0)
-  mean_x = (np.asarray(centres) @ joint) / np.where(mass > 0, mass, 1.0)
-  key = np.where(mass > 1e-4, mean_x, np.inf)
-  return np.argsort(key, kind='stable')
-
-
-def _toy_data(column: ToyColumn) -> dict:
-  order = latent_order(column.p_data, column.centres, column.encoder)
-  e = np.asarray(column.encoder)[:, order]          # [X, K]
-  d = np.asarray(column.decoder)[order]             # [K, X]
-  m = np.asarray(column.marginal)[order]            # [K]
-  aggregate = np.asarray(column.p_data) @ e
-  return {'g': m @ d, 'd_x': aggregate @ d, 'm': m, 'e_z': aggregate,
-          'class_joint': np.asarray(column.class_joint) @ e,  # [C, K]
-          'encoder': e, 'decoder': d, 'kernel': e @ d}
-
-
-def plot_toy_columns(columns: Sequence[ToyColumn], path: str) -> None:
-  """Fig. 2: a 5-row figure with one column per model, written to path.
-
-  Rows, as in the Fig. 2 caption: (i) data space: p*(x), g(x) = sum_z m(z)
-  d(x|z) and the reconstruction distribution d(x) = sum_x' sum_z p*(x')
-  e(z|x') d(x|z); (ii) latent space: m(z), e(z) = sum_x p*(x) e(z|x), and
-  e(z) split by the true class, p(z, z* = 0) (purple) and p(z, z* = 1)
-  (yellow), which sum to e(z); (iii) e(z|x), (iv) d(x|z), (v) p(x'|x) =
-  sum_z e(z|x) d(x'|z) as images. Latent states in `latent_order`.
-  """
-  width, height = 3.2 * len(columns), 13.0
-  fig = new_figure(width, height)
-  axes = fig.subplots(5, len(columns), squeeze=False)
-  _fixed_margins(fig, width, height, len(columns), 5)
-  for col, column in enumerate(columns):
-    data = _toy_data(column)
-    bins = np.arange(len(column.p_data))
-    ax = axes[0, col]
-    ax.bar(bins, column.p_data, color='0.8', label='p*(x)')
-    ax.plot(bins, data['g'], 'C0-', label='g(x)')
-    ax.plot(bins, data['d_x'], 'C3--', label='d(x)')
-    ax.set_title(column.title, fontsize=10)
-    ax.set_xlabel('x')
-    latents = np.arange(len(data['m']))
-    ax = axes[1, col]
-    ax.fill_between(latents, 0, data['class_joint'][0], color=PURPLE,
-                    alpha=0.5, step='mid', label='e(z, z*=0)')
-    ax.fill_between(latents, data['class_joint'][0], data['e_z'],
-                    color=YELLOW, alpha=0.6, step='mid', label='e(z, z*=1)')
-    ax.plot(latents, data['m'], 'k-', drawstyle='steps-mid', label='m(z)')
-    ax.plot(latents, data['e_z'], 'C2:', drawstyle='steps-mid', label='e(z)')
-    ax.set_xlabel('z (sorted)')
-    for row, key, label in ((2, 'encoder', 'e(z|x): z down, x across'),
-                            (3, 'decoder', 'd(x|z): z down, x across'),
-                            (4, 'kernel', "p(x'|x): x down, x' across")):
-      image = data[key].T if key == 'encoder' else data[key]
-      axes[row, col].imshow(image, cmap='viridis', aspect='auto',
-                            interpolation='nearest')
-      axes[row, col].set_title(label, fontsize=8)
-    if col == 0:
-      axes[0, 0].legend(fontsize=7)
-      axes[1, 0].legend(fontsize=7)
-  save(fig, path, dpi=80)
-
-
-def _fixed_margins(fig, width: float, height: float, cols: int,
-                   rows: int) -> None:
-  """Margins and gaps in inches that fit the toy panels' ticks, labels and
-  titles, set without `tight_layout`'s measuring pass (a third of the time
-  of drawing a toy column, and a toy sweep draws one per point)."""
-  left, right, top, bottom = 0.5, 0.1, 0.3, 0.4
-  gap_x, gap_y = 0.55, 0.8
-  axes_w = (width - left - right - (cols - 1) * gap_x) / cols
-  axes_h = (height - top - bottom - (rows - 1) * gap_y) / rows
-  fig.subplots_adjust(left=left / width, right=1 - right / width,
-                      top=1 - top / height, bottom=bottom / height,
-                      wspace=gap_x / axes_w, hspace=gap_y / axes_h)
 
 
 # Fig. 3: the RD plane.
@@ -206,10 +113,39 @@ def _arrays(points: Sequence[PlanePoint]) -> tuple[np.ndarray, np.ndarray]:
           np.array([p.distortion for p in points], np.float64))
 
 
-def _limits(points, h_hat) -> tuple[float, float]:
+def plane_view(points: Sequence[PlanePoint], skew: bool = False
+               ) -> tuple[tuple[float, float], tuple[float, float]]:
+  """The axes' limits ((R low, R high), (D low, D high)) that fit the points
+  (with `skew`, R + D for D), never stretched to H-hat: R from 0 to a margin
+  past the largest, D (R + D) the points' range with a margin."""
   rate, distortion = _arrays(points)
-  top = [1.0] + ([h_hat] if h_hat is not None else [])
-  return (1.05 * max([*rate, *top]), 1.05 * max([*distortion, *top]))
+  if not len(points):
+    return (0.0, 1.0), (0.0, 1.0)
+  values = rate + distortion if skew else distortion
+  low, high = float(values.min()), float(values.max())
+  margin = 0.08 * max(high - low, 0.05 * abs(high), 1e-3)
+  low = low - margin if skew else max(0.0, low - margin)
+  return (0.0, 1.08 * max(float(rate.max()), 1e-3)), (low, high + margin)
+
+
+def _mark_entropy(ax, h_hat: Optional[float], view, skew: bool) -> None:
+  """Says where the H-hat line is when it is outside the view, rather than
+  stretching the axes to it."""
+  if h_hat is None:
+    return
+  (_, r_high), (low, high) = view
+  if skew:
+    above, below = h_hat > high, h_hat < low
+    line = f'-ELBO = {HAT_H}'
+  else:
+    above, below = h_hat - r_high > high, h_hat < low
+    line = f'D = {HAT_H} - R'
+  if above or below:
+    ax.text(0.98, 0.98 if above else 0.02,
+            f'{"↑" if above else "↓"} {line} ({HAT_H} = {h_hat:.4g} nats) '
+            f'lies {"above" if above else "below"} this view',
+            transform=ax.transAxes, ha='right', va='top' if above else
+            'bottom', fontsize=8, bbox=dict(fc='white', ec='0.6', alpha=0.9))
 
 
 def _draw_points(ax, points, skew: bool = False) -> list:
@@ -251,7 +187,7 @@ def _draw_frontier(ax, points, h_hat, skew: bool = False) -> list:
   """Stepwise frontier, lower hull and the line D = H-hat - R."""
   rate, distortion = _arrays(points)
   handles = []
-  r_max, d_max = _limits(points, h_hat)
+  (_, r_max), (_, d_max) = plane_view(points)
   if len(points) and skew:
     # The sheared staircase is a sawtooth that hides the points; join the
     # frontier points instead.
@@ -279,27 +215,30 @@ def _draw_frontier(ax, points, h_hat, skew: bool = False) -> list:
 
 
 def plot_rd_plane(points: Sequence[PlanePoint], h_hat: Optional[float],
-                  path: str, title: str = 'Rate-distortion plane') -> None:
+                  path: str, title: str = RD_TITLE) -> mpl_figure.Figure:
   """Fig. 3a(i): every point, the stepwise Pareto frontier, the lower convex
   hull and the dashed line from (0, H-hat) to (H-hat, 0), written to path.
 
   Points above the dashed line D = H-hat - R are achievable in principle
   (H - D <= I <= R, Eq. 3, with H <= H-hat); the frontier is that of all
-  points given (see rdvae/analysis/frontier.py).
+  points given (see rdvae/analysis/frontier.py). The axes fit the points
+  (`plane_view`); a dashed line outside them is named at the edge.
   """
   fig = new_figure(9.5, 6.0)
   ax = fig.subplots()
   handles = _draw_frontier(ax, points, h_hat) + _draw_points(ax, points)
-  r_max, d_max = _limits(points, h_hat)
-  ax.set_xlim(0, r_max)
-  ax.set_ylim(0, d_max)
+  view = plane_view(points)
+  ax.set_xlim(*view[0])
+  ax.set_ylim(*view[1])
+  _mark_entropy(ax, h_hat, view, skew=False)
   _finish(ax, handles, title, f'Rate R {NATS}', f'Distortion D {NATS}')
   fig.tight_layout()
   save(fig, path)
+  return fig
 
 
 def plot_elbo_rate(points: Sequence[PlanePoint], h_hat: Optional[float],
-                   path: str, title: str = '-ELBO against rate') -> None:
+                   path: str, title: str = ELBO_TITLE) -> mpl_figure.Figure:
   """Fig. 3b: -ELBO = R + D against R, the same points on skew axes.
 
   The shear (R, D) -> (R, R + D) maps the hull onto its image and the line
@@ -310,56 +249,90 @@ def plot_elbo_rate(points: Sequence[PlanePoint], h_hat: Optional[float],
   ax = fig.subplots()
   handles = (_draw_frontier(ax, points, h_hat, skew=True)
              + _draw_points(ax, points, skew=True))
-  rate, distortion = _arrays(points)
-  r_max, _ = _limits(points, h_hat)
-  values = [*(rate + distortion)] + ([h_hat] if h_hat is not None else [])
-  low, high = (min(values), max(values)) if values else (0.0, 1.0)
-  margin = 0.05 * max(high - low, 1e-3)
-  ax.set_xlim(0, r_max)
-  ax.set_ylim(low - margin, high + margin)
+  view = plane_view(points, skew=True)
+  ax.set_xlim(*view[0])
+  ax.set_ylim(*view[1])
+  _mark_entropy(ax, h_hat, view, skew=True)
   _finish(ax, handles, title, f'Rate R {NATS}', f'-ELBO = R + D {NATS}')
   fig.tight_layout()
   save(fig, path)
+  return fig
+
+
+PARTS = (('encoder', 0, ENCODERS), ('decoder', 1, DECODERS),
+         ('marginal', 2, MARGINALS))
+
+
+def panel_parts(points: Sequence[PlanePoint]) -> list[str]:
+  """The components (encoder, decoder, marginal) whose kinds differ among
+  the family points: the panels of `plot_rd_panels` that compare
+  something."""
+  families = {p.family for p in points if is_family(p.family)}
+  return [part for part, pos, _ in PARTS
+          if len({f[pos] for f in families}) > 1]
 
 
 def plot_rd_panels(points: Sequence[PlanePoint], h_hat: Optional[float],
-                   path: str) -> None:
-  """Fig. 3a(ii-iv): one panel per component (encoder, decoder, marginal);
-  in each, the points of every kind of that component and their own stepwise
-  Pareto frontier, in one colour per kind. Only family points are drawn.
+                   path: str) -> Optional[mpl_figure.Figure]:
+  """Fig. 3a(ii-iv): one panel per component whose kinds differ among the
+  points (`panel_parts`; nothing is drawn, and None returned, when none
+  does); in each, the points of every kind of that component and their own
+  stepwise Pareto frontier, in one colour per kind. Only family points are
+  drawn; the axes fit them (`plane_view`).
   """
   points = [p for p in points if is_family(p.family)]
-  parts = (('encoder', 0, ENCODERS), ('decoder', 1, DECODERS),
-           ('marginal', 2, MARGINALS))
-  fig = new_figure(15.0, 5.0)
-  axes = fig.subplots(1, 3, sharex=True, sharey=True)
-  r_max, d_max = _limits(points, h_hat)
+  shown = panel_parts(points)
+  if not shown:
+    return None
+  fig = new_figure(5.0 * len(shown) + 0.5, 5.3)
+  axes = np.atleast_1d(fig.subplots(1, len(shown), sharex=True, sharey=True))
+  view = plane_view(points)
+  parts = [part for part in PARTS if part[0] in shown]
   for ax, (part, pos, kinds) in zip(axes, parts):
     for colour, (kind, name) in zip(GROUP_COLOURS, kinds.items()):
       group = [p for p in points if p.family[pos] == kind]
       if not group:
         continue
       rate, distortion = _arrays(group)
-      xs, ys = frontier.stepwise(rate, distortion, rate_max=r_max,
-                                 distortion_max=d_max)
+      xs, ys = frontier.stepwise(rate, distortion, rate_max=view[0][1],
+                                 distortion_max=view[1][1])
       ax.plot(xs, ys, '-', color=colour, lw=1.5,
               label=f'{part} {kind} ({name}), {len(group)} runs')
       ax.plot(rate, distortion, 'o', color=colour, ms=4, alpha=0.6)
     if h_hat is not None:
       ax.plot([0, h_hat], [h_hat, 0], 'k--', lw=1.0,
               label=f'D = {HAT_H} - R')
-    ax.set_xlim(0, r_max)
-    ax.set_ylim(0, d_max)
+    ax.set_xlim(*view[0])
+    ax.set_ylim(*view[1])
+    _mark_entropy(ax, h_hat, view, skew=False)
     ax.set_xlabel(f'Rate R {NATS}')
-    ax.set_title(f'frontier by {part}')
+    present = [name for kind, name in kinds.items()
+               if any(p.family[pos] == kind for p in points)]
+    ax.set_title(f'{part}: {" vs ".join(present)}', fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc='upper right')
   axes[0].set_ylabel(f'Distortion D {NATS}')
+  fig.suptitle(PANELS_TITLE.format(parts=', '.join(shown)), fontsize=11)
   fig.tight_layout()
   save(fig, path)
+  return fig
 
 
 # Fig. 4: sample grids.
+
+
+def grid_column_centres(width: int, pad: int = 1, gap: int = 4
+                        ) -> list[float]:
+  """The x pixel of each column's centre in a run's sample grid `width`
+  pixels wide (3 + 2 tiles, `metric_files.image_grid`); [] for another
+  layout."""
+  tile, rest = divmod(width - 2 * pad - 3 * pad - gap - 2 * pad, 5)
+  if rest or tile <= 0:
+    return []
+  left = [pad + j * (tile + pad) for j in range(3)]
+  start = 3 * (tile + pad) + pad + gap
+  left += [start + pad + j * (tile + pad) for j in range(2)]
+  return [x + (tile - 1) / 2 for x in left]
 
 
 def plot_grids(entries: Sequence[tuple[str, np.ndarray]], path: str,
@@ -387,7 +360,10 @@ def plot_grids(entries: Sequence[tuple[str, np.ndarray]], path: str,
   for ax, (title, image) in zip(axes.ravel(), entries):
     ax.imshow(np.asarray(image), cmap='gray', vmin=0.0, vmax=1.0,
               interpolation='nearest')
-    ax.set_title(title, fontsize=7)
+    ax.set_title(title, fontsize=7, pad=12)
+    for x, label in zip(grid_column_centres(np.shape(image)[1]),
+                        GRID_COLUMNS):
+      ax.text(x, -2, label, ha='center', va='bottom', fontsize=6)
   fig.suptitle(GRID_CAPTION, fontsize=8)
   fig.tight_layout()
   save(fig, path, dpi=120)

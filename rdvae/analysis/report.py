@@ -39,6 +39,7 @@ from rdvae.analysis import frontier
 from rdvae.analysis import sweep_results
 from rdvae.files import ais_files
 from rdvae.files import atomic_files
+from rdvae.files import metric_files
 from rdvae.files import sweep_files
 
 Points = Sequence[sweep_results.PointResults]
@@ -136,9 +137,7 @@ def _grid_title(p: sweep_results.PointResults) -> str:
 
 
 def _read_png(path: str) -> np.ndarray:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  with Image.open(path) as image:
-    return np.asarray(image.convert('L'), np.float32) / 255.0
+  return metric_files.read_grid(path)
 
 
 def _family_key(family: Optional[str]) -> str:
@@ -218,9 +217,11 @@ def write_figures(points: Points, h_hat: Optional[float],
                                     os.path.join(directory, names[-1]))
   figures.plot_rd_plane(plane, h_hat, os.path.join(directory, names[0]))
   figures.plot_elbo_rate(plane, h_hat, os.path.join(directory, names[1]))
-  if any(figures.is_family(p.family) for p in plane):
+  panels = os.path.join(directory, 'rd_panels.png')
+  if figures.plot_rd_panels(plane, h_hat, panels):
     names.append('rd_panels.png')
-    figures.plot_rd_panels(plane, h_hat, os.path.join(directory, names[-1]))
+  elif os.path.exists(panels):  # an earlier report's, of other points
+    os.remove(panels)
   for stem, group in choose_grids(points, betas, max_grids,
                                   families).items():
     names.append(f'{stem}.png')
@@ -293,6 +294,32 @@ def status_counts(points: Points) -> str:
                  else '')
 
 
+def vacuous_bounds(points: Points, h_hat: Optional[float]) -> list[str]:
+  """A sentence for each kind of vacuous bound in the table, saying why it
+  can be: E < 0 at some point, H-hat - D < 0 at some point."""
+  notes = []
+  lower = [p.name for p in points
+           if (e := p.measure('generative_lower')) is not None and e < 0]
+  if lower:
+    notes.append(
+        f'E < 0 at {len(lower)} point(s) ({", ".join(lower[:5])}'
+        f'{", ..." if len(lower) > 5 else ""}): E is the mean over generated '
+        'pairs z ~ m(z), x ~ d(x|z) of a sampled log e(z|x) - log m(z), a '
+        'lower bound on the generative mutual information that can be '
+        'negative (vacuous) when the encoder does not invert the decoder, '
+        'as after short training.')
+  if h_hat is not None:
+    below = [p.name for p in points
+             if (d := p.measure('distortion')) is not None and h_hat - d < 0]
+    if below:
+      notes.append(
+          f'H-hat - D < 0 at {len(below)} point(s): H-hat is an estimate '
+          '(the best -IWAE of the sweep, an upper bound on the data '
+          'entropy H), not H itself, so the lower bound H - D <= I is '
+          'vacuous there.')
+  return notes
+
+
 def markdown(points: Points, h_hat: Optional[float], source: str,
              figure_names: Sequence[str], title: str) -> str:
   """report.md: counts, H-hat, the figures, the frontier and every point."""
@@ -304,6 +331,7 @@ def markdown(points: Points, h_hat: Optional[float], source: str,
            'the grey line their lower convex hull. All figures in nats.', '']
   lines += [f'**Not comparable**: {line}.\n'
             for line in sweep_results.disagreements(points)]
+  lines += [f'{note}\n' for note in vacuous_bounds(points, h_hat)]
   lines += [f'![{name}]({name})\n' for name in figure_names]
   lines += ['## Pareto frontier', '',
             'Hull vertices minimise D + beta R (Eq. 6) for beta in the range '

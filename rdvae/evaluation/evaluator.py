@@ -22,10 +22,20 @@ from rdvae.data import sources
 from rdvae.evaluation import steps as eval_steps
 
 
+def generative_pairs(config: ml_collections.ConfigDict) -> int:
+  """The generated pairs of E and G: eval.generative_samples, at most
+  eval.max_examples when that is > 0 (a run evaluated on N examples per
+  split scores N pairs, each with its own IWAE, not 1,000)."""
+  pairs = config.eval.generative_samples
+  if config.eval.max_examples > 0:
+    pairs = min(pairs, config.eval.max_examples)
+  return pairs
+
+
 def generative_batch_size(config: ml_collections.ConfigDict) -> int:
   """Pairs per call of the generative step: eval.batch_size, or fewer when
-  eval.generative_samples is smaller (pairs past the last are drawn too)."""
-  return max(1, min(config.eval.batch_size, config.eval.generative_samples))
+  there are fewer pairs (pairs past the last are drawn too)."""
+  return max(1, min(config.eval.batch_size, generative_pairs(config)))
 
 
 @dataclasses.dataclass(frozen=True)

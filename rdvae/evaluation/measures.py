@@ -21,10 +21,18 @@ Config keys (section `eval`, declared by `default_config`):
   eval.num_decodes         decodes per z in the grid ('mean of 5').
   eval.generative_samples  pairs z ~ m(z), x ~ d(x|z) for E and G; 0 skips
                            them (sampling a PixelCNN++ decoder is sequential).
+                           With eval.max_examples = N > 0, at most N pairs:
+                           a run evaluated on a subset gets E and G at the
+                           same scale of effort (`evaluator.generative_pairs`).
+
+The final evaluation prints what each phase computes and its progress
+(`progress.Phase`) and writes each phase's wall time to results.json under
+'eval_seconds'.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping
 
 import jax
@@ -35,6 +43,7 @@ import numpy as np
 from rdvae.objectives import bounds
 from rdvae.data import batching
 from rdvae.evaluation import evaluator as evaluator_lib
+from rdvae.evaluation import progress
 from rdvae import validation
 from rdvae.files import metric_files
 from rdvae.files import run_files
@@ -43,6 +52,8 @@ PARAMS = ('last', 'best')
 # Copied from test/* to the top level of results.json.
 TOP_LEVEL_KEYS = ('rate', 'distortion', 'elbo', 'iwae', 'bpd',
                   'generative_lower', 'generative_upper', 'active_units')
+# results.json's wall seconds of each part of the final evaluation.
+SECONDS_KEY = 'eval_seconds'
 # Files of a run that an evaluation again must not overwrite.
 RUN_FILES = (run_files.CONFIG_FILE, metric_files.METRICS_FILE,
              run_files.RESULTS_FILE)
@@ -88,7 +99,8 @@ def _accumulate(totals: dict[str, Any], sums: Mapping[str, Any]) -> None:
 
 
 def evaluate(evaluator: evaluator_lib.Evaluator, params: Any,
-             images: np.ndarray, final: bool) -> dict[str, Any]:
+             images: np.ndarray, final: bool,
+             name: str = 'split') -> dict[str, Any]:
   """Exact means over a split's evaluation subset.
 
   The subset is `batching.eval_subset(images, eval.max_examples,
@@ -104,6 +116,7 @@ def evaluate(evaluator: evaluator_lib.Evaluator, params: Any,
     params: the parameters, placed by the layout (`put_replicated`).
     images: the split, uint8 [N, H, W, C].
     final: add the final evaluation's measures.
+    name: the split's name in the progress lines (`progress.Phase`).
   """
   c = evaluator.config.eval
   layout, programs = evaluator.layout, evaluator.programs
@@ -113,18 +126,24 @@ def evaluate(evaluator: evaluator_lib.Evaluator, params: Any,
   totals: dict[str, Any] = {}
   moments = (0.0, 0.0, 0.0)
   rate_per_dim = None
-  for index, (x, mask) in enumerate(batching.eval_batches(images, c.batch_size)):
-    x, mask = layout.put_sharded((x, mask))
-    _accumulate(totals, layout.get_replicated(
-        loop(params, x, mask, rng, index)))
-    if final:
-      stats = layout.get_replicated(
-          programs.latent_loop(params, x, mask, rng, index))
-      moments = bounds.merge_moments(
-          moments, (float(stats['count']), stats['mean'], stats['m2']))
-      if 'rate_per_dim' in stats:
-        rate_per_dim = (np.asarray(stats['rate_per_dim'], np.float64)
-                        + (0.0 if rate_per_dim is None else rate_per_dim))
+  what = (f'{len(images)} examples, R, D, ELBO and IWAE (K={c.iwae_samples})'
+          if final else None)
+  phase = progress.Phase(name, what, -(-len(images) // c.batch_size))
+  batches = enumerate(batching.eval_batches(images, c.batch_size))
+  with phase:
+    for index, (x, mask) in batches:
+      x, mask = layout.put_sharded((x, mask))
+      _accumulate(totals, layout.get_replicated(
+          loop(params, x, mask, rng, index)))
+      if final:
+        stats = layout.get_replicated(
+            programs.latent_loop(params, x, mask, rng, index))
+        moments = bounds.merge_moments(
+            moments, (float(stats['count']), stats['mean'], stats['m2']))
+        if 'rate_per_dim' in stats:
+          rate_per_dim = (np.asarray(stats['rate_per_dim'], np.float64)
+                          + (0.0 if rate_per_dim is None else rate_per_dim))
+      phase.advance()
   count = totals.pop('count')
   means: dict[str, Any] = {k: float(v / count) for k, v in totals.items()}
   num_dims = int(np.prod(images.shape[1:]))
@@ -141,7 +160,8 @@ def evaluate(evaluator: evaluator_lib.Evaluator, params: Any,
 
 def generative_bounds(evaluator: evaluator_lib.Evaluator,
                       params_host: Any) -> dict[str, float]:
-  """E <= I_d <= G (Eqs. 9-11) from eval.generative_samples generated pairs.
+  """E <= I_d <= G (Eqs. 9-11) from `evaluator.generative_pairs` pairs
+  (eval.generative_samples, at most eval.max_examples when that is > 0).
 
   Monte Carlo means over pairs z ~ m(z), x ~ d(x|z) (`steps.
   make_generative_step`, compiled once per architecture, batches of
@@ -151,19 +171,25 @@ def generative_bounds(evaluator: evaluator_lib.Evaluator,
   functions of the run's seed and the pair index only.
 
   Returns:
-    {'generative_lower', 'generative_upper'} in nats, or {} when
-    eval.generative_samples is 0.
+    {'generative_lower', 'generative_upper'} in nats, or {} when there are
+    no pairs.
   """
-  num_pairs = evaluator.config.eval.generative_samples
+  num_pairs = evaluator_lib.generative_pairs(evaluator.config)
   if not num_pairs:
     return {}
   totals: dict[str, Any] = {}
   step = evaluator.programs.generative_step
   batch = evaluator_lib.generative_batch_size(evaluator.config)
-  for start in range(0, num_pairs, batch):
-    _accumulate(totals, jax.device_get(step(
-        params_host, evaluator.generative_key, jnp.int32(start),
-        jnp.int32(num_pairs))))
+  phase = progress.Phase(
+      'generative', f'{num_pairs} pairs z ~ m(z), x ~ d(x|z) for E and G, '
+      f'each x scored by IWAE (K={evaluator.config.eval.iwae_samples})',
+      -(-num_pairs // batch))
+  with phase:
+    for start in range(0, num_pairs, batch):
+      _accumulate(totals, jax.device_get(step(
+          params_host, evaluator.generative_key, jnp.int32(start),
+          jnp.int32(num_pairs))))
+      phase.advance()
   count = totals.pop('count')
   return {k: float(v / count) for k, v in totals.items()}
 
@@ -172,20 +198,31 @@ def evaluate_splits(evaluator: evaluator_lib.Evaluator, params_host: Any,
                     params: Any, final: bool,
                     splits: tuple[str, ...]) -> dict[str, Any]:
   """`evaluate` on each split as '<split>/<key>'; with `final`, the
-  generative bounds (which do not depend on the data) under every split."""
-  results = {}
-  generative = generative_bounds(evaluator, params_host) if final else {}
+  generative bounds (which do not depend on the data) under every split,
+  and 'eval_seconds': {split: .., 'generative': ..} the wall time of each."""
+  results: dict[str, Any] = {}
+  seconds = {}
   for split in splits:
+    start = time.monotonic()
     means = evaluate(evaluator, params, getattr(evaluator.dataset, split),
-                     final)
-    means.update(generative)
+                     final, split)
+    seconds[split] = time.monotonic() - start
     results.update({f'{split}/{k}': v for k, v in means.items()})
+  if final:
+    start = time.monotonic()
+    generative = generative_bounds(evaluator, params_host)
+    if generative:
+      seconds['generative'] = time.monotonic() - start
+    for split in splits:
+      results.update({f'{split}/{k}': v for k, v in generative.items()})
+    results[SECONDS_KEY] = seconds
   return results
 
 
 def scalars(results: Mapping[str, Any]) -> dict[str, Any]:
   """The scalar entries of `results` (for metrics.jsonl and TensorBoard)."""
-  return {k: v for k, v in results.items() if not isinstance(v, list)}
+  return {k: v for k, v in results.items()
+          if not isinstance(v, (list, dict))}
 
 
 def summarize(results: dict[str, Any], config: ml_collections.ConfigDict,

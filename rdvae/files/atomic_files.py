@@ -4,7 +4,8 @@ Every whole file a run or a sweep writes (config.json, results.json,
 failure.json, sweep_point.json, summary.csv, claim.json, a report's files)
 goes through a temporary file beside it, fsync and `os.replace`, then an
 fsync of the directory, so a crash at any moment leaves either the old file
-or the new one, and the rename itself survives a power cut.
+or the new one, and the rename itself survives a power cut. The file gets
+the mode the user's umask gives a new file (0644 under the usual 022).
 
 `read_json` is how each of those JSON files is read back. A missing file is
 absent (None); a file that exists but cannot be read, is not valid JSON or
@@ -69,6 +70,9 @@ def write_text_atomic(path: str, text: str) -> None:
   fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix='.tmp',
                              dir=directory or '.')
   try:
+    # mkstemp creates the file 0600; a results file is read like any other
+    # file the user writes, so it gets the mode open() would give it.
+    os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, 'w') as f:
       f.write(text)
       f.flush()
@@ -79,6 +83,13 @@ def write_text_atomic(path: str, text: str) -> None:
       os.remove(tmp)
     raise
   fsync_directory(directory or '.')
+
+
+def _umask() -> int:
+  """The process's umask (reading it means setting it: set it back)."""
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def fsync_directory(path: str) -> None:

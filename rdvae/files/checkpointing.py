@@ -19,8 +19,8 @@ falls back to the one before, with a warning naming both.
 
 from __future__ import annotations
 
-import logging
 import os
+import sys
 from typing import Any, Mapping, Optional
 
 import jax
@@ -133,6 +133,7 @@ def restore_latest_good(manager: ocp.CheckpointManager, template: Any
     NoGoodCheckpointError: there were checkpoints and none restored.
   """
   tried = []
+  _drop_closed_loop_callbacks()
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       state = restore(manager, template, step)
@@ -146,10 +147,8 @@ def restore_latest_good(manager: ocp.CheckpointManager, template: Any
       # checkpoint aside while the others wait, then all of them reload.
       if distributed.is_primary():
         os.replace(path, f'{path}.corrupt')
-        logging.warning('checkpoint %s cannot be restored (%s: %s); moved to '
-                        '%s.corrupt, trying the previous one', path,
-                        type(e).__name__, str(e)[:200], path)
-        print(f'WARNING: checkpoint {path} cannot be restored; moved it to '
+        print(f'WARNING: checkpoint {path} cannot be restored '
+              f'({type(e).__name__}: {_first_line(e)}); moved it to '
               f'{path}.corrupt and falling back to the previous one',
               flush=True)
       distributed.barrier(f'checkpoint-{step}-set-aside')
@@ -164,6 +163,38 @@ def restore_latest_good(manager: ocp.CheckpointManager, template: Any
         'no checkpoint could be restored: ' + '; '.join(tried) +
         '; they were renamed *.corrupt: remove the workdir to start afresh')
   return None
+
+
+def _first_line(error: BaseException, limit: int = 160) -> str:
+  text = str(error).strip().splitlines()[0] if str(error).strip() else ''
+  return text if len(text) <= limit else text[:limit] + '...'
+
+
+def _drop_closed_loop_callbacks() -> None:
+  """Keeps tensorstore's late callbacks of a failed restore off stderr.
+
+  When one read of a damaged checkpoint fails, orbax's restore raises and
+  closes its event loop while tensorstore's other reads of that checkpoint
+  are still in flight; as each finishes, its callback's
+  `loop.call_soon_threadsafe` raises RuntimeError('Event loop is closed')
+  in a tensorstore thread, which Python reports through
+  `sys.unraisablehook` (a bare traceback each, dozens per checkpoint).
+  Those errors, and only those, are dropped: they say nothing the warning
+  of `restore_latest_good` does not. Installed once per process.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, '_rdvae_drops_closed_loop', False):
+    return
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if (unraisable.object is None and isinstance(error, RuntimeError)
+        and str(error) == 'Event loop is closed'):
+      return
+    previous(unraisable)
+
+  hook._rdvae_drops_closed_loop = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
 
 
 class _FaultyRenamePath(atomicity.AtomicRenameTemporaryPath):

@@ -13,7 +13,7 @@ import glob
 import json
 import os
 import re
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -24,6 +24,12 @@ METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
 IMAGES_DIR = 'images'
 GRID_FORMAT = 'grid_{step:08d}.png'
+# A grid PNG's column labels (data | x ~ d(x|z), z ~ e(z|x) | mean of the
+# decodes || x ~ d(x|z), z ~ m(z) | mean), in a white strip of GRID_HEADER
+# rows above the tiles; the PNG's text chunk HEADER_KEY says how many.
+GRID_LABELS = ('data', 'recon', 'mean', 'gen', 'mean')
+GRID_HEADER = 12
+HEADER_KEY = 'rdvae-label-rows'
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
@@ -202,13 +208,40 @@ def image_grid(columns: list[Any], pad: int = 1, gap: int = 4) -> np.ndarray:
   return np.concatenate(parts, axis=1)
 
 
-def write_png(path: str, image: Any) -> None:
-  """Writes a [H, W] image with values in [0, 1] as an 8-bit grey PNG."""
+def write_png(path: str, image: Any, header: Sequence[tuple[float, str]] = ()
+              ) -> None:
+  """Writes a [H, W] image with values in [0, 1] as an 8-bit grey PNG; with
+  `header`, (x, label) pairs, a white strip of `GRID_HEADER` rows above it
+  holds each label centred at its x (`read_grid` takes it off again)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import ImageDraw  # pylint: disable=g-import-not-at-top
+  from PIL import ImageFont  # pylint: disable=g-import-not-at-top
+  from PIL import PngImagePlugin  # pylint: disable=g-import-not-at-top
   pixels = np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
+  picture = Image.fromarray(pixels, mode='L')
+  info = PngImagePlugin.PngInfo()
+  if header:
+    labelled = Image.new('L', (picture.width, picture.height + GRID_HEADER),
+                         255)
+    labelled.paste(picture, (0, GRID_HEADER))
+    draw = ImageDraw.Draw(labelled)
+    font = ImageFont.load_default(size=9)
+    for x, label in header:
+      draw.text((x, GRID_HEADER // 2), label, fill=0, font=font, anchor='mm')
+    picture = labelled
+    info.add_text(HEADER_KEY, str(GRID_HEADER))
   tmp = f'{path}.tmp.png'
-  Image.fromarray(pixels, mode='L').save(tmp)
+  picture.save(tmp, pnginfo=info)
   os.replace(tmp, path)
+
+
+def read_grid(path: str) -> np.ndarray:
+  """A grid PNG as a float [H, W] image in [0, 1], without the label strip
+  `write_png` put above it (grids written before it had none)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(path) as image:
+    rows = int(image.info.get(HEADER_KEY, 0))
+    return np.asarray(image.convert('L'), np.float32)[rows:] / 255.0
 
 
 def write_sample_grid(workdir: str, writer: Optional['MetricWriter'],
@@ -217,7 +250,8 @@ def write_sample_grid(workdir: str, writer: Optional['MetricWriter'],
 
   Left block, reconstructions: data | one x' ~ d(x'|z), z ~ e(z|x) | mean of
   the decodes with that same z. Right block, generations: one x ~ d(x|z),
-  z ~ m(z) | mean of the decodes with that same z.
+  z ~ m(z) | mean of the decodes with that same z. The PNG has the column
+  labels `GRID_LABELS` above the tiles (`read_grid` reads the tiles alone).
 
   Args:
     workdir: the run's directory; the PNG goes to images/grid_<step>.png.
@@ -228,14 +262,18 @@ def write_sample_grid(workdir: str, writer: Optional['MetricWriter'],
   Returns:
     The PNG's path.
   """
-  grid = image_grid([
-      [samples['data'], samples['reconstruction'],
-       samples['reconstruction_mean']],
-      [samples['generation'], samples['generation_mean']]])
+  groups = [[samples['data'], samples['reconstruction'],
+             samples['reconstruction_mean']],
+            [samples['generation'], samples['generation_mean']]]
+  grid = image_grid(groups)
   directory = os.path.join(workdir, IMAGES_DIR)
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, GRID_FORMAT.format(step=int(step)))
-  write_png(path, grid)
+  width = np.shape(samples['data'])[2]
+  centres = [1 + j * (width + 1) + (width - 1) / 2 for j in range(3)]
+  centres += [3 * (width + 1) + 1 + 4 + 1 + j * (width + 1) + (width - 1) / 2
+              for j in range(2)]
+  write_png(path, grid, list(zip(centres, GRID_LABELS)))
   if writer is not None:
     writer.write_images(step, {'samples/grid': grid})
   return path

@@ -150,6 +150,45 @@ def read_results(workdir: str) -> Optional[dict[str, Any]]:
   return results
 
 
+def summary(workdir: str, results: Mapping[str, Any],
+            already_finished: bool = False) -> str:
+  """A few lines a person reads at the end of a run: steps, the test R, D,
+  ELBO and IWAE (nats per example), E and G, the evaluation's time and where
+  results.json (every measure) is; `already_finished` says the run was
+  complete before this command."""
+  def number(key):
+    value = atomic_files.finite_number(results.get(key))
+    return None if value is None else f'{value:.2f}'
+
+  head = 'already finished' if already_finished else 'finished'
+  if 'step' in results:
+    head += f' at step {results["step"]}'
+  measures = [f'{label} {number(key)}' for label, key in (
+      ('R', 'rate'), ('D', 'distortion'), ('ELBO', 'elbo'),
+      ('IWAE', 'iwae')) if number(key) is not None]
+  subset = results.get('eval_subset')
+  where = ''
+  if isinstance(subset, Mapping):
+    where = (f', {subset["max_examples"]} test examples'
+             if subset.get('max_examples') else ', the whole test split')
+  lines = [f'{head}: {", ".join(measures)} (nats per example{where})']
+  if number('generative_lower') and number('generative_upper'):
+    lines.append(f'  generative bounds: E {number("generative_lower")} <= '
+                 f'I <= G {number("generative_upper")}')
+  seconds = results.get('eval_seconds')
+  if isinstance(seconds, Mapping) and seconds:
+    order = ('validation', 'test', 'generative', 'grid')
+    names = sorted((k for k in seconds if k != 'total'),
+                   key=lambda k: (order.index(k) if k in order else 4, k))
+    parts = ', '.join(f'{k} {float(seconds[k]):.0f} s' for k in names)
+    lines.append(f'  final evaluation: {float(seconds.get("total", 0)):.0f} s '
+                 f'({parts})')
+  lines.append(f'results: {os.path.join(workdir, RESULTS_FILE)} (every '
+               'measure; metrics.jsonl, TensorBoard events and checkpoints '
+               'beside it)')
+  return '\n'.join(lines)
+
+
 # -------------------------------------------------------------- failure.json
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rdvae.analysis import figures
+from rdvae.analysis import toy_figures
 from rdvae.objectives import exact
 from rdvae.objectives import losses as objectives
 from rdvae.toy import data
@@ -85,9 +85,9 @@ TABLES_FILE = 'tables.npz'
 
 
 def figure_column(title: str, spec: data.DataSpec,
-                  tables: toy_model.Tables) -> figures.ToyColumn:
-  """One model's column of Fig. 2 (`figures.plot_toy_columns`)."""
-  return figures.ToyColumn(
+                  tables: toy_model.Tables) -> toy_figures.ToyColumn:
+  """One model's column of Fig. 2 (`toy_figures.plot_toy_columns`)."""
+  return toy_figures.ToyColumn(
       title=title, p_data=spec.p_data, centres=spec.centres,
       class_joint=spec.class_probs[:, None] * spec.class_likelihood,
       encoder=np.asarray(tables.encoder), decoder=np.asarray(tables.decoder),
@@ -101,7 +101,7 @@ def write_figure(config: ml_collections.ConfigDict, spec: data.DataSpec,
   title = f'{config.model.encoder}/{config.model.decoder}: {c.kind}'
   if c.kind in objectives.RATE_TARGETED:
     title += f' {c.rate:g}'
-  figures.plot_toy_columns([figure_column(title, spec, tables)], path)
+  toy_figures.plot_toy_columns([figure_column(title, spec, tables)], path)
 
 
 def write_tables(path: str, tables: toy_model.Tables) -> None:

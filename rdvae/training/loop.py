@@ -151,7 +151,7 @@ def _evaluate(member: Member, host_state, state, step: int, final: bool
   results = member.run.task.evaluate(member.run, host_state.params, params,
                                      step, final, member.writer)
   member.writer.write_scalars(step, {k: v for k, v in results.items()
-                                     if not isinstance(v, list)})
+                                     if not isinstance(v, (list, dict))})
   return results
 
 

@@ -39,6 +39,7 @@ and run files are shared. A task answers, for its configs:
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Protocol
 
 import jax
@@ -192,13 +193,21 @@ class ImageTask:
 
   def evaluate(self, run, params_host: Any, params: Any, step: int,
                final: bool, writer: Any) -> dict[str, Any]:
-    """Validation (and when `final` test) measures, and the image grid."""
+    """Validation (and when `final` test) measures, and the image grid; a
+    final evaluation's results hold 'eval_seconds' (each part's and the
+    total wall time)."""
+    start = time.monotonic()
     splits = ('validation', 'test') if final else ('validation',)
     results = measures.evaluate_splits(run.evaluator, params_host, params,
                                        final, splits)
     if run.config.eval.num_grid_images and distributed.is_primary():
+      grid_start = time.monotonic()
       samples = measures.sample_grid(run.evaluator, params_host, step)
       metric_files.write_sample_grid(writer.workdir, writer, step, samples)
+      if final:
+        results[measures.SECONDS_KEY]['grid'] = time.monotonic() - grid_start
+    if final:
+      results[measures.SECONDS_KEY]['total'] = time.monotonic() - start
     return results
 
   def summarize(self, results: dict[str, Any],
