@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Iterable
 
 import ml_collections
@@ -71,3 +72,19 @@ def check_all_finite(config: ml_collections.ConfigDict, prefix: str = ''
     elif isinstance(value, float) and not math.isfinite(value):
       raise ConfigError(f'config.{prefix}{key}={value!r} must be a finite '
                         'number')
+
+
+def warn_no_effect(config: ml_collections.ConfigDict, keys, defaults,
+                   why: str) -> list[str]:
+  """One warning line (stderr) for each of `keys` (section.name) whose value
+  differs from `defaults` (the section's default_config) although `why`
+  leaves it without effect; returns the keys it warned about."""
+  warned = []
+  for key in keys:
+    name = key.partition('.')[2]
+    value = get(config, key)
+    if name in defaults and value != defaults[name]:
+      print(f'WARNING: config.{key}={value!r} has no effect: {why}',
+            file=sys.stderr, flush=True)
+      warned.append(key)
+  return warned

@@ -98,3 +98,27 @@ def test_omniglot_smoke_needs_no_files():
   config.dataset.source = 'npz'
   with pytest.raises(validation.ConfigError, match='dataset.path'):
     programs.validate(config)
+
+
+def test_keys_without_effect_are_named_in_one_warning_line(capsys):
+  config = _load('mnist').get_config('smoke')
+  config.model.flow_steps = 8          # no IAF encoder or MAF marginal
+  config.model.pixelcnn_features = 32  # no PixelCNN++ decoder
+  config.dataset.tfds_data_dir = '/elsewhere'  # source 'npz'
+  programs.validate(config)
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert lines == [
+      "WARNING: config.dataset.tfds_data_dir='/elsewhere' has no effect: "
+      "dataset.source='npz' does not read it",
+      "WARNING: config.model.flow_steps=8 has no effect: model.family='---' "
+      'has no IAF encoder or MAF marginal',
+      "WARNING: config.model.pixelcnn_features=32 has no effect: "
+      "model.family='---' has no PixelCNN++ decoder"]
+  toy = _load('toy').get_config('smoke')
+  toy.model.decoder_w_mean = 1.0
+  programs.validate(toy)
+  assert capsys.readouterr().err.strip() == (
+      'WARNING: config.model.decoder_w_mean=1.0 has no effect: a tabular '
+      "decoder has no bump weights (model.decoder='tabular')")
+  programs.validate(_load('mnist').get_config('smoke'))  # defaults: silent
+  assert not capsys.readouterr().err

@@ -150,6 +150,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   source = validation.check_choice(config, 'dataset.source', SOURCES)
   path = _check_string(config, 'dataset.path')
   _check_string(config, 'dataset.tfds_data_dir')
+  validation.warn_no_effect(
+      config, ('dataset.tfds_data_dir',) if source == 'npz' else
+      ('dataset.path',), default_config(),
+      f"dataset.source={source!r} does not read it")
   if source == 'npz':
     if name == 'omniglot' and not path:
       raise validation.ConfigError(

@@ -252,6 +252,23 @@ def default_config() -> ml_collections.ConfigDict:
   })
 
 
+def _warn_unused_keys(config: ml_collections.ConfigDict, family: str) -> None:
+  """Warns about keys set for a component the family does not have."""
+  defaults = default_config()
+  if '+' not in (family[0], family[2]):
+    validation.warn_no_effect(
+        config, ('model.flow_steps', 'model.made_hidden', 'model.made_layers'),
+        defaults, f'model.family={family!r} has no IAF encoder or MAF marginal')
+  if family[1] != '+':
+    validation.warn_no_effect(
+        config, [f'model.{k}' for k in pixelcnn.default_config()], defaults,
+        f'model.family={family!r} has no PixelCNN++ decoder')
+  if family[2] != 'v':
+    validation.warn_no_effect(
+        config, ('model.num_pseudo_inputs',), defaults,
+        f'model.family={family!r} has no VampPrior marginal')
+
+
 def _check_family(config: ml_collections.ConfigDict) -> str:
   family = validation.get(config, 'model.family')
   allowed = (f'encoder in {ENCODER_LETTERS}, decoder in {DECODER_LETTERS}, '
@@ -347,6 +364,8 @@ def validate(config: ml_collections.ConfigDict, image_shape,
   image_shape = _check_image_shape(family, image_shape, user)
   _check_keys(config, image_shape,
               {part: letter for part, letter, _ in _components(family, user)})
+  if not user:  # a user's factory may read any key
+    _warn_unused_keys(config, family)
   if user:
     traced = config
     if config.model.get('pseudo_input_batch') is None:  # all at once

@@ -164,6 +164,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     validation.check_choice(config, f'model.{part}', PARAMETERIZATIONS)
     validation.check_number(config, f'model.{part}_w_mean')
     validation.check_number(config, f'model.{part}_scale', minimum=0.0)
+    if config.model[part] == 'tabular':
+      validation.warn_no_effect(
+          config, (f'model.{part}_w_mean',), default_config(),
+          f"a tabular {part} has no bump weights (model.{part}='tabular')")
   validation.check_positive_int(config, 'model.num_latents')
 
 
