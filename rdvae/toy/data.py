@@ -12,6 +12,7 @@ class_means, class_information (I(x; z*) in nats).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Sequence
 
 import jax
@@ -51,6 +52,7 @@ def _class_information(class_probs: np.ndarray,
   return float(exact.joint_mutual_information(joint))
 
 
+@functools.lru_cache(maxsize=16)
 def compute_data_spec(num_bins: int = 30,
                       class_probs: Sequence[float] = (0.7, 0.3),
                       class_means: Sequence[float] = (0.35, 0.65),

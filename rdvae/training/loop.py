@@ -368,7 +368,7 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
         layout = populations.PopulationLayout(len(indices))
         members = [
             starts[i] if len(indices) == 1 else
-            _rebuild(starts[i], configs[i], data, layout) for i in indices]
+            _rebuild(starts[i], layout) for i in indices]
         run = members[0].run
         state = run.layout.put_replicated(
             _stack([m.state for m in members], run.layout))
@@ -382,8 +382,12 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
           else finished[i].result() for i in range(len(configs))]
 
 
-def _rebuild(member: Member, config, data, layout) -> Member:
-  """`member` built for a population's layout (its programs), keeping its
-  restored state and files."""
-  run = programs.create_run(config, data, layout)
+def _rebuild(member: Member, layout) -> Member:
+  """`member` with the programs of a population's layout, keeping its run's
+  build, restored state and files."""
+  run = member.run
+  loops = programs.programs(programs.program_spec(
+      run.config, run.task, run.data, run.model, layout))
+  run = dataclasses.replace(run, layout=layout, train_loop=loops.train_loop,
+                            short_loop=loops.short_loop)
   return dataclasses.replace(member, run=run)

@@ -125,9 +125,14 @@ def make_learning_rate_schedule(learning_rate: float, num_steps: int,
     A schedule `step -> lr` (step 0-based; the update at step t uses lr(t)).
   """
   hold, decay = schedule_steps(num_steps, hold_fraction)
-  return functools.partial(learning_rate_at, learning_rate=learning_rate,
+  return functools.partial(_compiled_learning_rate, learning_rate=learning_rate,
                            hold_steps=hold, decay_steps=decay,
                            final_fraction=final_fraction, schedule=schedule)
+
+
+# The host reads the schedule at every log step of every run: compiled once
+# per schedule shape rather than run op by op.
+_compiled_learning_rate = jax.jit(learning_rate_at, static_argnames='schedule')
 
 
 def _adam_on_normalized_gradients(
