@@ -163,14 +163,6 @@ class NullWriter:
     pass
 
 
-def latest_record(workdir: str, key: str) -> Optional[dict[str, Any]]:
-  """The last metrics.jsonl record holding `key`, or None."""
-  for record in reversed(read_metrics(workdir)):
-    if key in record:
-      return record
-  return None
-
-
 def image_grid(columns: list[Any], pad: int = 1, gap: int = 4) -> np.ndarray:
   """Tiles image columns side by side: row i shows example i of every column.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -184,9 +184,3 @@ def create_run(config: ml_collections.ConfigDict, data: Any = None,
       init_state=init_state,
       evaluator=task.create_evaluator(config, data, model, layout),
       backend=chosen)
-
-
-def restore_template(run: Run) -> Optional[Any]:
-  """The host copy of the initial state, the template checkpoints restore
-  into."""
-  return jax.device_get(run.init_state)
