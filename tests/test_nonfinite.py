@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 import tiny_model
@@ -113,6 +114,30 @@ def test_all_finite_is_one_kernel_per_dtype():
   compiled = jax.jit(steps.all_finite).lower(_many_leaves()).compile()
   assert compiled.as_text().count(' fusion(') <= 4  # two dtypes + the 'and'
   assert bool(steps.all_finite({'n': np.arange(2)}))  # no floats at all
+
+
+@pytest.mark.parametrize('normalize', [False, True], ids=['raw', 'blocks'])
+@pytest.mark.parametrize('big', [1e18, 3e19, 1e30, np.inf])
+def test_moments_overflow_only_with_the_gradient_norm(normalize, big):
+  # nonfinite_flags reads the parameters, not Adam's moments: a step from
+  # finite moments leaves them finite unless the gradient norm (flagged) is
+  # not finite.
+  config = ml_collections.ConfigDict({'optim': optim.default_config()})
+  config.optim.normalize_gradients = normalize
+  optimizer = optim.create_optimizer(config, 10)
+  params = {'w': jnp.ones((3,)), 'b': jnp.zeros(())}
+  grads = {'w': jnp.asarray([big, 1.0, -2.0], jnp.float32),
+           'b': jnp.asarray(0.5, jnp.float32)}
+  opt_state = optimizer.init(params)
+  for _ in range(2):
+    _, opt_state = optimizer.update(grads, opt_state, params)
+    norm_ok = bool(jnp.isfinite(optax.tree.norm(grads)))
+    moments_ok = bool(steps.all_finite(opt_state))
+    assert moments_ok or not norm_ok
+  # float32 squares overflow above ~1.8e19: the raw moments do, and so does
+  # the norm that flags them; block-normalized moments never do.
+  assert norm_ok == (big < 1.8e19)
+  assert moments_ok == (normalize and big < np.inf or big < 1.8e19)
 
 
 @pytest.mark.parametrize('skip', [False, True], ids=['stop', 'skip'])

@@ -24,6 +24,7 @@ from rdvae.toy import measures
 from rdvae.toy import model as toy_model
 from rdvae.training import loop
 from rdvae.training import programs
+from rdvae.runs import reevaluate
 from rdvae import validation
 from rdvae.files import atomic_files
 from rdvae.files import metric_files
@@ -358,9 +359,18 @@ class EndToEndTest(absltest.TestCase):
     workdir = self._tempdir()
     results = rdvae.train_and_eval(config, workdir)  # the toy's task
     for name in ('config.json', 'metrics.jsonl', 'results.json',
-                 'figure.png', 'tables.npz', 'checkpoints',
-                 'checkpoints_best'):
+                 'figure.png', 'tables.npz', 'checkpoints'):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
+    # No evaluation during training (train.eval_every = 0): the best
+    # checkpoint is the last, and no second copy is written.
+    self.assertEqual(config.train.eval_every, 0)
+    self.assertFalse(os.path.exists(os.path.join(workdir, 'checkpoints_best')))
+    run = programs.create_run(config)
+    (best, best_step), (last, last_step) = (
+        reevaluate.restore_params(run, workdir, p) for p in ('best', 'last'))
+    self.assertEqual((best_step, last_step), (400, 400))
+    for a, b in zip(jax.tree.leaves(best), jax.tree.leaves(last)):
+      np.testing.assert_array_equal(a, b)
     for key in ('rate', 'distortion', 'elbo', 'entropy', 'mutual_information',
                 'kl_data_generative', 'kl_data_reconstruction',
                 'latent_alignment', 'cluster_mass_0', 'cluster_mass_1',

@@ -24,13 +24,14 @@ one marker per model name.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
 import numpy as np
-from matplotlib import figure as mpl_figure
-from matplotlib.backends import backend_agg
 
 from rdvae.analysis import frontier
+
+if TYPE_CHECKING:
+  from matplotlib import figure as mpl_figure
 
 ENCODERS = {'-': 'Gaussian', '+': 'IAF'}
 DECODERS = {'-': 'deconv', '+': 'PixelCNN++'}
@@ -54,7 +55,15 @@ GRID_CAPTION = ('data | recon: x ~ d(x|z), z ~ e(z|x) | mean of its decodes'
 
 
 def new_figure(width: float, height: float) -> mpl_figure.Figure:
-  """A figure on its own Agg canvas (no pyplot state)."""
+  """A figure on its own Agg canvas (no pyplot state).
+
+  matplotlib is imported here, on the first figure, not with the package: it
+  is a second of every command's start-up, and most commands (a rejected
+  config, a run's training) draw nothing.
+  """
+  # pylint: disable=g-import-not-at-top
+  from matplotlib import figure as mpl_figure
+  from matplotlib.backends import backend_agg
   fig = mpl_figure.Figure(figsize=(width, height))
   backend_agg.FigureCanvasAgg(fig)
   return fig

@@ -8,7 +8,10 @@ so it needs no state of its own.
 Two orbax `CheckpointManager`s live in a workdir:
   checkpoints/       the latest `max_to_keep` periodic checkpoints;
   checkpoints_best/  the best one by a metric (validation ELBO: higher is
-                     better), for users who want the early-stopped model.
+                     better), for users who want the early-stopped model;
+                     kept by runs that evaluate during training
+                     (train.eval_every > 0): without such evaluations the
+                     best is the last, and `params='best'` reads it.
 Orbax writes each checkpoint to a temporary directory and renames it when
 complete, so a run killed mid-save leaves the previous checkpoints intact
 (and the temporary directory, removed when the next manager opens). A

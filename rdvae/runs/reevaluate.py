@@ -56,10 +56,11 @@ def saved_config(workdir: str,
 def restore_params(run: programs.Run, workdir: str,
                    params: str) -> tuple[Any, int]:
   """The TrainState of the run's last checkpoint, or of its best by
-  validation ELBO (`checkpoints_best/`), and its step."""
+  validation ELBO (`checkpoints_best/`; the last for a run that did not
+  evaluate during training, train.eval_every = 0), and its step."""
   if params not in measures.PARAMS:
     raise ValueError(f'params={params!r}; expected one of {measures.PARAMS}')
-  if params == 'best':
+  if params == 'best' and run.config.train.eval_every:
     manager = checkpointing.create_manager(workdir, 1, best_metric='elbo')
     step = manager.best_step()
   else:

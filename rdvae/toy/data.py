@@ -18,8 +18,6 @@ from typing import NamedTuple, Sequence
 import jax
 import ml_collections
 import numpy as np
-from scipy import optimize
-from scipy import stats
 
 from rdvae import validation
 from rdvae.objectives import exact
@@ -40,6 +38,7 @@ class DataSpec(NamedTuple):
 
 def _class_likelihood(num_bins: int, means: np.ndarray,
                       scale: float) -> np.ndarray:
+  from scipy import stats  # pylint: disable=g-import-not-at-top
   edges = np.linspace(0.0, 1.0, num_bins + 1)
   edges[0], edges[-1] = -np.inf, np.inf  # fold the tails into the end bins
   cdf = stats.norm.cdf((edges[None, :] - means[:, None]) / scale)
@@ -62,6 +61,9 @@ def compute_data_spec(num_bins: int = 30,
   I(x; z*) falls monotonically from H(z*) (s -> 0, classes separated) to 0
   (s -> inf), so a root exists for 0 < class_information < H(z*).
   """
+  # scipy is imported by the toy's runs alone: it is a second of the
+  # start-up of every command that imports the trainer.
+  from scipy import optimize  # pylint: disable=g-import-not-at-top
   class_probs = np.asarray(class_probs, np.float64)
   class_means = np.asarray(class_means, np.float64)
   with jax.enable_x64(True):

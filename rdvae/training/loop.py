@@ -75,7 +75,7 @@ class Member:
   state: Any          # the host TrainState it starts (or resumed) from
   writer: Any
   manager: Any
-  best: Any
+  best: Any  # the best-checkpoint manager; None without train.eval_every
   nonfinite: monitors.NonFinite
 
 
@@ -97,7 +97,9 @@ def _start(config: ml_collections.ConfigDict, workdir: str, data: Any = None,
   run = programs.create_run(config, data, layout, components)
   c = run.config.train
   manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
-  best = checkpointing.create_manager(workdir, 1, best_metric='elbo')
+  # Without evaluations during training the best is the last checkpoint.
+  best = (checkpointing.create_manager(workdir, 1, best_metric='elbo')
+          if c.eval_every else None)
   init = jax.device_get(run.init_state)
   state = checkpointing.restore_latest_good(manager, init)
   state = init if state is None else state
@@ -216,8 +218,9 @@ def _finish(member: Member, host, state, step: int, speed: monitors.Speed,
   if checkpointing.latest_step(member.manager) != step:
     checkpointing.save(member.manager, step, host)
   results = _evaluate(member, host, state, step, final=True)
-  checkpointing.save(member.best, step, host,
-                     {'elbo': results[run.task.selection_key]})
+  if member.best is not None:
+    checkpointing.save(member.best, step, host,
+                       {'elbo': results[run.task.selection_key]})
   member.writer.close()
   run.task.summarize(results, run.config)
   results.update(step=step, num_steps=run.num_steps,
