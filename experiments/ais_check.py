@@ -25,8 +25,8 @@ and checks:
              R_model + b D_model >= R_b + b D_b = -log Z_b - AIS's se
              (q_b minimises KL(q || m) + b E_q[-log d] over all encoders,
              the model's among them); the smallest slack is printed, and
-             D_curve(R_model), the curve's D interpolated at the model's R,
-             where R_model is within the curve;
+             D_curve(R_model), the curve's D interpolated where its R
+             first reaches the model's R (if it does);
   bdmc<1     the BDMC gap on the simulated images is under 1 nat.
 
 Cost (`--cost`): the seconds per image of this run's AIS, divided by its
@@ -123,9 +123,15 @@ def _curve_checks(record, model_rate, model_distortion):
   log_z = -(rate + betas * distortion)
   slack = model_rate + betas * model_distortion + log_z
   worst = int(np.argmin(slack))
-  d_at_model_rate = (float(np.interp(model_rate, rate, distortion))
-                     if rate[0] <= model_rate <= rate[-1] and
-                     np.all(np.diff(rate) >= 0) else None)
+  # Where the curve first reaches the model's rate (linear between its
+  # points; a noisy curve need not be monotone).
+  above = np.nonzero(rate >= model_rate)[0]
+  d_at_model_rate = None
+  if above.size and above[0] > 0:
+    t = above[0]
+    f = (model_rate - rate[t - 1]) / (rate[t] - rate[t - 1])
+    d_at_model_rate = float(distortion[t - 1]
+                            + f * (distortion[t] - distortion[t - 1]))
   return dict(against=against, end_error=end_error,
               min_slack=float(slack[worst]), slack_beta=float(betas[worst]),
               d_at_model_rate=d_at_model_rate, end_rate=float(rate[-1]),

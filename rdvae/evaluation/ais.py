@@ -43,11 +43,11 @@ alone, then P transitions along the sub-schedule b_{t_0}, ..., b_{t_P} of
 the schedule, t_j = round(j T / P), its eps adapting quickly towards an
 acceptance rate of 0.65), whose weights are discarded. Transition t of the
 AIS run uses exp of the pilot's log eps interpolated linearly in t between
-the t_j. Fixed in advance, the kernels leave AIS exact (an eps adapted on
-the chains themselves makes it biased: on the linear-Gaussian model of
-tests/test_ais.py, 1 chain per example, quick adaptation put the forward
-"lower" bound 0.16 nats above log p(x)). The caller's `step_sizes` replace
-the pilot; pilot_steps = 0 adapts on the chains instead, 2 % a transition.
+the t_j. Fixed in advance, the kernels leave AIS exact: an eps adapted on
+the chains themselves depends on their past, and quickly adapted it can
+push the forward "lower" bound above log p(x). The caller's `step_sizes`
+replace the pilot; pilot_steps = 0 adapts on the chains instead, slowly
+(2 % a transition), as before the pilot existed.
 
 Example i uses key fold_in(key, first_index + i): a batch, its examples one
 at a time and its pieces with their first_index draw the same numbers.
