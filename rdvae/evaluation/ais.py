@@ -46,8 +46,8 @@ AIS run uses exp of the pilot's log eps interpolated linearly in t between
 the t_j. Fixed in advance, the kernels leave AIS exact: an eps adapted on
 the chains themselves depends on their past, and quickly adapted it can
 push the forward "lower" bound above log p(x). The caller's `step_sizes`
-replace the pilot; pilot_steps = 0 adapts on the chains instead, slowly
-(2 % a transition), as before the pilot existed.
+replace the pilot; pilot_steps = 0 adapts on the chains instead, from the
+warm-up's eps, slowly (2 % a transition), as before the pilot existed.
 
 Example i uses key fold_in(key, first_index + i): a batch, its examples one
 at a time and its pieces with their first_index draw the same numbers.
