@@ -11,8 +11,9 @@ chains each and `--steps` transitions of `--leapfrog` leapfrog steps is run
 example (x[i:i+1] with first_index=i, so the draws are the same as in (a)),
 looped on the host and waited on once at the end. Each is compiled once
 beforehand (compile time printed apart) and timed `--rounds` times, the
-best kept. The table gives chain transitions per second (B K T / seconds)
-and the batch's speed-up; it also prints the largest difference between the
+best kept. The table gives chain transitions per second (B K T / seconds;
+the step-size pilot's transitions, `ais.default_pilot_steps(T)` more per
+chain, run in both forms and are not counted) and the batch's speed-up; it also prints the largest difference between the
 two runs' log p(x) estimates, which should be float32 rounding.
 
 Models:

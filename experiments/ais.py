@@ -47,6 +47,10 @@ _LEAPFROG = flags.DEFINE_integer('leapfrog_steps', _DEFAULTS.leapfrog_steps,
                                  'Leapfrog steps per HMC transition.')
 _CHUNK = flags.DEFINE_integer('chunk', _DEFAULTS.chunk,
                               'Images per compiled call (memory, progress).')
+_PILOT = flags.DEFINE_integer('pilot_steps', _DEFAULTS.pilot_steps,
+                              'Transitions of the pilot run that fixes the '
+                              'step sizes (default: steps / 10, at least '
+                              '20; 0: adapt on the chains).')
 _EVERY = flags.DEFINE_float('progress_every', 30.0,
                             'Seconds between progress lines at most.')
 _PLATFORMS = flags.DEFINE_string(
@@ -70,7 +74,8 @@ def main(argv):
       examples=_EXAMPLES.value, chains=_CHAINS.value, steps=_STEPS.value,
       beta_max=_BETA_MAX.value, bdmc_examples=_BDMC.value,
       params=_PARAMS.value, seed=_SEED.value,
-      leapfrog_steps=_LEAPFROG.value, chunk=_CHUNK.value)
+      leapfrog_steps=_LEAPFROG.value, chunk=_CHUNK.value,
+      pilot_steps=_PILOT.value)
   log = lambda line: print(line, flush=True)
   try:
     ais_workdir.ais_any(_WORKDIR.value, settings, log, _EVERY.value)

@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 
 from rdvae.evaluation import ais
+from rdvae.evaluation import hmc
 
 LATENTS, DIMS, SIGMA = 2, 16, 0.5
 _RNG = np.random.default_rng(0)
@@ -258,7 +259,8 @@ def test_a_batch_equals_its_examples_one_at_a_time():
 @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
 def _adapting(key, x, betas, initial_step_size):
   return ais.ais(key, x, *MODEL, betas=betas, num_chains=32,
-                 leapfrog_steps=5, initial_step_size=initial_step_size)
+                 leapfrog_steps=5, initial_step_size=initial_step_size,
+                 warmup_steps=0)
 
 
 @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
@@ -317,3 +319,80 @@ def test_bdmc_sandwiches_log_px_and_its_gap_shrinks_with_more_steps():
   for fewer, more in ((10, 100), (100, 1000)):
     (gap_few, se_few), (gap_more, se_more) = gaps[fewer], gaps[more]
     assert gap_few - gap_more > 3 * math.hypot(se_few, se_more)
+
+
+# The step sizes of the shipped defaults: the warm-up on m(z) and the pilot.
+
+_NARROW = 0.1  # a marginal N(0, 0.1^2 I_8): its eps is far from 1e-3 and 1
+
+
+def _narrow_log_marginal(z):
+  return -0.5 * jnp.sum((z / _NARROW) ** 2)
+
+
+@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+def _warmed(key, initial_step_size):
+  no_decoder = lambda x, z: jnp.zeros(())
+  settings = hmc.Settings(no_decoder, _narrow_log_marginal, 64,
+                          leapfrog_steps=5,
+                          initial_step_size=initial_step_size)
+  draw, warm, test_key = jax.random.split(key, 3)
+  sample = lambda k: _NARROW * jax.random.normal(k, (64, 8))
+  eps = hmc.warmup(settings, warm, jnp.zeros(DIMS), sample(draw))
+  # The acceptance of eps on fresh draws of the marginal.
+  point = hmc.evaluate(settings, jnp.zeros(DIMS), sample(test_key))
+  accept = jax.vmap(lambda k: hmc.transition(
+      settings, k, jnp.zeros(DIMS), point, 0.0, eps)[1].mean())(
+          jax.random.split(test_key, 8))
+  return eps, jnp.mean(accept)
+
+
+def test_warmup_finds_the_marginals_step_size_from_any_start():
+  found = [jax.device_get(_warmed(jax.random.key(9), start))
+           for start in (1e-3, 1.0)]
+  print('warm-up eps and acceptance:', found)
+  for eps, acceptance in found:
+    assert 0.02 < eps < 0.5  # moved far from both starts
+    assert abs(acceptance - 0.65) < 0.1
+  # Acceptance is flat near the target (0.72 at eps 0.098, 0.64 at 0.128 in
+  # the run that set this), so the chains' noise moves the end by tens of
+  # per cent; the starts, 1000 times apart, are forgotten.
+  np.testing.assert_allclose(found[0][0], found[1][0], rtol=0.4)
+
+
+@functools.partial(jax.jit, static_argnames=('pilot_steps', 'warmup_steps'),
+                   compiler_options=FAST_COMPILE)
+def _short(key, x, initial_step_size, pilot_steps, warmup_steps):
+  return ais.ais(key, x, *MODEL, betas=ais.schedule(50), num_chains=32,
+                 leapfrog_steps=5, initial_step_size=initial_step_size,
+                 pilot_steps=pilot_steps, warmup_steps=warmup_steps)
+
+
+def test_the_pilot_makes_a_short_schedule_good_from_a_poor_start():
+  # 50 transitions from eps = 0.002: adapting 2 % a transition on the chains
+  # leaves them nearly still (the known problem of a short schedule); the
+  # warm-up and the pilot fix eps first.
+  x = simulate(10, 16)
+  exact = np.array([exact_log_px(xi) for xi in x.astype(np.float64)])
+  key = jax.random.key(11)
+  old = jax.device_get(_short(key, x, 0.002, 0, 0))
+  new = jax.device_get(_short(key, x, 0.002, None, 30))
+  other = jax.device_get(_short(key, x, 3.0, None, 30))
+  old_error = np.mean(exact - old.log_px)
+  new_error = np.mean(exact - new.log_px)
+  print(f'mean log p(x) error: adapting on the chains {old_error:.3f}, '
+        f'pilot {new_error:.3f}; acceptance {np.mean(old.acceptance):.3f}, '
+        f'{np.mean(new.acceptance):.3f}')
+  assert np.mean(old.acceptance) > 0.95
+  assert 0.45 < np.mean(new.acceptance) < 0.85
+  assert new_error < 0.3 * old_error
+  # The pilot's step sizes hardly depend on where its warm-up started.
+  np.testing.assert_allclose(np.median(new.step_sizes),
+                             np.median(other.step_sizes), rtol=0.2)
+  # The run's kernels were fixed in advance: given the same step sizes,
+  # AIS draws the same numbers.
+  again = jax.device_get(jax.jit(
+      lambda k, x, s: ais.ais(k, x, *MODEL, betas=ais.schedule(50),
+                              num_chains=32, leapfrog_steps=5, step_sizes=s),
+      compiler_options=FAST_COMPILE)(key, x, new.step_sizes))
+  np.testing.assert_allclose(again.log_px, new.log_px, rtol=1e-5, atol=1e-4)

@@ -36,18 +36,18 @@ with the same updates, so their log weights add (b_{t-1} - b_t) log d(x|z)
 bound on -log p(x), and its negation a stochastic UPPER bound on log p(x).
 On simulated data the gap between the two bounds bounds either's error.
 
-HMC (identity mass). Momentum p ~ N(0, I); `leapfrog_steps` leapfrog steps
-of size eps on the potential -log m(z) - b log d(x|z), with gradients from
-`jax.grad` of the caller's functions; Metropolis acceptance with probability
-min(1, exp(-dH)); a proposal whose dH is NaN (from a non-finite density or
-gradient on its trajectory) is rejected.
-
-Step size (after Wu et al., 2017). One eps per example, shared by its K
-chains; after each transition, with a = the chains' mean acceptance
-probability, eps <- clip(eps * (1.02 if a > target else 0.98), *range).
-An adapted eps depends on the chains' past, a slight departure from AIS's
-assumptions that is common practice; `step_sizes` (e.g. a pilot run's) fix
-them in advance instead.
+HMC transitions leave each q_b invariant (`evaluation.hmc`). Their step
+size eps, one per example and transition, is fixed before the chains run,
+by a pilot: a short forward run of K chains of its own (a warm-up on m(z)
+alone, then P transitions along the sub-schedule b_{t_0}, ..., b_{t_P} of
+the schedule, t_j = round(j T / P), its eps adapting quickly towards an
+acceptance rate of 0.65), whose weights are discarded. Transition t of the
+AIS run uses exp of the pilot's log eps interpolated linearly in t between
+the t_j. Fixed in advance, the kernels leave AIS exact: an eps adapted on
+the chains themselves depends on their past, and quickly adapted it can
+push the forward "lower" bound above log p(x). The caller's `step_sizes`
+replace the pilot; pilot_steps = 0 adapts on the chains instead, from the
+warm-up's eps, slowly (2 % a transition), as before the pilot existed.
 
 Example i uses key fold_in(key, first_index + i): a batch, its examples one
 at a time and its pieces with their first_index draw the same numbers.
@@ -62,13 +62,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rdvae.evaluation import hmc
+
 Array = jax.Array
-LogLikelihood = Callable[[Array, Array], Array]  # (x_i, z [Z]) -> scalar
-LogMarginal = Callable[[Array], Array]  # z [Z] -> scalar
+LogLikelihood = hmc.LogLikelihood
+LogMarginal = hmc.LogMarginal
 SampleMarginal = Callable[[Array, int], Array]  # (key, n) -> [n, Z]
 SampleLikelihood = Callable[[Array, Array], Array]  # (key, z [Z]) -> x_i
 
-STEP_SIZE_RANGE = (1e-4, 1.0)
+STEP_SIZE_RANGE = hmc.STEP_SIZE_RANGE
+PILOT_MIN_STEPS = 20
+PILOT_ADAPTATION_RATE = 1.0
+PILOT_STREAM = 0x7FFFFFFF  # the pilot's keys: fold_in(key, this), then i
 
 
 class AISResult(NamedTuple):
@@ -122,27 +127,6 @@ class BDMCResult(NamedTuple):
   forward: AISResult
 
 
-class _Settings(NamedTuple):
-  """What `ais` takes besides the data, with its defaults."""
-  log_likelihood: LogLikelihood
-  log_marginal: LogMarginal
-  num_chains: int
-  leapfrog_steps: int = 10
-  initial_step_size: float | Array = 0.05
-  target_acceptance: float = 0.65
-  step_size_range: tuple[float, float] = STEP_SIZE_RANGE
-  chunk_size: Optional[int] = None
-
-
-class _Point(NamedTuple):
-  """K chain states with their log densities and gradients."""
-  z: Array  # [K, Z]
-  log_d: Array  # [K]
-  log_m: Array  # [K]
-  grad_d: Array  # [K, Z]
-  grad_m: Array  # [K, Z]
-
-
 def schedule(num_steps: int, beta_max: float = 1.0,
              sharpness: float = 4.0) -> Array:
   """The sigmoid schedule of Grosse et al. (2015): float32 [num_steps + 1].
@@ -158,53 +142,6 @@ def schedule(num_steps: int, beta_max: float = 1.0,
   return jnp.asarray(betas, jnp.float32)
 
 
-def _evaluate(settings: _Settings, x: Array, z: Array) -> _Point:
-  """log d(x|z), log m(z) and their gradients for K chains z [K, Z]."""
-  d_and_grad = jax.value_and_grad(settings.log_likelihood, argnums=1)
-  m_and_grad = jax.value_and_grad(settings.log_marginal)
-  log_d, grad_d = jax.vmap(d_and_grad, (None, 0))(x, z)
-  log_m, grad_m = jax.vmap(m_and_grad)(z)
-  return _Point(z, log_d, log_m, grad_d, grad_m)
-
-
-def _hmc(settings: _Settings, key: Array, x: Array, point: _Point,
-         beta: Array, eps: Array) -> tuple[_Point, Array]:
-  """One HMC transition of K chains leaving q_beta invariant.
-
-  Returns the new point and the [K] acceptance probabilities.
-  """
-  momentum_key, accept_key = jax.random.split(key)
-  grad = lambda pt: pt.grad_m + beta * pt.grad_d  # of log q_beta
-  log_q = lambda pt: pt.log_m + beta * pt.log_d
-  p0 = jax.random.normal(momentum_key, point.z.shape, point.z.dtype)
-
-  def leapfrog(_, carry):
-    pt, p = carry
-    pt = _evaluate(settings, x, pt.z + eps * p)
-    return pt, p + eps * grad(pt)
-
-  # Half a momentum step, then full steps, the last of them taken back by
-  # half: the point carries its gradients, so each step evaluates once.
-  proposal, p = jax.lax.fori_loop(0, settings.leapfrog_steps, leapfrog,
-                                  (point, p0 + 0.5 * eps * grad(point)))
-  p = p - 0.5 * eps * grad(proposal)
-  log_ratio = (log_q(proposal) - 0.5 * jnp.sum(p**2, -1)
-               - log_q(point) + 0.5 * jnp.sum(p0**2, -1))
-  log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-  accept = jnp.log(jax.random.uniform(accept_key, log_ratio.shape)) < log_ratio
-  choose = lambda new, old: jnp.where(
-      accept.reshape(accept.shape + (1,) * (new.ndim - 1)), new, old)
-  return (jax.tree.map(choose, proposal, point),
-          jnp.exp(jnp.minimum(log_ratio, 0.0)))
-
-
-def _adapt(settings: _Settings, eps: Array, acceptance: Array) -> Array:
-  """The step-size rule of the module docstring."""
-  factor = jnp.where(jnp.mean(acceptance) > settings.target_acceptance,
-                     1.02, 0.98)
-  return jnp.clip(eps * factor, *settings.step_size_range)
-
-
 def _stderr(log_w: Array) -> Array:
   """Delta-method standard error of log mean_k w_k from log w [K]."""
   k = log_w.shape[-1]
@@ -214,17 +151,19 @@ def _stderr(log_w: Array) -> Array:
   return jnp.sqrt(jnp.maximum(k * sum_sq - 1.0, 0.0) / (k - 1))
 
 
-def _anneal(settings: _Settings, key: Array, x: Array, z0: Array,
-            path: Array, step_sizes: Optional[Array]) -> dict[str, Array]:
+def _anneal(settings: hmc.Settings, key: Array, x: Array, z0: Array,
+            path: Array, step_sizes: Optional[Array],
+            eps0: Array) -> dict[str, Array]:
   """K chains from z0 [K, Z] along path [T + 1] for one example x.
 
   Weights add (path_t - path_{t-1}) log d(x|z_{t-1}), then the chains take
   one HMC step on q_{path_t}. With step_sizes [T] given, transition t uses
-  step_sizes[t - 1] and nothing adapts. Only per-step summaries leave the
-  scan, so memory does not grow with K times T.
+  step_sizes[t - 1] and nothing adapts; else eps starts at eps0 and follows
+  `hmc.adapt`. Only per-step summaries leave the scan, so memory does not
+  grow with K times T.
   """
   num_steps = path.shape[0] - 1
-  start = _evaluate(settings, x, z0)
+  start = hmc.evaluate(settings, x, z0)
   fixed = jnp.zeros((num_steps,)) if step_sizes is None else step_sizes
 
   def transition(carry, inputs):
@@ -232,33 +171,40 @@ def _anneal(settings: _Settings, key: Array, x: Array, z0: Array,
     beta_prev, beta, step_key, fixed_eps = inputs
     eps = eps if step_sizes is None else fixed_eps
     log_w = log_w + (beta - beta_prev) * point.log_d
-    point, acceptance = _hmc(settings, step_key, x, point, beta, eps)
+    point, acceptance = hmc.transition(settings, step_key, x, point, beta,
+                                       eps)
     log_z = jax.scipy.special.logsumexp(log_w) - np.log(log_w.shape[0])
     distortion = -jnp.sum(jax.nn.softmax(log_w) * point.log_d)
-    next_eps = _adapt(settings, eps, acceptance) if step_sizes is None else eps
+    next_eps = (hmc.adapt(settings, eps, acceptance) if step_sizes is None
+                else eps)
     return ((point, log_w, next_eps),
-            (log_z, distortion, jnp.mean(acceptance), eps))
+            (log_z, distortion, jnp.mean(acceptance), eps, next_eps))
 
   carry = (start, jnp.zeros(z0.shape[:1], z0.dtype),
-           jnp.asarray(settings.initial_step_size, z0.dtype))
+           jnp.asarray(eps0, z0.dtype))
   inputs = (path[:-1], path[1:], jax.random.split(key, num_steps), fixed)
-  (_, log_w, eps), (log_z, distortion, acceptance, used) = jax.lax.scan(
-      transition, carry, inputs)
+  (_, log_w, eps), (log_z, distortion, acceptance, used,
+                    adapted) = jax.lax.scan(transition, carry, inputs)
   return dict(
       log_z=jnp.concatenate([jnp.zeros((1,), log_z.dtype), log_z]),
       distortion=jnp.concatenate([-jnp.mean(start.log_d, keepdims=True),
                                   distortion]),
       stderr=_stderr(log_w), acceptance=jnp.mean(acceptance), step_size=eps,
-      step_sizes=used)
+      step_sizes=used, adapted=adapted)
 
 
-def _run(settings: _Settings, key: Array, x: Array, path: Array,
+def _run(settings: hmc.Settings, key: Array, x: Array, path: Array,
          initial: Callable[[Array, Optional[Array]], Array],
          z_exact: Optional[Array], step_sizes: Optional[Array],
-         first_index: int | Array) -> dict[str, Array]:
+         first_index: int | Array,
+         pilot: Optional[Callable[[Array], Array]] = None
+         ) -> dict[str, Array]:
   """`_anneal` for every example i with key fold_in(key, first_index + i).
 
-  initial(key_i, z_exact_i) gives the chains' start [K, Z]. Vmapped over the
+  initial(key_i, z_exact_i) gives the chains' start [K, Z]. When step sizes
+  adapt and pilot (key -> [K, Z] draws of m(z)) is given, `hmc.warmup` on
+  pilot chains of their own sets the first eps; else it is
+  settings.initial_step_size. Vmapped over the
   examples; with a chunk size, `lax.map` over chunks of that many (the last
   padded by repeating the last example), so memory is that of one chunk.
   """
@@ -268,8 +214,12 @@ def _run(settings: _Settings, key: Array, x: Array, path: Array,
 
   def one(i, x_i, z_i, eps_i):
     init_key, chain_key = jax.random.split(jax.random.fold_in(key, i))
+    eps0 = jnp.asarray(settings.initial_step_size, jnp.float32)
+    if step_sizes is None and pilot is not None and settings.warmup_steps:
+      draw_key, warm_key = jax.random.split(jax.random.fold_in(init_key, 1))
+      eps0 = hmc.warmup(settings, warm_key, x_i, pilot(draw_key))
     return _anneal(settings, chain_key, x_i, initial(init_key, z_i), path,
-                   eps_i)
+                   eps_i, eps0)
 
   arrays = jax.tree.map(jnp.asarray, (first_index + jnp.arange(num), x,
                                       z_exact, step_sizes))
@@ -282,6 +232,27 @@ def _run(settings: _Settings, key: Array, x: Array, path: Array,
   return jax.tree.map(lambda o: o.reshape((-1,) + o.shape[2:])[:num], out)
 
 
+def default_pilot_steps(num_steps: int) -> int:
+  """The pilot's P for a schedule of T transitions: T / 10, at least 20 (a
+  tenth of the cost of the run, or all of it for T <= 20)."""
+  return min(num_steps, max(PILOT_MIN_STEPS, num_steps // 10))
+
+
+def _pilot_step_sizes(settings: hmc.Settings, key: Array, x: Array,
+                      betas: Array, initial, pilot, pilot_steps: int,
+                      first_index: int | Array) -> Array:
+  """The pilot of the module docstring: step sizes [B, T] for the run."""
+  num_steps = betas.shape[0] - 1
+  knots = np.round(np.linspace(0, num_steps, pilot_steps + 1)).astype(int)
+  fast = settings._replace(adaptation_rate=PILOT_ADAPTATION_RATE)
+  out = _run(fast, jax.random.fold_in(key, PILOT_STREAM), x, betas[knots],
+             initial, None, None, first_index, pilot)
+  steps = jnp.arange(1, num_steps + 1, dtype=jnp.float32)
+  log_eps = jax.vmap(lambda e: jnp.interp(steps, knots[1:], jnp.log(e)))(
+      out['adapted'])
+  return jnp.exp(log_eps)
+
+
 def ais(key: Array, x: Array, log_likelihood: LogLikelihood,
         log_marginal: LogMarginal, sample_marginal: SampleMarginal, *,
         betas: Array, num_chains: int, leapfrog_steps: int = 10,
@@ -290,6 +261,8 @@ def ais(key: Array, x: Array, log_likelihood: LogLikelihood,
         step_sizes: Optional[Array] = None,
         step_size_range: tuple[float, float] = STEP_SIZE_RANGE,
         chunk_size: Optional[int] = None,
+        warmup_steps: int = 30,
+        pilot_steps: Optional[int] = None,
         first_index: int | Array = 0) -> AISResult:
   """Forward AIS of log p(x) and the rate-distortion curve of a decoder.
 
@@ -307,22 +280,38 @@ def ais(key: Array, x: Array, log_likelihood: LogLikelihood,
     betas: [T + 1] schedule, 0 = b_0 < ... < b_T (e.g. `schedule`).
     num_chains: K chains per example.
     leapfrog_steps: per HMC transition.
-    initial_step_size, target_acceptance: of the step-size rule.
+    initial_step_size: where the warm-up's search starts (where annealing
+      starts for warmup_steps = 0).
+    target_acceptance: of the step-size rules (`evaluation.hmc`).
     step_sizes: [B, T] or [T] step sizes of transitions 1..T (e.g. a pilot
       run's `step_sizes`); then nothing adapts.
     step_size_range: (lowest, highest) adapted eps.
     chunk_size: examples per vmapped chunk (None: all B at once).
+    warmup_steps: transitions at b = 0 on m(z) alone that set the first
+      eps (`hmc.warmup`; 0: none); unused when step_sizes are given.
+    pilot_steps: P, transitions of the pilot that sets the step sizes
+      (module docstring); None: `default_pilot_steps(T)`; 0: no pilot, eps
+      adapts on the chains themselves (`hmc.adapt`, 2 % a transition).
     first_index: index of x[0] in the key stream.
 
   Returns:
     AISResult: log p(x) [B] with standard errors, R_b, D_b [B, T + 1].
   """
-  settings = _Settings(log_likelihood, log_marginal, num_chains,
-                       leapfrog_steps, initial_step_size, target_acceptance,
-                       step_size_range, chunk_size)
+  settings = hmc.Settings(log_likelihood, log_marginal, num_chains,
+                          leapfrog_steps, initial_step_size,
+                          target_acceptance, step_size_range, chunk_size,
+                          warmup_steps)
   betas = jnp.asarray(betas, jnp.float32)
   initial = lambda init_key, _: sample_marginal(init_key, num_chains)
-  out = _run(settings, key, x, betas, initial, None, step_sizes, first_index)
+  pilot = lambda pilot_key: sample_marginal(pilot_key, num_chains)
+  num_steps = betas.shape[0] - 1
+  if pilot_steps is None:
+    pilot_steps = default_pilot_steps(num_steps)
+  if step_sizes is None and pilot_steps:
+    step_sizes = _pilot_step_sizes(settings, key, x, betas, initial, pilot,
+                                   min(pilot_steps, num_steps), first_index)
+  out = _run(settings, key, x, betas, initial, None, step_sizes, first_index,
+             pilot)
   return AISResult(
       log_px=out['log_z'][:, -1], log_px_stderr=out['stderr'], betas=betas,
       rate=-out['log_z'] - betas * out['distortion'],
@@ -345,12 +334,14 @@ def reverse_ais(key: Array, x: Array, z_exact: Array,
 
   The arguments are those of `ais` (betas is the forward schedule; settings
   are leapfrog_steps, initial_step_size, target_acceptance, step_size_range,
-  chunk_size), except that step_sizes [B, T] or [T] are those of the FORWARD
+  chunk_size; warmup_steps is ignored: the chains start at b_T, not at 0),
+  except that step_sizes [B, T] or [T] are those of the FORWARD
   transitions at b_1..b_T (e.g. `AISResult.step_sizes`): the reverse
   transition at b_t uses the forward one's, that at b_0 the one at b_1.
   None: adapt.
   """
-  settings = _Settings(log_likelihood, log_marginal, num_chains, **settings)
+  settings = hmc.Settings(log_likelihood, log_marginal, num_chains,
+                          **settings)
   path = jnp.asarray(betas, jnp.float32)[::-1]
   if step_sizes is not None:
     forward = jnp.broadcast_to(step_sizes, (x.shape[0], path.shape[0] - 1))
@@ -370,11 +361,11 @@ def bdmc(key: Array, log_likelihood: LogLikelihood,
   """BDMC: log p(x) between forward and reverse AIS on simulated data.
 
   Draws z_i ~ m(z), x_i ~ sample_likelihood(key, z_i) = one draw of
-  d(x|z_i), for i < num_examples (B). Forward AIS (`ais`, adapting its step
-  sizes) gives lower <= log p(x), reverse AIS (`reverse_ais` from z_i with
-  the forward run's step sizes, so its kernels are fixed in advance) gives
-  upper >= log p(x), both in expectation. The other arguments and settings
-  are those of `ais`.
+  d(x|z_i), for i < num_examples (B). Forward AIS (`ais`, its step sizes
+  set by its pilot) gives lower <= log p(x), reverse AIS (`reverse_ais` from
+  z_i with the forward run's step sizes, the same kernels, fixed in advance)
+  gives upper >= log p(x), both in expectation. The other arguments and
+  settings are those of `ais`.
   """
   z_key, x_key, forward_key, reverse_key = jax.random.split(key, 4)
   z = sample_marginal(z_key, num_examples)
@@ -382,6 +373,7 @@ def bdmc(key: Array, log_likelihood: LogLikelihood,
   forward = ais(forward_key, x, log_likelihood, log_marginal,
                 sample_marginal, betas=betas, num_chains=num_chains,
                 **settings)
+  settings.pop('pilot_steps', None)
   reverse = reverse_ais(reverse_key, x, z, log_likelihood, log_marginal,
                         betas=betas, num_chains=num_chains,
                         step_sizes=forward.step_sizes, **settings)

@@ -53,7 +53,9 @@ class Settings:
   beta (1: log p(x)). bdmc_examples: simulated images for BDMC (0: none).
   params: 'last' or 'best' checkpoint. leapfrog_steps: per HMC transition.
   chunk: images per compiled call (memory and progress; no effect on the
-  numbers, since image i draws with fold_in(key, i)).
+  numbers, since image i draws with fold_in(key, i)). pilot_steps: of the
+  pilot run that fixes the step sizes (`evaluation.ais`; None: its default,
+  T / 10 and at least 20; 0: adapt on the chains).
   """
 
   examples: int = 100
@@ -65,6 +67,7 @@ class Settings:
   seed: int = 0
   leapfrog_steps: int = 10
   chunk: int = 10
+  pilot_steps: Optional[int] = None
 
   def check(self) -> None:
     for name in ('examples', 'bdmc_examples'):
@@ -73,6 +76,8 @@ class Settings:
     for name in ('chains', 'steps', 'leapfrog_steps', 'chunk'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name}={getattr(self, name)} must be >= 1')
+    if self.pilot_steps is not None and self.pilot_steps < 0:
+      raise ValueError(f'pilot_steps={self.pilot_steps} must be >= 0')
     if not self.beta_max > 0:
       raise ValueError(f'beta_max={self.beta_max} must be > 0')
     if self.params not in measures.PARAMS:
@@ -120,21 +125,23 @@ class Progress:
 
 @functools.lru_cache(maxsize=8)
 def _programs(model: Any, chains: int, leapfrog_steps: int, chunk: int,
-              bdmc_examples: int) -> tuple[Callable, Callable]:
+              bdmc_examples: int, pilot_steps: Optional[int]
+              ) -> tuple[Callable, Callable]:
   """The jitted forward-AIS and BDMC programs of a model (params traced)."""
 
   def forward(params, key, x, betas, first_index):
     d = ais_model.densities(model, params)
     return ais.ais(key, x, d.log_likelihood, d.log_marginal,
                    d.sample_marginal, betas=betas, num_chains=chains,
-                   leapfrog_steps=leapfrog_steps, first_index=first_index)
+                   leapfrog_steps=leapfrog_steps, pilot_steps=pilot_steps,
+                   first_index=first_index)
 
   def bdmc(params, key, betas):
     d = ais_model.densities(model, params)
     out = ais.bdmc(key, d.log_likelihood, d.log_marginal, d.sample_marginal,
                    d.sample_likelihood, bdmc_examples, betas=betas,
                    num_chains=chains, leapfrog_steps=leapfrog_steps,
-                   chunk_size=chunk)
+                   chunk_size=chunk, pilot_steps=pilot_steps)
     log_d = jax.vmap(d.log_likelihood)(out.x, out.z)
     return out.lower, out.upper, log_d
 
@@ -192,7 +199,9 @@ def _mean(values: np.ndarray) -> Optional[float]:
   return value if np.isfinite(value) else None
 
 
-def _restore(workdir: str, params: str):
+def restore(workdir: str, params: str) -> tuple[Any, Any, int]:
+  """(the run rebuilt from config.json, its 'last' or 'best' parameters,
+  their step)."""
   config = reevaluate.saved_config(workdir, {})
   programs.validate(config)
   run = programs.create_run(config)
@@ -207,7 +216,7 @@ def ais_workdir(workdir: str, settings: Settings, log: Log = print,
   record written to ais.json, or None when an ais.json with these settings
   exists already (unless `force`)."""
   settings.check()
-  run, params, step = _restore(workdir, settings.params)
+  run, params, step = restore(workdir, settings.params)
   indices = example_indices(run.data.test.shape[0], settings.examples,
                             settings.seed)
   wanted = _settings_record(settings, indices, step)
@@ -222,7 +231,7 @@ def ais_workdir(workdir: str, settings: Settings, log: Log = print,
   forward, bdmc = _programs(run.model, settings.chains,
                             settings.leapfrog_steps,
                             min(settings.chunk, len(indices)),
-                            settings.bdmc_examples)
+                            settings.bdmc_examples, settings.pilot_steps)
   betas = ais.schedule(settings.steps, settings.beta_max)
   key = jax.random.key(settings.seed)
   point = os.path.basename(os.path.normpath(workdir))
