@@ -24,7 +24,13 @@ def simple_encoder(config: ml_collections.ConfigDict,
 
 def simple_decoder(config: ml_collections.ConfigDict,
                     image_shape: ImageShape) -> nn.Module:
-  del config
+  """The deconvolutional decoder with `model.likelihood` (resolved by
+  `model.for_values`; '' or absent: Bernoulli)."""
+  m = config.model
+  if m.get('likelihood') == 'logistic_mixture':
+    return decoders.DeconvDecoder(
+        image_shape=image_shape, likelihood='logistic_mixture',
+        mixture_components=m.mixture_components)
   return decoders.DeconvDecoder(image_shape=image_shape)
 
 
