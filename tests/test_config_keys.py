@@ -154,7 +154,11 @@ FAKE_TFDS_DIR = '/nonexistent/tfds'
 
 CHOICES = {
     'image': {
-        'dataset.name': sources.NAMES, 'dataset.source': sources.SOURCES,
+        'dataset.name': sources.NAMES,
+        # 'arrays' takes its splits from Python (data=, tests/test_eight_bit).
+        'dataset.source': tuple(s for s in sources.SOURCES if s != 'arrays'),
+        'dataset.values': sources.VALUES,
+        'model.likelihood': ('',) + model_lib.LIKELIHOODS,
         'model.family': model_lib.FAMILIES,
         'train.parallel': parallel.NAMES,
     },
@@ -184,6 +188,8 @@ def _backend_unroll() -> bool:
 ALTERNATIVES: dict[str, Callable[[Any], list]] = {
     'dataset.path': lambda v: [WORLD['npz']] if v != WORLD['npz'] else [''],
     'dataset.tfds_data_dir': lambda v: ['' if v else FAKE_TFDS_DIR],
+    **{f'dataset.{k}': lambda v: ['' if v else 'train[:50%]']
+       for k in sources.SPLIT_KEYS},
     'dataset.class_probs': lambda v: [(0.5, 0.5), (0.7, 0.3)],
     'dataset.class_means': lambda v: [tuple(reversed(v))],
     'train.scan_unroll': lambda v: [not (_backend_unroll() if v is None
@@ -329,6 +335,11 @@ COMPANIONS: dict[str, Callable[[Any], dict]] = {
     'dataset.path': _when('dataset.source', lambda v: v == 'npz', 'npz'),
     'dataset.tfds_data_dir': _when('dataset.source', lambda v: v == 'tfds',
                                    'tfds'),
+    **{f'dataset.{k}': _when('dataset.source', lambda v: v == 'tfds', 'tfds')
+       for k in sources.SPLIT_KEYS},
+    'model.mixture_components': _when(
+        'model.likelihood', lambda v: v == 'logistic_mixture',
+        'logistic_mixture'),
     'dataset.source': lambda c: (
         {'dataset.path': WORLD['npz']}
         if c.dataset.get('source') == 'tfds' and not c.dataset.get('path')
@@ -400,6 +411,11 @@ KNOWN_INERT = {
     'dataset.tfds_data_dir': ({'dataset.source': 'npz'},
                               'the TFDS directory; the npz source never '
                               'reads it'),
+    **{f'dataset.{k}': ({'dataset.source': 'npz'},
+                        'a TFDS split; the npz source never reads it')
+       for k in sources.SPLIT_KEYS},
+    'model.mixture_components': ({'model.likelihood': 'bernoulli'},
+                                 'the logistics of the 8-bit likelihood'),
     **{f'model.{k}': ({'model.family': '---'},
                       'the flows of a + encoder or marginal')
        for k in ('flow_steps', 'made_hidden', 'made_layers')},
@@ -445,10 +461,12 @@ def _companions(config, key: str) -> dict[str, Any]:
 # ------------------------------------------------------------ fingerprints
 
 
-def _fake_tfds(name: str, data_dir=None) -> dict[str, np.ndarray]:
+def _fake_tfds(name: str, data_dir=None,
+               splits=None) -> dict[str, np.ndarray]:
   """Stand-in TFDS: a few random binary images, different for each
-  (name, data_dir)."""
-  rng = np.random.default_rng(zlib.crc32(f'{name}|{data_dir}'.encode()))
+  (name, data_dir, splits)."""
+  rng = np.random.default_rng(
+      zlib.crc32(f'{name}|{data_dir}|{splits}'.encode()))
   return {split: rng.integers(0, 2, (n,) + sources.IMAGE_SHAPE, np.uint8)
           for split, n in (('train', 16), ('validation', 12), ('test', 12))}
 
@@ -922,7 +940,7 @@ def test_adam_b2_changes_training(monkeypatch):
   """Two steps of the smoke MNIST config (a tiny model in place of the
   family's): b2 = 0.999 and 0.5 start from the same parameters and end
   apart."""
-  monkeypatch.setattr(model_lib, 'create_model', lambda config, shape, components=None:
+  monkeypatch.setattr(model_lib, 'create_model', lambda config, shape, components=None, values='binary':
                       tiny_model.TinyModel(image_shape=tuple(shape)))
   start, end = {}, {}
   for b2 in (0.999, 0.5):

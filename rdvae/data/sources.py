@@ -28,8 +28,9 @@ Config keys (section `dataset`, declared by `default_config`):
                          e.g. 'train[:90%]' and 'train[90%:]'.
   dataset.values         'auto', 'binary' or '8bit' (`images`).
 
-binarized_mnist and omniglot are binary by construction: 'auto' takes them as
-binary, so a stray value above 1 is an error rather than 8-bit data.
+binarized_mnist and omniglot from TFDS, and packed bits, are binary by
+construction: 'auto' takes them as binary, so a stray value above 1 is an
+error rather than 8-bit data.
 
 The TFDS path reads through `tfds.data_source` (ArrayRecord files, random
 access, decoded with numpy and PIL): reading needs no TensorFlow. *Preparing*
@@ -55,7 +56,7 @@ from rdvae import validation
 from rdvae.data import images as images_lib
 from rdvae.data.tfds_source import load_tfds
 
-NAMES = ('binarized_mnist', 'omniglot')  # binary by construction
+NAMES = ('binarized_mnist', 'omniglot')  # binary by construction in TFDS
 SOURCES = ('tfds', 'npz', 'arrays')
 VALUES = images_lib.VALUES
 SPLIT_KEYS = ('train_split', 'valid_split', 'test_split')
@@ -243,7 +244,8 @@ def declared(config: ml_collections.ConfigDict
              images_lib.as_images(np.empty((0,) + stored[1:])).shape[1:])
     if len(stored) == 2 and values == 'auto':
       values = 'binary'
-  if values == 'auto' and config.dataset.name in NAMES:
+  if (values == 'auto' and config.dataset.source == 'tfds'
+      and config.dataset.name in NAMES):
     values = 'binary'
   return shape, (None if values == 'auto' else values)
 
@@ -315,8 +317,8 @@ def create_dataset(config: ml_collections.ConfigDict,
   else:
     splits = load_tfds(c.name, c.tfds_data_dir or None, _tfds_splits(config))
   splits = images_lib.check_splits(splits, where)
-  if values == 'auto' and (c.name in NAMES or c.source == 'npz'
-                           and _packed(_npz_path(config))):
+  if values == 'auto' and (c.source == 'tfds' and c.name in NAMES or
+                           c.source == 'npz' and _packed(_npz_path(config))):
     values = 'binary'  # binary by construction: a value above 1 is an error
   values = images_lib.resolve_values(splits, values, where)
   return Dataset(name=c.name, image_shape=splits['train'].shape[1:],

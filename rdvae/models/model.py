@@ -12,7 +12,8 @@ Likelihood. The decoders' d(x|z) follows the data's values
 the discretized logistic mixture of PixelCNN++ for 8-bit ones
 (`logistic_mixture`, `model.mixture_components` logistics per pixel).
 `model.likelihood` ('' by the data, 'bernoulli', 'logistic_mixture')
-overrides the choice; a likelihood that cannot score the data is an error.
+overrides the choice: the mixture also scores binary images (as the values 0
+and 255); Bernoulli pixels cannot score 8-bit images, an error.
 """
 
 from __future__ import annotations
@@ -181,9 +182,11 @@ def _check_keys(config: ml_collections.ConfigDict, image_shape: ImageShape,
 def likelihood(config: ml_collections.ConfigDict, values: str) -> str:
   """`model.likelihood` for data of `values` ('binary' | '8bit'), '' resolved.
 
+  The mixture scores binary images too, as the 8-bit values 0 and 255 (a
+  distribution over 256 levels of which the data use two).
+
   Raises:
-    ConfigError: an unknown likelihood, or one that cannot score the data:
-      Bernoulli pixels on 8-bit images, or the 8-bit mixture on binary ones.
+    ConfigError: an unknown likelihood, or Bernoulli pixels on 8-bit images.
   """
   chosen = config.model.get('likelihood', '')
   if chosen not in ('',) + LIKELIHOODS:
@@ -191,13 +194,11 @@ def likelihood(config: ml_collections.ConfigDict, values: str) -> str:
         f'config.model.likelihood={chosen!r} is not one of the allowed values '
         f"{('',) + LIKELIHOODS} ('' chooses by the data's values)")
   resolved = chosen or LIKELIHOOD_OF_VALUES[values]
-  if resolved != LIKELIHOOD_OF_VALUES[values]:
-    what = {'bernoulli': 'binary pixels (0 and 1)',
-            'logistic_mixture': '8-bit values (0..255)'}[resolved]
+  if resolved == 'bernoulli' and values != 'binary':
     raise validation.ConfigError(
-        f'config.model.likelihood={chosen!r} models {what}, but the data are '
-        f"{values} (dataset.values); use '' or "
-        f'{LIKELIHOOD_OF_VALUES[values]!r}, or declare dataset.values')
+        f'config.model.likelihood={chosen!r} models binary pixels (0 and 1), '
+        f"but the data are {values} (dataset.values); use '' or "
+        "'logistic_mixture', or binarize the data")
   return resolved
 
 
