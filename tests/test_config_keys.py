@@ -157,8 +157,6 @@ CHOICES = {
         'dataset.name': sources.NAMES,
         # 'arrays' takes its splits from Python (data=, tests/test_eight_bit).
         'dataset.source': tuple(s for s in sources.SOURCES if s != 'arrays'),
-        'dataset.values': sources.VALUES,
-        'model.likelihood': ('',) + model_lib.LIKELIHOODS,
         'model.family': model_lib.FAMILIES,
         'train.parallel': parallel.NAMES,
     },
@@ -190,6 +188,11 @@ ALTERNATIVES: dict[str, Callable[[Any], list]] = {
     'dataset.tfds_data_dir': lambda v: ['' if v else FAKE_TFDS_DIR],
     **{f'dataset.{k}': lambda v: ['' if v else 'train[:50%]']
        for k in sources.SPLIT_KEYS},
+    # On binary images 'auto', 'binary' and '' are the same choice; '8bit'
+    # and the mixture act.
+    'dataset.values': lambda v: ['8bit'] if v != '8bit' else ['auto'],
+    'model.likelihood': lambda v: (['logistic_mixture']
+                                   if v != 'logistic_mixture' else ['']),
     'dataset.class_probs': lambda v: [(0.5, 0.5), (0.7, 0.3)],
     'dataset.class_means': lambda v: [tuple(reversed(v))],
     'train.scan_unroll': lambda v: [not (_backend_unroll() if v is None
@@ -318,6 +321,7 @@ _CONSTRAINED = _rate_positive(_needs_kind(objectives.CONSTRAINED,
                                           'rate_constraint'))
 _FLOW = _family(0, '+')      # an IAF encoder (or a MAF marginal)
 _PIXELCNN = _family(1, '+')
+_DECONV = _family(1, '-')
 _VAMP = _family(2, 'v')
 
 # The settings under which a key acts (a function of the config: {} where it
@@ -337,13 +341,16 @@ COMPANIONS: dict[str, Callable[[Any], dict]] = {
                                    'tfds'),
     **{f'dataset.{k}': _when('dataset.source', lambda v: v == 'tfds', 'tfds')
        for k in sources.SPLIT_KEYS},
-    'model.mixture_components': _when(
-        'model.likelihood', lambda v: v == 'logistic_mixture',
-        'logistic_mixture'),
+    'model.mixture_components': lambda c: {
+        **_when('model.likelihood', lambda v: v == 'logistic_mixture',
+                'logistic_mixture')(c), **_DECONV(c)},
+    # The mixture is built for the deconvolutional decoder only.
+    'model.likelihood': lambda c: _DECONV(c),
+    'dataset.values': lambda c: _DECONV(c),
     'dataset.source': lambda c: (
         {'dataset.path': WORLD['npz']}
         if c.dataset.get('source') == 'tfds' and not c.dataset.get('path')
-        and c.dataset.name == 'omniglot' else {}),
+        and c.dataset.name != 'binarized_mnist' else {}),
     'model.flow_steps': _FLOW, 'model.made_hidden': _FLOW,
     'model.made_layers': _FLOW,
     'model.pixelcnn_features': _PIXELCNN,
