@@ -9,8 +9,9 @@ train is TFDS train[:90%] (45,000 images), validation train[90%:] (5,000),
 test TFDS test (10,000). Results are in nats per image and in bits per
 dimension (`bpd`, `distortion_bpd`, `iwae_bpd`; 3,072 dimensions).
 
-The families with the '+' decoder (PixelCNN++) are refused on 8-bit data:
-8-bit PixelCNN++ decoding is not built. TFDS must have prepared `cifar10`
+The families with the '+' decoder (PixelCNN++) are refused on CIFAR-10:
+colour PixelCNN++ decoding is not built (8-bit grey images take it). TFDS
+must have prepared `cifar10`
 (that step needs TensorFlow and a network; reading it afterwards does not).
 
 Variants:

@@ -321,7 +321,6 @@ _CONSTRAINED = _rate_positive(_needs_kind(objectives.CONSTRAINED,
                                           'rate_constraint'))
 _FLOW = _family(0, '+')      # an IAF encoder (or a MAF marginal)
 _PIXELCNN = _family(1, '+')
-_DECONV = _family(1, '-')
 _VAMP = _family(2, 'v')
 
 # The settings under which a key acts (a function of the config: {} where it
@@ -341,12 +340,9 @@ COMPANIONS: dict[str, Callable[[Any], dict]] = {
                                    'tfds'),
     **{f'dataset.{k}': _when('dataset.source', lambda v: v == 'tfds', 'tfds')
        for k in sources.SPLIT_KEYS},
-    'model.mixture_components': lambda c: {
-        **_when('model.likelihood', lambda v: v == 'logistic_mixture',
-                'logistic_mixture')(c), **_DECONV(c)},
-    # The mixture is built for the deconvolutional decoder only.
-    'model.likelihood': lambda c: _DECONV(c),
-    'dataset.values': lambda c: _DECONV(c),
+    'model.mixture_components': _when(
+        'model.likelihood', lambda v: v == 'logistic_mixture',
+        'logistic_mixture'),
     'dataset.source': lambda c: (
         {'dataset.path': WORLD['npz']}
         if c.dataset.get('source') == 'tfds' and not c.dataset.get('path')

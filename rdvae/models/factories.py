@@ -37,11 +37,14 @@ def simple_decoder(config: ml_collections.ConfigDict,
 def pixelcnn_decoder(config: ml_collections.ConfigDict,
                       image_shape: ImageShape) -> nn.Module:
   m = config.model
+  mixture = ({'likelihood': 'logistic_mixture',
+              'mixture_components': m.mixture_components}
+             if m.get('likelihood') == 'logistic_mixture' else {})
   return decoders.PixelCNNDecoder(
       image_shape=image_shape,
       features=m.pixelcnn_features,
       resnets_per_block=m.pixelcnn_resnets_per_block,
-      num_scales=m.pixelcnn_scales)
+      num_scales=m.pixelcnn_scales, **mixture)
 
 
 def standard_normal(config: ml_collections.ConfigDict,

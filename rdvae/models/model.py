@@ -217,15 +217,10 @@ def for_values(config: ml_collections.ConfigDict,
   return config
 
 
-def _check_likelihood(config, family: str, user, values: str) -> None:
+def _check_likelihood(config, user, values: str) -> None:
   resolved = likelihood(config, values)
   if resolved == 'logistic_mixture' and 'decoder' not in user:
     validation.check_positive_int(config, 'model.mixture_components')
-    if family[1] == '+':
-      raise validation.ConfigError(
-          f'config.model.family={family!r}: 8-bit PixelCNN++ decoding (the '
-          "discretized logistic mixture in the '+' decoder) is not built; "
-          "use the '-' decoder for 8-bit data, or binary data")
 
 
 def _assemble(config, image_shape: ImageShape, family: str,
@@ -270,7 +265,7 @@ def validate(config: ml_collections.ConfigDict, image_shape,
           f'config.model.family={family!r}: the {letter!r} {part} is not '
           f'available yet (available {part}s: {tuple(registry)})')
   if values is not None:
-    _check_likelihood(config, family, user, values)
+    _check_likelihood(config, user, values)
     config = for_values(config, values)
   if image_shape is None:
     return user
