@@ -29,12 +29,12 @@ BUDGET = {
     'eval.batch_size': 60,
     'eval.iwae_samples': 10,
     'eval.num_grid_images': 8,
-    'eval.generative_samples': 180,
+    'eval.generative_samples': 90,
     'train.steps_per_dispatch': 2,
     'train.scan_unroll': True,
 }
-SIMPLE_STEPS = 600
-PIXELCNN_STEPS = 200
+SIMPLE_STEPS = 300
+PIXELCNN_STEPS = 100
 BETAS = (0.3, 1.0, 3.0)
 
 
