@@ -224,9 +224,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if source == 'npz':
     if name != 'binarized_mnist' and not path:
       raise validation.ConfigError(
-          f"config.dataset.path='' but dataset.name={name!r} with "
-          "dataset.source='npz' needs a path: only binarized_mnist is "
-          "packaged (write an .npz of uint8 images, or use source 'tfds')")
+          f"config.dataset.name={name!r} with dataset.source='npz' needs a "
+          "file in config.dataset.path: only binarized_mnist is packaged "
+          "(path=''); write an .npz of uint8 images, or use source 'tfds'")
     check_npz(_npz_path(config))
 
 
