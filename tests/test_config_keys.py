@@ -106,6 +106,12 @@ def _shipped() -> dict[str, ml_collections.ConfigDict]:
 
 
 SHIPPED = _shipped()
+# The walk builds far more runs than the 16 specs whose evaluation programs a
+# process keeps (evaluator._programs); keep them all here, so that two runs
+# of one spec share one Programs and compare equal by identity whatever
+# number of runs came between them.
+evaluator_lib._programs = functools.lru_cache(maxsize=None)(  # pylint: disable=protected-access
+    evaluator_lib._programs.__wrapped__)  # pylint: disable=protected-access
 # Where each task's keys are checked: its smoke config (the image one over
 # 10 steps: at 4, half held, the linear and cosine decays take equal values).
 BASES = {'image': 'configs/mnist:smoke', 'toy': 'configs/toy:smoke'}
