@@ -18,6 +18,7 @@ import pytest
 
 from configs import cifar10
 from configs import mnist
+import rdvae
 from rdvae import validation
 from rdvae.data import sources
 from rdvae.runtime import parallel
@@ -184,6 +185,14 @@ def test_uniform_decoder_reports_eight_bits_per_dimension(tmp_path):
       np.prod(SHAPE) * math.log(256), rel=1e-6)
   assert results['distortion_bpd'] == pytest.approx(8.0, abs=1e-5)
   assert results['test/distortion_bpd'] == pytest.approx(8.0, abs=1e-5)
+  # The run loads with the same arrays: its R and D on the measured subset.
+  model = rdvae.load(str(tmp_path / 'run'), data=data,
+                     components={'decoder': UniformDecoder(SHAPE)})
+  assert model.dataset.values == '8bit' and model.model.max_value == 255
+  rate, distortion = model.rate_distortion(model.eval_subset('test'))
+  assert float(np.mean(rate)) == pytest.approx(results['rate'], abs=1e-5)
+  np.testing.assert_allclose(distortion, np.prod(SHAPE) * math.log(256),
+                             rtol=1e-6)
 
 
 def test_values_auto_and_declared():
