@@ -1,18 +1,23 @@
 r"""python -m experiments.main --config=configs/default.py --workdir=runs/default
 
-Every key of the image experiments (binarized MNIST, Omniglot), at the
+Every key of the image experiments (binarized MNIST, Omniglot, CIFAR-10,
+your own binary or 8-bit images), at the
 paper's setting for the simple family (-,-,-) on static binarized MNIST
 (Appendix F). The other config files start from this one and override a few
 keys; `--config.<key>=<value>` overrides any key from the command line. The
 config is locked: a misspelt key is an error.
 
 Sections (each module documents and validates its own):
-  dataset.*    rdvae/data/sources.py: name, source ('npz' | 'tfds'), path ('' = the
-               packaged binarized MNIST), tfds_data_dir ('' = TFDS default).
+  dataset.*    rdvae/data/sources.py: name, source ('npz' | 'tfds' |
+               'arrays'), path ('' = the packaged binarized MNIST; else an
+               .npz of uint8 images), tfds_data_dir ('' = TFDS default),
+               train_split, valid_split, test_split (TFDS splits, '' = the
+               dataset's own), values ('auto' | 'binary' | '8bit').
   model.*      rdvae/models/model.py: family (the paper's tuple, e.g. '---'),
                latent_dim; encoder, decoder, marginal ('' = the family
                letter's, or a user's 'package.module:factory',
-               docs/models.md).
+               docs/models.md); likelihood ('' = by the data's values,
+               'bernoulli', 'logistic_mixture'), mixture_components.
   objective.*  rdvae/objectives/losses.py: kind, beta, rate, distortion, schedules,
                multiplier settings.
   optim.*      rdvae/training/optim.py: Adam on block-normalized gradients; lr held for

@@ -263,7 +263,7 @@ def test_non_binary_values_are_refused(monkeypatch, tmp_path):
   images = np.zeros((16,) + data.IMAGE_SHAPE, np.uint8)
   bad = images.copy()
   bad[3, 5, 5, 0] = 255
-  monkeypatch.setattr(data, 'load_tfds', lambda name, data_dir: {
+  monkeypatch.setattr(data, 'load_tfds', lambda name, data_dir, splits: {
       'train': images, 'validation': bad, 'test': images})
   config = mnist.get_config('smoke')
   config.dataset.source = 'tfds'

@@ -106,6 +106,12 @@ def _shipped() -> dict[str, ml_collections.ConfigDict]:
 
 
 SHIPPED = _shipped()
+# The walk builds far more runs than the 16 specs whose evaluation programs a
+# process keeps (evaluator._programs); keep them all here, so that two runs
+# of one spec share one Programs and compare equal by identity whatever
+# number of runs came between them.
+evaluator_lib._programs = functools.lru_cache(maxsize=None)(  # pylint: disable=protected-access
+    evaluator_lib._programs.__wrapped__)  # pylint: disable=protected-access
 # Where each task's keys are checked: its smoke config (the image one over
 # 10 steps: at 4, half held, the linear and cosine decays take equal values).
 BASES = {'image': 'configs/mnist:smoke', 'toy': 'configs/toy:smoke'}
@@ -154,7 +160,9 @@ FAKE_TFDS_DIR = '/nonexistent/tfds'
 
 CHOICES = {
     'image': {
-        'dataset.name': sources.NAMES, 'dataset.source': sources.SOURCES,
+        'dataset.name': sources.NAMES,
+        # 'arrays' takes its splits from Python (data=, tests/test_eight_bit).
+        'dataset.source': tuple(s for s in sources.SOURCES if s != 'arrays'),
         'model.family': model_lib.FAMILIES,
         'train.parallel': parallel.NAMES,
     },
@@ -184,6 +192,13 @@ def _backend_unroll() -> bool:
 ALTERNATIVES: dict[str, Callable[[Any], list]] = {
     'dataset.path': lambda v: [WORLD['npz']] if v != WORLD['npz'] else [''],
     'dataset.tfds_data_dir': lambda v: ['' if v else FAKE_TFDS_DIR],
+    **{f'dataset.{k}': lambda v: ['' if v else 'train[:50%]']
+       for k in sources.SPLIT_KEYS},
+    # On binary images 'auto', 'binary' and '' are the same choice; '8bit'
+    # and the mixture act.
+    'dataset.values': lambda v: ['8bit'] if v != '8bit' else ['auto'],
+    'model.likelihood': lambda v: (['logistic_mixture']
+                                   if v != 'logistic_mixture' else ['']),
     'dataset.class_probs': lambda v: [(0.5, 0.5), (0.7, 0.3)],
     'dataset.class_means': lambda v: [tuple(reversed(v))],
     'train.scan_unroll': lambda v: [not (_backend_unroll() if v is None
@@ -329,10 +344,15 @@ COMPANIONS: dict[str, Callable[[Any], dict]] = {
     'dataset.path': _when('dataset.source', lambda v: v == 'npz', 'npz'),
     'dataset.tfds_data_dir': _when('dataset.source', lambda v: v == 'tfds',
                                    'tfds'),
+    **{f'dataset.{k}': _when('dataset.source', lambda v: v == 'tfds', 'tfds')
+       for k in sources.SPLIT_KEYS},
+    'model.mixture_components': _when(
+        'model.likelihood', lambda v: v == 'logistic_mixture',
+        'logistic_mixture'),
     'dataset.source': lambda c: (
         {'dataset.path': WORLD['npz']}
         if c.dataset.get('source') == 'tfds' and not c.dataset.get('path')
-        and c.dataset.name == 'omniglot' else {}),
+        and c.dataset.name != 'binarized_mnist' else {}),
     'model.flow_steps': _FLOW, 'model.made_hidden': _FLOW,
     'model.made_layers': _FLOW,
     'model.pixelcnn_features': _PIXELCNN,
@@ -400,6 +420,11 @@ KNOWN_INERT = {
     'dataset.tfds_data_dir': ({'dataset.source': 'npz'},
                               'the TFDS directory; the npz source never '
                               'reads it'),
+    **{f'dataset.{k}': ({'dataset.source': 'npz'},
+                        'a TFDS split; the npz source never reads it')
+       for k in sources.SPLIT_KEYS},
+    'model.mixture_components': ({'model.likelihood': 'bernoulli'},
+                                 'the logistics of the 8-bit likelihood'),
     **{f'model.{k}': ({'model.family': '---'},
                       'the flows of a + encoder or marginal')
        for k in ('flow_steps', 'made_hidden', 'made_layers')},
@@ -445,10 +470,12 @@ def _companions(config, key: str) -> dict[str, Any]:
 # ------------------------------------------------------------ fingerprints
 
 
-def _fake_tfds(name: str, data_dir=None) -> dict[str, np.ndarray]:
+def _fake_tfds(name: str, data_dir=None,
+               splits=None) -> dict[str, np.ndarray]:
   """Stand-in TFDS: a few random binary images, different for each
-  (name, data_dir)."""
-  rng = np.random.default_rng(zlib.crc32(f'{name}|{data_dir}'.encode()))
+  (name, data_dir, splits)."""
+  rng = np.random.default_rng(
+      zlib.crc32(f'{name}|{data_dir}|{splits}'.encode()))
   return {split: rng.integers(0, 2, (n,) + sources.IMAGE_SHAPE, np.uint8)
           for split, n in (('train', 16), ('validation', 12), ('test', 12))}
 
@@ -922,7 +949,7 @@ def test_adam_b2_changes_training(monkeypatch):
   """Two steps of the smoke MNIST config (a tiny model in place of the
   family's): b2 = 0.999 and 0.5 start from the same parameters and end
   apart."""
-  monkeypatch.setattr(model_lib, 'create_model', lambda config, shape, components=None:
+  monkeypatch.setattr(model_lib, 'create_model', lambda config, shape, components=None, values='binary':
                       tiny_model.TinyModel(image_shape=tuple(shape)))
   start, end = {}, {}
   for b2 in (0.999, 0.5):

@@ -19,6 +19,7 @@ from tensorflow_datasets.image_classification import (
     omniglot as omniglot_builder)
 
 from rdvae.data import sources as data
+from rdvae.data import tfds_source
 
 from rdvae.data import batching
 from rdvae import validation
@@ -158,7 +159,12 @@ def test_validate_rejects(case, tmp_path):
 def test_validate_names_allowed_values():
   with pytest.raises(validation.ConfigError) as info:
     data.validate(_config(name='mnist'))
-  assert "'binarized_mnist', 'omniglot'" in str(info.value)
+  assert "dataset.name='mnist'" in str(info.value)
+  assert 'only binarized_mnist is packaged' in str(info.value)
+  with pytest.raises(validation.ConfigError) as info:
+    data.validate(_config(values='16bit'))
+  assert "config.dataset.values='16bit'" in str(info.value)
+  assert "('auto', 'binary', '8bit')" in str(info.value)
 
 
 def test_default_config_validates():
@@ -296,7 +302,7 @@ def _omniglot_image(stroke):
 def test_omniglot_band_of_stroke(width, ones):
   stroke = np.zeros((105, 105), bool)
   stroke[:, :width] = True
-  out = data.preprocess_omniglot(_omniglot_image(stroke)[None])
+  out = tfds_source.preprocess_omniglot(_omniglot_image(stroke)[None])
   expected = np.zeros((1, 28, 28, 1), np.uint8)
   expected[:, :, :ones] = 1
   assert out.dtype == np.uint8
@@ -311,9 +317,9 @@ def test_omniglot_matches_area_average_on_a_fine_grid():
   fine = np.repeat(np.repeat(stroke, 4, axis=1), 4, axis=2)
   fraction = fine.reshape(3, 28, 15, 28, 15).mean(axis=(2, 4))
   images = np.stack([_omniglot_image(s) for s in stroke])
-  out = data.preprocess_omniglot(images)
+  out = tfds_source.preprocess_omniglot(images)
   np.testing.assert_array_equal(out[..., 0], (fraction >= 0.5).astype(np.uint8))
-  np.testing.assert_allclose(data.omniglot_resize_matrix().sum(axis=1), 1.0,
+  np.testing.assert_allclose(tfds_source.omniglot_resize_matrix().sum(axis=1), 1.0,
                              rtol=1e-6)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rdvae.models import decoders
+from rdvae.models import logistic_mixture
 from rdvae.models import nets
 
 BATCH = 3
@@ -34,25 +35,58 @@ def decoder_and_params(latents):
 def test_deconv_image_shape_follows_the_layers():
   assert decoders.deconv_image_shape() == IMAGE_SHAPE  # 1-7-7-14-14-28-28
   assert decoders.deconv_image_shape_error(IMAGE_SHAPE) is None
-  assert '(28, 28, 1), not (32, 32, 1)' in decoders.deconv_image_shape_error(
-      (32, 32, 1))
+  assert decoders.deconv_image_shape_error((32, 32, 3)) is None
+  assert decoders.torso_layers((32, 24, 3))[0] == (64, (8, 6), 1, 'VALID')
+  error = decoders.deconv_image_shape_error((30, 32, 1))
+  assert 'divisible by 4' in error and 'not (30, 32, 1)' in error
   assert decoders.pixelcnn_image_shape_error((8, 6, 1)) is None
   assert 'one channel' in decoders.pixelcnn_image_shape_error((8, 6, 3))
 
 
 def test_deconv_decoder_refuses_another_image_shape(latents):
-  decoder = decoders.DeconvDecoder(image_shape=(32, 32, 1))
-  with pytest.raises(ValueError, match=r'draws images of shape \(28, 28, 1\)'):
+  decoder = decoders.DeconvDecoder(image_shape=(30, 32, 1))
+  with pytest.raises(ValueError, match=r'divisible by 4 .*, not \(30, 32, 1\)'):
     jax.eval_shape(decoder.init, jax.random.key(1), latents)
 
 
-def _reference_logits(params, z):
-  """F.2 written with flax's nn.ConvTranspose / nn.Conv on the same parameters."""
+@pytest.mark.parametrize('shape', [(32, 32, 3), (8, 12, 1)])
+def test_eight_bit_decoder_is_the_mixture_of_its_readout(latents, shape):
+  """The 8-bit decoder draws H x W x C images: its readout, computed as F.2
+  with flax's layers, holds K (1 + 2C + C(C-1)/2) mixture parameters per
+  pixel, and log d(x|z) at x = v / 255 is the mixture's log p(v)."""
+  k = 2
+  decoder = decoders.DeconvDecoder(image_shape=shape, fast=True,
+                                   likelihood='logistic_mixture',
+                                   mixture_components=k)
+  params = jax.jit(decoder.init)(jax.random.key(1), latents)['params']
+  outputs = decoder.apply({'params': params}, latents,
+                          method=decoders.DeconvDecoder.logits)
+  c = shape[-1]
+  assert outputs.shape == (BATCH,) + shape[:2] + (k * (1 + 2 * c + c * (c - 1) // 2),)
+  np.testing.assert_allclose(
+      outputs, _reference_logits(params, latents, shape, outputs.shape[-1]),
+      rtol=2e-4, atol=2e-5)
+  values = jax.random.randint(jax.random.key(2), (BATCH,) + shape, 0, 256)
+  d = decoder.apply({'params': params}, latents)
+  assert d.event_shape == shape and d.batch_shape == (BATCH,)
+  expected = logistic_mixture.DiscretizedLogisticMixture.from_params(
+      outputs, c).log_prob(values)
+  np.testing.assert_allclose(d.log_prob(values / 255.0), expected, rtol=1e-6)
+  sample = d.sample(seed=jax.random.key(3))
+  np.testing.assert_allclose(sample * 255.0, np.round(sample * 255.0),
+                             atol=1e-4)
+  assert float(sample.min()) >= 0.0 and float(sample.max()) <= 1.0
+
+
+def _reference_logits(params, z, shape=IMAGE_SHAPE, outputs=1):
+  """F.2 written with flax's nn.ConvTranspose / nn.Conv on the same
+  parameters, the first kernel (H/4, W/4)."""
   h = z.reshape(z.shape[0], 1, 1, -1)
   for i, (c, k, s, p) in enumerate(decoders.TORSO_LAYERS):
-    layer = nn.ConvTranspose(2 * c, (k, k), (s, s), p)
+    k = (shape[0] // 4, shape[1] // 4) if i == 0 else (k, k)
+    layer = nn.ConvTranspose(2 * c, k, (s, s), p)
     h = nets.gated_activation(layer.apply({'params': params[f'layers_{i}']}, h))
-  return nn.Conv(1, (5, 5), padding='SAME').apply(
+  return nn.Conv(outputs, (5, 5), padding='SAME').apply(
       {'params': params['readout']}, h)
 
 

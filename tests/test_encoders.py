@@ -90,20 +90,28 @@ def test_wrong_image_shape_raises(encoder_and_params):
     encoder.apply({'params': params}, jnp.zeros((1, 32, 32, 1)))
 
 
-@pytest.mark.parametrize('shape, size', [
-    ((28, 28, 1), (1, 1)), ((25, 27, 3), (1, 1)), ((32, 32, 1), (2, 2)),
-    ((24, 28, 1), (0, 1)), ((14, 14, 1), (0, 0))],
-    ids=['mnist', 'smallest', 'larger', 'short', 'half'])
-def test_torso_output_size_follows_the_layers(shape, size):
-  # 'SAME' layers: ceil(n / s); the last, 7x7 'VALID': n - 6.
-  assert encoders.torso_output_size(shape) == size
-  assert (encoders.image_shape_error(shape) is None) == (size == (1, 1))
+@pytest.mark.parametrize('shape, kernel', [
+    ((28, 28, 1), (7, 7)), ((32, 32, 3), (8, 8)), ((8, 12, 1), (2, 3))],
+    ids=['mnist', 'cifar', 'digits_wide'])
+def test_torso_follows_the_image_size(shape, kernel):
+  # The last layer's kernel spans the H/4 x W/4 map: 7x7 for 28x28 (F.1).
+  assert encoders.torso_layers(shape)[-1] == (256, kernel, 1, 'VALID')
+  assert encoders.torso_layers((28, 28, 1)) == encoders.TORSO_LAYERS[:-1] + (
+      (256, (7, 7), 1, 'VALID'),)
+  assert encoders.image_shape_error(shape) is None
+  encoder = encoders.GaussianEncoder(image_shape=shape, latent_dim=3)
+  x = jnp.zeros((2,) + shape)
+  out = jax.eval_shape(lambda x: encoder.init_with_output(
+      jax.random.key(0), x, method='features')[0], x)
+  assert out.shape == (2, 256)
 
 
-def test_torso_refuses_a_shape_its_layers_cannot_take():
-  encoder = encoders.GaussianEncoder(image_shape=(32, 32, 1))
-  with pytest.raises(ValueError, match='to a 2x2 map'):
-    jax.eval_shape(encoder.init, jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+@pytest.mark.parametrize('shape', [(30, 28, 1), (28, 26, 3), (14, 14, 1)])
+def test_torso_refuses_a_shape_its_layers_cannot_take(shape):
+  assert 'divisible by 4' in encoders.image_shape_error(shape)
+  encoder = encoders.GaussianEncoder(image_shape=shape)
+  with pytest.raises(ValueError, match='divisible by 4'):
+    jax.eval_shape(encoder.init, jax.random.key(0), jnp.zeros((1,) + shape))
 
 
 # --- IAF encoder (+) ----------------------------------------------------------

@@ -1,30 +1,43 @@
-"""Datasets of binary 28x28 images: their sources, checks and loading.
+"""Image datasets: their sources, checks and loading into host memory.
 
-Two datasets, each split train / validation / test, images `uint8` arrays
-[N, 28, 28, 1] of 0 and 1:
-
-  binarized_mnist  the static binarized MNIST of Larochelle & Murray (2011),
-                   50,000 / 10,000 / 10,000 (the paper's MNIST, Appendix F).
-  omniglot         Lake et al. (2015) in 28x28 binary form (see
-                   `preprocess_omniglot` for the exact resize and threshold).
+A dataset is three splits, train / validation / test, each uint8 images
+[N, H, W, C] of one shape, with values declared by `dataset.values`
+(`images`: 'binary' 0/1, '8bit' 0..255, or 'auto', the default: binary when
+every value is 0 or 1, else 8-bit). The image shape comes from the data.
 
 Config keys (section `dataset`, declared by `default_config`):
 
-  dataset.name           'binarized_mnist' or 'omniglot'.
-  dataset.source         'npz': a local file of packed bits (the format of
-                         `save_npz`); 'tfds': TensorFlow Datasets.
+  dataset.name           the dataset's name: for source 'tfds' the TFDS
+                         name (any dataset with an image feature, e.g.
+                         'binarized_mnist', 'omniglot', 'mnist', 'cifar10';
+                         see `tfds_source`); for 'npz' and 'arrays' a label
+                         ('binarized_mnist' with path '' is the packaged file).
+  dataset.source         'npz': a local .npz file; 'tfds': TensorFlow
+                         Datasets; 'arrays': the splits passed from Python
+                         (`rdvae.train_and_eval(config, workdir, data=...)`).
   dataset.path           the .npz file for source 'npz'; '' means the copy of
-                         binarized MNIST shipped in the package (there is no
-                         packaged Omniglot, so omniglot + npz needs a path).
+                         binarized MNIST shipped in the package. The file holds
+                         arrays `train`, `valid`, `test`, each uint8 images
+                         (N, H, W) or (N, H, W, C), or each packed bits of
+                         28x28 binary images, (N, 98) (`save_npz`).
   dataset.tfds_data_dir  the TFDS data directory; '' means the TFDS default.
+  dataset.train_split, dataset.valid_split, dataset.test_split
+                         the TFDS splits of source 'tfds' ('' for the
+                         dataset's own: train, validation, test; Omniglot's
+                         see `tfds_source.load_tfds`), any TFDS split string,
+                         e.g. 'train[:90%]' and 'train[90%:]'.
+  dataset.values         'auto', 'binary' or '8bit' (`images`).
+
+binarized_mnist and omniglot from TFDS, and packed bits, are binary by
+construction: 'auto' takes them as binary, so a stray value above 1 is an
+error rather than 8-bit data.
 
 The TFDS path reads through `tfds.data_source` (ArrayRecord files, random
 access, decoded with numpy and PIL): reading needs no TensorFlow. *Preparing*
-either dataset (the first `download_and_prepare`) does: both TFDS builders call
-`tf.io.gfile`, and `binarized_mnist` encodes its images with
-`tf.image.encode_png`. Prepare once where TensorFlow is installed, or use
-source 'npz'. The files must be ArrayRecord (the format `tfds.data_source`
-asks for), not the TFRecord files `tfds.load` prepares by default.
+a dataset (the first `download_and_prepare`) usually does. Prepare once where
+TensorFlow is installed, or use source 'npz'. The files must be ArrayRecord
+(the format `tfds.data_source` asks for), not the TFRecord files `tfds.load`
+prepares by default.
 """
 
 from __future__ import annotations
@@ -34,20 +47,24 @@ import importlib.resources
 import os
 import pathlib
 import zipfile
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import ml_collections
 import numpy as np
 
 from rdvae import validation
+from rdvae.data import images as images_lib
+from rdvae.data.tfds_source import load_tfds
 
-NAMES = ('binarized_mnist', 'omniglot')
-SOURCES = ('tfds', 'npz')
-IMAGE_SHAPE = (28, 28, 1)
+NAMES = ('binarized_mnist', 'omniglot')  # binary by construction in TFDS
+SOURCES = ('tfds', 'npz', 'arrays')
+VALUES = images_lib.VALUES
+SPLIT_KEYS = ('train_split', 'valid_split', 'test_split')
+IMAGE_SHAPE = (28, 28, 1)  # the images of the packed-bit format (MNIST's)
 NPZ_KEYS = ('train', 'valid', 'test')  # the file's names for the three splits
 _PACKED_WIDTH = 98  # bytes per image: ceil(784 / 8)
-OMNIGLOT_THRESHOLD = 0.5
-OMNIGLOT_VALIDATION_FRACTION = 10  # validation = the last 1/10 of TFDS train
+_NEW_KEYS = {'values': 'auto', 'train_split': '', 'valid_split': '',
+             'test_split': ''}  # absent from the configs of older runs
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -55,11 +72,11 @@ class Dataset:
   """The three splits of one dataset, on the host.
 
   Attributes:
-    name: 'binarized_mnist' or 'omniglot'.
-    train, validation, test: uint8 [N, 28, 28, 1] arrays of 0 and 1.
-    image_shape: (H, W, C) of every image, `IMAGE_SHAPE` = (28, 28, 1) for
-      both datasets; the model is built for it
-      (`model.create_model(config, dataset.image_shape)`).
+    name: `dataset.name`.
+    train, validation, test: uint8 [N, H, W, C] arrays.
+    image_shape: (H, W, C) of every image; the model is built for it
+      (`model.create_model(config, dataset.image_shape, values=...)`).
+    values: 'binary' (0 and 1) or '8bit' (0..255), 'auto' resolved.
   """
 
   name: str
@@ -67,6 +84,12 @@ class Dataset:
   validation: np.ndarray
   test: np.ndarray
   image_shape: tuple[int, int, int] = IMAGE_SHAPE
+  values: str = 'binary'
+
+  @property
+  def max_value(self) -> int:
+    """1 for binary images, 255 for 8-bit ones: x = v / max_value."""
+    return images_lib.MAX_VALUE[self.values]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -76,6 +99,7 @@ def default_config() -> ml_collections.ConfigDict:
       'source': 'npz',
       'path': '',
       'tfds_data_dir': '',
+      **_NEW_KEYS,
   })
 
 
@@ -85,11 +109,19 @@ def packaged_npz_path() -> pathlib.Path:
       str(importlib.resources.files('rdvae') / 'data' / 'binarized_mnist.npz'))
 
 
-def _check_string(config, key: str) -> str:
-  value = validation.get(config, key)
-  if not isinstance(value, str):
+def _setting(config, key: str) -> Any:
+  """config.dataset.<key>; a key newer than the run's config its default."""
+  if key in _NEW_KEYS and key not in config.dataset:
+    return _NEW_KEYS[key]
+  return validation.get(config, 'dataset.' + key)
+
+
+def _check_string(config, key: str, empty: bool = True) -> str:
+  value = _setting(config, key.partition('.')[2])
+  if not isinstance(value, str) or not (empty or value):
     raise validation.ConfigError(
-        f'config.{key}={value!r} must be a string (\'\' for the default)')
+        f'config.{key}={value!r} must be a '
+        + ("string ('' for the default)" if empty else 'non-empty string'))
   return value
 
 
@@ -104,19 +136,32 @@ def _npy_header(archive: zipfile.ZipFile, member: str):
   return shape, dtype
 
 
-def check_npz(path: str, key: str = 'dataset.path') -> None:
-  """Raises ConfigError unless `path` is an .npz in the format of `save_npz`.
+NPZ_EXPECTED = ('keys train, valid, test, each uint8 images (N, H, W) or '
+                '(N, H, W, C) of one shape, or each packed bits (N, 98)')
 
-  Only the array headers are read: keys `train`, `valid`, `test`, each
-  uint8 of shape (N, 98) with N > 0.
-  """
+
+def _header_error(shape, dtype) -> Optional[str]:
+  if dtype != np.uint8:
+    return f'has dtype {dtype}, not uint8'
+  if len(shape) not in (2, 3, 4) or (len(shape) == 2
+                                     and shape[1] != _PACKED_WIDTH):
+    return f'has shape {shape}, neither images nor packed bits'
+  if not all(shape):
+    return f'is empty (shape {shape})'
+  return None
+
+
+def npz_shapes(path: str, key: str = 'dataset.path') -> dict[str, tuple]:
+  """{file key: array shape} of an .npz in the format of the module doc,
+  read from the array headers only; a ConfigError naming the file, the
+  array and what was expected otherwise."""
   if os.path.isdir(path):
     raise validation.ConfigError(
         f'config.{key}: {path!r} is a directory, not a dataset file')
   if not os.path.isfile(path):
     raise validation.ConfigError(
         f'config.{key}: the dataset file {path!r} does not exist')
-  expected = 'keys train, valid, test, each uint8 of shape (N, 98)'
+  shapes = {}
   try:
     with zipfile.ZipFile(path) as archive:
       members = set(archive.namelist())
@@ -124,20 +169,34 @@ def check_npz(path: str, key: str = 'dataset.path') -> None:
       if missing:
         raise validation.ConfigError(
             f'config.{key}: {path!r} lacks the arrays {missing}; expected '
-            f'{expected}')
+            f'{NPZ_EXPECTED}')
       for k in NPZ_KEYS:
         shape, dtype = _npy_header(archive, k + '.npy')
-        if (dtype != np.uint8 or len(shape) != 2
-            or shape[1] != _PACKED_WIDTH or shape[0] == 0):
+        error = _header_error(shape, dtype)
+        if error:
           raise validation.ConfigError(
-              f'config.{key}: array {k!r} of {path!r} is {dtype} of shape '
-              f'{shape}; expected {expected}')
+              f'config.{key}: array {k!r} of {path!r} {error}; expected '
+              f'{NPZ_EXPECTED}')
+        shapes[k] = tuple(shape)
   except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
     if isinstance(e, validation.ConfigError):
       raise
     raise validation.ConfigError(
         f'config.{key}: {path!r} is not a readable .npz ({e}); expected '
-        f'{expected}') from None
+        f'{NPZ_EXPECTED}') from None
+  image_shapes = {k: images_lib.as_images(np.empty((0,) + v[1:])).shape[1:]
+                  if len(v) > 2 else IMAGE_SHAPE for k, v in shapes.items()}
+  if len(set(image_shapes.values())) > 1:
+    raise validation.ConfigError(
+        f'config.{key}: the arrays of {path!r} hold images of different '
+        f'shapes {image_shapes}; expected {NPZ_EXPECTED}')
+  return shapes
+
+
+def check_npz(path: str, key: str = 'dataset.path') -> None:
+  """Raises ConfigError unless `path` is an .npz of the module doc's format
+  (`npz_shapes`)."""
+  npz_shapes(path, key)
 
 
 def _npz_path(config) -> str:
@@ -146,22 +205,49 @@ def _npz_path(config) -> str:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks `config.dataset` before any work, naming the bad key and value."""
-  name = validation.check_choice(config, 'dataset.name', NAMES)
   source = validation.check_choice(config, 'dataset.source', SOURCES)
+  name = _check_string(config, 'dataset.name', empty=False)
   path = _check_string(config, 'dataset.path')
   _check_string(config, 'dataset.tfds_data_dir')
+  for split_key in SPLIT_KEYS:
+    _check_string(config, 'dataset.' + split_key)
+  values = _setting(config, 'values')
+  if values not in VALUES:
+    raise validation.ConfigError(
+        f'config.dataset.values={values!r} is not one of the allowed values '
+        f'{VALUES}')
+  unused = {'npz': ('tfds_data_dir',) + SPLIT_KEYS, 'tfds': ('path',),
+            'arrays': ('path', 'tfds_data_dir') + SPLIT_KEYS}[source]
   validation.warn_no_effect(
-      config, ('dataset.tfds_data_dir',) if source == 'npz' else
-      ('dataset.path',), default_config(),
-      f"dataset.source={source!r} does not read it")
+      config, [f'dataset.{k}' for k in unused if k in config.dataset],
+      default_config(), f'dataset.source={source!r} does not read it')
   if source == 'npz':
-    if name == 'omniglot' and not path:
+    if name != 'binarized_mnist' and not path:
       raise validation.ConfigError(
-          "config.dataset.path='' but dataset.name='omniglot' with "
-          "dataset.source='npz' needs a path: only binarized_mnist is "
-          "packaged (write one with rdvae.data.save_npz, or use source "
-          "'tfds')")
+          f"config.dataset.name={name!r} with dataset.source='npz' needs a "
+          "file in config.dataset.path: only binarized_mnist is packaged "
+          "(path=''); write an .npz of uint8 images, or use source 'tfds'")
     check_npz(_npz_path(config))
+
+
+def declared(config: ml_collections.ConfigDict
+             ) -> tuple[Optional[tuple[int, int, int]], Optional[str]]:
+  """(image shape, values) that `config.dataset` (validated) fixes before
+  its data is read, each None where only the data can tell: an .npz's
+  shape from its headers; 'binary' for packed bits and the binary datasets
+  (NAMES), else `dataset.values` unless it is 'auto'."""
+  values = _setting(config, 'values')
+  shape = None
+  if config.dataset.source == 'npz':
+    stored = npz_shapes(_npz_path(config))['train']
+    shape = (IMAGE_SHAPE if len(stored) == 2 else
+             images_lib.as_images(np.empty((0,) + stored[1:])).shape[1:])
+    if len(stored) == 2 and values == 'auto':
+      values = 'binary'
+  if (values == 'auto' and config.dataset.source == 'tfds'
+      and config.dataset.name in NAMES):
+    values = 'binary'
+  return shape, (None if values == 'auto' else values)
 
 
 def describe_source(config: ml_collections.ConfigDict) -> str:
@@ -169,86 +255,120 @@ def describe_source(config: ml_collections.ConfigDict) -> str:
   c = config.dataset
   if c.source == 'npz':
     return repr(_npz_path(config))
+  if c.source == 'arrays':
+    return 'the arrays passed as data='
   return f'TFDS {c.name!r} in {c.tfds_data_dir or "the TFDS default data_dir"}'
 
 
-def check_images(images: np.ndarray, split: str, where: str) -> None:
-  """Raises ConfigError unless `images` are uint8 [N > 0, 28, 28, 1] of 0/1.
+def _tfds_splits(config) -> Optional[tuple[str, str, str]]:
+  """The TFDS splits named in config, None when all three are ''."""
+  named = tuple(_setting(config, k) for k in SPLIT_KEYS)
+  if not any(named):
+    return None
+  defaults = ('train', 'validation', 'test')
+  return tuple(n or d for n, d in zip(named, defaults))
+
+
+def _as_splits(data: Any) -> dict[str, Any]:
+  """data= as {'train', 'validation', 'test'}: a mapping (keys 'valid' or
+  'validation') or a sequence of the three."""
+  if isinstance(data, Mapping):
+    data = dict(data)
+    if 'valid' in data and 'validation' not in data:
+      data['validation'] = data.pop('valid')
+    return data
+  if isinstance(data, (list, tuple)) and len(data) == 3:
+    return dict(zip(images_lib.SPLITS, data))
+  raise validation.ConfigError(
+      f'data={type(data).__name__} must be the three splits: a dict with '
+      "keys 'train', 'validation' (or 'valid') and 'test', or a tuple "
+      '(train, validation, test) of uint8 image arrays')
+
+
+def create_dataset(config: ml_collections.ConfigDict,
+                   data: Any = None) -> Dataset:
+  """Loads `config.dataset` (validated first) into host memory and checks it.
 
   Args:
-    images: one loaded split.
-    split: its name ('train', 'validation', 'test').
-    where: the file or source it came from (named in the message).
-  """
-  images = np.asarray(images)
-  expected = f'uint8 images of shape (N > 0,) + {IMAGE_SHAPE} of 0 and 1'
-  if (images.dtype != np.uint8 or images.shape[1:] != IMAGE_SHAPE
-      or not len(images)):
-    raise validation.ConfigError(
-        f'{where}: split {split!r} is {images.dtype} of shape {images.shape}; '
-        f'expected {expected}')
-  if images.max(initial=0) > 1:
-    values = np.unique(images)
-    raise validation.ConfigError(
-        f'{where}: split {split!r} holds values '
-        f'{values[values > 1][:5].tolist()} besides 0 and 1; expected '
-        f'{expected} (binarize it first)')
-
-
-def create_dataset(config: ml_collections.ConfigDict) -> Dataset:
-  """Loads `config.dataset` (validated first) into host memory.
+    config: the experiment config.
+    data: the splits for source 'arrays' (see `_as_splits`).
 
   Raises:
-    ConfigError: the file is unreadable (e.g. truncated or damaged) or a
-      split is not uint8 [N, 28, 28, 1] of 0/1; the message names the file.
+    ConfigError: the file is unreadable (e.g. truncated or damaged), a split
+      is missing, empty or not uint8 images, the splits' shapes differ, or
+      their values break `dataset.values`; the message names the source.
   """
   validate(config)
   c = config.dataset
-  if c.source == 'npz':
+  where = f'config.dataset: {describe_source(config)}'
+  values = _setting(config, 'values')
+  if c.source == 'arrays':
+    if data is None:
+      raise validation.ConfigError(
+          "config.dataset.source='arrays' takes its splits from Python: pass "
+          'data=(train, validation, test) to rdvae.train_and_eval')
+    splits = _as_splits(data)
+  elif data is not None:
+    raise validation.ConfigError(
+        f'data= was passed but config.dataset.source={c.source!r}; set '
+        "config.dataset.source='arrays' to train on the passed arrays")
+  elif c.source == 'npz':
     splits = load_npz(_npz_path(config))
   else:
-    splits = load_tfds(c.name, c.tfds_data_dir or None)
-  where = f'config.dataset: {describe_source(config)}'
-  for split, images in splits.items():
-    check_images(images, split, where)
-  return Dataset(name=c.name, **splits)
+    splits = load_tfds(c.name, c.tfds_data_dir or None, _tfds_splits(config))
+  splits = images_lib.check_splits(splits, where)
+  if values == 'auto' and (c.source == 'tfds' and c.name in NAMES or
+                           c.source == 'npz' and _packed(_npz_path(config))):
+    values = 'binary'  # binary by construction: a value above 1 is an error
+  values = images_lib.resolve_values(splits, values, where)
+  return Dataset(name=c.name, image_shape=splits['train'].shape[1:],
+                 values=values, **splits)
 
 
 # ---------------------------------------------------------------- host files
 
 
-def load_npz(path: str) -> dict[str, np.ndarray]:
-  """Reads a packed-bits .npz into {'train', 'validation', 'test'} images.
+def _packed(path: str) -> bool:
+  """Whether the .npz at `path` (checked) holds packed bits."""
+  return len(npz_shapes(path)['train']) == 2
 
-  Each array of the file is uint8 [N, 98]: a row is one 28x28 image,
-  row-major, packed with `np.packbits(axis=1)`.
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+  """Reads an .npz of the module doc's format into its three splits.
+
+  Packed bits (uint8 [N, 98]: a row is one 28x28 image, row-major, packed
+  with `np.packbits(axis=1)`) unpack to [N, 28, 28, 1] of 0/1; image arrays
+  are returned as they are ([N, H, W] gains a channel axis).
 
   Returns:
-    uint8 [N, 28, 28, 1] arrays of 0/1, keyed by split.
+    {'train', 'validation', 'test'}: uint8 [N, H, W, C] arrays.
 
   Raises:
     ConfigError: the file is missing, not in this format, or damaged (a
       truncated file, an array shorter than its header, a failed CRC).
   """
-  check_npz(path)
+  npz_shapes(path)
   try:
     with np.load(path) as f:
-      packed = {k: f[k] for k in NPZ_KEYS}
+      arrays = {k: f[k] for k in NPZ_KEYS}
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise validation.ConfigError(
         f'config.dataset.path: {path!r} is damaged or truncated ({e}); '
-        f'expected the arrays {NPZ_KEYS}, each uint8 of shape (N, '
-        f'{_PACKED_WIDTH})') from None
-  unpack = lambda a: np.unpackbits(a, axis=1)[:, :784].reshape(
-      (-1,) + IMAGE_SHAPE)
-  return {'train': unpack(packed['train']),
-          'validation': unpack(packed['valid']),
-          'test': unpack(packed['test'])}
+        f'expected {NPZ_EXPECTED}') from None
+
+  def unpack(a):
+    if a.ndim > 2:
+      return images_lib.as_images(a)
+    return np.unpackbits(a, axis=1)[:, :784].reshape((-1,) + IMAGE_SHAPE)
+
+  return {'train': unpack(arrays['train']),
+          'validation': unpack(arrays['valid']),
+          'test': unpack(arrays['test'])}
 
 
 def save_npz(path: str, train: np.ndarray, validation: np.ndarray,
              test: np.ndarray) -> None:
-  """Writes three [N, 28, 28, 1] 0/1 image arrays in the `load_npz` format."""
+  """Writes three [N, 28, 28, 1] 0/1 image arrays as packed bits."""
   arrays = {}
   for key, images in zip(NPZ_KEYS, (train, validation, test)):
     images = np.asarray(images)
@@ -258,127 +378,3 @@ def save_npz(path: str, train: np.ndarray, validation: np.ndarray,
     arrays[key] = np.packbits(images.reshape(len(images), -1).astype(np.uint8),
                               axis=1)
   np.savez(path, **arrays)
-
-
-# ---------------------------------------------------------------------- TFDS
-
-
-def omniglot_resize_matrix(size_in: int = 105, size_out: int = 28
-                           ) -> np.ndarray:
-  """[size_out, size_in] area-averaging weights (an exact box filter).
-
-  Output pixel i covers the input interval [s i, s (i + 1)), s =
-  size_in / size_out (3.75 for Omniglot); A[i, k] is the length of its
-  overlap with input pixel [k, k + 1), divided by s, so every row sums to 1.
-  """
-  scale = size_in / size_out
-  lo = np.arange(size_out)[:, None] * scale
-  k = np.arange(size_in)[None, :]
-  overlap = np.minimum(k + 1, lo + scale) - np.maximum(k, lo)
-  return (np.clip(overlap, 0.0, None) / scale).astype(np.float32)
-
-
-def preprocess_omniglot(images: np.ndarray,
-                        threshold: float = OMNIGLOT_THRESHOLD) -> np.ndarray:
-  """TFDS Omniglot images -> 28x28 binary images with strokes = 1.
-
-  For an image u [105, 105, C] in 0..255 (dark strokes on white):
-    1. stroke intensity  s = 1 - mean_c(u) / 255, in [0, 1];
-    2. antialiased resize by area averaging, r = A s A^T with A from
-       `omniglot_resize_matrix`: r[i, j] is the mean of s over the
-       3.75 x 3.75 input square that output pixel (i, j) covers;
-    3. binarize: x[i, j] = 1 if r[i, j] >= threshold (default 0.5, i.e. at
-       least half of the pixel's area is stroke), else 0.
-
-  Args:
-    images: uint8 [N, H, W, C], any H = W and C.
-    threshold: the stroke fraction at and above which a pixel is 1.
-
-  Returns:
-    uint8 [N, 28, 28, 1] of 0/1.
-  """
-  images = np.asarray(images)
-  a = omniglot_resize_matrix(images.shape[1], IMAGE_SHAPE[0])
-  channels = images.shape[-1]
-  out = np.empty((len(images),) + IMAGE_SHAPE, np.uint8)
-  for start in range(0, len(images), 4096):  # bounds the float32 copy
-    chunk = images[start:start + 4096]
-    # The channel mean as a loop: numpy reduces a short last axis slowly.
-    total = sum(chunk[..., c].astype(np.float32) for c in range(channels))
-    stroke = 1.0 - total / (255.0 * channels)  # [n, H, W]
-    # A s A^T as two large 2-D products (batched small matmuls are slow).
-    n, h, w = stroke.shape
-    cols = (stroke.reshape(n * h, w) @ a.T).reshape(n, h, -1)  # [n, H, 28]
-    resized = (cols.transpose(0, 2, 1).reshape(-1, h) @ a.T).reshape(
-        n, -1, IMAGE_SHAPE[0]).transpose(0, 2, 1)  # [n, 28, 28]
-    out[start:start + 4096, ..., 0] = resized >= threshold
-  return out
-
-
-def _read_images(source) -> np.ndarray:
-  return np.stack([np.asarray(source[i]['image']) for i in range(len(source))])
-
-
-def _tfds_sources(name: str, splits: list[str], data_dir: Optional[str]):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    return tfds.data_source(
-        name, split=splits, data_dir=data_dir,
-        builder_kwargs={'file_format': 'array_record'})
-  except ModuleNotFoundError as e:
-    if 'tensorflow' not in str(e):
-      raise
-    where = data_dir or 'the TFDS default data_dir'
-    raise RuntimeError(
-        f'TFDS {name!r} is not prepared in {where}, and preparing it needs '
-        'TensorFlow (its builder uses tf.io.gfile). Prepare it once where '
-        "tensorflow-cpu is installed, or use dataset.source='npz'.") from e
-
-
-def load_tfds(name: str, data_dir: Optional[str] = None
-              ) -> dict[str, np.ndarray]:
-  """Reads a dataset through `tfds.data_source` into uint8 0/1 images.
-
-  Split mapping:
-    binarized_mnist: TFDS train / validation / test as they are.
-    omniglot: TFDS `train` (images_background, 964 characters, 19,280
-      images) gives train = its first N - N // 10 examples and validation =
-      its last N // 10 (17,352 / 1,928), in the order of the prepared files
-      (TFDS shuffles examples by key hash when preparing, so the slice is a
-      fixed pseudo-random subset); test = TFDS `test` (images_evaluation, 659
-      characters of 20 other alphabets, 13,180 images). `small1` and `small2`
-      are subsets of the background set and are not used. This split differs
-      from Burda et al.'s 24,345 / 8,070 (chardata.mat), so likelihoods are
-      not directly comparable with theirs.
-
-  Returns:
-    {'train', 'validation', 'test'}: uint8 [N, 28, 28, 1] of 0/1.
-  """
-  if name == 'binarized_mnist':
-    sources = _tfds_sources(name, ['train', 'validation', 'test'], data_dir)
-    splits = dict(zip(('train', 'validation', 'test'),
-                      (_read_images(s) for s in sources)))
-    for split, images in splits.items():
-      if images.shape[1:] != IMAGE_SHAPE or images.max(initial=0) > 1:
-        raise ValueError(
-            f'TFDS binarized_mnist {split}: expected 0/1 images of shape '
-            f'{IMAGE_SHAPE}, got shape {images.shape[1:]} with maximum '
-            f'{images.max(initial=0)}')
-    return splits
-  if name == 'omniglot':
-    train_source, test_source = _tfds_sources(name, ['train', 'test'],
-                                              data_dir)
-    train = preprocess_omniglot(_read_images(train_source))
-    num_valid = len(train) // OMNIGLOT_VALIDATION_FRACTION
-    return {'train': train[:len(train) - num_valid],
-            'validation': train[len(train) - num_valid:],
-            'test': preprocess_omniglot(_read_images(test_source))}
-  raise ValueError(f'unknown dataset {name!r}; expected one of {NAMES}')
-
-
-# ------------------------------------------------- device batches (traceable)
-
-
-# ---------------------------------------------------------- evaluation (host)
-
-

@@ -37,6 +37,7 @@ class Densities(NamedTuple):
 
 
 def _log_d(module: nn.Module, z: jax.Array, x: jax.Array) -> jax.Array:
+  x = module.unit(x) if hasattr(module, 'unit') else x  # values to [0, 1]
   return module.decoder(z, x).log_prob(x)  # [B]
 
 
@@ -45,9 +46,13 @@ def _marginal(module: nn.Module):
 
 
 def _sample_x(module: nn.Module, z: jax.Array) -> jax.Array:
+  """x ~ d(x|z) as the data's values (v = max_value x, `RDModel.unit`)."""
   if getattr(module.decoder, 'autoregressive', False):
-    return module.decoder.sample(z, 1)[0]
-  return module.decoder(z).sample(seed=module.make_rng('sample'))
+    x = module.decoder.sample(z, 1)[0]
+  else:
+    x = module.decoder(z).sample(seed=module.make_rng('sample'))
+  max_value = getattr(module, 'max_value', 1)
+  return x if max_value == 1 else jnp.round(x * jnp.float32(max_value))
 
 
 def densities(model: nn.Module, params: Any) -> Densities:

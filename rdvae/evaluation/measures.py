@@ -51,7 +51,8 @@ from rdvae.files import run_files
 PARAMS = ('last', 'best')
 # Copied from test/* to the top level of results.json.
 TOP_LEVEL_KEYS = ('rate', 'distortion', 'elbo', 'iwae', 'bpd',
-                  'generative_lower', 'generative_upper', 'active_units')
+                  'distortion_bpd', 'iwae_bpd', 'generative_lower',
+                  'generative_upper', 'active_units')
 # results.json's wall seconds of each part of the final evaluation.
 SECONDS_KEY = 'eval_seconds'
 # Files of a run that an evaluation again must not overwrite.
@@ -147,7 +148,12 @@ def evaluate(evaluator: evaluator_lib.Evaluator, params: Any,
   count = totals.pop('count')
   means: dict[str, Any] = {k: float(v / count) for k, v in totals.items()}
   num_dims = int(np.prod(images.shape[1:]))
+  # Bits per dimension (subpixel), the unit of 8-bit image work: -ELBO, D
+  # and -IWAE in nats per image over H W C ln 2.
   means['bpd'] = float(bounds.bits_per_dim(-means['elbo'], num_dims))
+  if 'distortion' in means:
+    means['distortion_bpd'] = float(bounds.bits_per_dim(means['distortion'],
+                                                        num_dims))
   if 'iwae' in means:
     means['iwae_bpd'] = float(bounds.bits_per_dim(-means['iwae'], num_dims))
   if final:

@@ -226,7 +226,8 @@ def make_sample_fn(model: nn.Module, num_images: int, num_decodes: int = 5
                          rngs={'sample': gen_key}, method='generate')
     recon = recon.astype(jnp.float32)  # [S, N, ...]
     gen = gen.astype(jnp.float32)
-    return {'data': x,
+    max_value = getattr(model, 'max_value', 1)  # the data's values to [0, 1]
+    return {'data': x if max_value == 1 else x / jnp.float32(max_value),
             'reconstruction': recon[0],
             'reconstruction_mean': jnp.mean(recon, axis=0),
             'generation': gen[0],

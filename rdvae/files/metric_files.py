@@ -168,22 +168,22 @@ def image_grid(columns: list[Any], pad: int = 1, gap: int = 4) -> np.ndarray:
 
   Args:
     columns: a list of groups; each group is a list of [N, H, W] or
-      [N, H, W, 1] arrays with values in [0, 1] (e.g. data | one sample |
+      [N, H, W, C] arrays with values in [0, 1] (e.g. data | one sample |
       mean of 5 decodes). Columns within a group are separated by `pad`
       pixels, groups by `gap` pixels of background (0.5 grey).
     pad: pixels between images.
     gap: pixels between groups.
 
   Returns:
-    A float32 [H', W'] image in [0, 1].
+    A float32 [H', W'] image in [0, 1] (grey images), or [H', W', C] (C > 1).
   """
   blocks = []
   for group in columns:
-    tiles = [np.asarray(c, np.float32).reshape(np.shape(c)[:3])
-             for c in group]
-    n, h, w = tiles[0].shape
-    block = np.full((n * (h + pad) + pad, len(tiles) * (w + pad) + pad), 0.5,
-                    np.float32)
+    tiles = [np.asarray(c, np.float32) for c in group]
+    tiles = [t if t.ndim == 4 else t[..., None] for t in tiles]
+    n, h, w, channels = tiles[0].shape
+    block = np.full((n * (h + pad) + pad, len(tiles) * (w + pad) + pad,
+                     channels), 0.5, np.float32)
     for j, tile in enumerate(tiles):
       for i in range(n):
         top, left = pad + i * (h + pad), pad + j * (w + pad)
@@ -193,16 +193,19 @@ def image_grid(columns: list[Any], pad: int = 1, gap: int = 4) -> np.ndarray:
   parts = []
   for k, block in enumerate(blocks):
     if k:
-      parts.append(np.full((height, gap), 0.5, np.float32))
-    padded = np.full((height, block.shape[1]), 0.5, np.float32)
+      parts.append(np.full((height, gap, blocks[0].shape[-1]), 0.5,
+                           np.float32))
+    padded = np.full((height,) + block.shape[1:], 0.5, np.float32)
     padded[:block.shape[0]] = block
     parts.append(padded)
-  return np.concatenate(parts, axis=1)
+  grid = np.concatenate(parts, axis=1)
+  return grid[..., 0] if grid.shape[-1] == 1 else grid
 
 
 def write_png(path: str, image: Any, header: Sequence[tuple[float, str]] = ()
               ) -> None:
-  """Writes a [H, W] image with values in [0, 1] as an 8-bit grey PNG; with
+  """Writes a [H, W] (or [H, W, 3]) image with values in [0, 1] as an
+  8-bit grey (colour) PNG; with
   `header`, (x, label) pairs, a white strip of `GRID_HEADER` rows above it
   holds each label centred at its x (`read_grid` takes it off again)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
@@ -210,11 +213,12 @@ def write_png(path: str, image: Any, header: Sequence[tuple[float, str]] = ()
   from PIL import ImageFont  # pylint: disable=g-import-not-at-top
   from PIL import PngImagePlugin  # pylint: disable=g-import-not-at-top
   pixels = np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
-  picture = Image.fromarray(pixels, mode='L')
+  mode = 'L' if pixels.ndim == 2 else 'RGB'
+  picture = Image.fromarray(pixels, mode=mode)
   info = PngImagePlugin.PngInfo()
   if header:
-    labelled = Image.new('L', (picture.width, picture.height + GRID_HEADER),
-                         255)
+    labelled = Image.new(mode, (picture.width,
+                                picture.height + GRID_HEADER), 'white')
     labelled.paste(picture, (0, GRID_HEADER))
     draw = ImageDraw.Draw(labelled)
     font = ImageFont.load_default(size=9)

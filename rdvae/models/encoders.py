@@ -1,9 +1,9 @@
 """Encoders e(z|x): linen modules mapping images to distributions over z.
 
-Contract: `encoder(x)` with x [B, *image_shape] float32 in {0, 1} returns a
-distrax distribution with batch shape (B,) and event shape (Z,). The
-convolutions of F.1 take 28x28 images (`image_shape_error` says which shapes
-they take).
+Contract: `encoder(x)` with x [B, *image_shape] float32 in [0, 1] (binary
+pixels 0/1, 8-bit values v as v / 255) returns a distrax distribution with
+batch shape (B,) and event shape (Z,). The convolutions of F.1 take any H and
+W divisible by 4 and any number of channels (`image_shape_error`).
 
 The simple encoder `(-)` of Appendix F.1 is a gated convolutional torso
 (`ConvTorso`) followed by a diagonal Gaussian head (`GaussianEncoder`). A richer
@@ -24,40 +24,39 @@ from rdvae.models import flows
 from rdvae.models import nets
 
 # F.1: Conv (depth, kernel, stride, padding), each with a gated activation.
+# The last kernel spans the 7x7 map of 28x28 images; `torso_layers` sizes it
+# for other images.
 TORSO_LAYERS = ((32, 5, 1, 'SAME'), (32, 5, 2, 'SAME'), (64, 5, 1, 'SAME'),
                 (64, 5, 2, 'SAME'), (256, 7, 1, 'VALID'))
 
 
-def torso_output_size(image_shape: tuple[int, ...]) -> tuple[int, int]:
-  """(h, w) of the torso's last map for images of `image_shape`.
-
-  A 'SAME' convolution of stride s maps n pixels to ceil(n / s), a 'VALID'
-  one of kernel k to floor((n - k) / s) + 1 (0 when n < k). F.1's layers
-  take 28x28 through 14x14 and 7x7 to 1x1.
-  """
-  sizes = []
-  for n in image_shape[:2]:
-    for _, kernel, stride, padding in TORSO_LAYERS:
-      n = (-(-n // stride) if padding == 'SAME'
-           else max((n - kernel) // stride + 1, 0))
-    sizes.append(n)
-  return tuple(sizes)
+def torso_layers(image_shape: tuple[int, ...]) -> tuple[tuple, ...]:
+  """F.1's layers for images of `image_shape`: the two stride-2 'SAME'
+  convolutions take H x W to H/4 x W/4, and the last ('VALID') kernel spans
+  that map, (H/4, W/4), to give the 1x1 map of the features (7x7 for
+  28x28 images, as in F.1)."""
+  height, width = image_shape[:2]
+  *first, (features, _, stride, padding) = TORSO_LAYERS
+  return tuple(first) + ((features, (height // 4, width // 4), stride,
+                          padding),)
 
 
 def image_shape_error(image_shape: tuple[int, ...]) -> Optional[str]:
   """Why the torso cannot take images of `image_shape`, or None if it can:
-  its layers must end at a 1x1 map, the [256] feature vector."""
-  size = torso_output_size(image_shape)
-  if size == (1, 1):
+  H and W must be divisible by 4 (two stride-2 layers, then a kernel that
+  spans the H/4 x W/4 map); any number of channels."""
+  height, width = image_shape[:2]
+  if height % 4 == 0 and width % 4 == 0 and height and width:
     return None
-  return (f'reduces images of shape {tuple(image_shape)} to a '
-          f'{size[0]}x{size[1]} map, not the 1x1 its features need (F.1)')
+  return (f'takes images whose height and width are divisible by 4 (two '
+          f'stride-2 layers, F.1), not {tuple(image_shape)}')
 
 
 class ConvTorso(nn.Module):
   """The five gated convolutions of F.1: x [B, H, W, C] -> features [B, 256].
 
-  Inputs in {0, 1} are first mapped to [-1, 1] by x -> 2x - 1. Each layer is
+  Inputs in [0, 1] are first mapped to [-1, 1] by x -> 2x - 1. The last
+  layer's kernel spans the H/4 x W/4 map (`torso_layers`). Each layer is
   h = (W1 * x + b1) sigmoid(W2 * x + b2) with * a convolution of the listed
   (depth, kernel, stride, padding); see `nets.GatedConv`.
 
@@ -82,7 +81,7 @@ class ConvTorso(nn.Module):
     if error is not None:
       raise ValueError(f'ConvTorso {error}')
     h = 2.0 * x - 1.0
-    for features, kernel, stride, padding in TORSO_LAYERS:
+    for features, kernel, stride, padding in torso_layers(shape):
       h = nets.GatedConv(features, kernel, stride, padding, fast=self.fast)(h)
     return h.reshape(h.shape[0], -1)  # [B, 256]
 

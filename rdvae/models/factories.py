@@ -24,18 +24,27 @@ def simple_encoder(config: ml_collections.ConfigDict,
 
 def simple_decoder(config: ml_collections.ConfigDict,
                     image_shape: ImageShape) -> nn.Module:
-  del config
+  """The deconvolutional decoder with `model.likelihood` (resolved by
+  `model.for_values`; '' or absent: Bernoulli)."""
+  m = config.model
+  if m.get('likelihood') == 'logistic_mixture':
+    return decoders.DeconvDecoder(
+        image_shape=image_shape, likelihood='logistic_mixture',
+        mixture_components=m.mixture_components)
   return decoders.DeconvDecoder(image_shape=image_shape)
 
 
 def pixelcnn_decoder(config: ml_collections.ConfigDict,
                       image_shape: ImageShape) -> nn.Module:
   m = config.model
+  mixture = ({'likelihood': 'logistic_mixture',
+              'mixture_components': m.mixture_components}
+             if m.get('likelihood') == 'logistic_mixture' else {})
   return decoders.PixelCNNDecoder(
       image_shape=image_shape,
       features=m.pixelcnn_features,
       resnets_per_block=m.pixelcnn_resnets_per_block,
-      num_scales=m.pixelcnn_scales)
+      num_scales=m.pixelcnn_scales, **mixture)
 
 
 def standard_normal(config: ml_collections.ConfigDict,

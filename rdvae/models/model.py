@@ -1,18 +1,19 @@
-"""The model: composes encoder e(z|x), decoder d(x|z) and marginal m(z) into RDTerms.
-
-For one sample z ~ e(z|x) per example the model returns, in nats,
-
-  rate       = log e(z|x) - log m(z)     (integrand of R, Eq. 5)
-  distortion = -log d(x|z)               (integrand of D, Eq. 4)
-
-and, when both e and m are diagonal Gaussians, the analytic KL(e(z|x) || m(z))
-(the expectation of the rate over z). No batch reduction happens here.
+"""The model of a config: the paper's families, their keys and their checks.
 
 Model families are the paper's tuple (encoder, decoder, marginal) written as a
 3-character string, e.g. '---' (section 4): encoder in {-, +}, decoder in
 {-, +}, marginal in {-, +, v}. Each letter maps to a `Component` in the
 `ENCODERS`, `DECODERS` and `MARGINALS` registries; a new architecture is added
-by registering its constructor there.
+by registering its constructor there. `create_model` composes the parts into
+an `RDModel` (rdvae/models/rdmodel.py: per-example rate and distortion).
+
+Likelihood. The decoders' d(x|z) follows the data's values
+(`dataset.values`, resolved): independent Bernoulli pixels for binary images,
+the discretized logistic mixture of PixelCNN++ for 8-bit ones
+(`logistic_mixture`, `model.mixture_components` logistics per pixel).
+`model.likelihood` ('' by the data, 'bernoulli', 'logistic_mixture')
+overrides the choice: the mixture also scores binary images (as the values 0
+and 255); Bernoulli pixels cannot score 8-bit images, an error.
 """
 
 from __future__ import annotations
@@ -20,23 +21,23 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping, Optional
 
-import distrax
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
 
-from rdvae.objectives import bounds
 from rdvae.models import custom
 from rdvae.models import decoders
 from rdvae.models import encoders
 from rdvae.models import factories
-from rdvae.models import marginals
 from rdvae.models import pixelcnn
-from rdvae import types
+from rdvae.models import rdmodel
 from rdvae import validation
 
+RDModel = rdmodel.RDModel
+analytic_rate = rdmodel.analytic_rate
+LIKELIHOODS = ('bernoulli', 'logistic_mixture')
+LIKELIHOOD_OF_VALUES = {'binary': 'bernoulli', '8bit': 'logistic_mixture'}
+MAX_VALUE = {'binary': 1, '8bit': 255}
 ENCODER_LETTERS = ('-', '+')
 DECODER_LETTERS = ('-', '+')
 MARGINAL_LETTERS = ('-', '+', 'v')
@@ -77,159 +78,6 @@ MARGINALS: dict[str, Component] = {
 }
 
 
-def analytic_rate(encoder: distrax.Distribution,
-                  marginal: distrax.Distribution) -> Optional[jax.Array]:
-  """KL(e(z|x) || m(z)) [B] in nats when both are diagonal Gaussians, else None.
-
-  For e = N(mu, diag s^2), m = N(nu, diag t^2):
-  KL = 1/2 sum_j [s_j^2 / t_j^2 + (mu_j - nu_j)^2 / t_j^2 - 1 + 2 log(t_j / s_j)].
-  """
-  gaussian = distrax.MultivariateNormalDiag
-  if isinstance(encoder, gaussian) and isinstance(marginal, gaussian):
-    return encoder.kl_divergence(marginal)
-  return None
-
-
-class RDModel(nn.Module):
-  """Encoder, decoder and marginal; returns per-example rate and distortion.
-
-  Attributes:
-    encoder: x [B, H, W, C] -> distribution, batch (B,), event (Z,).
-    decoder: (z [B, Z], x or None) -> distribution over x, batch (B,).
-    marginal: (encoder) -> distribution, event (Z,).
-
-  All methods draw from the 'sample' rng stream.
-  """
-
-  encoder: nn.Module
-  decoder: nn.Module
-  marginal: nn.Module
-
-  def __call__(self, x: jax.Array) -> types.RDTerms:
-    """RDTerms of one z ~ e(z|x) per example: rate, distortion [B] in nats.
-
-    Args:
-      x: float32 images [B, H, W, C] with values in {0, 1}.
-    """
-    e = self.encoder(x)
-    z, log_e = e.sample_and_log_prob(seed=self.make_rng('sample'))
-    m = self.marginal(self.encoder)
-    rate = log_e - m.log_prob(z)  # [B]
-    distortion = -self.decoder(z, x).log_prob(x)  # [B]
-    return types.RDTerms(rate=rate, distortion=distortion,
-                         analytic_rate=analytic_rate(e, m))
-
-  def log_importance_weights(self, x: jax.Array,
-                             num_samples: int) -> jax.Array:
-    """log w_k = log d(x|z_k) + log m(z_k) - log e(z_k|x), z_k ~ e(z|x) iid.
-
-    log p(x) >= E[log 1/K sum_k w_k] (the IWAE bound, Burda et al.); at K = 1
-    log w = -(rate + distortion) of `__call__` with the same rng. All K*B
-    decodes run as one batch: call repeatedly (fresh rngs) for large K.
-
-    Args:
-      x: images [B, H, W, C].
-      num_samples: K.
-
-    Returns:
-      [K, B] log-weights in nats.
-    """
-    e = self.encoder(x)
-    z, log_e = e.sample_and_log_prob(seed=self.make_rng('sample'),
-                                     sample_shape=(num_samples,))
-    log_m = self.marginal(self.encoder).log_prob(z)  # [K, B]
-    batch = x.shape[0]
-    flat_x = jnp.broadcast_to(x, (num_samples,) + x.shape).reshape(
-        (num_samples * batch,) + x.shape[1:])
-    flat_z = z.reshape(num_samples * batch, z.shape[-1])
-    log_d = self.decoder(flat_z, flat_x).log_prob(flat_x)
-    return log_d.reshape(num_samples, batch) + log_m - log_e
-
-  def generative_pairs(self, num_samples: int) -> dict[str, jax.Array]:
-    """Pairs of the generative joint, z ~ m(z), x ~ d(x|z), scored (App. C).
-
-    One x per z (sequentially for an autoregressive decoder). The scores are
-    the integrands of the generative bounds E (Eq. 9, log e(z|x) - log m(z))
-    and G (Eq. 10, log d(x|z) - log q(x)); see `bounds`. For the IAF encoder
-    log e(z|x) at a z it did not draw runs the flow's sequential inverse.
-
-    Returns:
-      {'z': [N, Z], 'x': [N, H, W, C] float32 in {0, 1}, 'log_m': [N],
-       'log_d': [N], 'log_e': [N]}, N = num_samples, nats.
-    """
-    m = self.marginal(self.encoder)
-    z, log_m = m.sample_and_log_prob(seed=self.make_rng('sample'),
-                                     sample_shape=(num_samples,))
-    if getattr(self.decoder, 'autoregressive', False):
-      x = self.decoder.sample(z, 1)[0]
-    else:
-      x = self.decoder(z).sample(seed=self.make_rng('sample'))
-    x = x.astype(jnp.float32)
-    log_d = self.decoder(z, x).log_prob(x)
-    log_e = self.encoder(x).log_prob(z)
-    return {'z': z, 'x': x, 'log_m': log_m, 'log_d': log_d, 'log_e': log_e}
-
-  def latent_statistics(self, x: jax.Array) -> dict[str, jax.Array]:
-    """Per-example statistics of e(z|x) for the active units and rate per dim.
-
-    'mean' [B, Z]: E_{e(z|x)}[z] for the Gaussian encoder; for the IAF
-    encoder, the mean of its Gaussian stage (z_0, before the flow;
-    `marginals.gaussian_stage`), whose variance over the data is what
-    `bounds.active_units` counts. 'rate_per_dim' [B, Z], present only when
-    e(z|x) and m(z) are both diagonal Gaussians (the rate then factorises):
-    the analytic KL of each dimension (`bounds.gaussian_kl_per_dim`), summing
-    to `analytic_rate`.
-    """
-    e = self.encoder(x)
-    stats = {'mean': marginals.gaussian_stage(e).mean()}
-    m = self.marginal(self.encoder)
-    gaussian = distrax.MultivariateNormalDiag
-    if isinstance(e, gaussian) and isinstance(m, gaussian):
-      stats['rate_per_dim'] = bounds.gaussian_kl_per_dim(
-          e.loc, e.scale_diag, m.loc, m.scale_diag)
-    return stats
-
-  def reconstruct(self, x: jax.Array,
-                  num_decodes: int) -> tuple[jax.Array, jax.Array]:
-    """One z ~ e(z|x) per image and `num_decodes` x' ~ d(x|z) with that z (Fig. 4).
-
-    Returns:
-      (samples [num_decodes, B, H, W, C] in {0, 1},
-       mean [B, H, W, C], the decoder's mean E[x|z] (pixel probabilities)).
-    """
-    z = self.encoder(x).sample(seed=self.make_rng('sample'))
-    return self.decode(z, num_decodes)
-
-  def generate(self, num_images: int,
-               num_decodes: int) -> tuple[jax.Array, jax.Array]:
-    """`num_images` z ~ m(z) and `num_decodes` x ~ d(x|z) each (Fig. 4).
-
-    Returns:
-      (samples [num_decodes, num_images, H, W, C], mean [num_images, H, W, C]).
-    """
-    z = self.marginal(self.encoder).sample(seed=self.make_rng('sample'),
-                                           sample_shape=(num_images,))
-    return self.decode(z, num_decodes)
-
-  def decode(self, z: jax.Array,
-             num_decodes: int) -> tuple[jax.Array, jax.Array]:
-    """`num_decodes` x ~ d(x|z) per z [B, Z]: (samples [N, B, ...], mean
-    E[x|z] [B, ...])."""
-    if getattr(self.decoder, 'autoregressive', False):
-      # Exact sequential samples. E[x|z] has no closed form: the mean is the
-      # average over the samples of the teacher-forced pixel probabilities,
-      # E[x_i|z] = E_{x_<i ~ d}[sigmoid(l_i(x_<i, z))] (unbiased; less noisy
-      # than the samples' own mean, the 'average' column of Fig. 4).
-      samples = self.decoder.sample(z, num_decodes)  # [N, B, H, W, C]
-      flat = samples.reshape((-1,) + samples.shape[2:])
-      probs = self.decoder(jnp.tile(z, (num_decodes, 1)), flat).mean()
-      return samples, probs.reshape(samples.shape).mean(axis=0)
-    likelihood = self.decoder(z)
-    samples = likelihood.sample(seed=self.make_rng('sample'),
-                                sample_shape=(num_decodes,))
-    return samples, likelihood.mean()
-
-
 def default_config() -> ml_collections.ConfigDict:
   """Every key of the `model` section, at the paper's simple family."""
   return ml_collections.ConfigDict({
@@ -249,6 +97,12 @@ def default_config() -> ml_collections.ConfigDict:
       **pixelcnn.default_config(),
       # A user's own modules ('package.module:factory'; '' the letter's).
       **custom.default_config(),
+      # d(x|z) of the built-in decoders: '' by the data's values
+      # ('bernoulli' for binary, 'logistic_mixture' for 8-bit), or either.
+      'likelihood': '',
+      # Logistics per pixel of the discretized logistic mixture (PixelCNN++
+      # uses 10 on CIFAR-10).
+      'mixture_components': 10,
   })
 
 
@@ -325,23 +179,71 @@ def _check_keys(config: ml_collections.ConfigDict, image_shape: ImageShape,
                                     allow_zero=True)
 
 
+def likelihood(config: ml_collections.ConfigDict, values: str) -> str:
+  """`model.likelihood` for data of `values` ('binary' | '8bit'), '' resolved.
+
+  The mixture scores binary images too, as the 8-bit values 0 and 255 (a
+  distribution over 256 levels of which the data use two).
+
+  Raises:
+    ConfigError: an unknown likelihood, or Bernoulli pixels on 8-bit images.
+  """
+  chosen = config.model.get('likelihood', '')
+  if chosen not in ('',) + LIKELIHOODS:
+    raise validation.ConfigError(
+        f'config.model.likelihood={chosen!r} is not one of the allowed values '
+        f"{('',) + LIKELIHOODS} ('' chooses by the data's values)")
+  resolved = chosen or LIKELIHOOD_OF_VALUES[values]
+  if resolved == 'bernoulli' and values != 'binary':
+    raise validation.ConfigError(
+        f'config.model.likelihood={chosen!r} models binary pixels (0 and 1), '
+        f"but the data are {values} (dataset.values); use '' or "
+        "'logistic_mixture', or binarize the data")
+  return resolved
+
+
+def for_values(config: ml_collections.ConfigDict,
+               values: str) -> ml_collections.ConfigDict:
+  """A copy of `config` whose `model.likelihood` is resolved for the data
+  (`likelihood`): what the factories read."""
+  resolved = likelihood(config, values)
+  if config.model.get('likelihood') == resolved:
+    return config
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.likelihood = resolved
+    config.model.mixture_components = config.model.get(
+        'mixture_components', default_config().mixture_components)
+  return config
+
+
+def _check_likelihood(config, user, values: str) -> None:
+  resolved = likelihood(config, values)
+  if resolved == 'logistic_mixture' and 'decoder' not in user:
+    validation.check_positive_int(config, 'model.mixture_components')
+
+
 def _assemble(config, image_shape: ImageShape, family: str,
-              user: dict) -> RDModel:
+              user: dict, values: str = 'binary') -> RDModel:
   built = {part: registry[letter].create(config, image_shape)
            for part, letter, registry in _components(family, user)}
   built.update({part: custom.build(name, factory, config, image_shape)
                 for part, (name, factory) in user.items()})
-  return RDModel(**built)
+  return RDModel(**built, max_value=MAX_VALUE[values])
 
 
 def validate(config: ml_collections.ConfigDict, image_shape,
-             components: Optional[Mapping[str, nn.Module]] = None) -> dict:
+             components: Optional[Mapping[str, nn.Module]] = None,
+             values: Optional[str] = None) -> dict:
   """Checks `config.model` for images of `image_shape`, naming the bad key.
 
   Args:
     config: the whole experiment config (reads `model.*`).
-    image_shape: (H, W, C) of the data's images (`Dataset.image_shape`).
+    image_shape: (H, W, C) of the data's images (`Dataset.image_shape`);
+      None before the data is read: the checks that need it wait.
     components: {part: linen module} in place of the config's (`custom`).
+    values: the data's values, 'binary' or '8bit' (`Dataset.values`); None
+      before the data is read.
 
   Returns:
     {part: (name, factory)} of the parts not built from the family letters
@@ -350,8 +252,9 @@ def validate(config: ml_collections.ConfigDict, image_shape,
   Raises:
     ConfigError: for a family string of the wrong length or with an unknown
       letter, a letter whose module is not available yet, a latent_dim that is
-      not a positive integer, an image shape a component cannot take, or a
-      user's component that breaks the protocol (docs/models.md).
+      not a positive integer, an image shape a component cannot take, a
+      likelihood that cannot score the data, or a user's component that
+      breaks the protocol (docs/models.md).
   """
   family = _check_family(config)
   validation.check_positive_int(config, 'model.latent_dim')
@@ -361,6 +264,11 @@ def validate(config: ml_collections.ConfigDict, image_shape,
       raise validation.ConfigError(
           f'config.model.family={family!r}: the {letter!r} {part} is not '
           f'available yet (available {part}s: {tuple(registry)})')
+  if values is not None:
+    _check_likelihood(config, user, values)
+    config = for_values(config, values)
+  if image_shape is None:
+    return user
   image_shape = _check_image_shape(family, image_shape, user)
   _check_keys(config, image_shape,
               {part: letter for part, letter, _ in _components(family, user)})
@@ -374,14 +282,14 @@ def validate(config: ml_collections.ConfigDict, image_shape,
         traced.model.pseudo_input_batch = 0
     names = {part: f'the {family!r} family\'s {part}' for part in custom.PARTS}
     names.update({part: name for part, (name, _) in user.items()})
-    custom.check_model(_assemble(traced, image_shape, family, user),
-                       image_shape, names)
+    custom.check_model(_assemble(traced, image_shape, family, user,
+                                 values or 'binary'), image_shape, names)
   return user
 
 
 def create_model(config: ml_collections.ConfigDict, image_shape,
-                 components: Optional[Mapping[str, nn.Module]] = None
-                 ) -> RDModel:
+                 components: Optional[Mapping[str, nn.Module]] = None,
+                 values: str = 'binary') -> RDModel:
   """Builds the `RDModel` of `config.model` (validated first): each part
   from `components`, else `model.<part>` ('package.module:factory'), else
   the family letter.
@@ -392,6 +300,9 @@ def create_model(config: ml_collections.ConfigDict, image_shape,
       for `model.pseudo_input_batch`).
     image_shape: (H, W, C) of the data's images (`Dataset.image_shape`).
     components: {'encoder' | 'decoder' | 'marginal': linen module}.
+    values: the data's values, 'binary' or '8bit' (`Dataset.values`): the
+      likelihood (`likelihood`) and the model's `max_value` (1 or 255).
   """
-  user = validate(config, image_shape, components)
-  return _assemble(config, tuple(image_shape), config.model.family, user)
+  user = validate(config, image_shape, components, values)
+  return _assemble(for_values(config, values), tuple(image_shape),
+                   config.model.family, user, values)

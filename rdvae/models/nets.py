@@ -335,7 +335,7 @@ class _GatedLinearMap(nn.Module):
   gated activation a * sigmoid(b). Subclasses say which map `_linear` is."""
 
   features: int
-  kernel_size: int
+  kernel_size: Union[int, tuple[int, int]]  # k for k x k, or (kh, kw)
   strides: int = 1
   padding: str = 'SAME'
   fast: bool = True
@@ -345,9 +345,9 @@ class _GatedLinearMap(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.kernel_size
+    kh, kw = _pair(self.kernel_size)
     kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (k, k, x.shape[-1], 2 * self.features), jnp.float32)
+                        (kh, kw, x.shape[-1], 2 * self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (2 * self.features,),
                       jnp.float32)
     return gated_activation(self._linear(x, kernel) + bias)

@@ -12,9 +12,9 @@ in tests/test_pixelcnn.py).
 
 Architecture (choices where F.2 is silent are marked *):
 
-- Input. x in {0, 1} is mapped to 2x - 1 in {-1, 1}, so the zero padding of
-  the causal convolutions is a third value and no extra channel of ones is
-  needed (* PixelCNN++ appends one). z [Z] goes through one dense linearly
+- Input. x in [0, 1] ({0, 1}, or v / 255 for 8-bit values v, whose outputs
+  then parameterize a discretized logistic mixture per pixel, `decoders`) is
+  mapped to 2x - 1 in [-1, 1] (* no channel of ones, as PixelCNN++ has). z [Z] goes through one dense linearly
   gated layer to H*W values, reshaped to an [H, W, 1] "z-map" and joined with
   the image: F.2's [H, W, 2] input. The first layer of each stream is linear in
   that input; its image channel is seen through causally shifted kernels and
@@ -48,8 +48,7 @@ Architecture (choices where F.2 is silent are marked *):
   causal transposed convolutions (`pixelcnn_layers`, which says how each is
   computed and why the order is kept).
 - Output: the last `ul` [H, W, 64] through a 1x1 convolution to one Bernoulli
-  logit per pixel (F.2). * z enters only through the input (F.2); it is not
-  added to every resnet layer as in PixelCNN++'s conditional model.
+  logit per pixel (F.2), or P outputs. * z enters only through the input.
 - * No weight normalisation, dropout or data-dependent initialisation.
 
 Sampling (`PixelCNN.sample`) is exact: a `lax.fori_loop` over the H*W
@@ -76,16 +75,17 @@ from rdvae.models import nets
 from rdvae.models import pixelcnn_layers
 from rdvae import validation
 
-
 # ----------------------------------------------------------------------------
 # The network.
 
 
 class PixelCNN(nn.Module):
-  """Conditional PixelCNN++ of F.2: (x, z) -> Bernoulli logits [B, H, W, 1].
+  """Conditional PixelCNN++ of F.2: (x, z) -> outputs [B, H, W, P], the
+  Bernoulli logits (P = 1) or a mixture's parameters of each pixel.
 
   Attributes:
     image_shape: (H, W, 1) of the images (tests use tiny ones).
+    outputs: P, the readout's channels.
     features: channels of every internal layer (F.2: 64).
     resnets_per_block: gated resnet layers per block (F.2: 2).
     num_scales: resolutions of the down pass (F.2: 3, i.e. 28-14-7); the up
@@ -97,6 +97,7 @@ class PixelCNN(nn.Module):
   features: int = 64
   resnets_per_block: int = 2
   num_scales: int = 3
+  outputs: int = 1
 
   def setup(self):
     height, width, channels = self.image_shape
@@ -123,7 +124,7 @@ class PixelCNN(nn.Module):
                           for _ in range(s)]
     self.upsample_u = [pixelcnn_layers.CausalUpsample(f, 'down') for _ in range(s)]
     self.upsample_ul = [pixelcnn_layers.CausalUpsample(f, 'down_right') for _ in range(s)]
-    self.to_logits = nn.Conv(1, (1, 1))
+    self.to_logits = nn.Conv(self.outputs, (1, 1))
 
   def __call__(self, x: jax.Array, z: jax.Array) -> jax.Array:
     """Teacher-forced logits: l[b, r, c] depends on x[b] only before (r, c).
@@ -173,11 +174,9 @@ class PixelCNN(nn.Module):
     return self.to_logits(ul)
 
   def sample(self, z: jax.Array) -> jax.Array:
-    """Exact ancestral samples x ~ d(x|z), pixel by pixel (rng stream 'sample').
-
-    Draws logistic noise n [B, H, W, 1] and returns
-    `sample_from_noise(z, n)`. To draw several images from one z (the paper's
-    'mean of 5'), repeat it: `jnp.repeat(z, 5, axis=0)`.
+    """Exact ancestral samples x ~ d(x|z), pixel by pixel (rng stream 'sample'):
+    `sample_from_noise(z, n)` with logistic noise n [B, H, W, 1]. To draw
+    several images from one z, repeat it: `jnp.repeat(z, 5, axis=0)`.
 
     Args:
       z: [B, Z] latent codes.
@@ -189,8 +188,10 @@ class PixelCNN(nn.Module):
                                 (z.shape[0], *self.image_shape))
     return self.sample_from_noise(z, noise)
 
-  def sample_from_noise(self, z: jax.Array, noise: jax.Array) -> jax.Array:
-    """The sampler with its noise given: x_i = [n_i < l_i(x_<i, z)].
+  def sample_from_noise(self, z: jax.Array, noise: jax.Array,
+                        draw=None) -> jax.Array:
+    """The sampler with its noise given: x_i = [n_i < l_i(x_<i, z)], or
+    x_i = draw(outputs_i [B, P], n_i [B, ...]) (e.g. a mixture's draw).
 
     With n_i standard logistic, P(n_i < l) = sigmoid(l), so pixel i is 1 with
     the model's probability d(x_i = 1 | x_<i, z). One `lax.fori_loop` over the
@@ -204,12 +205,14 @@ class PixelCNN(nn.Module):
 
     Args:
       z: [B, Z] latent codes.
-      noise: [B, H, W, 1] standard logistic noise.
+      noise: [B, H, W, ...]: standard logistic noise [B, H, W, 1] by default.
+      draw: pixel values [B, 1] from outputs [B, P] and noise [B, ...].
 
     Returns:
-      [B, H, W, 1] float32 images in {0, 1}.
+      [B, H, W, 1] float32 images in {0, 1} (in [0, 1] with `draw`).
     """
     height, width, _ = self.image_shape
+    draw = draw or (lambda logit, n: (n < logit).astype(jnp.float32))
     batch = z.shape[0]
     z_u, z_ul = self._z_features(z)
     canvas = jnp.zeros((batch, height, width, 1), jnp.float32)
@@ -224,7 +227,7 @@ class PixelCNN(nn.Module):
           lambda: (u_rows, caches))
       row, caches = self._ul_row(canvas, z_ul, caches, r, u_rows)
       logit = jax.lax.dynamic_index_in_dim(row, c, 1, keepdims=False)
-      pixel = (noise[:, r, c] < logit).astype(canvas.dtype)  # [B, 1]
+      pixel = draw(logit, noise[:, r, c])  # [B, 1]
       return canvas.at[:, r, c].set(pixel), caches, u_rows
 
     canvas, _, _ = jax.lax.fori_loop(0, height * width, body,
@@ -371,11 +374,9 @@ class PixelCNN(nn.Module):
 # ----------------------------------------------------------------------------
 # Config.
 
-
 def validate(config: ml_collections.ConfigDict,
              image_shape: tuple[int, int, int]) -> None:
-  """Checks the PixelCNN keys of `config.model` for images of `image_shape`,
-  naming the bad key and value."""
+  """Checks the PixelCNN keys for images of `image_shape`, naming them."""
   validation.check_positive_int(config, 'model.pixelcnn_features')
   validation.check_positive_int(config, 'model.pixelcnn_resnets_per_block')
   scales = validation.check_positive_int(config, 'model.pixelcnn_scales')
@@ -390,9 +391,8 @@ def validate(config: ml_collections.ConfigDict,
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """The PixelCNN keys of the `model` section, at the paper's sizes (F.2):
-  features of every layer, gated resnet layers per block, resolutions of the
-  down pass (28-14-7)."""
+  """The PixelCNN keys of the `model` section at F.2's sizes: features,
+  gated resnet layers per block, resolutions of the down pass (28-14-7)."""
   return ml_collections.ConfigDict({
       'pixelcnn_features': 64,
       'pixelcnn_resnets_per_block': 2,

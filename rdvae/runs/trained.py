@@ -167,7 +167,8 @@ class TrainedModel:
 
 
 def load(workdir: str, params: str = 'last',
-         components: Optional[Mapping[str, Any]] = None) -> TrainedModel:
+         components: Optional[Mapping[str, Any]] = None,
+         data: Any = None) -> TrainedModel:
   """The trained model of the image run in `workdir`.
 
   Args:
@@ -176,14 +177,17 @@ def load(workdir: str, params: str = 'last',
       holds) or 'best' (the best by validation ELBO).
     components: the modules passed to `train_and_eval` in place of the
       config's parts, if any (docs/models.md).
+    data: the splits passed to `train_and_eval` as `data=`, for a run of
+      source 'arrays'.
 
   Raises:
     FileNotFoundError: no run or no such checkpoint in `workdir`.
     ValueError: a toy run (its model is a table, measured exactly).
   """
   config = reevaluate.saved_config(workdir, {})
-  programs.validate(config, components)
-  run = programs.create_run(config, components=components)
+  task = programs.validate(config, components)
+  run = programs.create_run(
+      config, task.load_data(config, components, data), components=components)
   state, step = reevaluate.restore_params(run, workdir, params)
   return TrainedModel(run.config, run.model, state.params, run.data, step,
                       run.evaluator.eval_rng)

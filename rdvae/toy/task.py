@@ -57,7 +57,12 @@ class ToyTask:
     validation.check_positive_int(config, 'train.num_steps')
     settings.validate(config, data_entropy=spec.entropy)
 
-  def load_data(self, config) -> data.DataSpec:
+  def load_data(self, config, components=None, arrays=None) -> data.DataSpec:
+    _refuse(components)
+    if arrays is not None:
+      raise validation.ConfigError(
+          "the toy's data is its exact p*(x) (dataset.name='toy'); it takes "
+          'no data= arrays')
     return data.create_data_spec(config)
 
   def create_model(self, config, spec,

@@ -247,13 +247,15 @@ def _check_processes(task) -> None:
 
 
 def train_and_eval(config: ml_collections.ConfigDict, workdir: str,
-                   components: Optional[Mapping[str, Any]] = None
-                   ) -> dict[str, Any]:
+                   components: Optional[Mapping[str, Any]] = None,
+                   data: Any = None) -> dict[str, Any]:
   """Trains `config`'s model in `workdir` (resuming) and evaluates it.
 
   `components` ({'encoder' | 'decoder' | 'marginal': linen module}) replace
   those parts of the config's model (docs/models.md); config.json does not
   record them, so resuming or `rdvae.load` needs the same ones again.
+  `data`, the splits as uint8 image arrays (train, validation, test),
+  replaces the config's source (`dataset.source='arrays'`, not recorded).
 
   Returns:
     The results written to results.json. For the image models: the test-set
@@ -264,10 +266,14 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str,
     (`toy.measures.evaluate`).
   """
   compilation.setup()  # the persistent compilation cache (runtime.compilation)
+  if data is not None and config.dataset.get('source') != 'arrays':
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.dataset.source = 'arrays'
   task = programs.validate(config, components)
   _check_processes(task)
-  data = task.load_data(config)  # a bad data file stops here, before
-  done = _prepare(config, workdir)  # anything is written
+  data = task.load_data(config, components, data)  # bad data stops here,
+  done = _prepare(config, workdir)  # before anything is written
   if done is not None:
     return done
   counter = compilation.Counter()

@@ -162,7 +162,7 @@ def create_run(config: ml_collections.ConfigDict, data: Any = None,
   task = tasks.for_config(config)
   config, chosen = backends.resolved_config(config, jax.default_backend())
   if data is None:
-    data = task.load_data(config)
+    data = task.load_data(config, components)
   model = task.create_model(config, data, components)
   layout = layout or task.layout(config)
   c = config.train

@@ -32,7 +32,7 @@ and run files are shared. A task answers, for its configs:
                             (`loop.population_key`)
   multiprocess              whether a run may span several processes
 
-`ImageTask` (below) runs the paper's image models on binary images;
+`ImageTask` (below) runs the paper's image models on binary or 8-bit images;
 `toy.task.ToyTask` the discrete toy of Appendix E, computed exactly.
 """
 
@@ -101,7 +101,8 @@ def num_train_steps(config: ml_collections.ConfigDict, num_examples: int) -> int
 
 
 class ImageTask:
-  """The paper's image models (the twelve families) on binary images."""
+  """The paper's image models (the twelve families) on binary or 8-bit
+  images."""
 
   name = 'image'
   selection_key = 'validation/elbo'
@@ -114,7 +115,10 @@ class ImageTask:
   def validate(self, config: ml_collections.ConfigDict,
                components=None) -> None:
     sources.validate(config)
-    model_lib.validate(config, sources.IMAGE_SHAPE, components)
+    # The checks that need the data's image shape and values wait for the
+    # data (`load_data`) unless the config declares them.
+    shape, values = sources.declared(config)
+    model_lib.validate(config, shape, components, values)
     settings.validate(config)
     parallel.validate(config)
     validation.check_positive_int(config, 'train.num_steps', allow_zero=True)
@@ -122,15 +126,20 @@ class ImageTask:
                             strictly_positive=True)
     measures.validate(config)
 
-  def load_data(self, config: ml_collections.ConfigDict) -> sources.Dataset:
-    """The dataset, checked against the config.
+  def load_data(self, config: ml_collections.ConfigDict, components=None,
+                data=None) -> sources.Dataset:
+    """The dataset (`data`: the splits of source 'arrays'), checked against
+    the config and the model (`components` in place of its parts).
 
     Raises:
-      ConfigError: train.batch_size exceeds the training split (no full
-        batch per epoch), eval.num_grid_images the validation split, or
-        eval.max_examples the smaller evaluated split.
+      ConfigError: bad data (`sources.create_dataset`), a model that cannot
+        take the data's images or values, train.batch_size exceeds the
+        training split (no full batch per epoch), eval.num_grid_images the
+        validation split, or eval.max_examples the smaller evaluated split.
     """
-    dataset = sources.create_dataset(config)
+    dataset = sources.create_dataset(config, data)
+    model_lib.validate(config, dataset.image_shape, components,
+                       dataset.values)
     where = sources.describe_source(config)
     for key, split in (('train.batch_size', 'train'),
                        ('eval.num_grid_images', 'validation')):
@@ -150,7 +159,8 @@ class ImageTask:
     return dataset
 
   def create_model(self, config, dataset, components=None):
-    return model_lib.create_model(config, dataset.image_shape, components)
+    return model_lib.create_model(config, dataset.image_shape, components,
+                                  dataset.values)
 
   def layout(self, config):
     return parallel.create_layout(config.train.parallel)
