@@ -97,9 +97,8 @@ def _start(config: ml_collections.ConfigDict, workdir: str, data: Any = None,
   run = programs.create_run(config, data, layout, components)
   c = run.config.train
   manager = checkpointing.create_manager(workdir, c.max_checkpoints_to_keep)
-  # Without evaluations during training the best is the last checkpoint.
   best = (checkpointing.create_manager(workdir, 1, best_metric='elbo')
-          if c.eval_every else None)
+          if c.eval_every else None)  # else the best is the last
   init = jax.device_get(run.init_state)
   state = checkpointing.restore_latest_good(manager, init)
   state = init if state is None else state
@@ -223,9 +222,8 @@ def _finish(member: Member, host, state, step: int, speed: monitors.Speed,
                        {'elbo': results[run.task.selection_key]})
   member.writer.close()
   run.task.summarize(results, run.config)
-  results.update(step=step, num_steps=run.num_steps,
-                 num_parameters=sum(int(np.size(p)) for p in
-                                    jax.tree.leaves(host.params)))
+  results.update(step=step, num_steps=run.num_steps, num_parameters=sum(
+      int(np.size(p)) for p in jax.tree.leaves(host.params)))
   if population_size:
     results['population_size'] = population_size
   examples = run.task.examples_per_step(run.config)
