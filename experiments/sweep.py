@@ -204,9 +204,13 @@ def _run_workers(count: int, overrides: dict) -> tuple[list[dict], int]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [root] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
-    ended = workers.supervise(
-        [sys.executable, '-m', 'experiments.sweep', *_COMMAND_LINE[1:]],
-        count, [p.name for p in points], env=env)
+    try:
+      ended = workers.supervise(
+          [sys.executable, '-m', 'experiments.sweep', *_COMMAND_LINE[1:]],
+          count, [p.name for p in points], env=env)
+    except preemption.Interrupted:
+      runner.write_summary(workdir, points)  # the stopped points: pending
+      raise
   status = 0
   for end in ended:
     if end.abnormal():

@@ -209,6 +209,8 @@ def run_population(points: Sequence[sweep_file.SweepPoint],
   try:
     outputs = train.train_population([p.config for p in points],
                                      directories)
+  except preemption.Preempted:
+    raise  # not a failure: the points resume when a runner starts again
   except Exception as e:  # pylint: disable=broad-except
     print(f'[sweep] population of {len(points)} points: {type(e).__name__}: '
           f'{e}; training them one at a time', flush=True)
