@@ -13,8 +13,10 @@ second, benchmarks/_timing.py), the ratio of the wall times per round, and
 whether every point's results.json is the same in every sweep (its
 `compile` record and `population_size` aside: what was compiled and how many
 members a program trained, not what it computed). The persistent compilation
-cache stays on, as for a user: run the benchmark twice, or once after any
-sweep of the same family, to time training rather than compiling.
+cache stays on, as for a user; before the timed sweeps the sweep file's base
+config is trained once (`python -m experiments.main --config=<sweep file>`,
+untimed), so that every timed sweep reads its programs from the cache
+(`--nowarmup` to leave that out).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def main() -> None:
   parser.add_argument('--workdir', default='',
                       help='where the sweeps go (default: a temporary '
                       'directory, removed after)')
+  parser.add_argument('--warmup', action=argparse.BooleanOptionalAction,
+                      default=True, help='train the base config once first')
   args = parser.parse_args()
   if args.rounds < 1:
     parser.error(f'--rounds={args.rounds}; expected a count >= 1')
@@ -83,6 +87,12 @@ def main() -> None:
         f'{os.getloadavg()}', flush=True)
   with tempfile.TemporaryDirectory() as scratch:
     root = args.workdir or scratch
+    if args.warmup:
+      subprocess.run(
+          [sys.executable, '-m', 'experiments.main', f'--config={args.sweep}',
+           f'--workdir={os.path.join(root, "warmup")}', '--jax_platforms=cpu'],
+          cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+          capture_output=True, check=True)
     results = {}
     for i in range(args.rounds):
       walls = {}
