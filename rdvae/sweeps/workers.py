@@ -18,10 +18,13 @@ started by hand do. The starting process (the parent):
     through, whole; the rest is kept (its last `TAIL_LINES` lines) and shown
     only for a runner that ended abnormally;
   - forwards SIGTERM and SIGINT: a signal to the parent (Ctrl-C included:
-    runners run in their own session, so the terminal's SIGINT reaches the
-    parent alone) is sent once to every runner, which checkpoints and exits
-    75 as a lone runner does; the parent then raises `Interrupted` for the
-    entry point's one line;
+    runners run in a process group of their own, so the terminal's SIGINT
+    reaches the parent alone) is sent once to every runner, which
+    checkpoints and exits 75 as a lone runner does; the parent then raises
+    `Interrupted` for the entry point's one line. Runners stay in the
+    parent's session, so where the kernel groups a session's processes for
+    scheduling (autogroup) the sweep keeps one group's share of a busy
+    machine, whatever N;
   - takes its runners with it: a runner dies with its parent
     (`die_with_parent`: PR_SET_PDEATHSIG on Linux, a watching thread
     elsewhere), so a SIGKILLed parent leaves no runner behind, and its
@@ -52,6 +55,9 @@ THREAD_VARIABLES = ('NPROC', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS',
                     'MKL_NUM_THREADS')
 TAIL_LINES = 40
 _PR_SET_PDEATHSIG = 1
+# Popen's arguments that start a runner in a process group of its own.
+_OWN_PROCESS_GROUP = ({'process_group': 0} if sys.version_info >= (3, 11)
+                      else {'preexec_fn': os.setpgrp})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +201,7 @@ def supervise(command: Sequence[str], count: int, names: Sequence[str],
             list(command), env=worker_environment(index, count, base=env),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, errors='replace',
-            start_new_session=True))
+            **_OWN_PROCESS_GROUP))
         output.read(index, procs[-1].stdout)
       output.relay()
     except preemption.Interrupted as stop:
