@@ -15,7 +15,6 @@ import time
 import pytest
 
 from rdvae.files import atomic_files
-from rdvae.files import metric_files
 from rdvae.files import sweep_files
 from rdvae.sweeps import claims
 from rdvae.sweeps import runner
@@ -156,10 +155,13 @@ def _owners(workdir: str) -> set[int]:
   return owners
 
 
-def _mid_training(workdir: str) -> bool:
+def _inside_a_point(workdir: str) -> bool:
+  """Whether a runner is inside a point: holds it, has written its
+  config.json (compiling or training from then on), not its results."""
   for name in NAMES:
     directory = os.path.join(workdir, name)
-    if (claims.live_owner(directory) and metric_files.read_metrics(directory)
+    if (claims.live_owner(directory)
+        and os.path.exists(os.path.join(directory, 'config.json'))
         and not os.path.exists(os.path.join(directory, 'results.json'))):
       return True
   return False
@@ -176,8 +178,9 @@ def _results(directory: str) -> dict:
 
 
 def test_two_runners_stopped_and_rerun_equal_one_runner(tmp_path):
-  """SIGTERM to the parent of two runners mid-training: both stop (exit
-  75, one line, every runner gone, no point failed); the same command run
+  """SIGTERM to the parent of two runners inside a point (compiling or
+  training): both stop (exit 75, one line, every runner gone, no point
+  failed, a point left to do); the same command run
   again finishes the sweep. Every point's line shows once over both runs,
   the output holds nothing else, and every results.json equals the same
   point's trained by one runner in this process (population 'auto': the
@@ -192,7 +195,7 @@ def test_two_runners_stopped_and_rerun_equal_one_runner(tmp_path):
   parent = subprocess.Popen(command, cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   deadline = time.time() + 120
-  while not _mid_training(workdir):
+  while not _inside_a_point(workdir):
     assert parent.poll() is None and time.time() < deadline, (
         parent.communicate())
     time.sleep(0.05)
