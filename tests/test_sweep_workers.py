@@ -177,6 +177,7 @@ def _results(directory: str) -> dict:
   return results
 
 
+@pytest.mark.slow  # 32 s on a quiet 2-core machine: 6 processes start
 def test_two_runners_stopped_and_rerun_equal_one_runner(tmp_path):
   """SIGTERM to the parent of two runners inside a point (compiling or
   training): both stop (exit 75, one line, every runner gone, no point
