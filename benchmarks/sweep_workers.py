@@ -16,7 +16,7 @@ members a program trained, not what it computed). The persistent compilation
 cache stays on, as for a user; before the timed sweeps the sweep file's base
 config is trained once (`python -m experiments.main --config=<sweep file>`,
 untimed), so that every timed sweep reads its programs from the cache
-(`--nowarmup` to leave that out).
+(`--no-warmup` to leave that out).
 """
 
 from __future__ import annotations
