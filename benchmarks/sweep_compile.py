@@ -77,7 +77,7 @@ def _report(title: str, timed: _timing.Timer, workdir: str, points,
 
 def _sweep_command(workdir: str) -> list[str]:
   return [sys.executable, '-m', 'experiments.sweep', f'--sweep={_SWEEP.value}',
-          f'--workdir={workdir}', '--population=off']
+          f'--workdir={workdir}', '--population=off', '--workers=1']
 
 
 def main(argv):

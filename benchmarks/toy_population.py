@@ -309,7 +309,7 @@ def time_sweeps(rounds: int, steps: int) -> None:
           subprocess.run(
               [sys.executable, '-m', 'experiments.sweep',
                '--sweep=configs/sweeps/toy_rd.py', f'--workdir={workdir}',
-               f'--population={mode}', *overrides],
+               f'--population={mode}', '--workers=1', *overrides],
               cwd=REPO, env=env, check=True, capture_output=True)
         results[(i, mode)] = _results(workdir)
       print(f' round {i + 1} --population={mode:3s} {timed.wall:6.1f} s '

@@ -2,7 +2,7 @@ r"""python -m experiments.sweep --sweep=configs/sweeps/NAME.py --workdir=DIR
 
 Runs every point of a sweep file (configs/sweeps/*.py: get_config() and
 get_sweep(), see rdvae/sweeps/runner.py) in DIR/<point name>/ through
-`rdvae.train_and_eval`, one after another in this process, and keeps
+`rdvae.train_and_eval`, --workers points at a time, and keeps
 DIR/summary.csv (name, swept keys, status, test rate, distortion, elbo, iwae,
 error) up to date after each point. Every point's config is validated before
 any runs.
@@ -24,6 +24,11 @@ not run until the file is removed), running or pending.
   --population=auto|on|off  train points that share a program as one
                           vmapped population (auto: for the toy;
                           see rdvae/sweeps/runner.py)
+  --workers=N             run N runner processes at once, each with its
+                          share of the cores, printing one line per point
+                          and one summary (rdvae/sweeps/workers.py); the
+                          default is one per core when the points run on the
+                          CPU, else 1 (this process runs the points itself)
   --jax_platforms, --cpu_devices  as in experiments.main
 
 Rerunning the command resumes: finished points are skipped, interrupted ones
@@ -47,6 +52,10 @@ from ml_collections import config_flags
 
 from experiments import cli
 from rdvae.runtime import cpu_devices
+from rdvae.sweeps import workers
+
+# The command line as typed (the runners of --workers run it again).
+_COMMAND_LINE: list[str] = []
 
 # The sweep file is also the base config (it has get_config()); defining it
 # as a config file flag gives the --config.<key>=<value> overrides. --sweep
@@ -74,6 +83,12 @@ _PLATFORMS = flags.DEFINE_string(
     'jax_platforms', None, 'JAX backends to use, e.g. "cpu".')
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'Emulate this many CPU devices (0: leave as is).')
+_WORKERS = flags.DEFINE_integer(
+    'workers', None, 'Runner processes at once, each with its share of the '
+    'cores (default: one per core on the CPU, else 1).')
+flags.register_validator(
+    'workers', lambda value: value is None or value >= 1,
+    message='expected a number of runner processes >= 1')
 flags.mark_flags_as_required(['sweep', 'workdir'])
 
 
@@ -92,6 +107,9 @@ def _argv(argv: list[str]) -> list[str]:
 
 
 def main(argv):
+  worker = workers.this_worker()
+  if worker is not None:
+    workers.die_with_parent(worker.parent)
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
@@ -114,6 +132,8 @@ def main(argv):
   from rdvae.sweeps import sweep_file  # pylint: disable=g-import-not-at-top
   from rdvae import validation  # pylint: disable=g-import-not-at-top
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
+  count = _WORKERS.value or workers.default_count(_PLATFORMS.value)
+  status = 0
   try:
     if _DRY_RUN.value:
       points = sweep_file.expand(_SWEEP.value, overrides)
@@ -128,10 +148,14 @@ def main(argv):
             f'populations, {alone} alone (--population={_POPULATION.value})',
             flush=True)
       return 0
-    rows = runner.run(_SWEEP.value, _WORKDIR.value, overrides=overrides,
-                      retry_failed=_RETRY_FAILED.value, wait=_WAIT.value,
-                      poll_seconds=_POLL_SECONDS.value,
-                      population=_POPULATION.value)
+    if worker is None and count > 1:
+      rows, status = _run_workers(count, overrides)
+    else:
+      rows = runner.run(_SWEEP.value, _WORKDIR.value, overrides=overrides,
+                        retry_failed=_RETRY_FAILED.value, wait=_WAIT.value,
+                        poll_seconds=_POLL_SECONDS.value,
+                        population=_POPULATION.value,
+                        runners=worker.count if worker else 1)
   except validation.ConfigError as e:  # a bad sweep: the message says it all
     print(f'FATAL: {e}', file=sys.stderr, flush=True)
     return preemption.EXIT_USAGE
@@ -151,7 +175,58 @@ def main(argv):
   counts = {s: sum(r['status'] == s for r in rows) for s in runner.STATUSES}
   print('[sweep] ' + ', '.join(f'{n} {s}' for s, n in counts.items())
         + f'; see {_WORKDIR.value}/{sweep_files.SUMMARY_FILE}', flush=True)
+  if status:
+    return status
   return 1 if counts['failed'] or counts['damaged'] else 0
+
+
+def _run_workers(count: int, overrides: dict) -> tuple[list[dict], int]:
+  """Checks the sweep, runs up to `count` runner processes of this command
+  (rdvae/sweeps/workers.py) and returns the summary rows and an exit status
+  (0 unless a runner ended abnormally: its status, its last lines shown on
+  stderr, or 75 when a runner was stopped and points are left)."""
+  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import preemption
+  from rdvae.sweeps import runner
+  # pylint: enable=g-import-not-at-top
+  workdir = _WORKDIR.value
+  points, _ = runner.prepare(_SWEEP.value, workdir, overrides,
+                             _POPULATION.value)
+  statuses = [r['status'] for r in runner.summarise(workdir, points)]
+  failed = statuses.count('failed') if _RETRY_FAILED.value else 0
+  count = min(count, statuses.count('pending') + statuses.count('running')
+              + failed)
+  share = workers.cores_per_worker(count) if count else 0
+  print(f'[sweep] {len(points)} points in {workdir}; {count} runners of '
+        f'{share} core(s) each', flush=True)
+  ended = []
+  if count:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
+    try:
+      ended = workers.supervise(
+          [sys.executable, '-m', 'experiments.sweep', *_COMMAND_LINE[1:]],
+          count, [p.name for p in points], env=env)
+    except preemption.Interrupted:
+      runner.write_summary(workdir, points)  # the stopped points: pending
+      raise
+  status = 0
+  for end in ended:
+    if end.abnormal():
+      print(f'[sweep] runner {end.index} (pid {end.pid}) ended with status '
+            f'{end.status}; its last lines:', file=sys.stderr, flush=True)
+      for line in end.tail:
+        print(f'  {line}', file=sys.stderr, flush=True)
+      status = status or (end.status if end.status > 0 else 1)
+  rows = runner.write_summary(workdir, points)
+  stopped = any(e.status == preemption.EXIT_PREEMPTED for e in ended)
+  if not status and stopped and any(
+      r['status'] in ('pending', 'running') for r in rows):
+    print('[sweep] a runner was stopped before the sweep ended; run the same '
+          'command again to resume', file=sys.stderr, flush=True)
+    status = preemption.EXIT_PREEMPTED
+  return rows, status
 
 
 def _listing(row: dict) -> str:
@@ -177,6 +252,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == '__main__':
+  _COMMAND_LINE[:] = sys.argv
   try:
     sys.argv = _argv(sys.argv)
   except ValueError as e:

@@ -191,7 +191,8 @@ def test_example_sweep_trains_and_reports(tmp_path):
             '--config.eval.generative_samples=10',
             '--config.eval.num_grid_images=4']
   for command in (['experiments.sweep', '--sweep=examples/mlp_rd.py',
-                   f'--workdir={workdir}', '--jax_platforms=cpu'] + budget,
+                   f'--workdir={workdir}', '--jax_platforms=cpu',
+                   '--workers=1'] + budget,
                   ['experiments.report', f'--workdir={workdir}']):
     out = subprocess.run([sys.executable, '-m'] + command, cwd=REPO,
                          capture_output=True, text=True, timeout=600,

@@ -80,7 +80,8 @@ def test_signal_between_sweep_points(tmp_path):
   workdir = str(tmp_path / 'sweep')
   command = [sys.executable, '-m', 'experiments.sweep', f'--sweep={sweep}',
              f'--workdir={workdir}', '--jax_platforms=cpu',
-             '--population=off', '--config.train.num_steps=40']
+             '--population=off', '--config.train.num_steps=40',
+             '--workers=1']
   status, stdout, stderr = _signal_after(command, '[sweep] seed=0: done',
                                          signal.SIGTERM)
   assert status == preemption.EXIT_PREEMPTED, (stdout, stderr)

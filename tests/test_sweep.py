@@ -113,7 +113,8 @@ def test_base_overrides_apply_to_every_point_and_are_checked():
 
 def test_shipped_sweep_files_are_all_tested():
   assert SHIPPED == ['beta_table', 'compile_once', 'family_table', 'mnist_rd',
-                     'mnist_rd_cpu', 'mnist_vpm', 'omniglot_rd', 'toy_rd']
+                     'mnist_rd_cpu', 'mnist_simple_betas', 'mnist_vpm',
+                     'omniglot_rd', 'toy_rd']
 
 
 @pytest.mark.parametrize('name', SHIPPED)
@@ -210,6 +211,12 @@ def test_shipped_sweeps_hold_the_papers_points():
   assert pairs == [(f, b) for f in model.FAMILIES
                    for b in ((1.0, 0.1) if f == '-+-' else (1.0,))]
   assert all(p.config.train.num_steps == 50 for p in points)
+
+  _, points = load('mnist_simple_betas')
+  assert [(p.config.model.family, p.config.objective.beta) for p in points] == [
+      ('---', b) for b in (0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)]
+  assert all((p.config.train.num_steps, p.config.train.batch_size,
+              p.config.eval.max_examples) == (120, 64, 200) for p in points)
 
   _, points = load('compile_once')
   pairs = [(p.config.model.family, p.config.objective.beta) for p in points]
@@ -499,7 +506,7 @@ def _runner(path, workdir, log):
   return subprocess.Popen(
       [sys.executable, '-m', 'experiments.sweep', f'--sweep={path}',
        f'--workdir={workdir}', '--jax_platforms=cpu', '--poll_seconds=0.2',
-       '--config.train.num_steps=2000', '--population=off'],
+       '--config.train.num_steps=2000', '--population=off', '--workers=1'],
       cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
 

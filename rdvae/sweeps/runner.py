@@ -209,6 +209,8 @@ def run_population(points: Sequence[sweep_file.SweepPoint],
   try:
     outputs = train.train_population([p.config for p in points],
                                      directories)
+  except preemption.Preempted:
+    raise  # not a failure: the points resume when a runner starts again
   except Exception as e:  # pylint: disable=broad-except
     print(f'[sweep] population of {len(points)} points: {type(e).__name__}: '
           f'{e}; training them one at a time', flush=True)
@@ -221,12 +223,49 @@ def run_population(points: Sequence[sweep_file.SweepPoint],
     print(f'[sweep] {point.name}: done: {_figures(results)}', flush=True)
 
 
+def prepare(sweep: Union[str, types.ModuleType], workdir: str,
+            overrides: Optional[Mapping[str, Any]] = None,
+            population: str = 'auto'
+            ) -> tuple[list[sweep_file.SweepPoint], dict[str, Optional[str]]]:
+  """The checks before any point runs, then sweep.json and summary.csv.
+
+  Expands and validates every point, decides their populations and refuses
+  a directory holding other configs (each raising `sweep_file.SweepError`
+  before anything is written), then creates `workdir` and writes its
+  sweep.json and summary.csv. Returns the points and their population keys
+  ({point name: key or None}).
+  """
+  points = sweep_file.expand(sweep, overrides)
+  keys = {p.name: population_key(p, population) for p in points}
+  check_workdir(workdir, points)
+  os.makedirs(workdir, exist_ok=True)
+  sweep_files.write_sweep_record(
+      workdir, sweep if isinstance(sweep, str) else sweep.__name__,
+      overrides or {}, [(p.name, p.overrides) for p in points])
+  write_summary(workdir, points)
+  return points, keys
+
+
+def claim_limit(group_size: int, runners: int) -> int:
+  """The most points of a population of `group_size` one runner claims at a
+  time when `runners` runners share the sweep: all of them for one runner
+  (whose files are written while its next population trains), else an
+  equal share, at most `training.loop.MAX_POPULATION`, so every runner gets
+  work and, in a large group, each claim is one whole population."""
+  if runners < 1:
+    raise ValueError(f'runners={runners!r}; expected a count >= 1')
+  if runners == 1:
+    return group_size
+  from rdvae.training import loop as train  # pylint: disable=g-import-not-at-top
+  return max(1, min(train.MAX_POPULATION, -(-group_size // runners)))
+
+
 def run(sweep: Union[str, types.ModuleType], workdir: str,
         overrides: Optional[Mapping[str, Any]] = None,
         retry_failed: bool = False, wait: bool = True,
         poll_seconds: float = 10.0,
         heartbeat_seconds: float = claims.HEARTBEAT_SECONDS,
-        population: str = 'auto') -> list[dict[str, Any]]:
+        population: str = 'auto', runners: int = 1) -> list[dict[str, Any]]:
   """Runs every point of `sweep` in `workdir` (restartable, shareable).
 
   Args:
@@ -240,24 +279,20 @@ def run(sweep: Union[str, types.ModuleType], workdir: str,
     heartbeat_seconds: how often a held claim's heartbeat is refreshed.
     population: 'auto', 'on' or 'off': whether points that share a program
       train as one population (see the module doc).
+    runners: how many runners were started together on this sweep (e.g.
+      by `experiments.sweep --workers`); a population's points are claimed
+      in shares (`claim_limit`) so that all of them get work.
 
   Returns:
     The summary rows (as in summary.csv), after this runner's last point.
   """
-  points = sweep_file.expand(sweep, overrides)
-  keys = {p.name: population_key(p, population) for p in points}
-  check_workdir(workdir, points)
-  os.makedirs(workdir, exist_ok=True)
-  sweep_files.write_sweep_record(
-      workdir, sweep if isinstance(sweep, str) else sweep.__name__,
-      overrides or {}, [(p.name, p.overrides) for p in points])
+  points, keys = prepare(sweep, workdir, overrides, population)
   retry = {}
   if retry_failed:
     for point in points:
       token = _failure_token(os.path.join(workdir, point.name))
       if token is not None:
         retry[point.name] = token
-  write_summary(workdir, points)
   print(f'[sweep] {len(points)} points in {workdir}', flush=True)
 
   def runnable(directory, name):
@@ -278,7 +313,10 @@ def run(sweep: Union[str, types.ModuleType], workdir: str,
           p for p in points if keys[p.name] == keys[point.name]]
       with contextlib.ExitStack() as held:
         members = []
+        limit = claim_limit(len(group), runners)
         for member in group:
+          if len(members) == limit:
+            break
           directory = os.path.join(workdir, member.name)
           if not runnable(directory, member.name):
             continue
