@@ -205,8 +205,13 @@ def _npz_path(config) -> str:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks `config.dataset` before any work, naming the bad key and value."""
-  source = validation.check_choice(config, 'dataset.source', SOURCES)
   name = _check_string(config, 'dataset.name', empty=False)
+  if 'source' not in config.dataset:  # e.g. the toy's config, renamed
+    raise validation.ConfigError(
+        f'config.dataset.name={name!r} names an image dataset, but '
+        "config.dataset has no 'source' key (the toy's config takes "
+        "dataset.name='toy')")
+  source = validation.check_choice(config, 'dataset.source', SOURCES)
   path = _check_string(config, 'dataset.path')
   _check_string(config, 'dataset.tfds_data_dir')
   for split_key in SPLIT_KEYS:
