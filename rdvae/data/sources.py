@@ -208,8 +208,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   name = _check_string(config, 'dataset.name', empty=False)
   if 'source' not in config.dataset:  # e.g. the toy's config, renamed
     raise validation.ConfigError(
-        f'config.dataset.name={name!r} names an image dataset, but '
-        "config.dataset has no 'source' key (the toy's config takes "
+        f'config.dataset.source is missing, which config.dataset.name='
+        f"{name!r}, an image dataset, needs (the toy's config takes "
         "dataset.name='toy')")
   source = validation.check_choice(config, 'dataset.source', SOURCES)
   path = _check_string(config, 'dataset.path')
