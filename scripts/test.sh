@@ -6,5 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
 # One pytest-xdist worker per core (RDVAE_TEST_WORKERS to change; 0 runs in
-# this process); tests marked xdist_group share a worker.
-exec "$PYTHON_BIN" -m pytest -n "${RDVAE_TEST_WORKERS:-auto}" --dist loadgroup "$@"
+# this process); tests marked xdist_group share a worker. The 25 slowest
+# tests are listed at the end.
+exec "$PYTHON_BIN" -m pytest -n "${RDVAE_TEST_WORKERS:-auto}" --dist loadgroup \
+  --durations=25 "$@"
