@@ -1,7 +1,7 @@
 r"""python -m experiments.ais_check --workdirs=runs/simple,runs/vamp \
      --examples=20 --chains=16 --steps=500 --bdmc_examples=20
 
-The acceptance checks of AIS on trained image models (issue 22), one table
+The checks of AIS on trained image models, one table
 row per run. For each run it calls `ais_workdir` (as `experiments.ais`
 does; a run whose ais.json has these settings is not computed again) and
 then, on the same seeded test images:
