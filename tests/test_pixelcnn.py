@@ -26,8 +26,7 @@ def _init(net, batch=1, latent=6, seed=0):
   `net.init` is avoided on purpose: compiling its threefry draws takes far
   longer than compiling the network itself.
   """
-  height, width, _ = net.image_shape
-  x = jnp.zeros((batch, height, width, 1), jnp.float32)
+  x = jnp.zeros((batch,) + tuple(net.image_shape), jnp.float32)
   rng = np.random.default_rng(seed)
   z = jnp.asarray(rng.normal(size=(batch, latent)), jnp.float32)
   shapes = jax.eval_shape(net.init, jax.random.key(0), x, z)
@@ -42,10 +41,11 @@ def _init(net, batch=1, latent=6, seed=0):
   return jax.tree.map(draw, shapes), z
 
 
-def _all_images(height, width):
-  bits = np.array(list(itertools.product([0, 1], repeat=height * width)),
+def _all_images(height, width, channels=1):
+  bits = np.array(list(itertools.product([0, 1],
+                                         repeat=height * width * channels)),
                   np.float32)
-  return jnp.asarray(bits.reshape(-1, height, width, 1))
+  return jnp.asarray(bits.reshape(-1, height, width, channels))
 
 
 def _log_prob(logits, x):
@@ -121,6 +121,30 @@ def test_jacobian_is_strictly_lower_triangular(scales, resnets, size):
   assert jacobian[1, 0] != 0.0 and jacobian[width, 0] != 0.0
 
 
+def test_colour_outputs_see_every_channel_of_earlier_pixels_only():
+  """Colour images (C = 3, P = 2 outputs a pixel): d o_{i,p} / d x_{j,c} = 0
+  for every j >= i, every channel c and output p, so a pixel's outputs never
+  see its own channels (the mixture orders those); and the outputs of the
+  pixels that see pixel 0 (its right neighbour and the one below) depend on
+  each of its three channels."""
+  height, width, channels, outputs = 4, 4, 3, 2
+  net = pixelcnn.PixelCNN(features=4, resnets_per_block=1, num_scales=2,
+                          image_shape=(height, width, channels),
+                          outputs=outputs)
+  params, z = _init(net)
+  x = jnp.asarray(np.random.default_rng(11).uniform(
+      size=(height, width, channels)), jnp.float32)
+  jacobian = jax.jit(jax.jacrev(
+      lambda x, params: net.apply(params, x[None], z).reshape(-1)))(x, params)
+  n = height * width
+  jacobian = np.asarray(jacobian).reshape(n, outputs, n, channels)
+  for i in range(n):
+    assert np.all(jacobian[i, :, i:] == 0.0), f'outputs {i} see pixels >= {i}'
+  for i in (1, width):
+    assert np.all(np.abs(jacobian[i, :, 0]).min(axis=0) > 0.0), i
+  assert np.all(np.any(jacobian[1:].reshape(n - 1, -1) != 0.0, axis=1))
+
+
 def test_every_pixel_sees_z():
   """The z-map is seen unshifted: even l_0, which sees no pixel, depends on z."""
   net = pixelcnn.PixelCNN(features=4, num_scales=2, image_shape=(4, 4, 1))
@@ -154,6 +178,21 @@ def test_probabilities_sum_to_one_by_enumeration(name, num_scales, size):
   total = jnp.exp(jax.scipy.special.logsumexp(log_probs))
   np.testing.assert_allclose(float(total), 1.0, atol=1e-5)
   assert float(jnp.exp(log_probs.max())) < 0.5  # not a trivial point mass
+
+
+def test_colour_bernoulli_probabilities_sum_to_one_by_enumeration():
+  """Binary colour images (2x2x2, C Bernoulli logits a pixel, the channels of
+  a pixel independent given the pixels before it): the 2^8 probabilities of
+  the teacher-forced product sum to 1."""
+  net = pixelcnn.PixelCNN(features=6, num_scales=2, image_shape=(2, 2, 2),
+                          outputs=2)
+  params, z = _init(net)
+  images = _all_images(2, 2, 2)                           # [256, 2, 2, 2]
+  z = jnp.broadcast_to(z, (images.shape[0], z.shape[1]))
+  log_probs = _log_prob(jax.jit(net.apply)(params, images, z), images)
+  total = jnp.exp(jax.scipy.special.logsumexp(log_probs))
+  np.testing.assert_allclose(float(total), 1.0, atol=1e-5)
+  assert float(jnp.exp(log_probs.max())) < 0.5
 
 
 def test_sampler_frequencies_match_enumerated_probabilities():

@@ -12,6 +12,7 @@ draw images with their own `sample(z, num_decodes)` method.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import distrax
@@ -61,17 +62,6 @@ def deconv_image_shape_error(image_shape: tuple[int, ...]) -> Optional[str]:
     return None
   return (f'draws images whose height and width are divisible by 4 (two '
           f'stride-2 layers, F.2), not {tuple(image_shape)}')
-
-
-def pixelcnn_image_shape_error(image_shape: tuple[int, ...]) -> Optional[str]:
-  """Why the PixelCNN++ decoder cannot take images of `image_shape`, or None.
-
-  It takes any (H, W, 1); `pixelcnn.validate` checks H and W against its
-  number of scales.
-  """
-  if image_shape[-1] == 1:
-    return None
-  return f'takes images of one channel, (H, W, 1), not {tuple(image_shape)}'
 
 
 def bernoulli_images(logits: jax.Array) -> distrax.Independent:
@@ -193,27 +183,27 @@ class DeconvDecoder(nn.Module):
     return eight_bit_images(self.logits(z), self.image_shape[-1])
 
 
-def draw_grey_mixture(outputs: jax.Array, noise: jax.Array) -> jax.Array:
-  """One grey pixel x = v / 255 from mixture parameters and its noise.
+def draw_mixture(outputs: jax.Array, noise: jax.Array,
+                 num_channels: int) -> jax.Array:
+  """One pixel x = v / 255 of C channels from its mixture's parameters and
+  its noise (`logistic_mixture.DiscretizedLogisticMixture.sample_from_noise`).
 
-  With outputs [B, 3K] (`logistic_mixture.split_params`, C = 1) and noise
-  [B, K + 1], K standard Gumbel variables g and one standard logistic e:
-  k = argmax_k (logit_k + g_k) is the component (probability pi_k), then
-  y = mu_k + e^{s_k} e and v = clip(round((y + 1) 255 / 2), 0, 255), the bin
-  of y; the edge bins take the tails, as the mixture's probabilities do.
+  Args:
+    outputs: [B, P] raw parameters (`logistic_mixture.split_params`).
+    noise: [B, K + C]: K standard Gumbel variables, which pick the
+      component, then C standard logistic variables, one per channel.
+    num_channels: C.
 
   Returns:
-    [B, 1] values v / 255.
+    [B, C] values v / 255.
   """
-  logits, means, log_scales, _ = logistic_mixture.split_params(outputs, 1)
-  k = logits.shape[-1]
-  chosen = jax.nn.one_hot(jnp.argmax(logits + noise[:, :k], -1), k)
-  mean = jnp.sum(means[:, 0] * chosen, -1)
-  log_scale = jnp.maximum(jnp.sum(log_scales[:, 0] * chosen, -1),
-                          logistic_mixture.MIN_LOG_SCALE)
-  y = mean + jnp.exp(log_scale) * noise[:, k]
-  v = jnp.clip(jnp.round((y + 1.0) * (255.0 / 2.0)), 0.0, 255.0)
-  return (v / 255.0)[:, None]
+  # One pixel per row: parameters [B, P] read as a 1x1 image of batch B.
+  mixture = logistic_mixture.DiscretizedLogisticMixture.from_params(
+      outputs[:, None, None], num_channels)
+  k = mixture.num_components
+  v = mixture.sample_from_noise(noise[:, None, None, :k],
+                                noise[:, None, None, k:])
+  return v[:, 0, 0] / 255.0
 
 
 class PixelCNNDecoder(nn.Module):
@@ -226,13 +216,17 @@ class PixelCNNDecoder(nn.Module):
   28x28x1 map joined with the image). Under teacher forcing, `__call__(z, x)`
   gives every conditional in one pass, so -log d(x|z) (the distortion, Eq. 4)
   costs one network evaluation. Sampling is exact and sequential (`sample`).
-  With likelihood 'logistic_mixture' (8-bit grey images, x = v / 255) the
-  network reads out the 3K parameters of a discretized logistic mixture of
-  each pixel given x_<i and z instead (`eight_bit_images`), sampled by
-  `draw_grey_mixture`.
+
+  A pixel i has C channels (C = 1 in the paper). With the Bernoulli
+  likelihood its C channels are independent given x_<i and z (C logits).
+  With 'logistic_mixture' (8-bit images, x = v / 255) the network reads out
+  the K (1 + 2C + C(C-1)/2) parameters of a discretized logistic mixture of
+  pixel i given x_<i and z (`eight_bit_images`), whose channels depend on
+  each other linearly within the pixel, as in PixelCNN++; it is sampled
+  pixel by pixel by `draw_mixture`.
 
   Attributes:
-    image_shape: (H, W, 1); (28, 28, 1) for the paper, smaller in tests.
+    image_shape: (H, W, C); (28, 28, 1) for the paper, smaller in tests.
     features: channels of every internal layer (F.2: 64).
     resnets_per_block: gated resnet layers per block (F.2: 2).
     num_scales: resolutions of the down pass (F.2: 3, 28-14-7).
@@ -249,19 +243,22 @@ class PixelCNNDecoder(nn.Module):
   autoregressive = True  # a class constant, not a module field
 
   def setup(self):
+    channels = self.image_shape[-1]
     mixture = self.likelihood == 'logistic_mixture'
     self.network = pixelcnn.PixelCNN(
         features=self.features, resnets_per_block=self.resnets_per_block,
         num_scales=self.num_scales, image_shape=self.image_shape,
-        outputs=(logistic_mixture.num_params(1, self.mixture_components)
-                 if mixture else 1))
+        outputs=(logistic_mixture.num_params(channels,
+                                             self.mixture_components)
+                 if mixture else channels))
+
   def __call__(self, z: jax.Array,
-               x: Optional[jax.Array] = None) -> distrax.Independent:
-    """d(.|z) under teacher forcing on x: batch (B,), event (H, W, 1).
+               x: Optional[jax.Array] = None) -> distrax.Distribution:
+    """d(.|z) under teacher forcing on x: batch (B,), event (H, W, C).
 
     Args:
       z: [B, Z] latent codes.
-      x: [B, H, W, 1] float32 images in {0, 1}; required, since the
+      x: [B, H, W, C] float32 images in [0, 1]; required, since the
         conditional of pixel i is read at x_<i.
     """
     if x is None:
@@ -269,7 +266,7 @@ class PixelCNNDecoder(nn.Module):
           'the PixelCNN++ decoder is autoregressive: d(x|z) is defined under '
           'teacher forcing, so pass x; draw images with sample(z, num_decodes)')
     if self.likelihood == 'logistic_mixture':
-      return eight_bit_images(self.network(x, z), 1)
+      return eight_bit_images(self.network(x, z), self.image_shape[-1])
     return bernoulli_images(self.network(x, z))
 
   def sample(self, z: jax.Array, num_decodes: int = 1) -> jax.Array:
@@ -283,17 +280,19 @@ class PixelCNNDecoder(nn.Module):
       num_decodes: images per z (the paper's 'mean of 5' uses 5).
 
     Returns:
-      [num_decodes, B, H, W, 1] float32 images in {0, 1}.
+      [num_decodes, B, H, W, C] float32 images in [0, 1].
     """
     batch = z.shape[0]
     z = jnp.tile(z, (num_decodes, 1))
     if self.likelihood == 'logistic_mixture':
+      channels = self.image_shape[-1]
       gumbel_key, logistic_key = jax.random.split(self.make_rng('sample'))
       grid = (z.shape[0],) + tuple(self.image_shape[:2])
       noise = jnp.concatenate(
           [jax.random.gumbel(gumbel_key, grid + (self.mixture_components,)),
-           jax.random.logistic(logistic_key, grid + (1,))], -1)
-      images = self.network.sample_from_noise(z, noise, draw_grey_mixture)
+           jax.random.logistic(logistic_key, grid + (channels,))], -1)
+      images = self.network.sample_from_noise(
+          z, noise, functools.partial(draw_mixture, num_channels=channels))
     else:
       images = self.network.sample(z)
     return images.reshape((num_decodes, batch) + tuple(self.image_shape))

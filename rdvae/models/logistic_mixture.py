@@ -316,28 +316,44 @@ class DiscretizedLogisticMixture(distrax.Distribution):
     return pairwise_sum(self.log_prob_per_pixel(value), 2)
 
   def _sample_n(self, key: jax.Array, n: int) -> jax.Array:
-    """Exact draws [n, ..., H, W, C], float32 integers 0..255.
-
-    Per pixel: a component k ~ pi, then channel by channel a logistic
-    y_c = mu'_{c,k} + e^{s_{c,k}} eps, eps ~ Logistic(0, 1), put in its bin
-    (round, clip to [0, 255]). mu'_c reads the *binned* earlier channels, the
-    values log_prob conditions on, so samples follow exactly the distribution
-    that log_prob scores.
-    """
+    """Exact draws [n, ..., H, W, C], float32 integers 0..255: the
+    `sample_from_noise` of standard Gumbel and logistic noise."""
     component_key, noise_key = jax.random.split(key)
     pixel_shape = (n,) + self._logits.shape[:-1]
-    components = jax.random.categorical(component_key, self._logits,
-                                        shape=pixel_shape)
+    gumbel = jax.random.gumbel(component_key,
+                               pixel_shape + (self._num_components,))
+    logistic = jax.random.logistic(noise_key,
+                                   pixel_shape + (self._num_channels,))
+    return self.sample_from_noise(gumbel, logistic)
+
+  def sample_from_noise(self, gumbel: jax.Array,
+                        logistic: jax.Array) -> jax.Array:
+    """The draw of every pixel given its noise: [..., H, W, C], 0..255.
+
+    Per pixel: the component k = argmax_k (logit_k + g_k), which is k with
+    probability pi_k (the Gumbel-max trick), then channel by channel a
+    logistic y_c = mu'_{c,k} + e^{s_{c,k}} e_c put in its bin (round, clip
+    to [0, 255]). mu'_c reads the *binned* earlier channels, the values
+    log_prob conditions on, so draws follow exactly the distribution that
+    log_prob scores. An autoregressive decoder calls this one pixel at a
+    time with the noise of that pixel.
+
+    Args:
+      gumbel: [..., H, W, K] standard Gumbel noise (leading axes broadcast
+        against the batch shape).
+      logistic: [..., H, W, C] standard logistic noise.
+    """
+    components = jnp.argmax(self._logits + gumbel, axis=-1)
     one_hot = jax.nn.one_hot(components, self._num_components)[..., None, :]
-    means = jnp.sum(self._means * one_hot, -1)[..., None]  # [n,...,C,1]
+    means = jnp.sum(self._means * one_hot, -1)[..., None]  # [..., C, 1]
     scales = jnp.exp(jnp.sum(self._log_scales * one_hot, -1))
     alphas = jnp.sum(jnp.tanh(self._coeffs) * one_hot, -1)[..., None]
-    noise = jax.random.logistic(noise_key,
-                                pixel_shape + (self._num_channels,))
-    values = jnp.zeros(pixel_shape + (self._num_channels,), jnp.float32)
+    values = jnp.zeros(jnp.broadcast_shapes(logistic.shape,
+                                            self._means.shape[:-1]),
+                       jnp.float32)
     for c in range(self._num_channels):
       mean = _dependent_means(means, alphas, to_unit_interval(values))
-      binned = _discretize(mean[..., c, 0] + scales[..., c] * noise[..., c])
+      binned = _discretize(mean[..., c, 0] + scales[..., c] * logistic[..., c])
       values = values.at[..., c].set(binned)
     return values
 

@@ -69,7 +69,8 @@ ENCODERS: dict[str, Component] = {
 }
 DECODERS: dict[str, Component] = {
     '-': Component(factories.simple_decoder, decoders.deconv_image_shape_error),
-    '+': Component(factories.pixelcnn_decoder, decoders.pixelcnn_image_shape_error),
+    # Any (H, W, C); `pixelcnn.validate` checks H and W against its scales.
+    '+': Component(factories.pixelcnn_decoder),
 }
 MARGINALS: dict[str, Component] = {
     '-': Component(factories.standard_normal),

@@ -14,14 +14,14 @@ Architecture (choices where F.2 is silent are marked *):
 
 - Input. x in [0, 1] ({0, 1}, or v / 255 for 8-bit values v, whose outputs
   then parameterize a discretized logistic mixture per pixel, `decoders`) is
-  mapped to 2x - 1 in [-1, 1] (* no channel of ones, as PixelCNN++ has). z [Z] goes through one dense linearly
-  gated layer to H*W values, reshaped to an [H, W, 1] "z-map" and joined with
-  the image: F.2's [H, W, 2] input. The first layer of each stream is linear in
-  that input; its image channel is seen through causally shifted kernels and
-  its z-map channel through an unshifted 3x3 kernel (* the z-map carries no
-  information about x, so every pixel may see all of it). A convolution of the
-  concatenation equals the sum of the two per-channel convolutions, which is
-  how it is computed.
+  mapped to 2x - 1 in [-1, 1] (* no channel of ones, as PixelCNN++ has). A
+  pixel is all C channels of a position (C = 1 in the paper), seen whole at
+  j < i and not at all at i, as in PixelCNN++. z [Z] goes through a dense
+  linearly gated layer to an [H, W, 1] "z-map" joined with the image: F.2's
+  [H, W, 2] input ([H, W, C + 1]). The first layer of each stream is linear
+  in it: the image through causally shifted kernels, the z-map through an
+  unshifted 3x3 kernel (* the z-map carries no information about x, so every
+  pixel may see all of it), computed as the sum of the two convolutions.
 - Two streams, as in PixelCNN++: `u` ("down") sees the rows above the pixel,
   through down-shifted [2, 3] convolutions; `ul` ("down-right") sees the rows
   above and the pixels to the left, through down-right-shifted [2, 2]
@@ -48,7 +48,7 @@ Architecture (choices where F.2 is silent are marked *):
   causal transposed convolutions (`pixelcnn_layers`, which says how each is
   computed and why the order is kept).
 - Output: the last `ul` [H, W, 64] through a 1x1 convolution to one Bernoulli
-  logit per pixel (F.2), or P outputs. * z enters only through the input.
+  logit per pixel (F.2), or P outputs per pixel. * z enters only through the input.
 - * No weight normalisation, dropout or data-dependent initialisation.
 
 Sampling (`PixelCNN.sample`) is exact: a `lax.fori_loop` over the H*W
@@ -84,7 +84,8 @@ class PixelCNN(nn.Module):
   Bernoulli logits (P = 1) or a mixture's parameters of each pixel.
 
   Attributes:
-    image_shape: (H, W, 1) of the images (tests use tiny ones).
+    image_shape: (H, W, C) of the images ((28, 28, 1) in the paper; tests
+      use tiny ones).
     outputs: P, the readout's channels.
     features: channels of every internal layer (F.2: 64).
     resnets_per_block: gated resnet layers per block (F.2: 2).
@@ -100,12 +101,12 @@ class PixelCNN(nn.Module):
   outputs: int = 1
 
   def setup(self):
-    height, width, channels = self.image_shape
+    height, width, _ = self.image_shape
     factor = 2 ** (self.num_scales - 1)
-    if channels != 1 or height % factor or width % factor:
+    if height % factor or width % factor:
       raise ValueError(
-          f'image_shape {self.image_shape} must be (H, W, 1) with H and W '
-          f'divisible by 2^(num_scales - 1) = {factor}')
+          f'image_shape {self.image_shape} must have H and W divisible by '
+          f'2^(num_scales - 1) = {factor}')
     f = self.features
     self.z_map = nets.GatedDense(height * width)
     self.z_to_u = nn.Conv(f, (3, 3), padding='SAME')
@@ -130,13 +131,14 @@ class PixelCNN(nn.Module):
     """Teacher-forced logits: l[b, r, c] depends on x[b] only before (r, c).
 
     Args:
-      x: [B, h, W, 1] float32 in {0, 1}. h may be less than H (the top h rows
+      x: [B, h, W, C] float32 in [0, 1]. h may be less than H (the top h rows
         of the image, h divisible by 2^(num_scales - 1)); the logits of those
         rows are then the same as on the full image.
       z: [B, Z] latent codes.
 
     Returns:
-      [B, h, W, 1] logits of d(x_i = 1 | x_<i, z).
+      [B, h, W, P] outputs at every pixel i, functions of x_<i and z (P = 1:
+      the logit of d(x_i = 1 | x_<i, z)).
     """
     return self._network(2.0 * x - 1.0, self._z_features(z))
 
@@ -174,15 +176,9 @@ class PixelCNN(nn.Module):
     return self.to_logits(ul)
 
   def sample(self, z: jax.Array) -> jax.Array:
-    """Exact ancestral samples x ~ d(x|z), pixel by pixel (rng stream 'sample'):
-    `sample_from_noise(z, n)` with logistic noise n [B, H, W, 1]. To draw
-    several images from one z, repeat it: `jnp.repeat(z, 5, axis=0)`.
-
-    Args:
-      z: [B, Z] latent codes.
-
-    Returns:
-      [B, H, W, 1] float32 images in {0, 1}.
+    """Exact samples x ~ d(x|z) (rng stream 'sample'): `sample_from_noise`
+    with logistic noise [B, H, W, C]; repeat z for several images per z.
+    z [B, Z] -> [B, H, W, C] float32 images in {0, 1} (C logits a pixel).
     """
     noise = jax.random.logistic(self.make_rng('sample'),
                                 (z.shape[0], *self.image_shape))
@@ -205,17 +201,17 @@ class PixelCNN(nn.Module):
 
     Args:
       z: [B, Z] latent codes.
-      noise: [B, H, W, ...]: standard logistic noise [B, H, W, 1] by default.
-      draw: pixel values [B, 1] from outputs [B, P] and noise [B, ...].
+      noise: [B, H, W, ...]: standard logistic noise [B, H, W, C] by default.
+      draw: pixel values [B, C] from outputs [B, P] and noise [B, ...].
 
     Returns:
-      [B, H, W, 1] float32 images in {0, 1} (in [0, 1] with `draw`).
+      [B, H, W, C] float32 images in {0, 1} (in [0, 1] with `draw`).
     """
-    height, width, _ = self.image_shape
+    height, width, channels = self.image_shape
     draw = draw or (lambda logit, n: (n < logit).astype(jnp.float32))
     batch = z.shape[0]
     z_u, z_ul = self._z_features(z)
-    canvas = jnp.zeros((batch, height, width, 1), jnp.float32)
+    canvas = jnp.zeros((batch, height, width, channels), jnp.float32)
     caches = self._empty_caches(batch)
     u_rows, caches = self._u_rows(canvas, z_u, caches, jnp.int32(0))
 
@@ -227,7 +223,7 @@ class PixelCNN(nn.Module):
           lambda: (u_rows, caches))
       row, caches = self._ul_row(canvas, z_ul, caches, r, u_rows)
       logit = jax.lax.dynamic_index_in_dim(row, c, 1, keepdims=False)
-      pixel = draw(logit, noise[:, r, c])  # [B, 1]
+      pixel = draw(logit, noise[:, r, c])  # [B, C]
       return canvas.at[:, r, c].set(pixel), caches, u_rows
 
     canvas, _, _ = jax.lax.fori_loop(0, height * width, body,
@@ -260,7 +256,7 @@ class PixelCNN(nn.Module):
                    z_features: tuple[jax.Array, jax.Array],
                    caches: dict[str, jax.Array], r: jax.Array
                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Logits of row r [B, W, 1] from the canvas and the caches of rows < r.
+    """Outputs of row r [B, W, P] from the canvas and the caches of rows < r.
 
     Computes the same values as `__call__` restricted to row r >> s at each
     scale s, and writes those rows into the caches.
@@ -338,7 +334,7 @@ class PixelCNN(nn.Module):
               caches: dict[str, jax.Array], r: jax.Array,
               u_rows: tuple[list[jax.Array], list[jax.Array]]
               ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Logits of row r [B, W, 1]: the `ul` stream given the `u` rows."""
+    """Outputs of row r [B, W, P]: the `ul` stream given the `u` rows."""
     caches = dict(caches)
     window, write, resnet = self._row_ops(caches)
     downs, ups = list(u_rows[0]), list(u_rows[1])
