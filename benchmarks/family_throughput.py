@@ -11,10 +11,15 @@ and where each stands against XLA's own convolution rate.
   python benchmarks/family_throughput.py --families=-+-@lax,-+-,-+-@lax,-+-
       # FAMILY@lax: PixelCNN++'s stride-1 causal convolutions as
       # lax.conv_general_dilated (the form before nets.windowed_conv)
+  python benchmarks/family_throughput.py --images=cifar10
+      # configs/cifar10.py: 32x32x3 8-bit images, the discretized logistic
+      # mixture (random 0..255 images in CIFAR-10's shape: the speed does
+      # not depend on the values, and the real data needs a download)
 
 For each family (encoder, decoder, marginal) in {-,+} x {-,+} x {-,+,v}:
 builds the run exactly as `loop.train_and_eval` does (`programs.create_run`
-on configs/mnist.py with the family, batch 64, static binarized MNIST, the
+on configs/mnist.py with the family, batch 64, static binarized MNIST (or
+configs/cifar10.py, `--images=cifar10`), the
 run's own `train_loop` from its layout, `train.steps_per_dispatch` Adam steps
 per call), then times `--dispatches` calls after one warm-up call.
 Prints per family:
@@ -64,6 +69,10 @@ _BATCH = flags.DEFINE_integer('batch_size', 64, 'Training batch size.')
 _DISPATCHES = flags.DEFINE_integer(
     'dispatches', 2, 'Timed calls of the training loop (each runs '
     'train.steps_per_dispatch steps).')
+_IMAGES = flags.DEFINE_enum(
+    'images', 'mnist', ['mnist', 'cifar10'],
+    'mnist: configs/mnist.py on static binarized MNIST; cifar10: '
+    'configs/cifar10.py on random 8-bit images of its shape (32x32x3).')
 _CACHE = flags.DEFINE_string(
     'compilation_cache', 'off', 'Persistent compilation cache directory '
     "('off': every program compiles cold).")
@@ -113,10 +122,26 @@ def time_family(spec: str) -> dict:
     return dict(time_family_in_form(family), family=spec)
 
 
-def time_family_in_form(spec: str) -> dict:
+def config_and_data(images: str):
+  """The config of `images` and its data= splits (None: the config's own)."""
+  from configs import cifar10  # pylint: disable=g-import-not-at-top
   from configs import mnist  # pylint: disable=g-import-not-at-top
+  if images == 'mnist':
+    return mnist.get_config(), None
+  config = cifar10.get_config()
+  config.dataset.source = 'arrays'
+  for key in ('train_split', 'valid_split', 'test_split'):
+    config.dataset[key] = ''  # TFDS's, not read from arrays
+  rng = np.random.default_rng(0)
+  # 1,024 training images: the data's size does not enter the step's time.
+  splits = [rng.integers(0, 256, (n, 32, 32, 3), np.uint8)
+            for n in (1024, 64, 64)]
+  return config, splits
+
+
+def time_family_in_form(spec: str) -> dict:
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
-  config = mnist.get_config()
+  config, splits = config_and_data(_IMAGES.value)
   family, _, pseudo_input_batch = spec.partition(':')
   config.model.family = family
   if pseudo_input_batch:
@@ -124,7 +149,11 @@ def time_family_in_form(spec: str) -> dict:
   config.train.batch_size = _BATCH.value
   programs.validate(config)
   counter = compilation.Counter()
-  run = programs.create_run(config)
+  data = None
+  if splits is not None:
+    from rdvae.training import tasks  # pylint: disable=g-import-not-at-top
+    data = tasks.for_config(config).load_data(config, data=splits)
+  run = programs.create_run(config, data=data)
   layout = run.layout
   state = layout.put_replicated(run.init_state)
   data = layout.put_replicated(run.task.train_data(run.data))
@@ -167,7 +196,8 @@ def main(argv):
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
   compilation.setup(_CACHE.value)
   print(f'devices: {jax.devices()}; load average: {os.getloadavg()}')
-  print(f'batch {_BATCH.value}, {_DISPATCHES.value} timed calls after one '
+  print(f'images: {_IMAGES.value}; batch {_BATCH.value}, '
+        f'{_DISPATCHES.value} timed calls after one '
         f'warm-up call; compilation cache: {compilation.cache_path() or "off"}')
   print(f'{"family":>7} {"params":>10} {"first call s":>13} {"hits/misses":>12}'
         f' {"img/s":>7} {"cores":>5} {"GFLOP/img":>10} {"GFLOP/s":>8}'

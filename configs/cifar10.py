@@ -9,8 +9,10 @@ train is TFDS train[:90%] (45,000 images), validation train[90%:] (5,000),
 test TFDS test (10,000). Results are in nats per image and in bits per
 dimension (`bpd`, `distortion_bpd`, `iwae_bpd`; 3,072 dimensions).
 
-The families with the '+' decoder (PixelCNN++) are refused on CIFAR-10:
-colour PixelCNN++ decoding is not built (8-bit grey images take it). TFDS
+Every family of the paper takes CIFAR-10 (`--config.model.family=-+v`): the
+PixelCNN++ decoder reads out the mixture of each pixel's three channels
+given the pixels before it (10 K parameters a pixel, as PixelCNN++).
+The plane of all twelve families is configs/sweeps/cifar10_rd.py. TFDS
 must have prepared `cifar10`
 (that step needs TensorFlow and a network; reading it afterwards does not).
 

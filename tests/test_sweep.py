@@ -112,7 +112,7 @@ def test_base_overrides_apply_to_every_point_and_are_checked():
 
 
 def test_shipped_sweep_files_are_all_tested():
-  assert SHIPPED == ['beta_table', 'compile_once', 'family_table', 'mnist_rd',
+  assert SHIPPED == ['beta_table', 'cifar10_rd', 'compile_once', 'family_table', 'mnist_rd',
                      'mnist_rd_cpu', 'mnist_simple_betas', 'mnist_vpm',
                      'omniglot_rd', 'toy_rd']
 
@@ -158,6 +158,15 @@ def test_shipped_sweeps_hold_the_papers_points():
   # The compute stated in the docstring.
   assert round(module.estimated_hours(), -2) == 29_500
   assert round(module.estimated_hours(module.GPU_SPEEDUP), -2) == 300
+
+  module, points = load('cifar10_rd')
+  assert len(points) == 12 * 9
+  assert {p.config.model.family for p in points} == set(model.FAMILIES)
+  assert all(p.config.dataset.name == 'cifar10' and
+             p.config.objective.kind == 'beta_vae' and
+             p.config.train.num_epochs == 200.0 for p in points)
+  assert round(module.estimated_hours(), -2) == 14_000
+  assert round(module.estimated_hours(module.GPU_SPEEDUP), -1) == 140
 
   _, points = load('mnist_vpm')
   assert [p.name for p in points] == ['beta=0.1', 'beta=0.15', 'beta=1',
