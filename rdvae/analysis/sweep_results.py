@@ -167,26 +167,33 @@ def finished(points: Sequence[PointResults]) -> list[PointResults]:
 
 def estimate_entropy(points: Sequence[PointResults]
                      ) -> tuple[Optional[float], str]:
-  """(H-hat, where it came from); (None, why) with no finished point."""
+  """(H-hat, where it came from); (None, why) with no finished point.
+
+  The exact data entropy where results.json has it (the toy); else the
+  tightest upper bound on H the sweep measured: every -log p(x) estimate
+  is one (H <= cross-entropy <= -log p(x) bound), so the lowest of the
+  points' -AIS log p(x) (ais.json, on its own test images) and -IWAE
+  (-ELBO where no point has an IWAE), named with its point.
+  """
   done = finished(points)
   exact = [v for p in done
            if (v := atomic_files.finite_number(p.results.get('entropy')))
            is not None]
   if exact:
     return min(exact), 'the exact data entropy in results.json'
-  by_ais = [(-p.ais_measure('log_px'), p.name,
-             len(p.ais.get('settings', {}).get('indices', [])))
+  bounds = [(-p.ais_measure('log_px'),
+             f'the lowest -AIS log p(x) of the sweep (point {p.name}, '
+             f'{len(p.ais.get("settings", {}).get("indices", []))} test '
+             'images, ais.json)')
             for p in done if p.ais_measure('log_px') is not None]
-  if by_ais:
-    value, name, count = min(by_ais)
-    return value, (f'the lowest -AIS log p(x) of the sweep (point {name}, '
-                   f'{count} test images, ais.json)')
   for key, label in (('iwae', '-IWAE'), ('elbo', '-ELBO')):
-    bounds = [(-p.measure(key), p.name) for p in done
-              if p.measure(key) is not None]
-    if bounds:
-      value, name = min(bounds)
-      return value, f'the lowest {label} of the sweep (point {name})'
+    measured = [(-p.measure(key), f'the lowest {label} of the sweep (point '
+                 f'{p.name})') for p in done if p.measure(key) is not None]
+    if measured:
+      bounds += measured
+      break
+  if bounds:
+    return min(bounds)
   return None, 'no finished point yet'
 
 
