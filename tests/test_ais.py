@@ -160,6 +160,11 @@ def test_schedule():
   steps = np.diff(betas)
   assert steps[0] < steps[150] / 10 and steps[-1] < steps[150] / 10
   assert np.asarray(ais.schedule(10, beta_max=2.5))[-1] == 2.5
+  # Past 1, b = 1 is a knot (log Z_1 = log p(x)) and the order holds.
+  for beta_max in (1.5, 2.5, 10.0):
+    betas = np.asarray(ais.schedule(50, beta_max=beta_max))
+    assert np.sum(betas == 1.0) == 1 and np.all(np.diff(betas) > 0)
+    assert betas[0] == 0.0 and betas[-1] == np.float32(beta_max)
 
 
 @functools.partial(jax.jit, static_argnames=('num_chains',))

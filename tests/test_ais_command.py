@@ -24,10 +24,10 @@ FLAGS = ['--examples=2', '--chains=2', '--steps=5', '--bdmc_examples=1',
          '--chunk=1', '--progress_every=2', '--jax_platforms=cpu']
 
 
-def _ais(workdir):
+def _ais(workdir, *extra):
   return subprocess.run(
       [sys.executable, '-m', 'experiments.ais', f'--workdir={workdir}',
-       *FLAGS], cwd=reference_run.REPO, capture_output=True,
+       *FLAGS, *extra], cwd=reference_run.REPO, capture_output=True,
       text=True, timeout=600, check=False)
 
 
@@ -58,6 +58,22 @@ def test_command_writes_ais_json_and_skips_it_next_time(whole_smoke_run,
   assert record['bdmc_gap'] == pytest.approx(
       record['bdmc_upper'] - record['bdmc_lower'], abs=1e-3)
   assert record['seconds_per_example'] > 0
+  # The run's own R and D on the same images: the loaded model's, with the
+  # keys ais_workdir documents.
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import rdvae  # pylint: disable=g-import-not-at-top
+  from rdvae.runs import ais_workdir  # pylint: disable=g-import-not-at-top
+  model = rdvae.load(run)
+  images = model.dataset.test[np.asarray(settings['indices'])]
+  key = jax.random.fold_in(jax.random.key(settings['seed']), 2)
+  draws = [model.rate_distortion(images, jax.random.fold_in(key, d))
+           for d in range(ais_workdir.OWN_DRAWS)]
+  assert record['own_rate'] == pytest.approx(
+      np.mean([r for r, _ in draws]), rel=1e-5)
+  assert record['own_distortion'] == pytest.approx(
+      np.mean([d for _, d in draws]), rel=1e-5)
+  assert record['own_rate'] > 0 and record['own_distortion'] > 0
   with open(os.path.join(run, ais_files.CURVE_FILE)) as f:
     assert len(f.read().splitlines()) == 1 + 6
   with open(os.path.join(run, run_files.RESULTS_FILE)) as f:
@@ -67,3 +83,12 @@ def test_command_writes_ais_json_and_skips_it_next_time(whole_smoke_run,
   assert again.returncode == 0, again.stderr
   assert 'has these settings already; skipped' in again.stdout
   assert os.path.getmtime(os.path.join(run, ais_files.AIS_FILE)) == mtime
+  # Past b = 1 the curve goes on, and log p(x) is still read at b = 1.
+  past = _ais(run, '--beta_max=3', '--bdmc_examples=0')
+  assert past.returncode == 0, past.stderr
+  record = ais_files.read_ais(run)
+  betas = [c['beta'] for c in record['curve']]
+  assert betas[-1] == 3.0 and betas.count(1.0) == 1
+  at_one = record['curve'][betas.index(1.0)]
+  assert record['log_px'] == pytest.approx(
+      -(at_one['rate'] + at_one['distortion']), abs=1e-3)

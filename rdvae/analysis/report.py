@@ -195,9 +195,10 @@ def decoder_curves(points: Points, names: Sequence[str] = ()
   curves = []
   for p in choose_curves(points, names):
     curve = p.ais['curve']
+    own = (p.ais_measure('own_rate'), p.ais_measure('own_distortion'))
     curves.append(ais_figures.DecoderCurve(plane[p.name], *(
         np.array([c[k] for c in curve], np.float64)
-        for k in ais_files.CURVE_KEYS)))
+        for k in ais_files.CURVE_KEYS), own=None if None in own else own))
   return curves
 
 

@@ -133,12 +133,15 @@ def schedule(num_steps: int, beta_max: float = 1.0,
 
   b_t = b_max (s(t) - s(0)) / (s(T) - s(0)), s(t) = sigmoid(sharpness
   (2 t / T - 1)): dense near 0 and near b_max, where q_b changes fastest;
-  b_0 = 0 and b_T = b_max exactly.
+  b_0 = 0 and b_T = b_max exactly. With b_max > 1 the knot nearest to 1 is
+  moved to 1 exactly, so that log Z_1 = log p(x) is one of the estimates.
   """
   t = np.arange(num_steps + 1, dtype=np.float64)
   s = 1.0 / (1.0 + np.exp(-sharpness * (2.0 * t / num_steps - 1.0)))
   betas = beta_max * (s - s[0]) / (s[-1] - s[0])
   betas[0], betas[-1] = 0.0, beta_max
+  if beta_max > 1.0:
+    betas[np.argmin(np.abs(betas[1:-1] - 1.0)) + 1] = 1.0
   return jnp.asarray(betas, jnp.float32)
 
 

@@ -9,8 +9,10 @@
                  'bdmc_gap' and 'bdmc_log_d' (means over the simulated
                  examples; log_d is mean log d(x|z) of the simulated pairs,
                  so I_gen lies in [log_d - upper, log_d - lower]),
-                 'seconds_per_example' and 'curve', a list of
-                 {'beta', 'rate', 'distortion'} (means over the examples).
+                 'seconds_per_example', 'curve', a list of
+                 {'beta', 'rate', 'distortion'} (means over the examples),
+                 and 'own_rate', 'own_distortion': the run's own R and D
+                 on the same examples (absent from older files).
   ais_curve.csv  the curve again, one row per beta (beta, rate, distortion).
 
 Both are written atomically (`atomic_files`); `read_ais` returns None for a

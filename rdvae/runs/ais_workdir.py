@@ -10,7 +10,9 @@ model's decoder d(x|z) and marginal m(z) (`evaluation.ais_model`):
     decoder's rate-distortion curve (R_b, D_b) for b in [0, beta_max];
   BDMC (`evaluation.ais.bdmc`) on `bdmc_examples` images simulated from the
     model: stochastic lower and upper bounds on their log p(x), and the mean
-    log d(x|z) of the simulated pairs (for the bounds on I_gen).
+    log d(x|z) of the simulated pairs (for the bounds on I_gen);
+  the model's own rate and distortion on the same images (`own_terms`), so
+    that its point and its decoder's curve are compared image for image.
 
 and writes ais.json and ais_curve.csv (`files.ais_files`); results.json is
 not touched. `ais_sweep(directory, settings)` does so for every run below a
@@ -39,9 +41,12 @@ from rdvae.files import ais_files
 from rdvae.files import atomic_files
 from rdvae.files import run_files
 from rdvae.runs import reevaluate
+from rdvae.runs import trained
 from rdvae.training import programs
 
 Log = Callable[[str], None]
+# Draws z ~ e(z|x) per image behind the model's own R and D in ais.json.
+OWN_DRAWS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +83,9 @@ class Settings:
         raise ValueError(f'{name}={getattr(self, name)} must be >= 1')
     if self.pilot_steps is not None and self.pilot_steps < 0:
       raise ValueError(f'pilot_steps={self.pilot_steps} must be >= 0')
-    if not self.beta_max > 0:
-      raise ValueError(f'beta_max={self.beta_max} must be > 0')
+    if not self.beta_max >= 1:
+      raise ValueError(f'beta_max={self.beta_max} must be >= 1: log p(x) '
+                       'is log Z at b = 1, a knot of the schedule')
     if self.params not in measures.PARAMS:
       raise ValueError(f'params={self.params!r}; expected one of '
                        f'{measures.PARAMS}')
@@ -199,6 +205,19 @@ def _mean(values: np.ndarray) -> Optional[float]:
   return value if np.isfinite(value) else None
 
 
+def own_terms(workdir: str, params: str, images: np.ndarray,
+              key: jax.Array) -> tuple[float, float]:
+  """The run's own mean R and D (Eqs. 5, 4) on `images`: per image the mean
+  over OWN_DRAWS draws z ~ e(z|x), draw d with key fold_in(key, d)
+  (`trained.TrainedModel.rate_distortion`), then the mean over images."""
+  model = trained.load(workdir, params)
+  draws = [model.rate_distortion(images, jax.random.fold_in(key, d))
+           for d in range(OWN_DRAWS)]
+  rate = np.mean([r for r, _ in draws], dtype=np.float64)
+  distortion = np.mean([d for _, d in draws], dtype=np.float64)
+  return float(rate), float(distortion)
+
+
 def restore(workdir: str, params: str) -> tuple[Any, Any, int]:
   """(the run rebuilt from config.json, its 'last' or 'best' parameters,
   their step)."""
@@ -255,8 +274,19 @@ def ais_workdir(workdir: str, settings: Settings, log: Log = print,
       record.update(bdmc_lower=_mean(lower), bdmc_upper=_mean(upper),
                     bdmc_gap=_mean(upper - lower), bdmc_log_d=_mean(log_d),
                     bdmc_seconds=time.monotonic() - began)
+    progress.update(f'{point}: the model\'s own R and D on these images')
+    own_rate, own_distortion = own_terms(
+        workdir, settings.params, run.data.test[np.asarray(indices)],
+        jax.random.fold_in(key, 2))
+    record.update(own_rate=own_rate, own_distortion=own_distortion)
   num = len(indices)
   stderr = out['log_px_stderr']
+  if settings.beta_max != 1.0:
+    # The chains end at log Z_{beta_max}; log p(x) = log Z_1 = -(R_1 + D_1)
+    # at the schedule's knot b = 1 (`ais.schedule`), without a stderr.
+    at_one = int(np.argmin(np.abs(np.asarray(betas) - 1.0)))
+    out['log_px'] = -(out['rate'][:, at_one] + out['distortion'][:, at_one])
+    stderr = np.full_like(out['log_px'], np.nan)
   record.update(
       log_px=_mean(out['log_px']),
       log_px_stderr=(float(np.sqrt(np.sum(stderr**2)) / num)
