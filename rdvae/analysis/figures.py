@@ -24,6 +24,7 @@ one marker per model name.
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -369,11 +370,16 @@ def plot_grids(entries: Sequence[tuple[str, np.ndarray]], path: str,
   for ax, (title, image) in zip(axes.ravel(), entries):
     ax.imshow(np.asarray(image), cmap='gray', vmin=0.0, vmax=1.0,
               interpolation='nearest')
-    ax.set_title(title, fontsize=7, pad=12)
+    # Long point names wrap to the panel's width (about 44 characters).
+    wrapped = '\n'.join(textwrap.fill(line.replace(',', ', '), 44,
+                                       break_on_hyphens=False)
+                         for line in title.split('\n'))
+    ax.set_title(wrapped, fontsize=7, pad=12)
     for x, label in zip(grid_column_centres(np.shape(image)[1]),
                         GRID_COLUMNS):
       ax.text(x, -2, label, ha='center', va='bottom', fontsize=6)
   fig.suptitle(GRID_CAPTION, fontsize=8)
-  fig.tight_layout()
+  # The caption's line stays clear of the panels' titles.
+  fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.25 / fig.get_figheight()))
   save(fig, path, dpi=120)
 
