@@ -5,8 +5,12 @@ Annealed importance sampling of a finished run's decoder (Huang et al.,
 2020): log p(x) on a seeded random subset of the test split, the decoder's
 rate-distortion curve (R_b, D_b) for b in [0, beta_max], and BDMC bounds on
 log p(x) of images simulated from the model (rdvae/runs/ais_workdir.py).
-Writes `<workdir>/ais.json` and `<workdir>/ais_curve.csv`; results.json is
-not touched. On a sweep directory it runs every finished point in turn and
+Writes `<workdir>/ais.json` and `<workdir>/ais_curve.csv` with the run's
+own R and D on the same images; results.json is not touched. A run of the
+beta-VAE objective D + beta R sits at b = 1 / beta on its decoder's curve,
+so --beta_max=10 reaches a beta = 0.1 run; b = 1 stays a knot of the
+schedule and log p(x) is read there (with fewer steps below 1, so a looser
+bound than --beta_max=1 at the same --steps). On a sweep directory it runs every finished point in turn and
 skips the points whose ais.json has the same settings, so it can be stopped
 and started again. Progress is printed at least every --progress_every
 seconds.
@@ -34,7 +38,7 @@ _CHAINS = flags.DEFINE_integer('chains', _DEFAULTS.chains,
 _STEPS = flags.DEFINE_integer('steps', _DEFAULTS.steps,
                               'Annealing steps (intermediate distributions).')
 _BETA_MAX = flags.DEFINE_float('beta_max', _DEFAULTS.beta_max,
-                               'The last beta of the schedule.')
+                               'The last beta of the schedule (>= 1).')
 _BDMC = flags.DEFINE_integer('bdmc_examples', _DEFAULTS.bdmc_examples,
                              'Images simulated from the model for BDMC '
                              '(0: no BDMC).')
