@@ -82,6 +82,7 @@ def main(argv):
       pilot_steps=_PILOT.value)
   log = lambda line: print(line, flush=True)
   try:
+    settings.check()  # before any run is read
     ais_workdir.ais_any(_WORKDIR.value, settings, log, _EVERY.value)
   except (validation.ConfigError, FileNotFoundError, ValueError) as e:
     print(f'{type(e).__name__}: {e}', file=sys.stderr, flush=True)

@@ -92,3 +92,15 @@ def test_command_writes_ais_json_and_skips_it_next_time(whole_smoke_run,
   at_one = record['curve'][betas.index(1.0)]
   assert record['log_px'] == pytest.approx(
       -(at_one['rate'] + at_one['distortion']), abs=1e-3)
+
+
+def test_beta_max_below_one_is_refused_before_any_run_is_read(tmp_path):
+  """log p(x) is read at the knot b = 1: a schedule ending below it is a
+  usage error (exit 2, one line, no traceback), named before anything is
+  read or written."""
+  run = tmp_path / 'no_such_run'
+  out = _ais(str(run), '--beta_max=0.5')
+  assert out.returncode == 2, out.stderr
+  assert ('ValueError: beta_max=0.5 must be >= 1: log p(x) is log Z at '
+          'b = 1') in out.stderr
+  assert 'Traceback' not in out.stderr and not run.exists()
