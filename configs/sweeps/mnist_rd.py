@@ -27,6 +27,7 @@ import ml_collections
 
 from configs import mnist
 from rdvae.models import model
+from rdvae.sweeps import sweep_file
 
 BETAS = (0.1, 0.15, 0.3, 0.5, 1.0, 1.1, 2.0, 5.0, 10.0)
 ANNEAL_STEPS = 15_620                # 20 epochs, a tenth of training
@@ -59,7 +60,6 @@ def get_sweep() -> list[dict]:
 def estimated_hours(speedup: float = 1.0) -> float:
   """Training hours of the whole sweep at CPU_IMAGES_PER_SECOND x speedup
   (1: the CPU; GPU_SPEEDUP: the GPU estimate of the module doc)."""
-  config = get_config()
-  images = 200 * 781 * config.train.batch_size
-  return sum(images / (CPU_IMAGES_PER_SECOND[p['model.family']] * speedup)
-             for p in get_sweep()) / 3600
+  rates = {family: rate * speedup
+            for family, rate in CPU_IMAGES_PER_SECOND.items()}
+  return sweep_file.training_hours(get_sweep(), 200 * 781 * get_config().train.batch_size, rates)

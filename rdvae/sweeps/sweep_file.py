@@ -26,7 +26,7 @@ import json
 import os
 import types
 import urllib.parse
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import ml_collections
 
@@ -187,3 +187,13 @@ def expand(sweep: Union[str, types.ModuleType],
     configs[key] = name
     points.append(SweepPoint(name=name, overrides=point, config=config))
   return points
+
+
+def training_hours(points: Sequence[Mapping[str, Any]], images_per_run: int,
+                   images_per_second: Mapping[str, float]) -> float:
+  """Hours to train every point of a sweep, one after another: each point
+  trains `images_per_run` images at the rate of its family
+  (`images_per_second[point['model.family']]`). For a sweep file's stated
+  compute (e.g. configs/sweeps/mnist_rd.py's `estimated_hours`)."""
+  return sum(images_per_run / images_per_second[p['model.family']]
+             for p in points) / 3600
