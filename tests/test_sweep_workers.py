@@ -133,9 +133,9 @@ from configs import toy
 
 def get_config():
   config = toy.get_config('smoke')
-  config.train.num_steps = 20000  # seconds: a SIGTERM lands inside
+  config.train.num_steps = 4000
   config.train.steps_per_dispatch = 10
-  config.train.log_every = 1000
+  config.train.log_every = 100
   return config
 
 
