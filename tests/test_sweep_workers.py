@@ -16,6 +16,7 @@ import pytest
 
 from rdvae.files import atomic_files
 from rdvae.files import sweep_files
+from rdvae.runtime import faults
 from rdvae.sweeps import claims
 from rdvae.sweeps import runner
 from rdvae.sweeps import workers
@@ -155,16 +156,26 @@ def _owners(workdir: str) -> set[int]:
   return owners
 
 
-def _inside_a_point(workdir: str) -> bool:
-  """Whether a runner is inside a point: holds it, has written its
-  config.json (compiling or training from then on), not its results."""
-  for name in NAMES:
-    directory = os.path.join(workdir, name)
-    if (claims.live_owner(directory)
-        and os.path.exists(os.path.join(directory, 'config.json'))
-        and not os.path.exists(os.path.join(directory, 'results.json'))):
-      return True
-  return False
+def _state(pid: int) -> str:
+  """The process's state letter in /proc ('T': stopped by a signal)."""
+  with open(f'/proc/{pid}/stat') as f:
+    return f.read().rsplit(')', 1)[1].split()[0]
+
+
+def _pending(pid: int, signum: int) -> bool:
+  """Whether `signum` waits to be delivered to process `pid`."""
+  with open(f'/proc/{pid}/status') as f:
+    fields = dict(line.split(':', 1) for line in f if ':' in line)
+  mask = int(fields['SigPnd'], 16) | int(fields['ShdPnd'], 16)
+  return bool(mask >> (signum - 1) & 1)
+
+
+def _wait(condition, parent, seconds=120):
+  deadline = time.time() + seconds
+  while not condition():
+    assert parent.poll() is None and time.time() < deadline, (
+        parent.communicate())
+    time.sleep(0.05)
 
 
 def _results(directory: str) -> dict:
@@ -178,14 +189,20 @@ def _results(directory: str) -> dict:
 
 
 @pytest.mark.slow  # 32 s on a quiet 2-core machine: 6 processes start
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='reads /proc')
 def test_two_runners_stopped_and_rerun_equal_one_runner(tmp_path):
-  """SIGTERM to the parent of two runners inside a point (compiling or
-  training): both stop (exit 75, one line, every runner gone, no point
-  failed, a point left to do); the same command run
-  again finishes the sweep. Every point's line shows once over both runs,
-  the output holds nothing else, and every results.json equals the same
-  point's trained by one runner in this process (population 'auto': the
-  runners split the 3 toy points as populations of 2 and 1)."""
+  """SIGTERM to the parent of two runners while both train a point: both
+  stop (exit 75, one line, every runner gone, no point failed, every point
+  left to do); the same command run again finishes the sweep. Every point's
+  line shows once over both runs, the output holds nothing else, and every
+  results.json equals the same point's trained by one runner in this
+  process (population 'auto': the runners split the 3 toy points as
+  populations of 2 and 1).
+
+  The signal lands inside training on any machine: each runner stops itself
+  (SIGSTOP, `runtime.faults`) after the dispatch that ends at step 100, the
+  parent is signalled once both are stopped, and they are let go on
+  (SIGCONT) once the parent has passed the signal to both."""
   path = tmp_path / 'sweep.py'
   path.write_text(_SWEEP)
   workdir = str(tmp_path / 'workers')
@@ -193,16 +210,18 @@ def test_two_runners_stopped_and_rerun_equal_one_runner(tmp_path):
              f'--workdir={workdir}', '--jax_platforms=cpu', '--workers=2',
              '--poll_seconds=0.2']
   env = dict(os.environ, PYTHONPATH=REPO)
-  parent = subprocess.Popen(command, cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  deadline = time.time() + 120
-  while not _inside_a_point(workdir):
-    assert parent.poll() is None and time.time() < deadline, (
-        parent.communicate())
-    time.sleep(0.05)
+  parent = subprocess.Popen(
+      command, cwd=REPO, text=True, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      env=dict(env, **{faults.ENV: 'dispatch@100:SIGSTOP'}))
+  _wait(lambda: len(_owners(workdir)) == 2
+        and all(_state(pid) == 'T' for pid in _owners(workdir)), parent)
   owners = _owners(workdir)
-  assert owners and parent.pid not in owners
+  assert parent.pid not in owners
   parent.send_signal(signal.SIGTERM)
+  _wait(lambda: all(_pending(pid, signal.SIGTERM) for pid in owners), parent)
+  for pid in owners:
+    os.kill(pid, signal.SIGCONT)
   stdout, stderr = parent.communicate(timeout=120)
   assert parent.returncode == 75, (stdout, stderr)
   line, = stderr.strip().splitlines()
@@ -210,7 +229,7 @@ def test_two_runners_stopped_and_rerun_equal_one_runner(tmp_path):
       'run the same command again to resume'), line
   assert all(_gone(pid) for pid in owners)
   statuses = [r['status'] for r in sweep_files.read_summary(workdir)]
-  assert 'failed' not in statuses and 'pending' in statuses, statuses
+  assert statuses == ['pending'] * 3, statuses
 
   again = subprocess.run(command, cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=300, check=False)
