@@ -11,6 +11,10 @@ and where each stands against XLA's own convolution rate.
   python benchmarks/family_throughput.py --families=-+-@lax,-+-,-+-@lax,-+-
       # FAMILY@lax: PixelCNN++'s stride-1 causal convolutions as
       # lax.conv_general_dilated (the form before nets.windowed_conv)
+  python benchmarks/family_throughput.py --families=---/1,---,---/1,---
+      # FAMILY/D: the batch split over D of the CPU devices (default: all
+      # of them, the trainer's default of one per core; /1 is the layout
+      # of one device, the default before it), A B A B in one run
   python benchmarks/family_throughput.py --images=cifar10
       # configs/cifar10.py: 32x32x3 8-bit images, the discretized logistic
       # mixture (random 0..255 images in CIFAR-10's shape: the speed does
@@ -26,7 +30,8 @@ Prints per family:
 - the parameter count;
 - the first call's time (tracing, compiling or reading the persistent cache,
   and one dispatch) with the cache hits and misses;
-- training images/s, and the cores busy while the timed calls ran (CPU
+- training images/s (the batch split over the devices of the layout,
+  `/D`), and the cores busy while the timed calls ran (CPU
   seconds of every thread of the process per wall second,
   benchmarks/_timing.py);
 - FLOP per training image, from XLA's cost analysis of the compiled loop
@@ -54,6 +59,7 @@ import jax
 import numpy as np
 
 from rdvae.models.model import FAMILIES
+from rdvae.runtime import cpu_devices
 from rdvae.training import programs
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs
@@ -114,12 +120,15 @@ def xla_flops(lowered) -> float:
 
 
 def time_family(spec: str) -> dict:
-  """`time_family_in_form` of FAMILY[:N][@FORM] (FORM of the causal
-  convolutions, default windowed), its programs traced afresh."""
-  family, _, form = spec.partition('@')
+  """`time_family_in_form` of FAMILY[:N][@FORM][/D] (FORM of the causal
+  convolutions, default windowed; D devices, default all), its programs
+  traced afresh."""
+  rest, _, devices = spec.partition('/')
+  family, _, form = rest.partition('@')
   programs._programs.cache_clear()  # pylint: disable=protected-access
   with causal_conv_forms.causal_conv_form(form or 'windowed'):
-    return dict(time_family_in_form(family), family=spec)
+    return dict(time_family_in_form(
+        family, int(devices) if devices else jax.device_count()), family=spec)
 
 
 def config_and_data(images: str):
@@ -139,8 +148,9 @@ def config_and_data(images: str):
   return config, splits
 
 
-def time_family_in_form(spec: str) -> dict:
+def time_family_in_form(spec: str, devices: int) -> dict:
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
+  from rdvae.runtime import parallel  # pylint: disable=g-import-not-at-top
   config, splits = config_and_data(_IMAGES.value)
   family, _, pseudo_input_batch = spec.partition(':')
   config.model.family = family
@@ -153,7 +163,8 @@ def time_family_in_form(spec: str) -> dict:
   if splits is not None:
     from rdvae.training import tasks  # pylint: disable=g-import-not-at-top
     data = tasks.for_config(config).load_data(config, data=splits)
-  run = programs.create_run(config, data=data)
+  run = programs.create_run(config, data=data, layout=parallel.create_layout(
+      config.train.parallel, jax.devices()[:devices]))
   layout = run.layout
   state = layout.put_replicated(run.init_state)
   data = layout.put_replicated(run.task.train_data(run.data))
@@ -163,7 +174,8 @@ def time_family_in_form(spec: str) -> dict:
   first_s = time.perf_counter() - start
   compiled = counter.report()
   steps_per_call = run.config.train.steps_per_dispatch
-  flop_per_image = xla_flops(run.train_loop.lower(state, data)) / (
+  # XLA counts the program of one device: its share of the batch.
+  flop_per_image = xla_flops(run.train_loop.lower(state, data)) * devices / (
       steps_per_call * _BATCH.value)
   with _timing.Timer() as timed:
     for _ in range(_DISPATCHES.value):
@@ -188,11 +200,17 @@ def time_family_in_form(spec: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cpu_devices.use_default()  # the trainer's default, before JAX starts
   for spec in _FAMILIES.value:
-    form = spec.partition('@')[2]
+    rest, _, devices = spec.partition('/')
+    form = rest.partition('@')[2]
     if form and form not in causal_conv_forms.FORMS:
       raise app.UsageError(f'--families entry {spec!r}: the form after @ '
                            f'must be one of {causal_conv_forms.FORMS}')
+    if devices and not (devices.isdigit()
+                        and 1 <= int(devices) <= jax.device_count()):
+      raise app.UsageError(f'--families entry {spec!r}: the devices after / '
+                           f'must be 1..{jax.device_count()}')
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
   compilation.setup(_CACHE.value)
   print(f'devices: {jax.devices()}; load average: {os.getloadavg()}')

@@ -11,7 +11,8 @@ images/s of an Adam step on the ELBO (value_and_grad of
 `objectives.loss_fn` on the model's RDTerms + `optax.adam`, jitted, donated
 state, `--steps_per_dispatch` steps per call via `lax.scan` over a
 pre-stacked device batch; the model's arithmetic alone, not the trainer's
-step of `rdvae.training`), with its training images per CPU-second and the
+step of `rdvae.training`, but in the trainer's layout: each batch split over
+the trainer's default CPU devices, one per core, `--cpu_devices` to choose), with its training images per CPU-second and the
 cores busy meanwhile (CPU seconds of every thread of the process per wall
 second, benchmarks/_timing.py), the achieved GFLOP/s at 719.6 MFLOP per
 image per step beside XLA's own count (`compiled.cost_analysis()`), and
@@ -41,10 +42,42 @@ import pathlib
 import statistics
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+from rdvae.runtime import cpu_devices
+
+
+def _parse_args() -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--batch_sizes', default='64,256')
+  parser.add_argument('--steps_per_dispatch', type=int, default=4)
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--cpu_devices', type=int, default=0,
+                      help='CPU devices the JAX batch is split over (0: the '
+                      "trainer's default, one per core; "
+                      'rdvae/runtime/cpu_devices.py)')
+  parser.add_argument('--reference', action='store_true',
+                      help='also time the direct lax.conv_transpose version')
+  parser.add_argument('--torch', default='eager,compile',
+                      help="PyTorch modes beside JAX: 'eager', 'compile' "
+                      "(torch.compile), both, or '' for none")
+  parser.add_argument('--torch_steps', type=int, default=10)
+  parser.add_argument('--rounds', type=int, default=1,
+                      help='alternate JAX and each PyTorch mode this many '
+                      'times (A B A B) and print the ratios of each round')
+  args = parser.parse_args()
+  if args.cpu_devices:  # before JAX starts
+    cpu_devices.use_emulated_devices(args.cpu_devices)
+  else:
+    cpu_devices.use_default()
+  return args
+
+
+ARGS = _parse_args() if __name__ == '__main__' else None
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import optax  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from rdvae.data import sources as data
 from rdvae.models import decoders
@@ -139,6 +172,12 @@ def bench_jax(batch: int, steps: int, repeats: int, fast: bool) -> dict:
   params = model.init({'params': key, 'sample': key}, images[0])['params']
   optimizer = optax.adam(3e-4)
   train = make_train_steps(model, optimizer, objectives.Objective())
+  # The trainer's layout (runtime.parallel.JitLayout): the state replicated,
+  # each batch split over the devices, the gradient all-reduced by XLA.
+  mesh = Mesh(np.asarray(jax.devices()), ('data',))
+  images = jax.device_put(images, NamedSharding(mesh, PartitionSpec(None,
+                                                                    'data')))
+  params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
 
   with _timing.Timer() as compiling:
     compiled = train.lower(
@@ -146,7 +185,9 @@ def bench_jax(batch: int, steps: int, repeats: int, fast: bool) -> dict:
   compile_s = compiling.wall
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  xla_mflop = cost.get('flops', float('nan')) / (steps * batch) / 1e6
+  # The cost of the program one device runs: its share of the batch.
+  xla_mflop = (cost.get('flops', float('nan')) * jax.device_count()
+               / (steps * batch) / 1e6)
 
   state = (params, optimizer.init(params), jax.random.key(1))
   def run(images):
@@ -252,23 +293,11 @@ def make_torch_bench(batch: int, mode: str):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--batch_sizes', default='64,256')
-  parser.add_argument('--steps_per_dispatch', type=int, default=4)
-  parser.add_argument('--repeats', type=int, default=3)
-  parser.add_argument('--reference', action='store_true',
-                      help='also time the direct lax.conv_transpose version')
-  parser.add_argument('--torch', default='eager,compile',
-                      help="PyTorch modes beside JAX: 'eager', 'compile' "
-                      "(torch.compile), both, or '' for none")
-  parser.add_argument('--torch_steps', type=int, default=10)
-  parser.add_argument('--rounds', type=int, default=1,
-                      help='alternate JAX and each PyTorch mode this many '
-                      'times (A B A B) and print the ratios of each round')
-  args = parser.parse_args()
+  args = ARGS
 
   print(f'jax {jax.__version__} on {jax.devices()[0].platform}, '
-        f'{os.cpu_count()} CPUs, load average {os.getloadavg()}')
+        f'{os.cpu_count()} CPUs, load average {os.getloadavg()}; JAX splits '
+        f'each batch over {jax.device_count()} device(s)')
   print(f'FLOP model: {forward_mflop_per_image():.1f} MFLOP forward per image,'
         f' {MFLOP_PER_IMAGE_STEP} MFLOP per training step (3x forward)')
   variants = [('fast', True)] + ([('direct', False)] if args.reference else [])

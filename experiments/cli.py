@@ -116,6 +116,29 @@ def _flags_error(message: str) -> None:
   fail(f'FATAL Flags parsing error: {message} (see --helpshort)')
 
 
+# ------------------------------------------------------------ CPU devices
+
+CPU_DEVICES_HELP = ('Emulate this many CPU devices (0: one per core, '
+                    'rdvae/runtime/cpu_devices.py; 1: one device).')
+
+
+def use_cpu_devices(count: int) -> None:
+  """Applies --cpu_devices before JAX starts: `count` emulated devices, or
+  for 0 rdvae's default (`cpu_devices.use_default`)."""
+  from rdvae.runtime import cpu_devices  # pylint: disable=g-import-not-at-top
+  if count:
+    try:
+      cpu_devices.use_emulated_devices(count)
+    except ValueError as e:
+      raise app.UsageError(f'--cpu_devices={count}: {e}; expected a number '
+                           'of devices > 0') from None
+    return
+  try:
+    cpu_devices.use_default()
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+
+
 # ----------------------------------------------------------------- running
 
 

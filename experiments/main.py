@@ -58,7 +58,6 @@ from absl import logging
 from ml_collections import config_flags
 
 from experiments import cli
-from rdvae.runtime import cpu_devices
 from rdvae.runtime import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -69,8 +68,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the run.')
 _PLATFORMS = flags.DEFINE_string(
     'jax_platforms', None, 'JAX backends to use, e.g. "cpu".')
-_CPU_DEVICES = flags.DEFINE_integer(
-    'cpu_devices', 0, 'Emulate this many CPU devices (0: leave as is).')
+_CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, cli.CPU_DEVICES_HELP)
 _MULTIHOST = flags.DEFINE_bool(
     'multihost', False, 'Train across processes: call '
     'jax.distributed.initialize() first.')
@@ -127,12 +125,7 @@ def main(argv):
       distributed.settings(*(f.value for f in process_flags))
     except ValueError as e:
       raise app.UsageError(str(e)) from None
-  if _CPU_DEVICES.value:
-    try:
-      cpu_devices.use_emulated_devices(_CPU_DEVICES.value)
-    except ValueError as e:
-      raise app.UsageError(f'--cpu_devices={_CPU_DEVICES.value}: {e}; '
-                           'expected a number of devices > 0') from None
+  cli.use_cpu_devices(_CPU_DEVICES.value)
   import jax  # pylint: disable=g-import-not-at-top
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)

@@ -51,7 +51,6 @@ from absl import logging
 from ml_collections import config_flags
 
 from experiments import cli
-from rdvae.runtime import cpu_devices
 from rdvae.sweeps import workers
 
 # The command line as typed (the runners of --workers run it again).
@@ -81,8 +80,7 @@ _POPULATION = flags.DEFINE_enum(
     'image models train one at a time).')
 _PLATFORMS = flags.DEFINE_string(
     'jax_platforms', None, 'JAX backends to use, e.g. "cpu".')
-_CPU_DEVICES = flags.DEFINE_integer(
-    'cpu_devices', 0, 'Emulate this many CPU devices (0: leave as is).')
+_CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, cli.CPU_DEVICES_HELP)
 _WORKERS = flags.DEFINE_integer(
     'workers', None, 'Runner processes at once, each with its share of the '
     'cores (default: one per core on the CPU, else 1).')
@@ -117,12 +115,9 @@ def main(argv):
   if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
     raise app.UsageError(f'--workdir={_WORKDIR.value!r} is a file; expected '
                          'the sweep directory')
-  if _CPU_DEVICES.value:
-    try:
-      cpu_devices.use_emulated_devices(_CPU_DEVICES.value)
-    except ValueError as e:
-      raise app.UsageError(f'--cpu_devices={_CPU_DEVICES.value}: {e}; '
-                           'expected a number of devices > 0') from None
+  count = _WORKERS.value or workers.default_count(_PLATFORMS.value)
+  if worker is not None or count == 1 or _DRY_RUN.value:  # this one trains
+    cli.use_cpu_devices(_CPU_DEVICES.value)
   import jax  # pylint: disable=g-import-not-at-top
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)
@@ -132,7 +127,6 @@ def main(argv):
   from rdvae.sweeps import sweep_file  # pylint: disable=g-import-not-at-top
   from rdvae import validation  # pylint: disable=g-import-not-at-top
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
-  count = _WORKERS.value or workers.default_count(_PLATFORMS.value)
   status = 0
   try:
     if _DRY_RUN.value:

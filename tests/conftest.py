@@ -28,6 +28,7 @@ for path in (REPO, TESTS):
     sys.path.insert(0, path)
 
 from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rdvae.runtime import cpu_devices  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _suite_cache() -> str:
@@ -46,6 +47,12 @@ def _suite_cache() -> str:
 if compilation.ENV not in os.environ:
   os.environ[compilation.ENV] = _suite_cache()
 compilation.setup()
+
+# One CPU device for every command a test starts, unless it asks for more
+# (`--cpu_devices`, or its own environment): the suite's workers already
+# fill the cores, and runs compared across processes compare one layout.
+# tests/test_parallel.py runs the commands' default layout itself.
+os.environ.setdefault(cpu_devices.ENV, '1')
 
 
 @pytest.fixture(scope='session')

@@ -9,8 +9,9 @@ with jit + NamedSharding, (c) 4 devices with pmap. The optimizer records the
 raw gradient it receives (`recording`) ahead of the real one, so the report
 holds, per objective and layout, the per-step losses and `grad_norm`s, the raw
 gradient of the first step (same parameters everywhere) as lists, the largest
-parameter difference from (a), and the evaluation sums with an IWAE chunk that differs
-between the global and the per-device batch. It prints the report as JSON.
+parameter difference from (a), the evaluation sums with an IWAE chunk that differs
+between the global and the per-device batch, and whether (b) and (c) run
+again from the same seeds end bitwise equal. It prints the report as JSON.
 """
 
 import json
@@ -125,7 +126,7 @@ def main():
     entry = {'reference': {k: reference[k] for k in
                            ('losses', 'grad_norms', 'first_grads', 'sums')}}
     for mode in ('jit', 'pmap'):
-      out = run(mode, 4, spec)
+      out, again = run(mode, 4, spec), run(mode, 4, spec)
       entry[mode] = {
           'losses': out['losses'], 'grad_norms': out['grad_norms'],
           'first_grads': out['first_grads'], 'step': out['step'],
@@ -133,7 +134,10 @@ def main():
           'max_param_diff': max(
               float(np.max(np.abs(np.subtract(a, b))))
               for a, b in zip(reference['params'], out['params'])),
-          'max_param': max(float(np.max(np.abs(a))) for a in out['params'])}
+          'max_param': max(float(np.max(np.abs(a))) for a in out['params']),
+          'repeat_equal': (out['losses'] == again['losses'] and all(
+              np.array_equal(a, b)
+              for a, b in zip(out['params'], again['params'])))}
     report['objectives'][name] = entry
   print(json.dumps(report))
 

@@ -8,6 +8,7 @@ set before JAX starts: that check runs in a subprocess
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ from rdvae.runtime import cpu_devices
 from rdvae.runtime import parallel
 from rdvae import validation
 from rdvae.files import atomic_files
+from rdvae.files import checkpointing
 from rdvae.files import run_files
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,6 +62,14 @@ def test_four_devices_follow_the_one_device_trajectory(report, objective,
   np.testing.assert_allclose(got['losses'], want['losses'], rtol=1e-5)
   assert got['max_param_diff'] < 1e-5
   assert got['max_param'] > 0.1  # parameters are not trivially zero
+
+
+@pytest.mark.xdist_group('parallel_check')
+@pytest.mark.parametrize('objective, mode', LAYOUTS, ids=LAYOUT_IDS)
+def test_a_fixed_layout_repeats_bitwise(report, objective, mode):
+  # The same seeds on the same 4 devices and layout: every loss and every
+  # parameter after 9 steps equal, bit for bit.
+  assert report['objectives'][objective][mode]['repeat_equal'] is True
 
 
 @pytest.mark.xdist_group('parallel_check')
@@ -146,22 +156,40 @@ def test_process_rows_single_host():
   assert jax.process_count() == 1
 
 
-def _smoke_run(workdir, devices, mode):
+SMOKE_BATCH = 8  # configs/mnist.py:smoke's train.batch_size and eval's
+
+
+def _smoke_run(workdir, devices, mode, env=None):
   command = [sys.executable, '-m', 'experiments.main',
              '--config=configs/mnist.py:smoke', f'--workdir={workdir}',
              '--jax_platforms=cpu', f'--config.train.parallel={mode}']
   if devices > 1:
     command.append(f'--cpu_devices={devices}')
   out = subprocess.run(command, cwd=os.path.dirname(HERE), check=False,
-                       timeout=900, capture_output=True, text=True)
+                       timeout=900, capture_output=True, text=True, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   with open(os.path.join(workdir, 'results.json')) as f:
     return json.load(f)
 
 
+@pytest.fixture(scope='module')
+def one_device(tmp_path_factory):
+  """The workdir of the smoke run on one device."""
+  workdir = str(tmp_path_factory.mktemp('one_device') / 'run')
+  _smoke_run(workdir, 1, 'jit')
+  return workdir
+
+
+def _assert_figures_close(got, want):
+  assert got['step'] == want['step'] == 4
+  for key, value in want.items():
+    if isinstance(value, float) and key != 'train_images_per_second':
+      np.testing.assert_allclose(got[key], value, rtol=1e-5, err_msg=key)
+
+
 @pytest.mark.xdist_group(multiprocess_runs.GROUP)
 @pytest.mark.slow
-def test_real_model_smoke_run_agrees_on_four_devices(tmp_path,
+def test_real_model_smoke_run_agrees_on_four_devices(tmp_path, one_device,
                                                      multiprocess_runs):
   """The simple family, 4 steps: 1 device vs jit and pmap over 4 devices.
 
@@ -169,14 +197,41 @@ def test_real_model_smoke_run_agrees_on_four_devices(tmp_path,
   per-example keys) agrees to rtol 1e-5; measured 8.5e-7 for jit. The jit
   run over 4 devices is the one-process run of tests/multiprocess_runs.py
   (the same smoke config; jit is the default `train.parallel`), made once
-  for both files.
+  for both files. results.json states each run's split of its batch.
   """
-  one = _smoke_run(str(tmp_path / 'one'), 1, 'jit')
+  one = atomic_files.read_json(os.path.join(one_device,
+                                            run_files.RESULTS_FILE))
+  assert one['layout'] == {'name': 'jit', 'devices': 1, 'processes': 1,
+                           'device_batch_size': SMOKE_BATCH}
   jit = atomic_files.read_json(
       os.path.join(multiprocess_runs['one'], run_files.RESULTS_FILE))
   for mode in ('jit', 'pmap'):
     got = jit if mode == 'jit' else _smoke_run(str(tmp_path / mode), 4, mode)
-    assert got['step'] == one['step'] == 4
-    for key, value in one.items():
-      if isinstance(value, float) and key != 'train_images_per_second':
-        np.testing.assert_allclose(got[key], value, rtol=1e-5, err_msg=key)
+    assert got['layout'] == {'name': mode, 'devices': 4, 'processes': 1,
+                             'device_batch_size': SMOKE_BATCH // 4}
+    _assert_figures_close(got, one)
+
+
+@pytest.mark.xdist_group(multiprocess_runs.GROUP)
+@pytest.mark.slow
+def test_one_device_run_resumes_in_the_default_layout(tmp_path, one_device):
+  """The one-device smoke run's step-2 checkpoint, resumed by the command's
+  default layout (no --cpu_devices: one device per core, 2 here; 2 on a
+  machine of one core), ends where the one-device run ends: every figure of
+  results.json to rtol 1e-5 (float32 sums in another order), and its
+  results.json states the new split."""
+  env = {k: v for k, v in os.environ.items() if k != cpu_devices.ENV}
+  if cpu_devices.core_share() < 2:
+    env[cpu_devices.ENV] = '2'
+  resumed = str(tmp_path / 'resumed')
+  shutil.copytree(one_device, resumed)
+  os.remove(os.path.join(resumed, run_files.RESULTS_FILE))
+  shutil.rmtree(os.path.join(resumed, checkpointing.LATEST_DIR, '4'))
+  got = _smoke_run(resumed, 1, 'jit', env=env)
+  devices = max(2, min(cpu_devices.core_share(),
+                       cpu_devices.MAX_DEFAULT_DEVICES))
+  devices = max(d for d in range(1, devices + 1) if SMOKE_BATCH % d == 0)
+  assert got['layout'] == {'name': 'jit', 'devices': devices, 'processes': 1,
+                           'device_batch_size': SMOKE_BATCH // devices}
+  _assert_figures_close(got, atomic_files.read_json(
+      os.path.join(one_device, run_files.RESULTS_FILE)))

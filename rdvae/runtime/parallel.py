@@ -7,7 +7,8 @@ how a step body is compiled into a loop. The step bodies themselves
 (`training.steps`, `evaluation.steps`) never ask which layout runs them.
 
 `JitLayout` ('jit', the default): the program is global. A 1-d mesh with axis 'data'
-spans all devices; the training state and the device-resident training split
+spans the run's devices (`run_devices`: all of them, or on the CPU, when
+their count was rdvae's default, the most that split the batch); the training state and the device-resident training split
 are replicated, the batch and its per-example keys are sharded along 'data'
 by a sharding constraint, and XLA inserts the gradient all-reduce. The state
 argument is donated, so an update reuses its buffers.
@@ -55,6 +56,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rdvae import validation
+from rdvae.runtime import cpu_devices
 
 AXIS = 'data'
 NAMES = ('jit', 'pmap')
@@ -187,6 +189,15 @@ class JitLayout:
   name: str = 'jit'
   axis_name: Optional[str] = None
   members: int = 1
+
+  def split(self, batch_size: int) -> dict[str, Any]:
+    """How a global batch of `batch_size` examples is split (results.json's
+    'layout'): the layout's name, its devices and processes, and each
+    device's share."""
+    devices = int(self.mesh.devices.size)
+    return {'name': self.name, 'devices': devices,
+            'processes': jax.process_count(),
+            'device_batch_size': batch_size // devices}
 
   def put_replicated(self, tree: Any) -> Any:
     """Global arrays with a replicated sharding, from host or device arrays."""
@@ -335,9 +346,24 @@ def _eval_body(eval_step: Callable, batch_size: int,
   return evaluate
 
 
+def run_devices(config) -> list:
+  """The devices a run with `config` trains on: `jax.devices()`, or on the
+  CPU, when their count is rdvae's default (`cpu_devices.use_default`),
+  the first `cpu_devices.usable_count` of them (the most that divide
+  train.batch_size and eval.batch_size)."""
+  devices = jax.devices()
+  if devices[0].platform != 'cpu' or jax.process_count() > 1:
+    return devices
+  sizes = [validation.check_positive_int(config, key)
+           for key in ('train.batch_size', 'eval.batch_size')]
+  return devices[:cpu_devices.usable_count(len(devices), sizes)]
+
+
 def validate(config, num_devices: Optional[int] = None) -> None:
-  """Checks `train.parallel` and the batch sizes against the device count."""
+  """Checks `train.parallel` and the batch sizes against the device count
+  (default: `run_devices`'s)."""
   validation.check_choice(config, 'train.parallel', NAMES)
-  num_devices = jax.device_count() if num_devices is None else num_devices
+  num_devices = (len(run_devices(config)) if num_devices is None
+                 else num_devices)
   check_batch_size(config, 'train.batch_size', num_devices)
   check_batch_size(config, 'eval.batch_size', num_devices)

@@ -23,19 +23,17 @@ Nothing here is traced; the device programs come from `training.programs`
      results.json (and whatever the task leaves beside it).
 
 A population (runs whose configs differ only in numbers the step takes as
-arrays: the seed, the objective's and the optimizer's numbers) runs the same
-loop once for all of its members, each keeping its own workdir, checkpoints,
-metrics and results; a run alone is a population of one.
+arrays: seed, objective and optimizer numbers) runs the loop once for all its
+members, each with its own workdir, checkpoints, metrics and results.
 
 The data order and every sample are functions of (seed, step), and the
 checkpoint holds the whole TrainState, so a killed run restarted in the same
 workdir ends with the same parameters and metrics as one never stopped
-(tests/test_faults.py kills one between dispatches, during an evaluation and
-during a checkpoint save).
+(tests/test_faults.py kills one in a dispatch, evaluation or save).
 
 Across processes (`runtime.distributed`) every process runs this loop on its
-share of the global batch; process 0 alone writes config.json, metrics,
-images and results.json, and all of them save each checkpoint together.
+share of the global batch; process 0 alone writes the run's files, and all of
+them save each checkpoint together.
 """
 
 from __future__ import annotations
@@ -227,8 +225,10 @@ def _finish(member: Member, host, state, step: int, speed: monitors.Speed,
   if population_size:
     results['population_size'] = population_size
   examples = run.task.examples_per_step(run.config)
-  if speed.first is not None and examples:
-    results['train_images_per_second'] = speed.steps_per_second() * examples
+  if examples:  # image runs: their speed and the split of their batch
+    results['layout'] = run.layout.split(examples)
+    if speed.first is not None:
+      results['train_images_per_second'] = speed.steps_per_second() * examples
   results['backend'] = run.backend
   results['compile'] = counter.report()
   if distributed.is_primary():

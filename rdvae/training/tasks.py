@@ -163,7 +163,8 @@ class ImageTask:
                                   dataset.values)
 
   def layout(self, config):
-    return parallel.create_layout(config.train.parallel)
+    return parallel.create_layout(config.train.parallel,
+                                  parallel.run_devices(config))
 
   def num_steps(self, config, dataset) -> int:
     return num_train_steps(config, len(dataset.train))
