@@ -12,9 +12,10 @@ and where each stands against XLA's own convolution rate.
       # FAMILY@lax: PixelCNN++'s stride-1 causal convolutions as
       # lax.conv_general_dilated (the form before nets.windowed_conv)
   python benchmarks/family_throughput.py --families=---/1,---,---/1,---
-      # FAMILY/D: the batch split over D of the CPU devices (default: all
-      # of them, the trainer's default of one per core; /1 is the layout
-      # of one device, the default before it), A B A B in one run
+      # FAMILY/D: the batch split over D of the CPU devices (default: the
+      # trainer's default layout, a device per core, or one for a family
+      # whose work does not split; /1 is the layout of one device, the
+      # default before), A B A B in one run
   python benchmarks/family_throughput.py --images=cifar10
       # configs/cifar10.py: 32x32x3 8-bit images, the discretized logistic
       # mixture (random 0..255 images in CIFAR-10's shape: the speed does
@@ -127,8 +128,8 @@ def time_family(spec: str) -> dict:
   family, _, form = rest.partition('@')
   programs._programs.cache_clear()  # pylint: disable=protected-access
   with causal_conv_forms.causal_conv_form(form or 'windowed'):
-    return dict(time_family_in_form(
-        family, int(devices) if devices else jax.device_count()), family=spec)
+    return dict(time_family_in_form(family, int(devices) if devices else 0),
+                family=spec)
 
 
 def config_and_data(images: str):
@@ -149,6 +150,8 @@ def config_and_data(images: str):
 
 
 def time_family_in_form(spec: str, devices: int) -> dict:
+  """The family's timings with its batch split over `devices` CPU devices
+  (0: the trainer's default layout for it)."""
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
   from rdvae.runtime import parallel  # pylint: disable=g-import-not-at-top
   config, splits = config_and_data(_IMAGES.value)
@@ -164,7 +167,7 @@ def time_family_in_form(spec: str, devices: int) -> dict:
     from rdvae.training import tasks  # pylint: disable=g-import-not-at-top
     data = tasks.for_config(config).load_data(config, data=splits)
   run = programs.create_run(config, data=data, layout=parallel.create_layout(
-      config.train.parallel, jax.devices()[:devices]))
+      config.train.parallel, jax.devices()[:devices]) if devices else None)
   layout = run.layout
   state = layout.put_replicated(run.init_state)
   data = layout.put_replicated(run.task.train_data(run.data))
@@ -175,6 +178,7 @@ def time_family_in_form(spec: str, devices: int) -> dict:
   compiled = counter.report()
   steps_per_call = run.config.train.steps_per_dispatch
   # XLA counts the program of one device: its share of the batch.
+  devices = int(layout.mesh.devices.size)
   flop_per_image = xla_flops(run.train_loop.lower(state, data)) * devices / (
       steps_per_call * _BATCH.value)
   with _timing.Timer() as timed:
@@ -189,7 +193,7 @@ def time_family_in_form(spec: str, devices: int) -> dict:
           'first_call_s': first_s,
           'cache_hits': compiled['cache_hits'],
           'cache_misses': compiled['cache_misses'],
-          'images_per_second': images / seconds,
+          'images_per_second': images / seconds, 'devices': devices,
           'cores_busy': timed.cores_busy,
           'flop_per_image': flop_per_image,
           'gflops': flop_per_image * images / seconds / 1e9,
@@ -217,14 +221,14 @@ def main(argv):
   print(f'images: {_IMAGES.value}; batch {_BATCH.value}, '
         f'{_DISPATCHES.value} timed calls after one '
         f'warm-up call; compilation cache: {compilation.cache_path() or "off"}')
-  print(f'{"family":>7} {"params":>10} {"first call s":>13} {"hits/misses":>12}'
+  print(f'{"family":>7} {"dev":>3} {"params":>10} {"first call s":>13} {"hits/misses":>12}'
         f' {"img/s":>7} {"cores":>5} {"GFLOP/img":>10} {"GFLOP/s":>8}'
         f' {"probe":>6} {"ratio":>6}', flush=True)
   for family in _FAMILIES.value:
     before = conv_probe_gflops()
     r = time_family(family)
     probe = (before + conv_probe_gflops()) / 2  # A B A: the load moves
-    print(f'{r["family"]:>7} {r["num_parameters"]:>10,d} '
+    print(f'{r["family"]:>7} {r["devices"]:>3d} {r["num_parameters"]:>10,d} '
           f'{r["first_call_s"]:13.1f} '
           f'{r["cache_hits"]:>5d}/{r["cache_misses"]:<6d} '
           f'{r["images_per_second"]:7.1f} {r["cores_busy"]:5.2f} '

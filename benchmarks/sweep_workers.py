@@ -11,10 +11,14 @@ in a fresh directory, `--rounds` times in that order. Prints each sweep's
 wall time and the cores its processes kept busy (their CPU seconds per wall
 second, benchmarks/_timing.py), the ratio of the wall times per round, and
 whether every point's results.json is the same in every sweep (its
-`compile` record and `population_size` aside: what was compiled and how many
-members a program trained, not what it computed). The persistent compilation
-cache stays on, as for a user; before the timed sweeps the sweep file's base
-config is trained once (`python -m experiments.main --config=<sweep file>`,
+`compile` record, `population_size` and `layout` aside: what was compiled,
+how many members a program trained and over how many devices, not what it
+computed), with the largest relative difference of its figures (one
+runner splits each batch over a device per core, each of several runners
+over the devices of its share: float32 sums in another order). The
+persistent compilation cache stays on, as for a user; before the timed
+sweeps the sweep file's base config is trained once in each of the two
+layouts (`python -m experiments.main --config=<sweep file>`,
 untimed), so that every timed sweep reads its programs from the cache
 (`--no-warmup` to leave that out).
 """
@@ -36,7 +40,7 @@ import _timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from rdvae.sweeps import workers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # What a results.json records about how a point was computed, not what.
-HOW_KEYS = ('compile', 'population_size')
+HOW_KEYS = ('compile', 'population_size', 'layout')
 
 
 def _results(workdir: str) -> dict[str, dict]:
@@ -87,10 +91,14 @@ def main() -> None:
         f'{os.getloadavg()}', flush=True)
   with tempfile.TemporaryDirectory() as scratch:
     root = args.workdir or scratch
-    if args.warmup:
+    # The programs of both layouts: one runner's (a device per core) and
+    # each of the default's runners' (a device per core of its share).
+    for devices in ((0, workers.cores_per_worker(default))
+                    if args.warmup else ()):
       subprocess.run(
           [sys.executable, '-m', 'experiments.main', f'--config={args.sweep}',
-           f'--workdir={os.path.join(root, "warmup")}', '--jax_platforms=cpu'],
+           f'--workdir={os.path.join(root, f"warmup{devices}")}',
+           '--jax_platforms=cpu', f'--cpu_devices={devices}'],
           cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
           capture_output=True, check=True)
     results = {}
@@ -108,8 +116,13 @@ def main() -> None:
             'faster in wall time', flush=True)
   first = next(iter(results.values()))
   same = all(r == first for r in results.values())
+  gap = max((abs(r[p][k] - first[p][k]) / max(abs(first[p][k]), 1e-30)
+             for r in results.values() for p in first for k in first[p]
+             if isinstance(first[p][k], float) and 'per_second' not in k
+             and 'seconds' not in k), default=0.0)
   print(f'every point\'s results.json the same in every sweep (apart from '
-        f'{", ".join(HOW_KEYS)}): {same}; load average after '
+        f'{", ".join(HOW_KEYS)}): {same}; largest relative difference of a '
+        f'figure (timings aside) {gap:.1e}; load average after '
         f'{os.getloadavg()}')
 
 

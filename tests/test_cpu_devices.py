@@ -4,6 +4,8 @@ devices a run uses when the default does not split its batch."""
 
 import pytest
 
+from configs import mnist
+from rdvae.models import model as model_lib
 from rdvae.runtime import cpu_devices
 
 
@@ -92,3 +94,21 @@ def test_usable_count(fresh, chosen, devices, sizes, want):
   if chosen:
     fresh.setenv(cpu_devices.CHOSEN_ENV, chosen)
   assert cpu_devices.usable_count(devices, sizes) == want
+
+
+@pytest.mark.parametrize('chosen, want', [('2', 1), ('', 2)])
+def test_work_that_does_not_split_stays_on_one_default_device(fresh, chosen,
+                                                              want):
+  # The default gives a VampPrior run one device; a count asked for, all.
+  if chosen:
+    fresh.setenv(cpu_devices.CHOSEN_ENV, chosen)
+  assert cpu_devices.usable_count(2, [64, 64], splits=False) == want
+
+
+@pytest.mark.parametrize('family', model_lib.FAMILIES)
+def test_only_the_vamp_prior_repeats_work_on_every_device(family):
+  config = mnist.get_config()
+  config.model.family = family
+  assert model_lib.splits_over_devices(config) == (family[2] != 'v')
+  # A marginal of the user's own is taken to divide.
+  assert model_lib.splits_over_devices(config, {'marginal': None})

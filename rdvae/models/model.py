@@ -57,10 +57,15 @@ class Component:
     image_shape_error: why the component cannot take images of a shape, as
       the end of a sentence naming it, or None when it can; None for a
       component that takes any shape.
+    splits_over_devices: False for a part whose work per step does not
+      shrink with a device's share of the batch (the VampPrior encodes all
+      its pseudo-inputs on every device), so that a data-parallel layout
+      repeats it on every device (`splits_over_devices`).
   """
 
   create: Callable[[ml_collections.ConfigDict, ImageShape], nn.Module]
   image_shape_error: Optional[Callable[[ImageShape], Optional[str]]] = None
+  splits_over_devices: bool = True
 
 
 ENCODERS: dict[str, Component] = {
@@ -75,8 +80,19 @@ DECODERS: dict[str, Component] = {
 MARGINALS: dict[str, Component] = {
     '-': Component(factories.standard_normal),
     '+': Component(factories.maf_marginal),
-    'v': Component(factories.vamp_prior),
+    'v': Component(factories.vamp_prior, splits_over_devices=False),
 }
+
+
+def splits_over_devices(config: ml_collections.ConfigDict,
+                        components=()) -> bool:
+  """Whether all the work of a training step of `config`'s model divides
+  over the devices that share its batch (no part built from the family
+  letters repeats work on each device; `components` names the parts the
+  user replaced, taken to divide)."""
+  family = _check_family(config)
+  return all(registry[letter].splits_over_devices
+             for _, letter, registry in _components(family, components))
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -9,8 +9,9 @@ split over one device per core keeps both busy (BUILD.md, "Both cores").
 (its `NPROC` share under `experiments.sweep --workers`, else its CPU
 affinity), at most `MAX_DEFAULT_DEVICES`; `RDVAE_CPU_DEVICES` overrides it.
 A run whose batch sizes do not split over all of them uses the largest
-number that divides them (`usable_count`); a count the user asked for
-(`--cpu_devices`) is used as it is, or refused.
+number that divides them, and a run with a part that repeats its work on
+every device (the VampPrior's pseudo-inputs) one device (`usable_count`);
+a count the user asked for (`--cpu_devices`) is used as it is, or refused.
 
 The N devices share the cores: on a loaded machine one device can reach a
 collective (the gradient all-reduce) long after the others, and XLA:CPU ends
@@ -124,12 +125,17 @@ def use_default() -> int:
   return count
 
 
-def usable_count(num_devices: int, batch_sizes: Iterable[int]) -> int:
+def usable_count(num_devices: int, batch_sizes: Iterable[int],
+                 splits: bool = True) -> int:
   """How many of `num_devices` devices a run with `batch_sizes` uses: all
-  of them, unless their count was the default (`use_default`) and does not
-  divide every batch size; then the largest count that does."""
+  of them, unless their count was the default (`use_default`); then one
+  when its work does not divide over devices (`splits` False: a part
+  repeats work on every device, which would only slow it), else the
+  largest count that divides every batch size."""
   if os.environ.get(CHOSEN_ENV) != str(num_devices):
     return num_devices
+  if not splits:
+    return 1
   sizes = [int(b) for b in batch_sizes]
   return max(d for d in range(1, num_devices + 1)
              if all(b % d == 0 for b in sizes))

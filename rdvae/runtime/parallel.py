@@ -346,17 +346,18 @@ def _eval_body(eval_step: Callable, batch_size: int,
   return evaluate
 
 
-def run_devices(config) -> list:
+def run_devices(config, splits: bool = True) -> list:
   """The devices a run with `config` trains on: `jax.devices()`, or on the
   CPU, when their count is rdvae's default (`cpu_devices.use_default`),
   the first `cpu_devices.usable_count` of them (the most that divide
-  train.batch_size and eval.batch_size)."""
+  train.batch_size and eval.batch_size; one when the run's work does not
+  divide over devices, `splits` False)."""
   devices = jax.devices()
   if devices[0].platform != 'cpu' or jax.process_count() > 1:
     return devices
   sizes = [validation.check_positive_int(config, key)
            for key in ('train.batch_size', 'eval.batch_size')]
-  return devices[:cpu_devices.usable_count(len(devices), sizes)]
+  return devices[:cpu_devices.usable_count(len(devices), sizes, splits)]
 
 
 def validate(config, num_devices: Optional[int] = None) -> None:

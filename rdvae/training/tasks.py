@@ -120,7 +120,7 @@ class ImageTask:
     shape, values = sources.declared(config)
     model_lib.validate(config, shape, components, values)
     settings.validate(config)
-    parallel.validate(config)
+    parallel.validate(config, len(self.devices(config)))
     validation.check_positive_int(config, 'train.num_steps', allow_zero=True)
     validation.check_number(config, 'train.num_epochs',
                             strictly_positive=True)
@@ -162,9 +162,14 @@ class ImageTask:
     return model_lib.create_model(config, dataset.image_shape, components,
                                   dataset.values)
 
+  def devices(self, config) -> list:
+    """The devices of the run's data-parallel layout (`run_devices`)."""
+    return parallel.run_devices(config,
+                                model_lib.splits_over_devices(config))
+
   def layout(self, config):
     return parallel.create_layout(config.train.parallel,
-                                  parallel.run_devices(config))
+                                  self.devices(config))
 
   def num_steps(self, config, dataset) -> int:
     return num_train_steps(config, len(dataset.train))
