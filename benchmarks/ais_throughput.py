@@ -13,8 +13,11 @@ looped on the host and waited on once at the end. Each is compiled once
 beforehand (compile time printed apart) and timed `--rounds` times, the
 best kept. The table gives chain transitions per second (B K T / seconds;
 the step-size pilot's transitions, `ais.default_pilot_steps(T)` more per
-chain, run in both forms and are not counted) and the batch's speed-up; it also prints the largest difference between the
-two runs' log p(x) estimates, which should be float32 rounding.
+chain, run in both forms and are not counted), the batch's speed-up and
+the cores busy over each form's timed calls (CPU seconds of every thread
+per wall second, benchmarks/_timing.py); it also prints the largest
+difference between the two runs' log p(x) estimates, which should be
+float32 rounding.
 
 Models:
   linear  the linear-Gaussian model of tests/test_ais.py (k = 2, d = 16).
@@ -40,6 +43,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from rdvae.evaluation import ais  # pylint: disable=wrong-import-position
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _EXAMPLES = flags.DEFINE_integer('examples', 16, 'B: examples.')
 _CHAINS = flags.DEFINE_integer('chains', 32, 'K: chains per example.')
@@ -121,14 +126,14 @@ def time_model(name, model, num_examples, chains, steps, leapfrog, rounds):
     jax.block_until_ready(run(*args))
     compile_s[form] = time.perf_counter() - tic
   best = {'batch': math.inf, 'per example': math.inf}
+  timers = {'batch': _timing.Timer(), 'per example': _timing.Timer()}
   for _ in range(rounds):
-    tic = time.perf_counter()
-    batch = jax.block_until_ready(run(*batch_args))
-    best['batch'] = min(best['batch'], time.perf_counter() - tic)
-    tic = time.perf_counter()
-    singles = jax.block_until_ready([run(*a) for a in single_args])
-    best['per example'] = min(best['per example'],
-                              time.perf_counter() - tic)
+    with timers['batch'] as timed:
+      batch = jax.block_until_ready(run(*batch_args))
+    best['batch'] = min(best['batch'], timed.last_wall)
+    with timers['per example'] as timed:
+      singles = jax.block_until_ready([run(*a) for a in single_args])
+    best['per example'] = min(best['per example'], timed.last_wall)
   difference = np.max(np.abs(
       np.asarray(batch.log_px)
       - np.concatenate([np.asarray(s.log_px) for s in singles])))
@@ -136,7 +141,8 @@ def time_model(name, model, num_examples, chains, steps, leapfrog, rounds):
   for form, calls in (('batch', 1), ('per example', num_examples)):
     print(f' {name:6s}  {form:11s}  {calls:5d}  {compile_s[form]:10.2f}  '
           f'{best[form]:9.3f}  {transitions / best[form]:16,.0f}  '
-          f'{best["per example"] / best[form]:8.2f}x')
+          f'{best["per example"] / best[form]:8.2f}x  '
+          f'{timers[form].cores_busy:5.2f}')
   print(f' {name:6s}  largest |log p(x) batch - per example| = '
         f'{difference:.2e} nats; acceptance '
         f'{float(np.mean(batch.acceptance)):.2f}')
@@ -150,7 +156,7 @@ def main(argv):
         f'T={_STEPS.value} transitions of {_LEAPFROG.value} leapfrog steps; '
         f'best of {_ROUNDS.value}')
   print(' model   form         calls  compile s  run s      chain '
-        'transitions/s  speed-up')
+        'transitions/s  speed-up  cores busy')
   for name in _MODELS.value:
     time_model(name, models[name], _EXAMPLES.value, _CHAINS.value,
                _STEPS.value, _LEAPFROG.value, _ROUNDS.value)

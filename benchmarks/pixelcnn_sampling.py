@@ -34,6 +34,7 @@ from rdvae.data import sources as data
 from rdvae.models import pixelcnn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 import causal_conv_forms  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 100, 'images to sample')
@@ -103,14 +104,14 @@ def _benchmark():
   compiled, seconds = _timed(lowered.compile)
   print(f'train step compile: {seconds:.1f} s')
   _timed(compiled, params, x, z)
-  start = time.perf_counter()
-  for _ in range(_TRAIN_STEPS.value):
-    loss, _ = compiled(params, x, z)
-  jax.block_until_ready(loss)
-  seconds = (time.perf_counter() - start) / _TRAIN_STEPS.value
+  with _timing.Timer() as timed:
+    for _ in range(_TRAIN_STEPS.value):
+      loss, _ = compiled(params, x, z)
+    jax.block_until_ready(loss)
+  seconds = timed.wall / _TRAIN_STEPS.value
   print(f'train forward+backward, batch {_BATCH.value}: {seconds:.3f} s/step, '
         f'{_BATCH.value / seconds:.1f} images/s (distortion {float(loss):.1f} '
-        f'nats at init)')
+        f'nats at init), cores busy {timed.cores_busy:.2f}')
 
   if _SKIP_SAMPLING.value:
     return
@@ -120,9 +121,11 @@ def _benchmark():
   compiled, seconds = _timed(
       sample_fn.lower(params, zs, jax.random.key(3)).compile)
   print(f'sampling compile: {seconds:.1f} s')
-  samples, seconds = _timed(compiled, params, zs, jax.random.key(3))
+  with _timing.Timer() as timed:
+    samples = jax.block_until_ready(compiled(params, zs, jax.random.key(3)))
   print(f'sampling {_NUM_SAMPLES.value} images (784 steps, one program): '
-        f'{seconds:.1f} s, mean pixel {float(samples.mean()):.3f}')
+        f'{timed.wall:.1f} s, mean pixel {float(samples.mean()):.3f}, cores '
+        f'busy {timed.cores_busy:.2f}')
   print(f'load average after: {os.getloadavg()}')
 
 

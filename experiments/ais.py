@@ -24,37 +24,12 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from rdvae.evaluation import measures
+from experiments import ais_flags
 from rdvae.runs import ais_workdir
 
-_DEFAULTS = ais_workdir.Settings()
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'A run, or a sweep directory of runs.')
-_EXAMPLES = flags.DEFINE_integer('examples', _DEFAULTS.examples,
-                                 'Test images (a seeded random subset; 0: '
-                                 'all).')
-_CHAINS = flags.DEFINE_integer('chains', _DEFAULTS.chains,
-                               'AIS chains per image.')
-_STEPS = flags.DEFINE_integer('steps', _DEFAULTS.steps,
-                              'Annealing steps (intermediate distributions).')
-_BETA_MAX = flags.DEFINE_float('beta_max', _DEFAULTS.beta_max,
-                               'The last beta of the schedule (>= 1).')
-_BDMC = flags.DEFINE_integer('bdmc_examples', _DEFAULTS.bdmc_examples,
-                             'Images simulated from the model for BDMC '
-                             '(0: no BDMC).')
-_PARAMS = flags.DEFINE_enum('params', _DEFAULTS.params, list(measures.PARAMS),
-                            'Checkpoint: the last, or the best by validation '
-                            'ELBO.')
-_SEED = flags.DEFINE_integer('seed', _DEFAULTS.seed,
-                             'Seed of the image subset and of the chains.')
-_LEAPFROG = flags.DEFINE_integer('leapfrog_steps', _DEFAULTS.leapfrog_steps,
-                                 'Leapfrog steps per HMC transition.')
-_CHUNK = flags.DEFINE_integer('chunk', _DEFAULTS.chunk,
-                              'Images per compiled call (memory, progress).')
-_PILOT = flags.DEFINE_integer('pilot_steps', _DEFAULTS.pilot_steps,
-                              'Transitions of the pilot run that fixes the '
-                              'step sizes (default: steps / 10, at least '
-                              '20; 0: adapt on the chains).')
+_SETTINGS = ais_flags.define()
 _EVERY = flags.DEFINE_float('progress_every', 30.0,
                             'Seconds between progress lines at most.')
 _PLATFORMS = flags.DEFINE_string(
@@ -74,12 +49,7 @@ def main(argv):
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
   from rdvae.runtime import preemption  # pylint: disable=g-import-not-at-top
   compilation.setup()
-  settings = ais_workdir.Settings(
-      examples=_EXAMPLES.value, chains=_CHAINS.value, steps=_STEPS.value,
-      beta_max=_BETA_MAX.value, bdmc_examples=_BDMC.value,
-      params=_PARAMS.value, seed=_SEED.value,
-      leapfrog_steps=_LEAPFROG.value, chunk=_CHUNK.value,
-      pilot_steps=_PILOT.value)
+  settings = _SETTINGS()
   log = lambda line: print(line, flush=True)
   try:
     settings.check()  # before any run is read

@@ -49,17 +49,13 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from experiments import ais_flags
+
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Trained runs to check.')
-_EXAMPLES = flags.DEFINE_integer('examples', 20, 'Test images (seeded).')
-_CHAINS = flags.DEFINE_integer('chains', 16, 'AIS chains per image.')
-_STEPS = flags.DEFINE_integer('steps', 500, 'Annealing steps.')
-_LEAPFROG = flags.DEFINE_integer('leapfrog_steps', 10, 'Per transition.')
-_PILOT = flags.DEFINE_integer('pilot_steps', None,
-                              'Pilot transitions (default: T / 10, at '
-                              'least 20; 0: adapt on the chains).')
-_BDMC = flags.DEFINE_integer('bdmc_examples', 20, 'Simulated images.')
-_CHUNK = flags.DEFINE_integer('chunk', 10, 'Images per compiled call.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the images and chains.')
+# The checks' images and BDMC images: 20 each; the rest as experiments.ais.
+_SETTINGS = ais_flags.define(
+    ('examples', 'chains', 'steps', 'leapfrog_steps', 'pilot_steps',
+     'bdmc_examples', 'chunk', 'seed'), examples=20, bdmc_examples=20)
 _IWAE = flags.DEFINE_integer('iwae_samples', 100, 'K of the IWAE bound.')
 _DRAWS = flags.DEFINE_integer('encoder_draws', 16,
                               'Draws of e(z|x) for the model\'s own R, D.')
@@ -257,13 +253,8 @@ def main(argv):
   if _PLATFORMS.value:
     jax.config.update('jax_platforms', _PLATFORMS.value)
   from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top
-  from rdvae.runs import ais_workdir  # pylint: disable=g-import-not-at-top
   compilation.setup()
-  settings = ais_workdir.Settings(
-      examples=_EXAMPLES.value, chains=_CHAINS.value, steps=_STEPS.value,
-      bdmc_examples=_BDMC.value, seed=_SEED.value,
-      leapfrog_steps=_LEAPFROG.value, chunk=_CHUNK.value,
-      pilot_steps=_PILOT.value)
+  settings = _SETTINGS()
   log = lambda line: print(line, flush=True)
   log(f'settings: {json.dumps(dataclasses.asdict(settings))}')
   rows = [check(workdir, settings, log) for workdir in _WORKDIRS.value]

@@ -38,7 +38,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL = 1e-5
 PARAM_ATOL = 1e-5
 # Timing and what each process compiled: not results of the model.
-UNCOMPARED = ('train_images_per_second', 'compile', 'eval_seconds')
+UNCOMPARED = ('train_images_per_second', 'compile', 'eval_seconds',
+              'layout')  # compared on its own
 # The fixed words of gloo's 'Rank R is connected to N peer ranks. Expected
 # number of connected peer ranks is : N' lines.
 GLOO_WORDS = ('[Gloo] Rank', 'is connected to',
@@ -75,10 +76,14 @@ def _assert_same_metrics(workdir, reference):
 @pytest.mark.xdist_group(multiprocess_runs.GROUP)
 @pytest.mark.slow
 def test_two_processes_match_one_process(runs):
-  _assert_close(
-      atomic_files.read_json(os.path.join(runs['two'], 'results.json')),
-      atomic_files.read_json(os.path.join(runs['one'], 'results.json')),
-      'results.json')
+  two = atomic_files.read_json(os.path.join(runs['two'], 'results.json'))
+  one = atomic_files.read_json(os.path.join(runs['one'], 'results.json'))
+  _assert_close(two, one, 'results.json')
+  # The same split of the global batch of 8, by one process or two.
+  for results, processes in ((one, 1), (two, 2)):
+    assert results['layout'] == {'name': 'jit', 'devices': 4,
+                                 'processes': processes,
+                                 'device_batch_size': 2}
   _assert_same_metrics(runs['two'], runs['one'])
   for step in (2, 4):
     got = checkpointing.restore(
