@@ -2,9 +2,9 @@
 
 XLA can present one CPU as N devices (`--xla_force_host_platform_device_count`),
 so the data-parallel layouts (`runtime.parallel`) run without accelerators.
-On the CPU that is also the trainer's fastest layout: XLA:CPU runs one
-training step of the paper's models on about 1.4 of 2 cores, and the batch
-split over one device per core keeps both busy (BUILD.md, "Both cores").
+On the CPU that is also the trainer's fastest layout: XLA:CPU leaves part
+of the cores idle in one training step of the paper's models, and the batch
+split over one device per core keeps them busy (BUILD.md, "Both cores").
 `default_count` is that number: one device per core this process may use
 (its `NPROC` share under `experiments.sweep --workers`, else its CPU
 affinity), at most `MAX_DEFAULT_DEVICES`; `RDVAE_CPU_DEVICES` overrides it.
