@@ -15,7 +15,7 @@ _HELP = {
     'examples': 'Test images (a seeded random subset; 0: all).',
     'chains': 'AIS chains per image.',
     'steps': 'Annealing steps (intermediate distributions).',
-    'beta_max': 'The last beta of the schedule (>= 1).',
+    'beta_max': 'The last beta of the schedule (>= 1; BDMC stops at 1).',
     'bdmc_examples': 'Images simulated from the model for BDMC (0: no BDMC).',
     'params': 'Checkpoint: the last, or the best by validation ELBO.',
     'seed': 'Seed of the image subset and of the chains.',

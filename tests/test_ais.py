@@ -326,6 +326,27 @@ def test_bdmc_sandwiches_log_px_and_its_gap_shrinks_with_more_steps():
     assert gap_few - gap_more > 3 * math.hypot(se_few, se_more)
 
 
+def test_bdmc_past_one_anneals_to_the_posterior_only():
+  """A schedule to beta_max > 1 (for the RD curve) gives BDMC its knots up
+  to b = 1: on them the bounds bracket log p(x); on the whole schedule the
+  forward chains would estimate log Z_3 and the reverse ones, started at
+  the posterior, would bound nothing (both land ~20 nats below log p(x))."""
+  betas = ais.schedule(200, beta_max=3.0)
+  cut = np.asarray(ais.up_to_one(betas))
+  assert cut[-1] == 1.0 and np.array_equal(cut, np.asarray(betas)[:len(cut)])
+  assert np.array_equal(np.asarray(ais.up_to_one(ais.schedule(10))),
+                        np.asarray(ais.schedule(10)))
+  with pytest.raises(ValueError, match='no knot at b = 1'):
+    ais.up_to_one(jnp.asarray([0.0, 0.5]))
+  for schedule, brackets in ((cut, True), (betas, False)):
+    result = jax.device_get(_bdmc(jax.random.key(8), schedule))
+    exact = np.mean([exact_log_px(xi) for xi in
+                     np.asarray(result.x, np.float64)])
+    holds = np.mean(result.lower) < exact < np.mean(result.upper)
+    assert holds == brackets, (np.mean(result.lower) - exact,
+                               np.mean(result.upper) - exact)
+
+
 # The step sizes of the shipped defaults: the warm-up on m(z) and the pilot.
 
 _NARROW = 0.1  # a marginal N(0, 0.1^2 I_8): its eps is far from 1e-3 and 1

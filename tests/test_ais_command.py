@@ -1,7 +1,7 @@
 """experiments/ais.py end to end on a copy of the smoke run
 (tests/reference_run.py) as the one point of a sweep directory: 2 test
-images, 2 chains, 5 steps, 1 BDMC image. It writes ais.json and
-ais_curve.csv through the real writer, prints its progress, leaves
+images, 2 chains, 5 steps to beta_max 3, 1 BDMC image. It writes ais.json
+and ais_curve.csv through the real writer, prints its progress, leaves
 results.json as it was, and a second call on the run skips it.
 
 (XLA:CPU's cheap compile options, as tests/test_ais.py uses, would make the
@@ -39,7 +39,8 @@ def test_command_writes_ais_json_and_skips_it_next_time(whole_smoke_run,
   shutil.copytree(whole_smoke_run, run)
   with open(os.path.join(run, run_files.RESULTS_FILE)) as f:
     results = f.read()
-  out = _ais(str(sweep))
+  # Past b = 1 the curve goes on; log p(x) is still read at b = 1.
+  out = _ais(str(sweep), '--beta_max=3')
   assert out.returncode == 0, out.stderr
   assert 'point 1 of 1: point' in out.stdout
   assert 'AIS chunk 2 of 2' in out.stdout and 'ETA' in out.stdout
@@ -50,11 +51,13 @@ def test_command_writes_ais_json_and_skips_it_next_time(whole_smoke_run,
           settings['bdmc_examples'], settings['params']) == (2, 2, 5, 1,
                                                              'last')
   assert len(settings['indices']) == 2 and settings['indices'] != [0, 1]
-  assert [c['beta'] for c in record['curve']][::5] == [0.0, 1.0]
-  end = record['curve'][-1]
+  assert settings['beta_max'] == 3.0
+  betas = [c['beta'] for c in record['curve']]
+  assert betas[0] == 0.0 and betas[-1] == 3.0 and betas.count(1.0) == 1
+  at_one = record['curve'][betas.index(1.0)]
   # At beta = 1, R + D = -log p(x) by construction.
-  assert end['rate'] + end['distortion'] == pytest.approx(-record['log_px'],
-                                                          abs=1e-3)
+  assert record['log_px'] == pytest.approx(
+      -(at_one['rate'] + at_one['distortion']), abs=1e-3)
   assert record['bdmc_gap'] == pytest.approx(
       record['bdmc_upper'] - record['bdmc_lower'], abs=1e-3)
   assert record['seconds_per_example'] > 0
@@ -79,19 +82,10 @@ def test_command_writes_ais_json_and_skips_it_next_time(whole_smoke_run,
   with open(os.path.join(run, run_files.RESULTS_FILE)) as f:
     assert f.read() == results
   mtime = os.path.getmtime(os.path.join(run, ais_files.AIS_FILE))
-  again = _ais(run)
+  again = _ais(run, '--beta_max=3')
   assert again.returncode == 0, again.stderr
   assert 'has these settings already; skipped' in again.stdout
   assert os.path.getmtime(os.path.join(run, ais_files.AIS_FILE)) == mtime
-  # Past b = 1 the curve goes on, and log p(x) is still read at b = 1.
-  past = _ais(run, '--beta_max=3', '--bdmc_examples=0')
-  assert past.returncode == 0, past.stderr
-  record = ais_files.read_ais(run)
-  betas = [c['beta'] for c in record['curve']]
-  assert betas[-1] == 3.0 and betas.count(1.0) == 1
-  at_one = record['curve'][betas.index(1.0)]
-  assert record['log_px'] == pytest.approx(
-      -(at_one['rate'] + at_one['distortion']), abs=1e-3)
 
 
 def test_beta_max_below_one_is_refused_before_any_run_is_read(tmp_path):

@@ -145,6 +145,17 @@ def schedule(num_steps: int, beta_max: float = 1.0,
   return jnp.asarray(betas, jnp.float32)
 
 
+def up_to_one(betas: Array) -> Array:
+  """The knots of a schedule up to b = 1 (all of them when it ends there):
+  the path from m(z) to the posterior p(z|x), BDMC's."""
+  betas = np.asarray(betas)
+  ones = np.flatnonzero(betas == 1.0)
+  if not ones.size:
+    raise ValueError(f'the schedule has no knot at b = 1 (it ends at '
+                     f'{float(betas[-1])})')
+  return jnp.asarray(betas[:ones[0] + 1])
+
+
 def _stderr(log_w: Array) -> Array:
   """Delta-method standard error of log mean_k w_k from log w [K]."""
   k = log_w.shape[-1]

@@ -9,7 +9,8 @@ model's decoder d(x|z) and marginal m(z) (`evaluation.ais_model`):
     examples, each a call of one compiled program: log p(x) and the
     decoder's rate-distortion curve (R_b, D_b) for b in [0, beta_max];
   BDMC (`evaluation.ais.bdmc`) on `bdmc_examples` images simulated from the
-    model: stochastic lower and upper bounds on their log p(x), and the mean
+    model, along the schedule's knots up to b = 1 (`ais.up_to_one`):
+    stochastic lower and upper bounds on their log p(x), and the mean
     log d(x|z) of the simulated pairs (for the bounds on I_gen);
   the model's own rate and distortion on the same images (`own_terms`), so
     that its point and its decoder's curve are compared image for image.
@@ -269,8 +270,10 @@ def ais_workdir(workdir: str, settings: Settings, log: Log = print,
       progress.update(f'{point}: BDMC on {settings.bdmc_examples} simulated '
                       'images')
       began = time.monotonic()
+      # BDMC brackets log p(x) = log Z_1: its chains anneal to b = 1 (the
+      # reverse ones start at the exact posterior sample), whatever beta_max.
       lower, upper, log_d = jax.tree.map(np.asarray, bdmc(
-          params, jax.random.fold_in(key, 1), betas))
+          params, jax.random.fold_in(key, 1), ais.up_to_one(betas)))
       record.update(bdmc_lower=_mean(lower), bdmc_upper=_mean(upper),
                     bdmc_gap=_mean(upper - lower), bdmc_log_d=_mean(log_d),
                     bdmc_seconds=time.monotonic() - began)
