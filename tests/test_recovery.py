@@ -1,7 +1,10 @@
 """Corrupt state: damaged, truncated or partial checkpoints, torn
 metrics.jsonl lines, atomic whole-file writes."""
 
+import asyncio
+import gc
 import json
+import logging
 import os
 import shutil
 
@@ -184,3 +187,36 @@ def test_truncated_checkpoint_of_a_run_warns_once_without_tracebacks(
   assert lines[-1].startswith(
       f'results: {os.path.join(workdir, "results.json")} ')
   assert len(lines) <= 5
+
+
+def _unretrieved_read_error(path):
+  """An asyncio task that failed reading under `path`, collected with its
+  exception never retrieved (as a damaged checkpoint's other reads end)."""
+
+  async def read():
+    raise ValueError(f'OUT_OF_RANGE: Error reading "x" in OCDBT database at '
+                     f'local file "{path}/default/"')
+
+  loop = asyncio.new_event_loop()
+  task = loop.create_task(read())
+  loop.run_until_complete(asyncio.sleep(0))
+  loop.close()
+  del task
+  gc.collect()
+
+
+def test_unretrieved_read_errors_of_a_set_aside_checkpoint_stay_off_stderr(
+    tmp_path, caplog):
+  """asyncio logs 'Task exception was never retrieved' with a traceback
+  when a failed read's task is collected: dropped for a checkpoint that
+  restore_latest_good set aside, kept for anything else."""
+  checkpointing._drop_closed_loop_callbacks()  # pylint: disable=protected-access
+  set_aside, other = str(tmp_path / 'checkpoints' / '10'), str(tmp_path / 'x')
+  checkpointing._SET_ASIDE.add(set_aside)  # pylint: disable=protected-access
+  with caplog.at_level(logging.ERROR, logger='asyncio'):
+    _unretrieved_read_error(set_aside)
+    assert not caplog.records
+    _unretrieved_read_error(other)
+  record, = caplog.records
+  assert record.getMessage().startswith('Task exception was never retrieved')
+  assert other in record.getMessage()

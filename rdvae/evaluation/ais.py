@@ -5,7 +5,7 @@ This module owns the AIS estimate of log p(x) = log E_{m(z)}[d(x|z)] for a
 fixed decoder d(x|z) and marginal m(z), the decoder's rate-distortion curve
 from the same chains (Huang et al., 2020), and the sandwich of log p(x)
 between forward and reverse AIS on data simulated from the model (Grosse et
-al., 2015). It is pure and imports nothing from rdvae.
+al., 2015). It is pure; its HMC transitions are `evaluation.hmc`'s.
 
 Intermediate distributions, on a schedule 0 = b_0 < ... < b_T = b_max:
 q_b(z|x) = m(z) d(x|z)^b / Z_b(x), Z_b(x) = E_{m(z)}[d(x|z)^b]; so Z_0 = 1
@@ -35,6 +35,7 @@ with the same updates, so their log weights add (b_{t-1} - b_t) log d(x|z)
 1 / p(x). The log-mean-exp of log w_rev is then (Jensen) a stochastic lower
 bound on -log p(x), and its negation a stochastic UPPER bound on log p(x).
 On simulated data the gap between the two bounds bounds either's error.
+Both runs end at b = 1 (a schedule past it is cut there, `up_to_one`).
 
 HMC transitions leave each q_b invariant (`evaluation.hmc`). Their step
 size eps, one per example and transition, is fixed before the chains run,
@@ -47,7 +48,7 @@ the t_j. Fixed in advance, the kernels leave AIS exact: an eps adapted on
 the chains themselves depends on their past, and quickly adapted it can
 push the forward "lower" bound above log p(x). The caller's `step_sizes`
 replace the pilot; pilot_steps = 0 adapts on the chains instead, from the
-warm-up's eps, slowly (2 % a transition), as before the pilot existed.
+warm-up's eps, slowly (2 % a transition).
 
 Example i uses key fold_in(key, first_index + i): a batch, its examples one
 at a time and its pieces with their first_index draw the same numbers.
@@ -146,14 +147,11 @@ def schedule(num_steps: int, beta_max: float = 1.0,
 
 
 def up_to_one(betas: Array) -> Array:
-  """The knots of a schedule up to b = 1 (all of them when it ends there):
-  the path from m(z) to the posterior p(z|x), BDMC's."""
-  betas = np.asarray(betas)
-  ones = np.flatnonzero(betas == 1.0)
+  """The schedule's knots up to b = 1: BDMC's path from m(z) to p(z|x)."""
+  ones = np.flatnonzero(np.asarray(betas) == 1.0)
   if not ones.size:
-    raise ValueError(f'the schedule has no knot at b = 1 (it ends at '
-                     f'{float(betas[-1])})')
-  return jnp.asarray(betas[:ones[0] + 1])
+    raise ValueError(f'the schedule has no knot at b = 1: {betas}')
+  return jnp.asarray(betas)[:ones[0] + 1]
 
 
 def _stderr(log_w: Array) -> Array:
@@ -394,12 +392,3 @@ def bdmc(key: Array, log_likelihood: LogLikelihood,
   return BDMCResult(lower=forward.log_px, upper=reverse.log_px_upper,
                     gap=reverse.log_px_upper - forward.log_px, x=x, z=z,
                     forward=forward)
-
-
-def rate_distortion_curve(result: AISResult
-                          ) -> list[tuple[float, float, float]]:
-  """(b_t, mean over examples of R_b, of D_b) for t = 0..T, in nats."""
-  rate = np.mean(np.asarray(result.rate, np.float64), axis=0)
-  distortion = np.mean(np.asarray(result.distortion, np.float64), axis=0)
-  return [(float(b), float(r), float(d)) for b, r, d in
-          zip(np.asarray(result.betas, np.float64), rate, distortion)]

@@ -22,6 +22,7 @@ falls back to the one before, with a warning naming both.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any, Mapping, Optional
@@ -145,6 +146,7 @@ def restore_latest_good(manager: ocp.CheckpointManager, template: Any
     except Exception as e:  # pylint: disable=broad-except
       # Orbax and tensorstore raise many types for damaged files.
       path = os.path.join(str(manager.directory), str(step))
+      _SET_ASIDE.add(path)
       tried.append(f'{path} ({type(e).__name__}: {str(e)[:200]})')
       # Across processes the workdir is shared: process 0 moves the
       # checkpoint aside while the others wait, then all of them reload.
@@ -173,6 +175,20 @@ def _first_line(error: BaseException, limit: int = 160) -> str:
   return text if len(text) <= limit else text[:limit] + '...'
 
 
+# The checkpoints `restore_latest_good` failed to read and set aside.
+_SET_ASIDE: set[str] = set()
+
+
+class _SetAsideReadErrors(logging.Filter):
+  """Drops asyncio's 'Task exception was never retrieved' for the reads of
+  a checkpoint that was set aside (see `_drop_closed_loop_callbacks`)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    text = record.getMessage()
+    return not (text.startswith('Task exception was never retrieved') and
+                any(path + os.sep in text for path in _SET_ASIDE))
+
+
 def _drop_closed_loop_callbacks() -> None:
   """Keeps tensorstore's late callbacks of a failed restore off stderr.
 
@@ -181,13 +197,17 @@ def _drop_closed_loop_callbacks() -> None:
   are still in flight; as each finishes, its callback's
   `loop.call_soon_threadsafe` raises RuntimeError('Event loop is closed')
   in a tensorstore thread, which Python reports through
-  `sys.unraisablehook` (a bare traceback each, dozens per checkpoint).
-  Those errors, and only those, are dropped: they say nothing the warning
-  of `restore_latest_good` does not. Installed once per process.
+  `sys.unraisablehook` (a bare traceback each, dozens per checkpoint), and
+  the reads that failed too end as asyncio tasks whose exception nobody
+  retrieved, which asyncio logs with a traceback each when they are
+  collected. Those reports, and only those (the ones naming a checkpoint
+  set aside), are dropped: they say nothing the warning of
+  `restore_latest_good` does not. Installed once per process.
   """
   previous = sys.unraisablehook
   if getattr(previous, '_rdvae_drops_closed_loop', False):
     return
+  logging.getLogger('asyncio').addFilter(_SetAsideReadErrors())
 
   def hook(unraisable):
     error = unraisable.exc_value

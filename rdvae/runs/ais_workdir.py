@@ -201,6 +201,14 @@ def _settings_record(settings: Settings, indices: list[int],
   return atomic_files.to_json_value(record)
 
 
+def rate_distortion_curve(betas, rate, distortion) -> list[dict[str, float]]:
+  """ais.json's curve: {beta: b_t, rate: R_b, distortion: D_b} for t = 0..T,
+  R and D [B, T + 1] averaged over the examples in float64, in nats."""
+  means = [np.mean(np.asarray(a, np.float64), 0) for a in (rate, distortion)]
+  return [{'beta': float(b), 'rate': float(r), 'distortion': float(d)}
+          for b, r, d in zip(np.asarray(betas, np.float64), *means)]
+
+
 def _mean(values: np.ndarray) -> Optional[float]:
   value = float(np.mean(values)) if values.size else float('nan')
   return value if np.isfinite(value) else None
@@ -298,10 +306,7 @@ def ais_workdir(workdir: str, settings: Settings, log: Log = print,
       acceptance=_mean(out['acceptance']),
       per_example={'index': indices, 'log_px': out['log_px'],
                    'log_px_stderr': stderr},
-      curve=[{'beta': b, 'rate': r, 'distortion': d} for b, r, d in zip(
-          np.asarray(betas, np.float64).tolist(),
-          np.mean(out['rate'], 0, dtype=np.float64).tolist(),
-          np.mean(out['distortion'], 0, dtype=np.float64).tolist())])
+      curve=rate_distortion_curve(betas, out['rate'], out['distortion']))
   record = atomic_files.to_json_value(record)
   ais_files.write_ais(workdir, record)
   log(f'{point}: log p(x) = {record["log_px"]:.3f} nats over {num} images, '
