@@ -25,6 +25,7 @@ from absl import flags
 from absl import logging
 
 from experiments import ais_flags
+from experiments import cli
 from rdvae.runs import ais_workdir
 
 _WORKDIR = flags.DEFINE_string('workdir', None,
@@ -60,4 +61,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.collect_less()
   app.run(main)

@@ -50,6 +50,7 @@ from absl import flags
 from absl import logging
 
 from experiments import ais_flags
+from experiments import cli
 
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Trained runs to check.')
 # The checks' images and BDMC images: 20 each; the rest as experiments.ais.
@@ -262,4 +263,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.collect_less()
   app.run(main)

@@ -27,6 +27,8 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from experiments import cli
+
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all runs.')
 _SEEDS = flags.DEFINE_integer('seeds', 1, 'Seeds per (reading, objective).')
 _NUM_STEPS = flags.DEFINE_integer(
@@ -191,4 +193,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.collect_less()
   app.run(main)

@@ -27,6 +27,7 @@ for path in (REPO, TESTS):
   if path not in sys.path:
     sys.path.insert(0, path)
 
+from experiments import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top,wrong-import-position
 from rdvae.runtime import cpu_devices  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -43,6 +44,9 @@ def _suite_cache() -> str:
     pass
   return os.path.join(REPO, '.pytest_cache', 'rdvae-jax')
 
+
+# The suite's workers collect garbage as the commands do (`cli.collect_less`).
+cli.collect_less()
 
 if compilation.ENV not in os.environ:
   os.environ[compilation.ENV] = _suite_cache()

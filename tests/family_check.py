@@ -33,6 +33,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from configs import mnist
+from experiments import cli
 from rdvae.runtime import compilation
 from rdvae.data import sources as data
 from rdvae.data import batching
@@ -47,6 +48,7 @@ NUM_IMAGES = 8
 BETA = 0.5
 
 compilation.setup()  # the suite's cache (RDVAE_COMPILATION_CACHE)
+cli.collect_less()  # as the commands
 
 
 def tiny_config(family: str):

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 import tiny_model
+from experiments import cli
 from rdvae.runtime import compilation
 from rdvae.data import batching
 from rdvae.objectives import losses as objectives
@@ -51,6 +52,7 @@ OBJECTIVES = {  # name: (the static objective, its numbers)
 }
 
 compilation.setup()  # the suite's cache (RDVAE_COMPILATION_CACHE)
+cli.collect_less()  # as the commands
 
 
 def recording() -> optax.GradientTransformation:

@@ -7,6 +7,7 @@ input and exit statuses") tabulates `CASES`, printed by
 """
 
 import dataclasses
+import gc
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Callable, Optional
 import pytest
 
 from configs import toy
+from experiments import cli
 from rdvae.files import run_files
 from rdvae.runtime import preemption
 
@@ -268,3 +270,22 @@ def commands_table() -> str:
 
 if __name__ == '__main__':
   print(commands_table())
+
+
+def test_every_command_collects_garbage_less_often(monkeypatch):
+  """`cli.run` raises the collector's thresholds before the command runs
+  (and the commands outside it call `collect_less` themselves)."""
+  before = gc.get_threshold()
+  seen = []
+  monkeypatch.setattr(cli.app, 'run',
+                      lambda main, flags_parser: seen.append(gc.get_threshold()))
+  try:
+    gc.set_threshold(700, 10, 10)
+    cli.run(lambda argv: 0, lambda: '')
+  finally:
+    gc.set_threshold(*before)
+  assert seen == [cli.GC_THRESHOLDS]
+  assert cli.GC_THRESHOLDS[0] > 700  # fewer young collections than CPython's
+  for name in ('ais', 'ais_check', 'toy_report'):
+    with open(os.path.join(REPO, 'experiments', f'{name}.py')) as f:
+      assert 'cli.collect_less()\n  app.run(main)' in f.read(), name
