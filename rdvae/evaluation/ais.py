@@ -150,7 +150,8 @@ def up_to_one(betas: Array) -> Array:
   """The schedule's knots up to b = 1: BDMC's path from m(z) to p(z|x)."""
   ones = np.flatnonzero(np.asarray(betas) == 1.0)
   if not ones.size:
-    raise ValueError(f'the schedule has no knot at b = 1: {betas}')
+    raise ValueError(f'the schedule has no knot at b = 1 (it ends at '
+                     f'{float(np.asarray(betas)[-1])})')
   return jnp.asarray(betas)[:ones[0] + 1]
 
 
