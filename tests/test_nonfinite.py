@@ -63,6 +63,26 @@ def _finite(tree):
              if np.issubdtype(np.asarray(a).dtype, np.inexact))
 
 
+@pytest.mark.parametrize('flags, used', [
+    ([0, 0, 0, 0], [0, 1, 2, 3]),   # all good: every step
+    ([0, 1, 0, 17], [0, 2]),        # some flagged: the good ones only
+    ([1, 2, 4, 31], [0, 1, 2, 3]),  # all flagged: every step
+])
+def test_dispatch_metrics_average_the_good_steps(flags, used):
+  """A dispatch's metrics reach the host as means over its good steps (a
+  flagged step's NaN left out), its flags per step as uint8."""
+  loss = np.asarray([1.0, np.nan, 4.0, 10.0], np.float32)
+  if len(used) == 4:
+    loss[1] = 2.0  # a mean over every step needs finite values to check
+  rate = np.asarray([0.5, 0.25, 0.125, 1.0], np.float32)
+  out = jax.jit(steps.dispatch_metrics)(
+      {'loss': loss, 'rate': rate, 'nonfinite': np.asarray(flags, np.int32)})
+  assert out['nonfinite'].dtype == np.uint8
+  np.testing.assert_array_equal(out['nonfinite'], flags)
+  assert float(out['loss']) == pytest.approx(float(np.mean(loss[used])))
+  assert float(out['rate']) == pytest.approx(float(np.mean(rate[used])))
+
+
 def test_good_step_has_no_flags_and_skip_changes_nothing():
   state, stop = _step(skip=False)
   _, skip = _step(skip=True)

@@ -228,7 +228,7 @@ class PopulationTest(absltest.TestCase):
         populations.stack([r.init_state for r in runs]),
         jnp.asarray(population.task.train_data(population.data)))
     for i, state in enumerate(alone):
-      self.assertAlmostEqual(float(metrics['rate_target'][i, -1]), sigmas[i],
+      self.assertAlmostEqual(float(metrics['rate_target'][i]), sigmas[i],
                              places=6)
       # Bitwise: XLA computes a member the same way in any population.
       for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(state)):

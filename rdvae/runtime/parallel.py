@@ -159,11 +159,16 @@ def process_rows(global_batch_size: int) -> slice:
   return slice(start, start + per_process)
 
 
+def stacked(metrics: Any) -> Any:
+  """The step metrics of a dispatch as they come: [S] arrays."""
+  return metrics
+
+
 def _scan_loop(train_step: Callable, indices_fn: Callable, gather_fn: Callable,
                batch_size: int, local: Callable, gather_local: bool,
-               unroll: bool) -> Callable:
-  """`loop(state, data) -> (state, metrics [S])`: the steps of one dispatch
-  under one `lax.scan`, each on the batch its indices name."""
+               unroll: bool, summarize: Callable) -> Callable:
+  """`loop(state, data) -> (state, summarize(metrics [S]))`: the steps of
+  one dispatch under one `lax.scan`, each on the batch its indices name."""
 
   def loop(state, data):
     block = indices_fn(state.step)  # [S, B_global]
@@ -176,7 +181,8 @@ def _scan_loop(train_step: Callable, indices_fn: Callable, gather_fn: Callable,
       keys = local(example_keys(state.rng, state.step, batch_size))
       return train_step(state, x, keys)
 
-    return jax.lax.scan(body, state, block, unroll=unroll)
+    state, metrics = jax.lax.scan(body, state, block, unroll=unroll)
+    return state, summarize(metrics)
 
   return loop
 
@@ -233,7 +239,8 @@ class JitLayout:
 
   def train_loop(self, train_step: Callable, indices_fn: Callable,
                  gather_fn: Callable, batch_size: int,
-                 unroll: bool = True) -> Callable:
+                 unroll: bool = True,
+                 summarize: Callable = stacked) -> Callable:
     """`steps_per_dispatch` train steps per call, compiled once.
 
     Args:
@@ -248,14 +255,17 @@ class JitLayout:
       unroll: unroll the scan into straight-line code. Keep it on XLA:CPU,
         where convolutions inside a rolled loop take a far slower path; turn
         it off on GPU/TPU to compile one step body for long scans.
+      summarize: traceable, of the step metrics stacked as [S] arrays: what
+        the loop returns of them (e.g. `training.steps.dispatch_metrics`);
+        by default the stacked metrics themselves.
 
     Returns:
-      `loop(state, data) -> (state, metrics)`, metrics stacked as [S] arrays
-      (a leading device axis too under pmap). The state is donated; place it
-      and `data` with `put_replicated`.
+      `loop(state, data) -> (state, summarize(metrics))` (a leading device
+      axis too under pmap). The state is donated; place it and `data` with
+      `put_replicated`.
     """
     loop = _scan_loop(train_step, indices_fn, gather_fn, batch_size,
-                      self.local, False, unroll)
+                      self.local, False, unroll, summarize)
     return jax.jit(loop, donate_argnums=0)
 
   def eval_loop(self, eval_step: Callable, batch_size: int) -> Callable:
@@ -267,7 +277,7 @@ class JitLayout:
     return [host_state]
 
   def member_metrics(self, metrics: Any) -> list[Any]:
-    """Each member's step metrics ([S] arrays) from a dispatch's."""
+    """Each member's metrics from a dispatch's (a run is one member)."""
     return [metrics]
 
 
@@ -309,9 +319,10 @@ class PmapLayout(JitLayout):
 
   def train_loop(self, train_step: Callable, indices_fn: Callable,
                  gather_fn: Callable, batch_size: int,
-                 unroll: bool = True) -> Callable:
+                 unroll: bool = True,
+                 summarize: Callable = stacked) -> Callable:
     loop = _scan_loop(train_step, indices_fn, gather_fn, batch_size,
-                      self.local, True, unroll)
+                      self.local, True, unroll, summarize)
     return jax.pmap(loop, axis_name=AXIS, donate_argnums=0)
 
   def eval_loop(self, eval_step: Callable, batch_size: int) -> Callable:
@@ -320,11 +331,12 @@ class PmapLayout(JitLayout):
 
 
 def scan_loop(train_step: Callable, indices_fn: Callable, gather_fn: Callable,
-              batch_size: int, unroll: bool = True) -> Callable:
+              batch_size: int, unroll: bool = True,
+              summarize: Callable = stacked) -> Callable:
   """The uncompiled loop of one device holding the whole batch (for a
   layout of another module, `populations.PopulationLayout`)."""
   return _scan_loop(train_step, indices_fn, gather_fn, batch_size,
-                    lambda x: x, False, unroll)
+                    lambda x: x, False, unroll, summarize)
 
 
 def create_layout(name: str, devices: Optional[list] = None) -> JitLayout:

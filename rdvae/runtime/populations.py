@@ -88,9 +88,11 @@ class PopulationLayout:
 
   def train_loop(self, train_step: Callable, indices_fn: Callable,
                  gather_fn: Callable, batch_size: int,
-                 unroll: bool = True) -> Callable:
+                 unroll: bool = True,
+                 summarize: Callable = parallel.stacked
+                 ) -> Callable:
     loop = parallel.scan_loop(train_step, indices_fn, gather_fn, batch_size,
-                              unroll)
+                              unroll, summarize)
     return _population_program(loop, self.members)
 
   def member_states(self, host_state: Any) -> list[Any]:

@@ -120,7 +120,7 @@ def _dispatch(run: programs.Run, state, train_data, step: int,
               speed: monitors.Speed):
   """One call of the compiled loop from `step`: (state, each member's step
   metrics averaged over its good steps, each member's nonfinite flags [S],
-  the new step)."""
+  the new step) (`steps.dispatch_metrics`)."""
   c = run.config.train
   # Up to the next multiple of steps_per_dispatch (where logs, evaluations
   # and checkpoints fall), or to the end.
@@ -134,11 +134,8 @@ def _dispatch(run: programs.Run, state, train_data, step: int,
   speed.add(length, time.perf_counter() - tic)
   means, all_flags = [], []
   for member_metrics in run.layout.member_metrics(metrics):
-    flags = np.asarray(member_metrics.pop('nonfinite'))
-    good = flags == 0 if flags.any() and not flags.all() else slice(None)
-    means.append({k: float(np.mean(np.asarray(v)[good]))
-                  for k, v in member_metrics.items()})
-    all_flags.append(flags)
+    all_flags.append(np.asarray(member_metrics.pop('nonfinite')))
+    means.append({k: float(v) for k, v in member_metrics.items()})
   return state, means, all_flags, step + length
 
 

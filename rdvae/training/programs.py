@@ -67,7 +67,8 @@ def _programs(spec: ProgramSpec) -> Programs:
     indices_fn, gather_fn = spec.task.batches(spec.seed, spec.num_train,
                                               spec.batch_size, length)
     return spec.layout.train_loop(body, indices_fn, gather_fn,
-                                  spec.batch_size, unroll=spec.scan_unroll)
+                                  spec.batch_size, unroll=spec.scan_unroll,
+                                  summarize=steps.dispatch_metrics)
 
   return Programs(
       optimizer=optimizer, train_loop=loop(spec.steps_per_dispatch),

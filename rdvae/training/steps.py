@@ -134,6 +134,28 @@ def all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack(ok)) if ok else jnp.asarray(True)
 
 
+def dispatch_metrics(metrics: types.Metrics) -> types.Metrics:
+  """What the host reads of one dispatch's step metrics (each stacked [S]).
+
+  Every metric but `nonfinite` becomes its mean over the dispatch's good
+  steps (flag 0), or over all its steps when none or all of them are good;
+  `nonfinite` stays per step [S], as uint8 (its five bits). Reduced inside
+  the compiled loop, so the program returns a few numbers rather than its
+  loop's stacked buffers: on XLA:CPU, a program whose outputs are those
+  buffers themselves ran the toy's populations markedly slower (BUILD.md,
+  "Populations").
+  """
+  metrics = dict(metrics)
+  flags = metrics.pop('nonfinite')
+  good = flags == 0
+  count = jnp.sum(good.astype(jnp.int32))
+  use = jnp.where((count > 0) & (count < flags.shape[0]), good, True)
+  means = {k: jnp.sum(jnp.where(use, v, 0)) / jnp.sum(use.astype(v.dtype))
+           for k, v in metrics.items()}
+  means['nonfinite'] = flags.astype(jnp.uint8)
+  return means
+
+
 def names_of_flags(flags: int) -> list[str]:
   """The NONFINITE_KEYS named by a `nonfinite_flags` mask."""
   return [k for i, k in enumerate(NONFINITE_KEYS) if int(flags) >> i & 1]
