@@ -139,11 +139,10 @@ def dispatch_metrics(metrics: types.Metrics) -> types.Metrics:
 
   Every metric but `nonfinite` becomes its mean over the dispatch's good
   steps (flag 0), or over all its steps when none or all of them are good;
-  `nonfinite` stays per step [S], as uint8 (its five bits). Reduced inside
-  the compiled loop, so the program returns a few numbers rather than its
-  loop's stacked buffers: on XLA:CPU, a program whose outputs are those
-  buffers themselves ran the toy's populations markedly slower (BUILD.md,
-  "Populations").
+  `nonfinite` stays per step [S], converted to uint8 (its five bits). So
+  no output of the compiled loop is one of its scan's own buffers: on
+  XLA:CPU, a program whose outputs were those buffers ran the toy's
+  populations markedly slower (BUILD.md, "Populations").
   """
   metrics = dict(metrics)
   flags = metrics.pop('nonfinite')
