@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 
 from absl.testing import absltest
@@ -321,6 +322,41 @@ class FiguresTest(absltest.TestCase):
     self.assertEqual(image.shape, (1040, 540))
     self.assertGreater(image.std(), 0.05)
 
+  def test_toy_columns_drawn_again_equal_a_new_figure(self):
+    """The figure kept from the last call, redrawn with other tables (other
+    limits, colour scales and titles), has the pixels of a new figure."""
+    def column(seed):
+      rng = np.random.default_rng(seed)
+      def table(shape, power):
+        t = rng.random(shape) ** power
+        return t / t.sum(axis=-1, keepdims=True)
+      p = table(30, 3 * seed + 1)
+      return toy_figures.ToyColumn(
+          f'point {seed}', p, (np.arange(30) + 0.5) / 30,
+          np.stack([0.3 * p, 0.7 * p]), table((30, 12), 8),
+          table((12, 30), seed + 1), table(12, 5 * seed + 1))
+
+    def new_figure(columns, path, title):  # on a thread that kept none
+      thread = threading.Thread(target=toy_figures.plot_toy_columns,
+                                args=(columns, path, title))
+      thread.start()
+      thread.join()
+
+    directory = self._tempdir()
+    draws = [([column(0)], None), ([column(1)], None), ([column(2)], None),
+             ([column(3), column(1)], 'two'), ([column(2), column(0)], 'two')]
+    for i, (columns, title) in enumerate(draws):
+      kept, new = (os.path.join(directory, f'{name}{i}.png')
+                   for name in ('kept', 'new'))
+      toy_figures.plot_toy_columns(columns, kept, title)
+      new_figure(columns, new, title)
+      np.testing.assert_array_equal(_read_png(kept, 'RGBA'),
+                                    _read_png(new, 'RGBA'), err_msg=str(i))
+    # The draws differ from each other: each redraw changed the pixels.
+    self.assertFalse(np.array_equal(
+        _read_png(os.path.join(directory, 'kept1.png')),
+        _read_png(os.path.join(directory, 'kept2.png'))))
+
   def test_toy_report_figures(self):
     # experiments/toy_report.py's Fig. 2 path, on hand-built tables (no
     # training); in a subprocess, since the script defines absl flags.
@@ -398,10 +434,10 @@ def _read_scalars(directory):
   return scalars
 
 
-def _read_png(path):
+def _read_png(path, mode='L'):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(path) as image:
-    return np.asarray(image.convert('L'), np.float32) / 255.0
+    return np.asarray(image.convert(mode), np.float32) / 255.0
 
 
 if __name__ == '__main__':

@@ -8,7 +8,8 @@ Drawn with `figures`' canvas and writer; no training code is imported.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+import threading
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -81,7 +82,46 @@ def plot_toy_columns(columns: Sequence[ToyColumn], path: str,
   sum_z e(z|x) d(x'|z) as images, each with a colour bar. Latent states in
   `latent_order`. Each column's title is the model's (its objective) with
   its exact R and D (`rate_distortion`); `title` heads the figure.
+
+  A toy sweep draws one such figure per point, all of one layout, so the
+  last figure drawn on each thread is kept and redrawn with the next
+  columns of the same layout (the same number of columns, tables of the
+  same shapes, the same `title`): the same pixels as a new figure
+  (tests/test_report.py), without building its axes and ticks again.
   """
+  layout = (title,) + tuple((len(c.p_data), len(c.marginal))
+                            for c in columns)
+  kept = getattr(_KEPT, 'figure', None)
+  if kept is not None and kept[0] == layout:
+    _, fig, panels = kept
+    for column, panel in zip(columns, panels):
+      _draw_column(column, panel)
+  else:
+    fig, panels = _new_figure(columns, title)
+    _KEPT.figure = (layout, fig, panels)
+  figures.save(fig, path, dpi=80)
+
+
+# The last toy figure drawn on this thread: (layout, figure, panels).
+_KEPT = threading.local()
+
+
+class _Panel(NamedTuple):
+  """One column's axes and the artists that show its tables."""
+
+  axes: Any                # [5] the column's axes, top to bottom
+  bars: Any                # p*(x)
+  g: Any                   # g(x)
+  d_x: Any                 # d(x)
+  marginal: Any            # m(z)
+  e_z: Any                 # e(z)
+  images: list             # e(z|x), d(x|z), p(x'|x)
+  fills: list              # e(z, z*=0), e(z, z*=1): replaced at each draw
+
+
+def _new_figure(columns: Sequence[ToyColumn], title: Optional[str]):
+  """The figure of `columns`: its axes, artists, legends and colour
+  bars."""
   width, height = 3.2 * len(columns) + 0.35, 13.0 + (0.45 if title else 0.0)
   fig = figures.new_figure(width, height)
   if title:
@@ -89,40 +129,88 @@ def plot_toy_columns(columns: Sequence[ToyColumn], path: str,
   axes = fig.subplots(5, len(columns), squeeze=False)
   _fixed_margins(fig, width, height, len(columns), 5,
                  top=0.9 if title else 0.45)
+  panels = []
   for col, column in enumerate(columns):
     data = _toy_data(column)
     bins = np.arange(len(column.p_data))
     ax = axes[0, col]
-    ax.bar(bins, column.p_data, color='0.8', label='p*(x)')
-    ax.plot(bins, data['g'], 'C0-', label='g(x)')
-    ax.plot(bins, data['d_x'], 'C3--', label='d(x)')
-    rate, distortion = rate_distortion(column)
-    ax.set_title(f'{column.title}\nR = {rate:.3f}, D = {distortion:.3f} nats',
-                 fontsize=9)
+    bars = ax.bar(bins, column.p_data, color='0.8', label='p*(x)')
+    [g] = ax.plot(bins, data['g'], 'C0-', label='g(x)')
+    [d_x] = ax.plot(bins, data['d_x'], 'C3--', label='d(x)')
+    _set_title(ax, column)
     ax.set_xlabel('x')
     latents = np.arange(len(data['m']))
     ax = axes[1, col]
-    ax.fill_between(latents, 0, data['class_joint'][0], color=PURPLE,
-                    alpha=0.5, step='mid', label='e(z, z*=0)')
-    ax.fill_between(latents, data['class_joint'][0], data['e_z'],
-                    color=YELLOW, alpha=0.6, step='mid', label='e(z, z*=1)')
-    ax.plot(latents, data['m'], 'k-', drawstyle='steps-mid', label='m(z)')
-    ax.plot(latents, data['e_z'], 'C2:', drawstyle='steps-mid', label='e(z)')
+    fills = _fills(ax, latents, data)
+    [marginal] = ax.plot(latents, data['m'], 'k-', drawstyle='steps-mid',
+                         label='m(z)')
+    [e_z] = ax.plot(latents, data['e_z'], 'C2:', drawstyle='steps-mid',
+                    label='e(z)')
     ax.set_xlabel('z (sorted)')
-    for row, key, label in ((2, 'encoder', 'e(z|x): z down, x across'),
-                            (3, 'decoder', 'd(x|z): z down, x across'),
-                            (4, 'kernel', "p(x'|x): x down, x' across")):
-      image = data[key].T if key == 'encoder' else data[key]
-      shown = axes[row, col].imshow(image, cmap='viridis', aspect='auto',
-                                    interpolation='nearest')
+    images = []
+    for row, key, label in _IMAGE_ROWS:
+      shown = axes[row, col].imshow(_image(data, key), cmap='viridis',
+                                    aspect='auto', interpolation='nearest')
       colour_bar = fig.colorbar(shown, ax=axes[row, col], fraction=0.08,
                                 pad=0.03)
       colour_bar.ax.tick_params(labelsize=6)
       axes[row, col].set_title(label, fontsize=8)
+      images.append(shown)
     if col == 0:
       axes[0, 0].legend(fontsize=7)
       axes[1, 0].legend(fontsize=7)
-  figures.save(fig, path, dpi=80)
+    panels.append(_Panel(list(axes[:, col]), bars, g, d_x, marginal, e_z,
+                         images, fills))
+  return fig, panels
+
+
+_IMAGE_ROWS = ((2, 'encoder', 'e(z|x): z down, x across'),
+               (3, 'decoder', 'd(x|z): z down, x across'),
+               (4, 'kernel', "p(x'|x): x down, x' across"))
+
+
+def _image(data: dict, key: str) -> np.ndarray:
+  return data[key].T if key == 'encoder' else data[key]
+
+
+def _fills(ax, latents: np.ndarray, data: dict) -> list:
+  return [ax.fill_between(latents, 0, data['class_joint'][0], color=PURPLE,
+                          alpha=0.5, step='mid', label='e(z, z*=0)'),
+          ax.fill_between(latents, data['class_joint'][0], data['e_z'],
+                          color=YELLOW, alpha=0.6, step='mid',
+                          label='e(z, z*=1)')]
+
+
+def _set_title(ax, column: ToyColumn) -> None:
+  rate, distortion = rate_distortion(column)
+  ax.set_title(f'{column.title}\nR = {rate:.3f}, D = {distortion:.3f} nats',
+               fontsize=9)
+
+
+def _draw_column(column: ToyColumn, panel: _Panel) -> None:
+  """Sets `panel`'s artists to `column`'s tables, its title and its axes'
+  limits (as a new figure would have them)."""
+  data = _toy_data(column)
+  top, latent = panel.axes[0], panel.axes[1]
+  for bar, height in zip(panel.bars, column.p_data):
+    bar.set_height(height)
+  panel.g.set_ydata(data['g'])
+  panel.d_x.set_ydata(data['d_x'])
+  _set_title(top, column)
+  panel.marginal.set_ydata(data['m'])
+  panel.e_z.set_ydata(data['e_z'])
+  # The fills' limits are not recomputed by `relim`: drawn anew after it.
+  for fill in panel.fills:
+    fill.remove()
+  for ax in (top, latent):
+    ax.relim()
+  panel.fills[:] = _fills(latent, np.arange(len(data['m'])), data)
+  for ax in (top, latent):
+    ax.autoscale_view()
+  for shown, (_, key, _) in zip(panel.images, _IMAGE_ROWS):
+    image = _image(data, key)
+    shown.set_data(image)
+    shown.norm.autoscale(image)  # its colour bar follows
 
 
 def _fixed_margins(fig, width: float, height: float, cols: int,
