@@ -352,6 +352,16 @@ class FiguresTest(absltest.TestCase):
       new_figure(columns, new, title)
       np.testing.assert_array_equal(_read_png(kept, 'RGBA'),
                                     _read_png(new, 'RGBA'), err_msg=str(i))
+    # A column that fails to draw leaves no broken figure to the next.
+    broken = column(1)._replace(encoder=np.ones((30, 5)))
+    with self.assertRaises(ValueError):
+      toy_figures.plot_toy_columns([broken], os.path.join(directory, 'x.png'))
+    toy_figures.plot_toy_columns([column(3)], os.path.join(directory,
+                                                           'after.png'))
+    new_figure([column(3)], os.path.join(directory, 'new_after.png'), None)
+    np.testing.assert_array_equal(
+        _read_png(os.path.join(directory, 'after.png'), 'RGBA'),
+        _read_png(os.path.join(directory, 'new_after.png'), 'RGBA'))
     # The draws differ from each other: each redraw changed the pixels.
     self.assertFalse(np.array_equal(
         _read_png(os.path.join(directory, 'kept1.png')),

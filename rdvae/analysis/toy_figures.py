@@ -92,14 +92,15 @@ def plot_toy_columns(columns: Sequence[ToyColumn], path: str,
   layout = (title,) + tuple((len(c.p_data), len(c.marginal))
                             for c in columns)
   kept = getattr(_KEPT, 'figure', None)
+  _KEPT.figure = None  # kept again once it is drawn and written
   if kept is not None and kept[0] == layout:
     _, fig, panels = kept
     for column, panel in zip(columns, panels):
       _draw_column(column, panel)
   else:
     fig, panels = _new_figure(columns, title)
-    _KEPT.figure = (layout, fig, panels)
   figures.save(fig, path, dpi=80)
+  _KEPT.figure = (layout, fig, panels)
 
 
 # The last toy figure drawn on this thread: (layout, figure, panels).
