@@ -268,10 +268,6 @@ def commands_table() -> str:
   return '\n'.join(rows)
 
 
-if __name__ == '__main__':
-  print(commands_table())
-
-
 def test_every_command_collects_garbage_less_often(monkeypatch):
   """`cli.run` raises the collector's thresholds before the command runs
   (and the commands outside it call `collect_less` themselves)."""
@@ -289,3 +285,7 @@ def test_every_command_collects_garbage_less_often(monkeypatch):
   for name in ('ais', 'ais_check', 'toy_report'):
     with open(os.path.join(REPO, 'experiments', f'{name}.py')) as f:
       assert 'cli.collect_less()\n  app.run(main)' in f.read(), name
+
+
+if __name__ == '__main__':
+  print(commands_table())
