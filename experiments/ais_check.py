@@ -17,9 +17,15 @@ then, on the same seeded test images:
 and checks:
 
   ais>=iwae  mean AIS log p(x) >= mean IWAE(K) - its se;
-  monotone   along the decoder's curve (R_b, D_b), b = 0 .. 1, R never falls
-             and D never rises by more than AIS's se (the largest such
-             step is printed);
+  monotone   along the decoder's curve (R_b, D_b), b = 0 .. 1, D never
+             rises and R never falls by more than twice the curve's
+             standard error there: for D, 2 max(se_{t-1}, se_t) with se_t
+             the standard error of the mean D_b over the images
+             (ais.json's distortion_stderr), for R the same times b_t
+             (R_b = -log Z_b - b D_b, log Z_b's own error being far
+             smaller); without stderrs (one chain), AIS's se of log p(x).
+             The largest such step is printed in nats and in units of its
+             tolerance;
   R+D@1      |R_1 + D_1 + log p(x)| <= AIS's se at b = 1;
   above      the model's point lies on or above the curve: for every b,
              R_model + b D_model >= R_b + b D_b = -log Z_b - AIS's se
@@ -114,8 +120,19 @@ def _curve_checks(record, model_rate, model_distortion):
   betas = np.array([c['beta'] for c in curve])
   rate = np.array([c['rate'] for c in curve])
   distortion = np.array([c['distortion'] for c in curve])
-  # The largest step against monotonicity: R falling or D rising with b.
-  against = float(max(0.0, np.max(-np.diff(rate)), np.max(np.diff(distortion))))
+  # The largest step against monotonicity, R falling or D rising with b, in
+  # nats and in units of its tolerance (module docstring).
+  rises = np.diff(distortion)
+  falls = -np.diff(rate)
+  against = float(max(0.0, np.max(falls), np.max(rises)))
+  if all('distortion_stderr' in c for c in curve):
+    se = np.array([c['distortion_stderr'] for c in curve])
+    tolerance = 2.0 * np.maximum(se[:-1], se[1:])
+    units = np.maximum(rises / tolerance, falls / (betas[1:] * tolerance))
+  else:
+    units = np.maximum(rises, falls) / max(record.get('log_px_stderr') or 0.0,
+                                           1e-12)
+  against_units = float(max(0.0, np.max(units)))
   end_error = abs(rate[-1] + distortion[-1] + record['log_px'])
   log_z = -(rate + betas * distortion)
   slack = model_rate + betas * model_distortion + log_z
@@ -129,7 +146,8 @@ def _curve_checks(record, model_rate, model_distortion):
     f = (model_rate - rate[t - 1]) / (rate[t] - rate[t - 1])
     d_at_model_rate = float(distortion[t - 1]
                             + f * (distortion[t] - distortion[t - 1]))
-  return dict(against=against, end_error=end_error,
+  return dict(against=against, against_units=against_units,
+              end_error=end_error,
               min_slack=float(slack[worst]), slack_beta=float(betas[worst]),
               d_at_model_rate=d_at_model_rate, end_rate=float(rate[-1]),
               end_distortion=float(distortion[-1]))
@@ -202,7 +220,7 @@ def check(workdir, settings, log):
   se = ais_se or 0.0
   row['checks'] = {
       'ais>=iwae': row['ais'] >= row['iwae'] - row['iwae_se'],
-      'monotone': row['against'] <= se,
+      'monotone': row['against_units'] <= 1.0,
       'R+D@1': row['end_error'] <= max(se, 1e-3),
       'above': row['min_slack'] >= -se,
       'bdmc<1': (row['bdmc_gap'] is not None and row['bdmc_gap'] < 1.0),
@@ -216,7 +234,8 @@ def _table(rows):
   fmt = lambda v, p=2: '-' if v is None else f'{v:.{p}f}'
   lines = ['| family | step | images | AIS log p(x) (se) | IWAE K=100 (se) '
            '| model R, D | curve at b=1: R, D | D_curve(R_model) '
-           '| min slack (at b) | against monotone | BDMC lower, upper, gap '
+           '| min slack (at b) | against monotone (tolerances) '
+           '| BDMC lower, upper, gap '
            '| s per image | checks |', '|' + '---|' * 13]
   for r in rows:
     checks = ', '.join(f'{k} {"ok" if v else "FAIL"}'
@@ -229,7 +248,7 @@ def _table(rows):
         f"| {fmt(r['end_rate'])}, {fmt(r['end_distortion'])} "
         f"| {fmt(r['d_at_model_rate'])} "
         f"| {fmt(r['min_slack'])} ({fmt(r['slack_beta'], 3)}) "
-        f"| {fmt(r['against'], 3)} "
+        f"| {fmt(r['against'], 3)} ({fmt(r['against_units'])}) "
         f"| {fmt(r['bdmc_lower'])}, {fmt(r['bdmc_upper'])}, "
         f"{fmt(r['bdmc_gap'])} ({r['bdmc_examples']} images) "
         f"| {fmt(r['seconds_per_image'], 1)} | {checks} |")

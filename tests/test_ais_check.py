@@ -67,6 +67,22 @@ def test_curve_checks_on_the_exact_curve():
   curve[-2]['distortion'] -= 0.5
   assert ais_check._curve_checks(record, rate, distortion)['against'] == (
       pytest.approx(0.5 - step, abs=1e-9))
+  # Measured against twice the curve's standard error of D at the step (the
+  # larger of its two ends), or without one against log p(x)'s.
+  record['log_px_stderr'] = 0.1
+  assert ais_check._curve_checks(record, rate, distortion)[
+      'against_units'] == pytest.approx((0.5 - step) / 0.1, rel=1e-9)
+  for c, se in zip(curve, np.linspace(0.2, 0.3, len(curve))):
+    c['distortion_stderr'] = se
+  units = ais_check._curve_checks(record, rate, distortion)['against_units']
+  assert units == pytest.approx((0.5 - step) / (2 * 0.3), rel=1e-9)
+  # A fall of R counts in units of b times the tolerance (R = -log Z - b D).
+  curve[-2]['distortion'] += 0.5
+  curve[30]['rate'] = curve[29]['rate'] - 0.4
+  units = ais_check._curve_checks(record, rate, distortion)['against_units']
+  se_30 = max(curve[29]['distortion_stderr'], curve[30]['distortion_stderr'])
+  assert units == pytest.approx(0.4 / (2 * curve[30]['beta'] * se_30),
+                                rel=1e-9)
 
 
 def test_log_mean_exp_and_its_standard_error():

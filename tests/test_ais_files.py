@@ -36,6 +36,23 @@ def test_round_trip_and_csv(tmp_path):
                    '1.0,20.0,75.0']
 
 
+def test_curve_with_standard_errors_round_trip_and_csv(tmp_path):
+  curve = [dict(point, distortion_stderr=se) for point, se in
+           zip(record()['curve'], (2.0, 0.5, 0.25))]
+  ais_files.write_ais(str(tmp_path), record(curve=curve))
+  assert ais_files.read_ais(str(tmp_path))['curve'] == curve
+  with open(tmp_path / ais_files.CURVE_FILE) as f:
+    lines = f.read().splitlines()
+  assert lines == ['beta,rate,distortion,distortion_stderr',
+                   '0.0,0.0,200.0,2.0', '0.5,10.0,90.0,0.5',
+                   '1.0,20.0,75.0,0.25']
+  # A column only where every point has it.
+  curve[1].pop('distortion_stderr')
+  ais_files.write_ais(str(tmp_path), record(curve=curve))
+  with open(tmp_path / ais_files.CURVE_FILE) as f:
+    assert f.readline() == 'beta,rate,distortion\n'
+
+
 def test_generative_information_sandwich():
   # I_gen in [log_d - upper, log_d - lower] = [29.5, 30].
   assert ais_files.generative_information(record()) == (29.5, 30.0)
@@ -53,8 +70,11 @@ def test_generative_information_sandwich():
     (json.dumps(record(curve=[{'beta': 0.0, 'rate': 'x', 'distortion': 1}])),
      "'curve' has an entry"),
     (json.dumps(record(bdmc_gap='inf')), "'bdmc_gap' is 'inf'"),
+    (json.dumps(record(curve=[{'beta': 0.0, 'rate': 0.0, 'distortion': 1.0,
+                               'distortion_stderr': None}])),
+     "'curve' has a .'distortion_stderr',. that is not a finite number"),
 ], ids=['torn', 'array', 'nan_log_px', 'no_seconds', 'no_settings',
-        'empty_curve', 'bad_curve', 'bad_gap'])
+        'empty_curve', 'bad_curve', 'bad_gap', 'bad_curve_stderr'])
 def test_damaged_file_is_refused(tmp_path, text, reason):
   (tmp_path / ais_files.AIS_FILE).write_text(text)
   with pytest.raises(atomic_files.DamagedFileError, match=reason):

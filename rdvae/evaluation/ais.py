@@ -1,11 +1,11 @@
-"""Annealed importance sampling (AIS) of a decoder, its rate-distortion curve
-and bidirectional Monte Carlo (BDMC).
+"""Annealed importance sampling (AIS) of a decoder and its rate-distortion
+curve.
 
 This module owns the AIS estimate of log p(x) = log E_{m(z)}[d(x|z)] for a
-fixed decoder d(x|z) and marginal m(z), the decoder's rate-distortion curve
-from the same chains (Huang et al., 2020), and the sandwich of log p(x)
-between forward and reverse AIS on data simulated from the model (Grosse et
-al., 2015). It is pure; its HMC transitions are `evaluation.hmc`'s.
+fixed decoder d(x|z) and marginal m(z) and the decoder's rate-distortion
+curve from the same chains (Huang et al., 2020). It is pure; its HMC
+transitions are `evaluation.hmc`'s, and `evaluation.bdmc` runs its chains
+backwards.
 
 Intermediate distributions, on a schedule 0 = b_0 < ... < b_T = b_max:
 q_b(z|x) = m(z) d(x|z)^b / Z_b(x), Z_b(x) = E_{m(z)}[d(x|z)^b]; so Z_0 = 1
@@ -26,16 +26,10 @@ for q_{b_t}, so with normalised weights wbar_t = w_t / sum_k w_t,
   D_b = E_{q_b}[-log d(x|z)]  ~  sum_k wbar_t,k (-log d(x|z_t,k)),
   R_b = KL(q_b || m) = -log Z_b - b D_b     (log q_b/m = b log d - log Z_b),
 
-and at b = 1 the estimates satisfy R + D = -log p(x) by construction.
-
-Reverse AIS and BDMC. For x ~ d(x|z*), z* ~ m(z), z* is an exact sample of
-q_1(z|x). Chains started at z* run the schedule backwards (b_T, ..., b_0)
-with the same updates, so their log weights add (b_{t-1} - b_t) log d(x|z)
-(the forward increments with the sign flipped) and E[w_rev] = Z_0 / Z_1 =
-1 / p(x). The log-mean-exp of log w_rev is then (Jensen) a stochastic lower
-bound on -log p(x), and its negation a stochastic UPPER bound on log p(x).
-On simulated data the gap between the two bounds bounds either's error.
-Both runs end at b = 1 (a schedule past it is cut there, `up_to_one`).
+and at b = 1 R + D = -log p(x) by construction. D_b's delta-method
+standard error is sqrt(sum_k wbar_t,k^2 (-log d(x|z_t,k) - D_b)^2); the
+exact D_b falls as b grows (dD_b/db = -Var_{q_b}[log d]), the estimate
+only within its noise.
 
 HMC transitions leave each q_b invariant (`evaluation.hmc`). Their step
 size eps, one per example and transition, is fixed before the chains run,
@@ -69,7 +63,6 @@ Array = jax.Array
 LogLikelihood = hmc.LogLikelihood
 LogMarginal = hmc.LogMarginal
 SampleMarginal = Callable[[Array, int], Array]  # (key, n) -> [n, Z]
-SampleLikelihood = Callable[[Array, Array], Array]  # (key, z [Z]) -> x_i
 
 STEP_SIZE_RANGE = hmc.STEP_SIZE_RANGE
 PILOT_MIN_STEPS = 20
@@ -89,6 +82,7 @@ class AISResult(NamedTuple):
     betas: [T + 1] the schedule.
     rate: [B, T + 1] R_b = -log Z_b - b D_b at each schedule point.
     distortion: [B, T + 1] D_b, the weighted mean of -log d(x|z).
+    distortion_stderr: [B, T + 1] its delta-method standard error.
     acceptance: [B] acceptance probability, mean over transitions and chains.
     step_size: [B] the step size after the last adaptation.
     step_sizes: [B, T] the step size of each transition t = 1..T.
@@ -99,33 +93,10 @@ class AISResult(NamedTuple):
   betas: Array
   rate: Array
   distortion: Array
+  distortion_stderr: Array
   acceptance: Array
   step_size: Array
   step_sizes: Array
-
-
-class ReverseAISResult(NamedTuple):
-  """Reverse AIS from exact posterior samples, in nats: the stochastic upper
-  bound log_px_upper [B] on log Z_{b_T}(x), its delta-method log_px_stderr
-  [B] (as in AISResult) and the mean acceptance probability [B]."""
-
-  log_px_upper: Array
-  log_px_stderr: Array
-  acceptance: Array
-
-
-class BDMCResult(NamedTuple):
-  """Forward and reverse AIS on data simulated from the model, in nats:
-  lower [B] and upper [B] (stochastic bounds on log p(x)), gap = upper -
-  lower [B], the data x [B, ...], the latents z [B, Z] that generated them,
-  and the forward run with its rate-distortion curve."""
-
-  lower: Array
-  upper: Array
-  gap: Array
-  x: Array
-  z: Array
-  forward: AISResult
 
 
 def schedule(num_steps: int, beta_max: float = 1.0,
@@ -146,15 +117,6 @@ def schedule(num_steps: int, beta_max: float = 1.0,
   return jnp.asarray(betas, jnp.float32)
 
 
-def up_to_one(betas: Array) -> Array:
-  """The schedule's knots up to b = 1: BDMC's path from m(z) to p(z|x)."""
-  ones = np.flatnonzero(np.asarray(betas) == 1.0)
-  if not ones.size:
-    raise ValueError(f'the schedule has no knot at b = 1 (it ends at '
-                     f'{float(np.asarray(betas)[-1])})')
-  return jnp.asarray(betas)[:ones[0] + 1]
-
-
 def _stderr(log_w: Array) -> Array:
   """Delta-method standard error of log mean_k w_k from log w [K]."""
   k = log_w.shape[-1]
@@ -162,6 +124,15 @@ def _stderr(log_w: Array) -> Array:
     return jnp.full((), jnp.nan, log_w.dtype)
   sum_sq = jnp.sum(jax.nn.softmax(log_w) ** 2)
   return jnp.sqrt(jnp.maximum(k * sum_sq - 1.0, 0.0) / (k - 1))
+
+
+def _weighted_mean_and_stderr(log_w: Array, values: Array):
+  """sum_k wbar_k v_k, wbar = softmax(log_w), and its standard error (NaN
+  for K = 1)."""
+  weights = jax.nn.softmax(log_w)
+  mean = jnp.sum(weights * values)
+  stderr = jnp.sqrt(jnp.sum(weights**2 * (values - mean)**2))
+  return mean, stderr if log_w.shape[-1] > 1 else jnp.full_like(mean, jnp.nan)
 
 
 def _anneal(settings: hmc.Settings, key: Array, x: Array, z0: Array,
@@ -187,7 +158,7 @@ def _anneal(settings: hmc.Settings, key: Array, x: Array, z0: Array,
     point, acceptance = hmc.transition(settings, step_key, x, point, beta,
                                        eps)
     log_z = jax.scipy.special.logsumexp(log_w) - np.log(log_w.shape[0])
-    distortion = -jnp.sum(jax.nn.softmax(log_w) * point.log_d)
+    distortion = _weighted_mean_and_stderr(log_w, -point.log_d)
     next_eps = (hmc.adapt(settings, eps, acceptance) if step_sizes is None
                 else eps)
     return ((point, log_w, next_eps),
@@ -196,25 +167,29 @@ def _anneal(settings: hmc.Settings, key: Array, x: Array, z0: Array,
   carry = (start, jnp.zeros(z0.shape[:1], z0.dtype),
            jnp.asarray(eps0, z0.dtype))
   inputs = (path[:-1], path[1:], jax.random.split(key, num_steps), fixed)
-  (_, log_w, eps), (log_z, distortion, acceptance, used,
-                    adapted) = jax.lax.scan(transition, carry, inputs)
+  (_, log_w, eps), (log_z, (distortion, distortion_stderr), acceptance,
+                    used, adapted) = jax.lax.scan(transition, carry, inputs)
+  first = _weighted_mean_and_stderr(jnp.zeros_like(start.log_d),
+                                    -start.log_d)
   return dict(
       log_z=jnp.concatenate([jnp.zeros((1,), log_z.dtype), log_z]),
-      distortion=jnp.concatenate([-jnp.mean(start.log_d, keepdims=True),
-                                  distortion]),
+      distortion=jnp.concatenate([first[0][None], distortion]),
+      distortion_stderr=jnp.concatenate([first[1][None],
+                                         distortion_stderr]),
       stderr=_stderr(log_w), acceptance=jnp.mean(acceptance), step_size=eps,
       step_sizes=used, adapted=adapted)
 
 
-def _run(settings: hmc.Settings, key: Array, x: Array, path: Array,
-         initial: Callable[[Array, Optional[Array]], Array],
-         z_exact: Optional[Array], step_sizes: Optional[Array],
-         first_index: int | Array,
-         pilot: Optional[Callable[[Array], Array]] = None
-         ) -> dict[str, Array]:
+def run_chains(settings: hmc.Settings, key: Array, x: Array, path: Array,
+               initial: Callable[[Array, Optional[Array]], Array],
+               z_exact: Optional[Array], step_sizes: Optional[Array],
+               first_index: int | Array,
+               pilot: Optional[Callable[[Array], Array]] = None
+               ) -> dict[str, Array]:
   """`_anneal` for every example i with key fold_in(key, first_index + i).
 
-  initial(key_i, z_exact_i) gives the chains' start [K, Z]. When step sizes
+  The chains of forward AIS (`ais`) and of reverse AIS (`bdmc`): path [T +
+  1] is the schedule in the order it is run. initial(key_i, z_exact_i) gives the chains' start [K, Z]. When step sizes
   adapt and pilot (key -> [K, Z] draws of m(z)) is given, `hmc.warmup` on
   pilot chains of their own sets the first eps; else it is
   settings.initial_step_size. Vmapped over the
@@ -258,8 +233,8 @@ def _pilot_step_sizes(settings: hmc.Settings, key: Array, x: Array,
   num_steps = betas.shape[0] - 1
   knots = np.round(np.linspace(0, num_steps, pilot_steps + 1)).astype(int)
   fast = settings._replace(adaptation_rate=PILOT_ADAPTATION_RATE)
-  out = _run(fast, jax.random.fold_in(key, PILOT_STREAM), x, betas[knots],
-             initial, None, None, first_index, pilot)
+  out = run_chains(fast, jax.random.fold_in(key, PILOT_STREAM), x,
+                   betas[knots], initial, None, None, first_index, pilot)
   steps = jnp.arange(1, num_steps + 1, dtype=jnp.float32)
   log_eps = jax.vmap(lambda e: jnp.interp(steps, knots[1:], jnp.log(e)))(
       out['adapted'])
@@ -323,73 +298,12 @@ def ais(key: Array, x: Array, log_likelihood: LogLikelihood,
   if step_sizes is None and pilot_steps:
     step_sizes = _pilot_step_sizes(settings, key, x, betas, initial, pilot,
                                    min(pilot_steps, num_steps), first_index)
-  out = _run(settings, key, x, betas, initial, None, step_sizes, first_index,
-             pilot)
+  out = run_chains(settings, key, x, betas, initial, None, step_sizes,
+                   first_index, pilot)
   return AISResult(
       log_px=out['log_z'][:, -1], log_px_stderr=out['stderr'], betas=betas,
       rate=-out['log_z'] - betas * out['distortion'],
-      distortion=out['distortion'], acceptance=out['acceptance'],
-      step_size=out['step_size'], step_sizes=out['step_sizes'])
-
-
-def reverse_ais(key: Array, x: Array, z_exact: Array,
-                log_likelihood: LogLikelihood, log_marginal: LogMarginal, *,
-                betas: Array, num_chains: int,
-                step_sizes: Optional[Array] = None,
-                first_index: int | Array = 0, **settings) -> ReverseAISResult:
-  """Reverse AIS: a stochastic upper bound on log Z_{b_T}(x).
-
-  The K chains of example i all start at z_exact[i] [Z], an exact sample of
-  q_{b_T}(z|x_i), and anneal along b_T, ..., b_0, their log weights adding
-  (b_{t-1} - b_t) log d(x|z). E[w_rev] = Z_0 / Z_{b_T} (= 1 / p(x) for
-  b_T = 1), so log_px_upper = -log mean_k w_rev,k >= log Z_{b_T}(x) in
-  expectation.
-
-  The arguments are those of `ais` (betas is the forward schedule; settings
-  are leapfrog_steps, initial_step_size, target_acceptance, step_size_range,
-  chunk_size; warmup_steps is ignored: the chains start at b_T, not at 0),
-  except that step_sizes [B, T] or [T] are those of the FORWARD
-  transitions at b_1..b_T (e.g. `AISResult.step_sizes`): the reverse
-  transition at b_t uses the forward one's, that at b_0 the one at b_1.
-  None: adapt.
-  """
-  settings = hmc.Settings(log_likelihood, log_marginal, num_chains,
-                          **settings)
-  path = jnp.asarray(betas, jnp.float32)[::-1]
-  if step_sizes is not None:
-    forward = jnp.broadcast_to(step_sizes, (x.shape[0], path.shape[0] - 1))
-    step_sizes = jnp.concatenate([forward[:, -2::-1], forward[:, :1]], 1)
-  initial = lambda _, z: jnp.broadcast_to(z, (num_chains,) + z.shape)
-  out = _run(settings, key, x, path, initial, z_exact, step_sizes,
-             first_index)
-  return ReverseAISResult(log_px_upper=-out['log_z'][:, -1],
-                          log_px_stderr=out['stderr'],
-                          acceptance=out['acceptance'])
-
-
-def bdmc(key: Array, log_likelihood: LogLikelihood,
-         log_marginal: LogMarginal, sample_marginal: SampleMarginal,
-         sample_likelihood: SampleLikelihood, num_examples: int, *,
-         betas: Array, num_chains: int, **settings) -> BDMCResult:
-  """BDMC: log p(x) between forward and reverse AIS on simulated data.
-
-  Draws z_i ~ m(z), x_i ~ sample_likelihood(key, z_i) = one draw of
-  d(x|z_i), for i < num_examples (B). Forward AIS (`ais`, its step sizes
-  set by its pilot) gives lower <= log p(x), reverse AIS (`reverse_ais` from
-  z_i with the forward run's step sizes, the same kernels, fixed in advance)
-  gives upper >= log p(x), both in expectation. The other arguments and
-  settings are those of `ais`.
-  """
-  z_key, x_key, forward_key, reverse_key = jax.random.split(key, 4)
-  z = sample_marginal(z_key, num_examples)
-  x = jax.vmap(sample_likelihood)(jax.random.split(x_key, num_examples), z)
-  forward = ais(forward_key, x, log_likelihood, log_marginal,
-                sample_marginal, betas=betas, num_chains=num_chains,
-                **settings)
-  settings.pop('pilot_steps', None)
-  reverse = reverse_ais(reverse_key, x, z, log_likelihood, log_marginal,
-                        betas=betas, num_chains=num_chains,
-                        step_sizes=forward.step_sizes, **settings)
-  return BDMCResult(lower=forward.log_px, upper=reverse.log_px_upper,
-                    gap=reverse.log_px_upper - forward.log_px, x=x, z=z,
-                    forward=forward)
+      distortion=out['distortion'],
+      distortion_stderr=out['distortion_stderr'],
+      acceptance=out['acceptance'], step_size=out['step_size'],
+      step_sizes=out['step_sizes'])

@@ -10,10 +10,13 @@
                  examples; log_d is mean log d(x|z) of the simulated pairs,
                  so I_gen lies in [log_d - upper, log_d - lower]),
                  'seconds_per_example', 'curve', a list of
-                 {'beta', 'rate', 'distortion'} (means over the examples),
+                 {'beta', 'rate', 'distortion'} (means over the examples)
+                 with 'distortion_stderr' where it was computed (two
+                 chains or more; absent from older files),
                  and 'own_rate', 'own_distortion': the run's own R and D
                  on the same examples (absent from older files).
-  ais_curve.csv  the curve again, one row per beta (beta, rate, distortion).
+  ais_curve.csv  the curve again, one row per beta (beta, rate, distortion
+                 and, where every point has it, distortion_stderr).
 
 Both are written atomically (`atomic_files`); `read_ais` returns None for a
 missing ais.json and raises `atomic_files.DamagedFileError` for one that is
@@ -37,6 +40,8 @@ REQUIRED = ('log_px', 'seconds_per_example')
 OPTIONAL = ('log_px_stderr', 'bdmc_lower', 'bdmc_upper', 'bdmc_gap',
             'bdmc_log_d')
 CURVE_KEYS = ('beta', 'rate', 'distortion')
+# Finite where present.
+CURVE_OPTIONAL = ('distortion_stderr',)
 
 
 def generative_information(record: Mapping[str, Any]
@@ -53,10 +58,12 @@ def generative_information(record: Mapping[str, Any]
 
 
 def curve_csv(curve: Any) -> str:
+  keys = CURVE_KEYS + tuple(k for k in CURVE_OPTIONAL
+                            if all(k in point for point in curve))
   out = io.StringIO()
-  out.write(','.join(CURVE_KEYS) + '\n')
+  out.write(','.join(keys) + '\n')
   for point in curve:
-    out.write(','.join(repr(float(point[k])) for k in CURVE_KEYS) + '\n')
+    out.write(','.join(repr(float(point[k])) for k in keys) + '\n')
   return out.getvalue()
 
 
@@ -75,6 +82,10 @@ def _problems(record: Mapping[str, Any]) -> list[str]:
       atomic_files.finite_number(p.get(k)) is not None for k in CURVE_KEYS)
                for p in curve):
     problems.append(f"'curve' has an entry without finite {CURVE_KEYS}")
+  elif not all(atomic_files.finite_number(p[k]) is not None
+               for p in curve for k in CURVE_OPTIONAL if k in p):
+    problems.append(f"'curve' has a {CURVE_OPTIONAL} that is not a finite "
+                    'number')
   return problems
 
 

@@ -8,8 +8,8 @@ model's decoder d(x|z) and marginal m(z) (`evaluation.ais_model`):
     split (never its first N: the split is ordered by class), in chunks of
     examples, each a call of one compiled program: log p(x) and the
     decoder's rate-distortion curve (R_b, D_b) for b in [0, beta_max];
-  BDMC (`evaluation.ais.bdmc`) on `bdmc_examples` images simulated from the
-    model, along the schedule's knots up to b = 1 (`ais.up_to_one`):
+  BDMC (`evaluation.bdmc.bdmc`) on `bdmc_examples` images simulated from the
+    model, along the schedule's knots up to b = 1 (`bdmc.up_to_one`):
     stochastic lower and upper bounds on their log p(x), and the mean
     log d(x|z) of the simulated pairs (for the bounds on I_gen);
   the model's own rate and distortion on the same images (`own_terms`), so
@@ -37,6 +37,7 @@ import numpy as np
 
 from rdvae.evaluation import ais
 from rdvae.evaluation import ais_model
+from rdvae.evaluation import bdmc
 from rdvae.evaluation import measures
 from rdvae.files import ais_files
 from rdvae.files import atomic_files
@@ -143,16 +144,16 @@ def _programs(model: Any, chains: int, leapfrog_steps: int, chunk: int,
                    leapfrog_steps=leapfrog_steps, pilot_steps=pilot_steps,
                    first_index=first_index)
 
-  def bdmc(params, key, betas):
+  def simulated(params, key, betas):
     d = ais_model.densities(model, params)
-    out = ais.bdmc(key, d.log_likelihood, d.log_marginal, d.sample_marginal,
-                   d.sample_likelihood, bdmc_examples, betas=betas,
-                   num_chains=chains, leapfrog_steps=leapfrog_steps,
-                   chunk_size=chunk, pilot_steps=pilot_steps)
+    out = bdmc.bdmc(key, d.log_likelihood, d.log_marginal, d.sample_marginal,
+                    d.sample_likelihood, bdmc_examples, betas=betas,
+                    num_chains=chains, leapfrog_steps=leapfrog_steps,
+                    chunk_size=chunk, pilot_steps=pilot_steps)
     log_d = jax.vmap(d.log_likelihood)(out.x, out.z)
     return out.lower, out.upper, log_d
 
-  return jax.jit(forward), jax.jit(bdmc)
+  return jax.jit(forward), jax.jit(simulated)
 
 
 def _forward(run_forward: Callable, params: Any, key: jax.Array,
@@ -189,7 +190,7 @@ def _forward(run_forward: Callable, params: Any, key: jax.Array,
                     f'{seconds:.1f} s ({seconds / real:.2f} s per image)')
   joined = {name: np.concatenate([getattr(p, name) for p in parts])
             for name in ('log_px', 'log_px_stderr', 'rate', 'distortion',
-                         'acceptance')}
+                         'distortion_stderr', 'acceptance')}
   return joined, timed / max(timed_examples, 1)
 
 
@@ -201,12 +202,22 @@ def _settings_record(settings: Settings, indices: list[int],
   return atomic_files.to_json_value(record)
 
 
-def rate_distortion_curve(betas, rate, distortion) -> list[dict[str, float]]:
+def rate_distortion_curve(betas, rate, distortion, distortion_stderr=None
+                          ) -> list[dict[str, float]]:
   """ais.json's curve: {beta: b_t, rate: R_b, distortion: D_b} for t = 0..T,
-  R and D [B, T + 1] averaged over the examples in float64, in nats."""
+  R and D [B, T + 1] averaged over the examples in float64, in nats; with
+  the examples' standard errors of D [B, T + 1] (finite: two chains or
+  more), also 'distortion_stderr', sqrt(sum_i se_i^2) / B, the standard
+  error of the mean D_b on these examples."""
   means = [np.mean(np.asarray(a, np.float64), 0) for a in (rate, distortion)]
-  return [{'beta': float(b), 'rate': float(r), 'distortion': float(d)}
-          for b, r, d in zip(np.asarray(betas, np.float64), *means)]
+  curve = [{'beta': float(b), 'rate': float(r), 'distortion': float(d)}
+           for b, r, d in zip(np.asarray(betas, np.float64), *means)]
+  stderr = (None if distortion_stderr is None
+            else np.asarray(distortion_stderr, np.float64))
+  if stderr is not None and np.all(np.isfinite(stderr)):
+    for point, se in zip(curve, np.sqrt(np.sum(stderr**2, 0)) / len(stderr)):
+      point['distortion_stderr'] = float(se)
+  return curve
 
 
 def _mean(values: np.ndarray) -> Optional[float]:
@@ -256,10 +267,10 @@ def ais_workdir(workdir: str, settings: Settings, log: Log = print,
   if old is not None and old.get('settings') == wanted and not force:
     log(f'{workdir}: ais.json has these settings already; skipped')
     return None
-  forward, bdmc = _programs(run.model, settings.chains,
-                            settings.leapfrog_steps,
-                            min(settings.chunk, len(indices)),
-                            settings.bdmc_examples, settings.pilot_steps)
+  forward, simulated = _programs(run.model, settings.chains,
+                                 settings.leapfrog_steps,
+                                 min(settings.chunk, len(indices)),
+                                 settings.bdmc_examples, settings.pilot_steps)
   betas = ais.schedule(settings.steps, settings.beta_max)
   key = jax.random.key(settings.seed)
   point = os.path.basename(os.path.normpath(workdir))
@@ -280,8 +291,8 @@ def ais_workdir(workdir: str, settings: Settings, log: Log = print,
       began = time.monotonic()
       # BDMC brackets log p(x) = log Z_1: its chains anneal to b = 1 (the
       # reverse ones start at the exact posterior sample), whatever beta_max.
-      lower, upper, log_d = jax.tree.map(np.asarray, bdmc(
-          params, jax.random.fold_in(key, 1), ais.up_to_one(betas)))
+      lower, upper, log_d = jax.tree.map(np.asarray, simulated(
+          params, jax.random.fold_in(key, 1), bdmc.up_to_one(betas)))
       record.update(bdmc_lower=_mean(lower), bdmc_upper=_mean(upper),
                     bdmc_gap=_mean(upper - lower), bdmc_log_d=_mean(log_d),
                     bdmc_seconds=time.monotonic() - began)
@@ -306,7 +317,8 @@ def ais_workdir(workdir: str, settings: Settings, log: Log = print,
       acceptance=_mean(out['acceptance']),
       per_example={'index': indices, 'log_px': out['log_px'],
                    'log_px_stderr': stderr},
-      curve=rate_distortion_curve(betas, out['rate'], out['distortion']))
+      curve=rate_distortion_curve(betas, out['rate'], out['distortion'],
+                                  out['distortion_stderr']))
   record = atomic_files.to_json_value(record)
   ais_files.write_ais(workdir, record)
   log(f'{point}: log p(x) = {record["log_px"]:.3f} nats over {num} images, '
