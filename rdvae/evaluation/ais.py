@@ -188,10 +188,11 @@ def run_chains(settings: hmc.Settings, key: Array, x: Array, path: Array,
                ) -> dict[str, Array]:
   """`_anneal` for every example i with key fold_in(key, first_index + i).
 
-  The chains of forward AIS (`ais`) and of reverse AIS (`bdmc`): path [T +
-  1] is the schedule in the order it is run. initial(key_i, z_exact_i) gives the chains' start [K, Z]. When step sizes
-  adapt and pilot (key -> [K, Z] draws of m(z)) is given, `hmc.warmup` on
-  pilot chains of their own sets the first eps; else it is
+  The chains of forward AIS (`ais`) and of reverse AIS (`bdmc`): path
+  [T + 1] is the schedule in the order it is run. initial(key_i,
+  z_exact_i) gives the chains' start [K, Z]. When step sizes adapt and
+  pilot (key -> [K, Z] draws of m(z)) is given, `hmc.warmup` on pilot
+  chains of their own sets the first eps; else it is
   settings.initial_step_size. Vmapped over the
   examples; with a chunk size, `lax.map` over chunks of that many (the last
   padded by repeating the last example), so memory is that of one chunk.

@@ -1,9 +1,9 @@
 """Bidirectional Monte Carlo (BDMC): log p(x) sandwiched between forward and
 reverse AIS on data simulated from the model (Grosse et al., 2015).
 
-For x ~ d(x|z*), z* ~ m(z), z* is an exact sample of
-q_1(z|x). Chains started at z* run the schedule backwards (b_T, ..., b_0)
-with the same updates, so their log weights add (b_{t-1} - b_t) log d(x|z)
+For x ~ d(x|z*), z* ~ m(z), z* is an exact sample of q_1(z|x). Chains
+started at z* run the schedule backwards (b_T, ..., b_0) with the same
+updates, so their log weights add (b_{t-1} - b_t) log d(x|z)
 (the forward increments with the sign flipped) and E[w_rev] = Z_0 / Z_1 =
 1 / p(x). The log-mean-exp of log w_rev is then (Jensen) a stochastic lower
 bound on -log p(x), and its negation a stochastic UPPER bound on log p(x).
