@@ -61,28 +61,36 @@ def test_curve_checks_on_the_exact_curve():
   # One nat less distortion is below the curve.
   below = ais_check._curve_checks(record, rate_1, distortion_1 - 1.0)
   assert below['min_slack'] == pytest.approx(-1.0, abs=1e-9)
-  # A noisy curve: a step of D upwards is reported.
+  # A step of D upwards is reported, in nats, and fails the check.
   curve = record['curve']
   step = curve[-2]['distortion'] - curve[-1]['distortion']  # > 0
   curve[-2]['distortion'] -= 0.5
   assert ais_check._curve_checks(record, rate, distortion)['against'] == (
       pytest.approx(0.5 - step, abs=1e-9))
-  # Measured against twice the curve's standard error of D at the step (the
-  # larger of its two ends), or without one against log p(x)'s.
-  record['log_px_stderr'] = 0.1
-  assert ais_check._curve_checks(record, rate, distortion)[
-      'against_units'] == pytest.approx((0.5 - step) / 0.1, rel=1e-9)
-  for c, se in zip(curve, np.linspace(0.2, 0.3, len(curve))):
-    c['distortion_stderr'] = se
-  units = ais_check._curve_checks(record, rate, distortion)['against_units']
-  assert units == pytest.approx((0.5 - step) / (2 * 0.3), rel=1e-9)
-  # A fall of R counts in units of b times the tolerance (R = -log Z - b D).
+  assert 0.5 - step > ais_check.ROUNDING
   curve[-2]['distortion'] += 0.5
+  # So is a fall of R.
+  saved = curve[30]['rate']
   curve[30]['rate'] = curve[29]['rate'] - 0.4
-  units = ais_check._curve_checks(record, rate, distortion)['against_units']
-  se_30 = max(curve[29]['distortion_stderr'], curve[30]['distortion_stderr'])
-  assert units == pytest.approx(0.4 / (2 * curve[30]['beta'] * se_30),
-                                rel=1e-9)
+  assert ais_check._curve_checks(record, rate, distortion)['against'] == (
+      pytest.approx(0.4, abs=1e-9))
+  curve[30]['rate'] = saved
+  # The sampled D's distance from the curve's D at b_t, [D_{t+1}, D_t], in
+  # its standard errors: none without them, 0 inside the interval.
+  assert ais_check._curve_checks(record, rate, distortion)[
+      'sampled_units'] is None
+  for t, c in enumerate(curve):
+    c['sampled_distortion'] = c['distortion']
+    c['sampled_distortion_stderr'] = 0.25
+  out = ais_check._curve_checks(record, rate, distortion)
+  assert out['sampled_units'] == 0.0 and out['sampled_rms'] == 0.0
+  # 1 nat above D_t at knot 10 is 4 se; 0.5 below D_{t+1} at knot 20 is 2.
+  curve[10]['sampled_distortion'] = curve[10]['distortion'] + 1.0
+  curve[20]['sampled_distortion'] = curve[21]['distortion'] - 0.5
+  out = ais_check._curve_checks(record, rate, distortion)
+  assert out['sampled_units'] == pytest.approx(4.0, rel=1e-9)
+  assert out['sampled_rms'] == pytest.approx(
+      math.sqrt((16 + 4) / len(curve)), rel=1e-9)
 
 
 def test_log_mean_exp_and_its_standard_error():

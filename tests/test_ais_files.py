@@ -36,21 +36,23 @@ def test_round_trip_and_csv(tmp_path):
                    '1.0,20.0,75.0']
 
 
-def test_curve_with_standard_errors_round_trip_and_csv(tmp_path):
-  curve = [dict(point, distortion_stderr=se) for point, se in
-           zip(record()['curve'], (2.0, 0.5, 0.25))]
+def test_curve_with_sampled_distortion_round_trip_and_csv(tmp_path):
+  curve = [dict(point, sampled_distortion=d, sampled_distortion_stderr=se)
+           for point, d, se in zip(record()['curve'], (201.0, 89.0, 75.5),
+                                   (2.0, 0.5, 0.25))]
   ais_files.write_ais(str(tmp_path), record(curve=curve))
   assert ais_files.read_ais(str(tmp_path))['curve'] == curve
   with open(tmp_path / ais_files.CURVE_FILE) as f:
     lines = f.read().splitlines()
-  assert lines == ['beta,rate,distortion,distortion_stderr',
-                   '0.0,0.0,200.0,2.0', '0.5,10.0,90.0,0.5',
-                   '1.0,20.0,75.0,0.25']
+  assert lines == [
+      'beta,rate,distortion,sampled_distortion,sampled_distortion_stderr',
+      '0.0,0.0,200.0,201.0,2.0', '0.5,10.0,90.0,89.0,0.5',
+      '1.0,20.0,75.0,75.5,0.25']
   # A column only where every point has it.
-  curve[1].pop('distortion_stderr')
+  curve[1].pop('sampled_distortion_stderr')
   ais_files.write_ais(str(tmp_path), record(curve=curve))
   with open(tmp_path / ais_files.CURVE_FILE) as f:
-    assert f.readline() == 'beta,rate,distortion\n'
+    assert f.readline() == 'beta,rate,distortion,sampled_distortion\n'
 
 
 def test_generative_information_sandwich():
@@ -71,8 +73,9 @@ def test_generative_information_sandwich():
      "'curve' has an entry"),
     (json.dumps(record(bdmc_gap='inf')), "'bdmc_gap' is 'inf'"),
     (json.dumps(record(curve=[{'beta': 0.0, 'rate': 0.0, 'distortion': 1.0,
-                               'distortion_stderr': None}])),
-     "'curve' has a .'distortion_stderr',. that is not a finite number"),
+                               'sampled_distortion_stderr': None}])),
+     "'curve' has a .*'sampled_distortion_stderr'.* that is not a finite "
+     'number'),
 ], ids=['torn', 'array', 'nan_log_px', 'no_seconds', 'no_settings',
         'empty_curve', 'bad_curve', 'bad_gap', 'bad_curve_stderr'])
 def test_damaged_file_is_refused(tmp_path, text, reason):

@@ -24,12 +24,26 @@ Rate and distortion (Huang et al., 2020). (z_t, w_t) is properly weighted
 for q_{b_t}, so with normalised weights wbar_t = w_t / sum_k w_t,
 
   D_b = E_{q_b}[-log d(x|z)]  ~  sum_k wbar_t,k (-log d(x|z_t,k)),
-  R_b = KL(q_b || m) = -log Z_b - b D_b     (log q_b/m = b log d - log Z_b),
+  R_b = KL(q_b || m) = -log Z_b - b D_b     (log q_b/m = b log d - log Z_b).
 
-and at b = 1 R + D = -log p(x) by construction. D_b's delta-method
-standard error is sqrt(sum_k wbar_t,k^2 (-log d(x|z_t,k) - D_b)^2); the
-exact D_b falls as b grows (dD_b/db = -Var_{q_b}[log d]), the estimate
-only within its noise.
+These sampled D_b (and their delta-method standard error sqrt(sum_k
+wbar_t,k^2 (-log d(x|z_t,k) - D_b)^2)) are noisy: the chains' states move
+between knots, so the sampled curve zigzags where its true steps are small.
+The curve returned has the shape of the exact one: log Z_b is convex in b
+(d^2 log Z_b / db^2 = Var_{q_b}[log d] >= 0), so D_b = -d log Z_b / db
+falls and R_b = -log Z_b + b d log Z_b / db rises. `monotone_curve` takes
+the greatest convex minorant of the AIS estimates log Z_{b_t} (the largest
+convex function of b under them; Grenander's estimator of a monotone
+density is the same construction) and reads D_b and R_b off it: D falls
+and R rises exactly, R_0 = 0, and at b = b_T R + b_T D = -log Z_{b_T}, so
+for b_max = 1 R + D = -log p(x) of the same chains. (For b_max > 1, R + D
+at the knot b = 1 is minus the minorant there: at most the estimate of
+-log p(x), and equal to it where the estimates are convex.) On (b_{t-1},
+b_t] its D is minus the minorant's slope, -(log Z_{b_t} - log Z_{b_t-1}) /
+(b_t - b_{t-1}) where the estimates are convex there: the mean of the
+sampled D at the two ends up to O((b_t - b_{t-1})^2), as log Z's
+increments come from the same weighted states. Where it pools knots it
+averages their noise.
 
 HMC transitions leave each q_b invariant (`evaluation.hmc`). Their step
 size eps, one per example and transition, is fixed before the chains run,
@@ -80,9 +94,12 @@ class AISResult(NamedTuple):
       std / (sqrt(K) mean) = sqrt((K sum_k wbar_k^2 - 1) / (K - 1)), NaN for
       K = 1.
     betas: [T + 1] the schedule.
-    rate: [B, T + 1] R_b = -log Z_b - b D_b at each schedule point.
-    distortion: [B, T + 1] D_b, the weighted mean of -log d(x|z).
-    distortion_stderr: [B, T + 1] its delta-method standard error.
+    log_z: [B, T + 1] the AIS estimates of log Z_b at each schedule point.
+    rate: [B, T + 1] R_b of the curve (`monotone_curve`), rising with b.
+    distortion: [B, T + 1] D_b of the curve, falling with b.
+    sampled_distortion: [B, T + 1] the weighted mean of -log d(x|z) over
+      the chains at each schedule point.
+    sampled_distortion_stderr: [B, T + 1] its delta-method standard error.
     acceptance: [B] acceptance probability, mean over transitions and chains.
     step_size: [B] the step size after the last adaptation.
     step_sizes: [B, T] the step size of each transition t = 1..T.
@@ -91,9 +108,11 @@ class AISResult(NamedTuple):
   log_px: Array
   log_px_stderr: Array
   betas: Array
+  log_z: Array
   rate: Array
   distortion: Array
-  distortion_stderr: Array
+  sampled_distortion: Array
+  sampled_distortion_stderr: Array
   acceptance: Array
   step_size: Array
   step_sizes: Array
@@ -115,6 +134,33 @@ def schedule(num_steps: int, beta_max: float = 1.0,
   if beta_max > 1.0:
     betas[np.argmin(np.abs(betas[1:-1] - 1.0)) + 1] = 1.0
   return jnp.asarray(betas, jnp.float32)
+
+
+def monotone_curve(betas: Array, log_z: Array) -> tuple[Array, Array]:
+  """The rate-distortion curve (R_b, D_b) [T + 1] of one example from AIS's
+  log Z_b [T + 1] on betas [T + 1] (module docstring).
+
+  The greatest convex minorant L of the points (b_t, log Z_t) has, on (b_{t-1},
+  b_t], the slope s_t = max_{i < t} min_{j >= t} (log Z_j - log Z_i) / (b_j -
+  b_i) (the max-min formula of isotonic regression, here of the chord slopes
+  weighted by b_t - b_{t-1}), and passes through the maximising i. With D =
+  -L' and R = -L + b L' (module docstring), knot t >= 1 gets D_t = -s_t and
+  R_t = -log Z_i + b_i s_t; knot 0 gets D_0 = -s_1 and R_0 = 0. O(T^2)
+  memory.
+  """
+  betas = jnp.asarray(betas, log_z.dtype)
+  num = betas.shape[0]
+  later = jnp.arange(num)[None, :] > jnp.arange(num)[:, None]  # j > i
+  gaps = jnp.where(later, betas[None, :] - betas[:, None], 1.0)
+  chords = jnp.where(later, (log_z[None, :] - log_z[:, None]) / gaps, jnp.inf)
+  # lowest[i, t] = min over j >= t of chord (i, j); then the max over i < t.
+  lowest = jax.lax.cummin(chords, axis=1, reverse=True)[:, 1:]
+  lowest = jnp.where(later[:, 1:], lowest, -jnp.inf)
+  vertex = jnp.argmax(lowest, axis=0)  # [T], the i of knot t = 1..T
+  slope = jnp.max(lowest, axis=0)
+  rate = -log_z[vertex] + betas[vertex] * slope
+  return (jnp.concatenate([jnp.zeros((1,), rate.dtype), rate]),
+          -jnp.concatenate([slope[:1], slope]))
 
 
 def _stderr(log_w: Array) -> Array:
@@ -284,7 +330,8 @@ def ais(key: Array, x: Array, log_likelihood: LogLikelihood,
     first_index: index of x[0] in the key stream.
 
   Returns:
-    AISResult: log p(x) [B] with standard errors, R_b, D_b [B, T + 1].
+    AISResult: log p(x) [B] with standard errors, log Z_b and the curve
+    R_b, D_b [B, T + 1].
   """
   settings = hmc.Settings(log_likelihood, log_marginal, num_chains,
                           leapfrog_steps, initial_step_size,
@@ -301,10 +348,12 @@ def ais(key: Array, x: Array, log_likelihood: LogLikelihood,
                                    min(pilot_steps, num_steps), first_index)
   out = run_chains(settings, key, x, betas, initial, None, step_sizes,
                    first_index, pilot)
+  rate, distortion = jax.lax.map(lambda z: monotone_curve(betas, z),
+                                 out['log_z'])
   return AISResult(
       log_px=out['log_z'][:, -1], log_px_stderr=out['stderr'], betas=betas,
-      rate=-out['log_z'] - betas * out['distortion'],
-      distortion=out['distortion'],
-      distortion_stderr=out['distortion_stderr'],
+      log_z=out['log_z'], rate=rate, distortion=distortion,
+      sampled_distortion=out['distortion'],
+      sampled_distortion_stderr=out['distortion_stderr'],
       acceptance=out['acceptance'], step_size=out['step_size'],
       step_sizes=out['step_sizes'])

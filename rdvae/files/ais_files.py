@@ -10,13 +10,16 @@
                  examples; log_d is mean log d(x|z) of the simulated pairs,
                  so I_gen lies in [log_d - upper, log_d - lower]),
                  'seconds_per_example', 'curve', a list of
-                 {'beta', 'rate', 'distortion'} (means over the examples)
-                 with 'distortion_stderr' where it was computed (two
-                 chains or more; absent from older files),
-                 and 'own_rate', 'own_distortion': the run's own R and D
-                 on the same examples (absent from older files).
+                 {'beta', 'rate', 'distortion'} (means over the examples of
+                 the monotone curve, `evaluation.ais.monotone_curve`) with
+                 'sampled_distortion', the chains' weighted mean of
+                 -log d(x|z) at that beta, and, where it was computed (two
+                 chains or more), its 'sampled_distortion_stderr' (both
+                 absent from older files), and 'own_rate',
+                 'own_distortion': the run's own R and D on the same
+                 examples (absent from older files).
   ais_curve.csv  the curve again, one row per beta (beta, rate, distortion
-                 and, where every point has it, distortion_stderr).
+                 and the optional keys that every point has).
 
 Both are written atomically (`atomic_files`); `read_ais` returns None for a
 missing ais.json and raises `atomic_files.DamagedFileError` for one that is
@@ -41,7 +44,7 @@ OPTIONAL = ('log_px_stderr', 'bdmc_lower', 'bdmc_upper', 'bdmc_gap',
             'bdmc_log_d')
 CURVE_KEYS = ('beta', 'rate', 'distortion')
 # Finite where present.
-CURVE_OPTIONAL = ('distortion_stderr',)
+CURVE_OPTIONAL = ('sampled_distortion', 'sampled_distortion_stderr')
 
 
 def generative_information(record: Mapping[str, Any]

@@ -49,6 +49,9 @@ from rdvae.training import programs
 Log = Callable[[str], None]
 # Draws z ~ e(z|x) per image behind the model's own R and D in ais.json.
 OWN_DRAWS = 8
+# How the curve is estimated, recorded in the settings so that an ais.json
+# of an earlier estimate (without it) is computed again.
+CURVE_ESTIMATE = 'convex minorant of log Z'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,8 +192,9 @@ def _forward(run_forward: Callable, params: Any, key: jax.Array,
     progress.update(f'{point}: AIS chunk {k + 1} of {chunks} took '
                     f'{seconds:.1f} s ({seconds / real:.2f} s per image)')
   joined = {name: np.concatenate([getattr(p, name) for p in parts])
-            for name in ('log_px', 'log_px_stderr', 'rate', 'distortion',
-                         'distortion_stderr', 'acceptance')}
+            for name in ('log_px', 'log_px_stderr', 'log_z', 'rate',
+                         'distortion', 'sampled_distortion',
+                         'sampled_distortion_stderr', 'acceptance')}
   return joined, timed / max(timed_examples, 1)
 
 
@@ -198,25 +202,30 @@ def _settings_record(settings: Settings, indices: list[int],
                      step: int) -> dict[str, Any]:
   record = dataclasses.asdict(settings)
   del record['chunk']
-  record.update(indices=indices, step=step, split='test')
+  record.update(indices=indices, step=step, split='test',
+                curve=CURVE_ESTIMATE)
   return atomic_files.to_json_value(record)
 
 
-def rate_distortion_curve(betas, rate, distortion, distortion_stderr=None
-                          ) -> list[dict[str, float]]:
+def rate_distortion_curve(betas, rate, distortion, sampled=None,
+                          sampled_stderr=None) -> list[dict[str, float]]:
   """ais.json's curve: {beta: b_t, rate: R_b, distortion: D_b} for t = 0..T,
-  R and D [B, T + 1] averaged over the examples in float64, in nats; with
-  the examples' standard errors of D [B, T + 1] (finite: two chains or
-  more), also 'distortion_stderr', sqrt(sum_i se_i^2) / B, the standard
-  error of the mean D_b on these examples."""
+  R and D [B, T + 1] averaged over the examples in float64, in nats. With
+  the examples' sampled D [B, T + 1] (`ais.AISResult.sampled_distortion`),
+  also 'sampled_distortion', its mean; with their standard errors (finite:
+  two chains or more), 'sampled_distortion_stderr', sqrt(sum_i se_i^2) / B,
+  the standard error of that mean."""
   means = [np.mean(np.asarray(a, np.float64), 0) for a in (rate, distortion)]
   curve = [{'beta': float(b), 'rate': float(r), 'distortion': float(d)}
            for b, r, d in zip(np.asarray(betas, np.float64), *means)]
-  stderr = (None if distortion_stderr is None
-            else np.asarray(distortion_stderr, np.float64))
+  if sampled is not None:
+    for point, d in zip(curve, np.mean(np.asarray(sampled, np.float64), 0)):
+      point['sampled_distortion'] = float(d)
+  stderr = (None if sampled_stderr is None
+            else np.asarray(sampled_stderr, np.float64))
   if stderr is not None and np.all(np.isfinite(stderr)):
     for point, se in zip(curve, np.sqrt(np.sum(stderr**2, 0)) / len(stderr)):
-      point['distortion_stderr'] = float(se)
+      point['sampled_distortion_stderr'] = float(se)
   return curve
 
 
@@ -304,10 +313,11 @@ def ais_workdir(workdir: str, settings: Settings, log: Log = print,
   num = len(indices)
   stderr = out['log_px_stderr']
   if settings.beta_max != 1.0:
-    # The chains end at log Z_{beta_max}; log p(x) = log Z_1 = -(R_1 + D_1)
-    # at the schedule's knot b = 1 (`ais.schedule`), without a stderr.
+    # The chains end at log Z_{beta_max}; log p(x) = log Z_1 is their
+    # estimate at the schedule's knot b = 1 (`ais.schedule`), without a
+    # stderr.
     at_one = int(np.argmin(np.abs(np.asarray(betas) - 1.0)))
-    out['log_px'] = -(out['rate'][:, at_one] + out['distortion'][:, at_one])
+    out['log_px'] = out['log_z'][:, at_one]
     stderr = np.full_like(out['log_px'], np.nan)
   record.update(
       log_px=_mean(out['log_px']),
@@ -318,7 +328,8 @@ def ais_workdir(workdir: str, settings: Settings, log: Log = print,
       per_example={'index': indices, 'log_px': out['log_px'],
                    'log_px_stderr': stderr},
       curve=rate_distortion_curve(betas, out['rate'], out['distortion'],
-                                  out['distortion_stderr']))
+                                  out['sampled_distortion'],
+                                  out['sampled_distortion_stderr']))
   record = atomic_files.to_json_value(record)
   ais_files.write_ais(workdir, record)
   log(f'{point}: log p(x) = {record["log_px"]:.3f} nats over {num} images, '
