@@ -43,7 +43,9 @@ b_t] its D is minus the minorant's slope, -(log Z_{b_t} - log Z_{b_t-1}) /
 (b_t - b_{t-1}) where the estimates are convex there: the mean of the
 sampled D at the two ends up to O((b_t - b_{t-1})^2), as log Z's
 increments come from the same weighted states. Where it pools knots it
-averages their noise.
+averages their noise. Like Grenander's estimator it is biased at the ends,
+where a slope is the most extreme of many noisy chords: D_{b_max} low and
+D_0 high, by up to a few standard errors of the sampled D there.
 
 HMC transitions leave each q_b invariant (`evaluation.hmc`). Their step
 size eps, one per example and transition, is fixed before the chains run,
