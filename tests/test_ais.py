@@ -265,8 +265,9 @@ def test_the_curve_is_monotone_and_follows_the_samples(accurate_run):
 
 
 def test_the_monotone_curve_is_the_greatest_convex_minorant():
-  # Against a hull built point by point (the lower chain of Andrew's
-  # monotone chain algorithm) on random, noisy log Z curves.
+  # On random, noisy log Z curves: against a lower hull built in Python
+  # (the lower chain of Andrew's monotone chain algorithm) and against the
+  # max-min formula of its slopes.
   rng = np.random.default_rng(0)
   curve = jax.jit(ais.monotone_curve)
   for _ in range(50):
@@ -288,6 +289,13 @@ def test_the_monotone_curve_is_the_greatest_convex_minorant():
     rate, distortion = map(np.asarray, curve(jnp.asarray(betas, jnp.float32),
                                              jnp.asarray(log_z, jnp.float32)))
     np.testing.assert_allclose(distortion, -slopes, rtol=1e-4, atol=1e-3)
+    # The same slopes by the max-min formula of isotonic regression:
+    # s_t = max_{i < t} min_{j >= t} chord(i, j).
+    chord = lambda i, j: (log_z[j] - log_z[i]) / (betas[j] - betas[i])
+    max_min = [max(min(chord(i, j) for j in range(t, betas.size))
+                   for i in range(t)) for t in range(1, betas.size)]
+    np.testing.assert_allclose(distortion[1:], -np.array(max_min), rtol=1e-4,
+                               atol=1e-3)
     expected_rate = -lower + betas * slopes
     expected_rate[0] = 0.0
     np.testing.assert_allclose(rate, expected_rate, rtol=1e-4, atol=1e-3)

@@ -142,25 +142,41 @@ def monotone_curve(betas: Array, log_z: Array) -> tuple[Array, Array]:
   """The rate-distortion curve (R_b, D_b) [T + 1] of one example from AIS's
   log Z_b [T + 1] on betas [T + 1] (module docstring).
 
-  The greatest convex minorant L of the points (b_t, log Z_t) has, on (b_{t-1},
-  b_t], the slope s_t = max_{i < t} min_{j >= t} (log Z_j - log Z_i) / (b_j -
-  b_i) (the max-min formula of isotonic regression, here of the chord slopes
-  weighted by b_t - b_{t-1}), and passes through the maximising i. With D =
-  -L' and R = -L + b L' (module docstring), knot t >= 1 gets D_t = -s_t and
-  R_t = -log Z_i + b_i s_t; knot 0 gets D_0 = -s_1 and R_0 = 0. O(T^2)
-  memory.
+  The greatest convex minorant L of the points (b_t, log Z_t) is the lower
+  hull of the points: its vertices are found in one pass over t (Andrew's
+  monotone chain: a vertex leaves the stack when the chord from it to the
+  new point is no steeper than the chord into it), O(T) time and memory.
+  On (b_{t-1}, b_t] between vertices i < j, L has the slope s_t = (log Z_j
+  - log Z_i) / (b_j - b_i) (equivalently max_{i' < t} min_{j' >= t} of the
+  chord slopes, the max-min formula of isotonic regression). With D = -L'
+  and R = -L + b L' (module docstring), knot t >= 1 gets D_t = -s_t and
+  R_t = -log Z_i + b_i s_t; knot 0 gets D_0 = -s_1 and R_0 = 0.
   """
   betas = jnp.asarray(betas, log_z.dtype)
   num = betas.shape[0]
-  later = jnp.arange(num)[None, :] > jnp.arange(num)[:, None]  # j > i
-  gaps = jnp.where(later, betas[None, :] - betas[:, None], 1.0)
-  chords = jnp.where(later, (log_z[None, :] - log_z[:, None]) / gaps, jnp.inf)
-  # lowest[i, t] = min over j >= t of chord (i, j); then the max over i < t.
-  lowest = jax.lax.cummin(chords, axis=1, reverse=True)[:, 1:]
-  lowest = jnp.where(later[:, 1:], lowest, -jnp.inf)
-  vertex = jnp.argmax(lowest, axis=0)  # [T], the i of knot t = 1..T
-  slope = jnp.max(lowest, axis=0)
-  rate = -log_z[vertex] + betas[vertex] * slope
+
+  def add(carry, t):
+    stack, size = carry
+
+    def bends_down(c):  # the stack's top is no vertex once t is added
+      top, below = c[0][c[1] - 1], c[0][c[1] - 2]
+      into = (log_z[top] - log_z[below]) * (betas[t] - betas[top])
+      out = (log_z[t] - log_z[top]) * (betas[top] - betas[below])
+      return (c[1] >= 2) & (out <= into)
+
+    stack, size = jax.lax.while_loop(bends_down, lambda c: (c[0], c[1] - 1),
+                                     (stack, size))
+    return (stack.at[size].set(t), size + 1), None
+
+  start = (jnp.zeros((num,), jnp.int32), jnp.ones((), jnp.int32))
+  (stack, size), _ = jax.lax.scan(add, start,
+                                  jnp.arange(1, num, dtype=jnp.int32))
+  vertices = jnp.where(jnp.arange(num) < size, stack, num)
+  knots = jnp.arange(1, num)
+  right = jnp.searchsorted(vertices, knots, side='left')  # vertex j >= t
+  i, j = vertices[right - 1], vertices[right]
+  slope = (log_z[j] - log_z[i]) / (betas[j] - betas[i])
+  rate = -log_z[i] + betas[i] * slope
   return (jnp.concatenate([jnp.zeros((1,), rate.dtype), rate]),
           -jnp.concatenate([slope[:1], slope]))
 
@@ -350,8 +366,8 @@ def ais(key: Array, x: Array, log_likelihood: LogLikelihood,
                                    min(pilot_steps, num_steps), first_index)
   out = run_chains(settings, key, x, betas, initial, None, step_sizes,
                    first_index, pilot)
-  rate, distortion = jax.lax.map(lambda z: monotone_curve(betas, z),
-                                 out['log_z'])
+  rate, distortion = jax.vmap(monotone_curve, (None, 0))(betas,
+                                                         out['log_z'])
   return AISResult(
       log_px=out['log_z'][:, -1], log_px_stderr=out['stderr'], betas=betas,
       log_z=out['log_z'], rate=rate, distortion=distortion,
