@@ -45,7 +45,10 @@ sampled D at the two ends up to O((b_t - b_{t-1})^2), as log Z's
 increments come from the same weighted states. Where it pools knots it
 averages their noise. Like Grenander's estimator it is biased at the ends,
 where a slope is the most extreme of many noisy chords: D_{b_max} low and
-D_0 high, by up to a few standard errors of the sampled D there.
+D_0 high, by up to a few standard errors of the sampled D there. The curve
+of several examples is best taken from their mean log Z (as ais.json's is,
+`runs.ais_workdir.rate_distortion_curve`): for exact log Z it is the mean
+of their curves, and its noise, pooling and bias are smaller.
 
 HMC transitions leave each q_b invariant (`evaluation.hmc`). Their step
 size eps, one per example and transition, is fixed before the chains run,

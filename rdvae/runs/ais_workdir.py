@@ -51,7 +51,7 @@ Log = Callable[[str], None]
 OWN_DRAWS = 8
 # How the curve is estimated, recorded in the settings so that an ais.json
 # of an earlier estimate (without it) is computed again.
-CURVE_ESTIMATE = 'convex minorant of log Z'
+CURVE_ESTIMATE = 'convex minorant of the mean log Z'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,9 +192,9 @@ def _forward(run_forward: Callable, params: Any, key: jax.Array,
     progress.update(f'{point}: AIS chunk {k + 1} of {chunks} took '
                     f'{seconds:.1f} s ({seconds / real:.2f} s per image)')
   joined = {name: np.concatenate([getattr(p, name) for p in parts])
-            for name in ('log_px', 'log_px_stderr', 'log_z', 'rate',
-                         'distortion', 'sampled_distortion',
-                         'sampled_distortion_stderr', 'acceptance')}
+            for name in ('log_px', 'log_px_stderr', 'log_z',
+                         'sampled_distortion', 'sampled_distortion_stderr',
+                         'acceptance')}
   return joined, timed / max(timed_examples, 1)
 
 
@@ -207,17 +207,27 @@ def _settings_record(settings: Settings, indices: list[int],
   return atomic_files.to_json_value(record)
 
 
-def rate_distortion_curve(betas, rate, distortion, sampled=None,
-                          sampled_stderr=None) -> list[dict[str, float]]:
+def rate_distortion_curve(betas, log_z, sampled=None, sampled_stderr=None
+                          ) -> list[dict[str, float]]:
   """ais.json's curve: {beta: b_t, rate: R_b, distortion: D_b} for t = 0..T,
-  R and D [B, T + 1] averaged over the examples in float64, in nats. With
-  the examples' sampled D [B, T + 1] (`ais.AISResult.sampled_distortion`),
-  also 'sampled_distortion', its mean; with their standard errors (finite:
-  two chains or more), 'sampled_distortion_stderr', sqrt(sum_i se_i^2) / B,
-  the standard error of that mean."""
-  means = [np.mean(np.asarray(a, np.float64), 0) for a in (rate, distortion)]
+  in nats, the curve (`ais.monotone_curve`) of the examples' mean log Z_b
+  (log_z [B, T + 1], averaged in float64).
+
+  For exact log Z that is the mean of the examples' curves (R and D are
+  linear in log Z and its slope); on estimates, averaging first divides
+  their noise by about sqrt(B) before the minorant pools knots, and so the
+  bias of its ends (`evaluation.ais`). With the examples' sampled D [B, T +
+  1] (`ais.AISResult.sampled_distortion`), also 'sampled_distortion', its
+  mean; with their standard errors (finite: two chains or more),
+  'sampled_distortion_stderr', sqrt(sum_i se_i^2) / B, the standard error
+  of that mean."""
+  betas = np.asarray(betas, np.float64)
+  mean_log_z = np.mean(np.asarray(log_z, np.float64), 0)
+  with jax.enable_x64(True):
+    rate, distortion = map(np.asarray, ais.monotone_curve(
+        jnp.asarray(betas), jnp.asarray(mean_log_z)))
   curve = [{'beta': float(b), 'rate': float(r), 'distortion': float(d)}
-           for b, r, d in zip(np.asarray(betas, np.float64), *means)]
+           for b, r, d in zip(betas, rate, distortion)]
   if sampled is not None:
     for point, d in zip(curve, np.mean(np.asarray(sampled, np.float64), 0)):
       point['sampled_distortion'] = float(d)
@@ -327,7 +337,7 @@ def ais_workdir(workdir: str, settings: Settings, log: Log = print,
       acceptance=_mean(out['acceptance']),
       per_example={'index': indices, 'log_px': out['log_px'],
                    'log_px_stderr': stderr},
-      curve=rate_distortion_curve(betas, out['rate'], out['distortion'],
+      curve=rate_distortion_curve(betas, out['log_z'],
                                   out['sampled_distortion'],
                                   out['sampled_distortion_stderr']))
   record = atomic_files.to_json_value(record)
