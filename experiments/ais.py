@@ -3,8 +3,9 @@ r"""python -m experiments.ais --workdir=runs/mnist --examples=100 --chains=16 \
 
 Annealed importance sampling of a finished run's decoder (Huang et al.,
 2020): log p(x) on a seeded random subset of the test split, the decoder's
-rate-distortion curve (R_b, D_b) for b in [0, beta_max] (with the standard
-error of each D_b, from two chains on), and BDMC bounds on
+rate-distortion curve (R_b, D_b) for b in [0, beta_max] (monotone, beside
+the chains' sampled D_b and, from two chains on, its standard error), and
+BDMC bounds on
 log p(x) of images simulated from the model (rdvae/runs/ais_workdir.py).
 Writes `<workdir>/ais.json` and `<workdir>/ais_curve.csv` with the run's
 own R and D on the same images; results.json is not touched. A run of the

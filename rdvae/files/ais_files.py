@@ -10,8 +10,9 @@
                  examples; log_d is mean log d(x|z) of the simulated pairs,
                  so I_gen lies in [log_d - upper, log_d - lower]),
                  'seconds_per_example', 'curve', a list of
-                 {'beta', 'rate', 'distortion'} (means over the examples of
-                 the monotone curve, `evaluation.ais.monotone_curve`) with
+                 {'beta', 'rate', 'distortion'} (the monotone curve of the
+                 examples' mean log Z, `runs.ais_workdir.
+                 rate_distortion_curve`) with
                  'sampled_distortion', the chains' weighted mean of
                  -log d(x|z) at that beta, and, where it was computed (two
                  chains or more), its 'sampled_distortion_stderr' (both
