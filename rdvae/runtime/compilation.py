@@ -41,11 +41,11 @@ from typing import Any, Optional
 ENV = 'RDVAE_COMPILATION_CACHE'
 OFF = 'off'
 
-# Cache every program that took this long to compile. XLA:CPU compiles the
-# small programs of an evaluation or a metric in tens of milliseconds and the
-# training loops in seconds; reading an entry back takes about a millisecond,
-# so everything but the trivial is worth keeping.
-MIN_COMPILE_TIME_SECS = 0.05
+# Cache every program, however fast it compiled. XLA:CPU compiles one
+# operation run outside a jitted function (a model's initialisation or an
+# evaluation's bookkeeping, run op by op) in 20-50 milliseconds and the
+# training loops in seconds; reading an entry back takes a few milliseconds.
+MIN_COMPILE_TIME_SECS = 0.0
 # -1: no lower bound on the entry's size (JAX's default may raise it).
 MIN_ENTRY_SIZE_BYTES = -1
 
