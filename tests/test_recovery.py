@@ -102,8 +102,14 @@ def test_partial_save_is_ignored_and_cleaned_up(tmp_path):
   assert manager.all_steps() == [1]
   state = checkpointing.restore_latest_good(manager, _state(0.0))
   np.testing.assert_array_equal(state['w'], np.ones(64, np.float32))
-  manager.wait_until_finished()
+  # The resumed run saves step 2 again. The manager removes the leftover on
+  # a thread of its own when it is created; a save waits for that first
+  # (`wait_until_finished` does not).
+  checkpointing.save(manager, 2, _state(2.0))
   assert not os.path.exists(partial)
+  assert manager.all_steps() == [1, 2]
+  state = checkpointing.restore_latest_good(manager, _state(0.0))
+  np.testing.assert_array_equal(state['w'], np.full(64, 2.0, np.float32))
 
 
 # ------------------------------------------------------------ metrics.jsonl
