@@ -125,16 +125,15 @@ def _time_sizes(sizes: list[int], rounds: int, carries: dict, call
 def time_steps(sizes: list[int], steps: int,
                rounds: int) -> dict[int, float]:
   """Part 1: seconds per member-step of the trainer's loop (best call)."""
-  from rdvae.runtime import populations  # pylint: disable=g-import-not-at-top
-
-  carries, loops = {}, {}
+  carries, loops, devices = {}, {}, {}
   for size in sizes:
     runs = _member_runs(size)
     layout = runs[0].layout
+    devices[size] = len(layout.devices)
     loops[size] = runs[0].short_loop(steps)
-    carries[size] = layout.put_replicated(
-        (populations.stack([r.init_state for r in runs]),
-         runs[0].task.train_data(runs[0].data)))
+    carries[size] = (layout.put_states([r.init_state for r in runs]),
+                     layout.put_replicated(runs[0].task.train_data(
+                         runs[0].data)))
 
   def call(size, carry):
     state, train_data = carry
@@ -143,12 +142,13 @@ def time_steps(sizes: list[int], steps: int,
   times, timers = _time_sizes(sizes, rounds, carries, call)
   print(f'{steps} training steps per call, {rounds} timed calls per size; '
         f'load average {os.getloadavg()}')
-  print(' members   ms per call (each round)   ms per member (best)   '
-        'member-steps/s   cores busy')
+  print(' members   devices   ms per call (each round)   '
+        'ms per member (best)   member-steps/s   cores busy')
   for size in sizes:
     calls = ', '.join(f'{1e3 * t:.1f}' for t in times[size])
     best = min(times[size])
-    print(f' {size:7d}   {calls:26s}   {1e3 * best / size:20.2f}   '
+    print(f' {size:7d}   {devices[size]:7d}   {calls:26s}   '
+          f'{1e3 * best / size:20.2f}   '
           f'{size * steps / best:14.0f}   {timers[size].cores_busy:10.2f}')
   return {size: min(times[size]) / (size * steps) for size in sizes}
 
@@ -323,6 +323,8 @@ def time_sweeps(rounds: int, steps: int) -> None:
 
 def main(argv):
   del argv
+  from rdvae.runtime import cpu_devices  # pylint: disable=g-import-not-at-top
+  cpu_devices.use_default()  # the trainer's default, before JAX starts
   sizes = [int(s) for s in _SIZES.value]
   trainer = time_steps(sizes, _STEPS.value, _ROUNDS.value) if sizes else {}
   if _CEILING.value:

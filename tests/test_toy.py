@@ -6,13 +6,15 @@ populations on the one training stack, and an end-to-end run through
 `rdvae.train_and_eval`."""
 
 import functools
+import json
 import os
+import subprocess
+import sys
 import tempfile
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
 
@@ -54,9 +56,11 @@ def _trained(variant, decoder, seed, num_steps):
 
 def _train(run, states):
   """The members `states` after one dispatch of `run`'s loop."""
-  trained, _ = run.train_loop(populations.stack(states),
-                              jnp.asarray(run.task.train_data(run.data)))
-  return populations.unstack(trained)
+  layout = run.layout
+  trained, _ = run.train_loop(layout.put_states(states),
+                              layout.put_replicated(run.task.train_data(
+                                  run.data)))
+  return layout.member_states(layout.get_replicated(trained))
 
 
 class DataSpecTest(absltest.TestCase):
@@ -224,9 +228,10 @@ class PopulationTest(absltest.TestCase):
     alone = [_train(r, [r.init_state])[0] for r in runs]
     population = programs.create_run(runs[0].config,
                                      layout=populations.PopulationLayout(6))
-    together, metrics = population.train_loop(
-        populations.stack([r.init_state for r in runs]),
-        jnp.asarray(population.task.train_data(population.data)))
+    layout = population.layout
+    together, metrics = layout.get_replicated(population.train_loop(
+        layout.put_states([r.init_state for r in runs]),
+        layout.put_replicated(population.task.train_data(population.data))))
     for i, state in enumerate(alone):
       self.assertAlmostEqual(float(metrics['rate_target'][i]), sigmas[i],
                              places=6)
@@ -244,6 +249,35 @@ class PopulationTest(absltest.TestCase):
     self.assertEqual(populations.padded_population(61), 64)
     with self.assertRaisesRegex(ValueError, 'population size 0'):
       populations.padded_population(0)
+
+  def test_share_sizes(self):
+    self.assertEqual(populations.share_sizes(7, 3), (3, 3, 1))
+    self.assertEqual(populations.share_sizes(60, 2), (30, 30))
+    self.assertEqual(populations.share_sizes(16, 2), (8, 8))
+    self.assertEqual(populations.share_sizes(5, 4), (2, 2, 1))  # 3 devices
+    self.assertEqual(populations.share_sizes(1, 2), (1,))
+    devices = tuple(jax.local_devices()) * 4  # any objects stand in here
+    self.assertLen(populations.PopulationLayout(5, devices=devices[:4])
+                   .devices, 3)
+
+  def test_members_split_over_devices_equal_their_runs_alone(self):
+    """On three devices (tests/population_check.py, in a subprocess): seven
+    members in shares of 3, 3 and 1, each bitwise its run alone; and
+    `loop.train_population` of three runs, one per device, writes the
+    results.json and metrics.jsonl of their runs alone."""
+    out = subprocess.run(
+        [sys.executable, os.path.join(os.path.dirname(__file__),
+                                      'population_check.py')],
+        capture_output=True, text=True, check=False, timeout=600)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    self.assertEqual(report['devices'], 3)
+    self.assertEqual(report['shares'], [3, 3, 1])
+    self.assertEqual(report['bitwise'], [True] * 7)
+    sweep = report['sweep']
+    self.assertEqual(sweep['results_equal'], [True] * 3)
+    self.assertEqual(sweep['metrics_equal'], [True] * 3)
+    self.assertLen(set(sweep['rates']), 3)
 
   def test_train_population_equals_runs_alone_and_resumes_by_step(self):
     """Members of a population end bitwise equal to their runs alone, each

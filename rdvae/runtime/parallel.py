@@ -21,9 +21,9 @@ it does under the jit sharding; the objective's batch means are psum'ed over
 differentiates them through its own examples only (`objectives.batch_mean`),
 and the gradients are summed, so both layouts take the same gradient.
 
-`populations.PopulationLayout`: several runs of one program on one device,
-their states stacked on a leading member axis and trained side by side by
-`jax.vmap` (the toy's sweeps).
+`populations.PopulationLayout`: several runs of one program, their states
+stacked on a leading member axis and trained side by side by `jax.vmap`,
+each device training a share of the members (the toy's sweeps).
 
 In every layout `steps_per_dispatch` updates run inside one `lax.scan` per
 host call, fetching their batches from the on-device split, so the host only
@@ -227,6 +227,11 @@ class JitLayout:
                                           lambda idx: a[idx])
 
     return jax.tree.map(put, tree)
+
+  def put_states(self, states: Any) -> Any:
+    """The loop's state of a run's members (a run is one member)."""
+    [state] = states
+    return self.put_replicated(state)
 
   def get_replicated(self, tree: Any) -> Any:
     """The host copy of a replicated pytree, from a shard this process

@@ -1,5 +1,6 @@
-"""Populations: several runs of one program trained side by side on one
-device, their states stacked on a leading member axis (`jax.vmap`).
+"""Populations: several runs of one program trained side by side, their
+states stacked on a leading member axis (`jax.vmap`), the members shared
+out over the devices.
 
 A sweep whose points differ only in numbers the step takes as arrays (the
 objective's beta or target, the learning rate, the seed) can train its
@@ -15,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
+import numpy as np
 
 from rdvae.runtime import compilation
 from rdvae.runtime import parallel
@@ -57,31 +58,79 @@ def unstack(states: Any) -> list[Any]:
   return [jax.tree.map(lambda a, i=i: a[i], states) for i in range(size)]
 
 
+def population_devices(members: int) -> tuple:
+  """The devices a population of `members` trains on: this process's
+  devices, at most one per member. On the CPU these are rdvae's default
+  devices, one per core (`cpu_devices`): each core then trains members of
+  its own, where one device would split every small kernel of the step
+  between its threads (BUILD.md, "Populations")."""
+  devices = jax.local_devices()
+  return tuple(devices[:max(1, min(members, len(devices)))])
+
+
+def share_sizes(members: int, num_devices: int) -> tuple[int, ...]:
+  """The members each device trains: ceil(members / num_devices) on every
+  device but the last, which takes the rest (devices left with none are not
+  used)."""
+  share = -(-members // num_devices)
+  return tuple(min(share, members - first)
+               for first in range(0, members, share))
+
+
 @dataclasses.dataclass(frozen=True)
 class PopulationLayout:
-  """`members` runs of one program on one device, trained by `jax.vmap`
-  (the module doc's third layout). A run alone is a population of one.
+  """`members` runs of one program trained by `jax.vmap` (the module doc's
+  third layout), on `devices` (default `population_devices`). A run alone
+  is a population of one.
 
-  The state carries a leading member axis (`stack`), the training data is
-  shared. The program pads the population to `padded_population(members)`
-  with copies of the first member and compiles without YNNPACK reductions
-  (MEMBERWISE_COMPILER_OPTIONS), so every member ends bitwise equal to its
-  run alone.
+  The state carries a leading member axis (`stack`); each device holds a
+  contiguous share of the members (`share_sizes`) and a copy of the
+  training data, and trains its share with the one-device program of that
+  size, dispatched to every device before any is waited for. That program
+  pads its members to `padded_population` with copies of the first and
+  compiles without YNNPACK reductions (MEMBERWISE_COMPILER_OPTIONS), so
+  every member ends bitwise equal to its run alone, on any number of
+  devices. On several devices the arrays of the population (its state,
+  its step metrics) are a tuple of the devices' shares; `get_replicated`
+  joins them on the host.
   """
 
   members: int
   name: str = 'population'
   axis_name: Optional[str] = None
+  devices: Optional[tuple] = None
+
+  def __post_init__(self):
+    devices = self.devices or population_devices(self.members)
+    object.__setattr__(self, 'devices', tuple(
+        devices[:len(share_sizes(self.members, len(devices)))]))
 
   @property
-  def mesh(self) -> Mesh:
-    return parallel.create_mesh(jax.devices()[:1])
+  def shares(self) -> tuple[int, ...]:
+    return share_sizes(self.members, len(self.devices))
 
   def put_replicated(self, tree: Any) -> Any:
-    return jax.device_put(tree, jax.devices()[0])
+    """A copy of `tree` on each device (one device: the copy itself)."""
+    copies = tuple(jax.device_put(tree, d) for d in self.devices)
+    return copies[0] if len(copies) == 1 else copies
+
+  def put_states(self, states: Sequence[Any]) -> Any:
+    """The members' states stacked (`stack`), each device's share on it."""
+    stacked = stack(states)
+    if len(self.devices) == 1:
+      return jax.device_put(stacked, self.devices[0])
+    ends = np.cumsum(self.shares)
+    return tuple(
+        jax.device_put(jax.tree.map(lambda a, lo=end - n, hi=end: a[lo:hi],
+                                    stacked), device)
+        for n, end, device in zip(self.shares, ends, self.devices))
 
   def get_replicated(self, tree: Any) -> Any:
-    return jax.device_get(tree)
+    """The host copy of the population's arrays, the shares joined."""
+    host = jax.device_get(tree)
+    if len(self.devices) == 1:
+      return host
+    return jax.tree.map(lambda *shares: np.concatenate(shares), *host)
 
   def local(self, x: jax.Array) -> jax.Array:
     return x
@@ -93,7 +142,18 @@ class PopulationLayout:
                  ) -> Callable:
     loop = parallel.scan_loop(train_step, indices_fn, gather_fn, batch_size,
                               unroll, summarize)
-    return _population_program(loop, self.members)
+    if len(self.devices) == 1:
+      return _population_program(loop, self.members)
+    programs = {n: _population_program(loop, n) for n in set(self.shares)}
+    shares = self.shares
+
+    def population(states, data):
+      # Each call returns as soon as its program is queued, so the devices
+      # train their shares at the same time.
+      results = [programs[n](s, d) for n, s, d in zip(shares, states, data)]
+      return tuple(r[0] for r in results), tuple(r[1] for r in results)
+
+    return population
 
   def member_states(self, host_state: Any) -> list[Any]:
     return unstack(host_state)

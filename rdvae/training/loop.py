@@ -277,7 +277,7 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str,
   if distributed.is_primary():
     print(backends.describe(run.backend), flush=True)
   start_step = step = int(member.state.step)
-  state = run.layout.put_replicated(_stack([member.state], run.layout))
+  state = run.layout.put_states([member.state])
   speed = monitors.Speed()
   state, step = _train([member], state, step, speed)
   if speed.first is not None and distributed.is_primary():
@@ -292,14 +292,6 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir: str,
   if distributed.is_primary():
     print(compilation.describe(results['compile']), flush=True)
   return results
-
-
-def _stack(states: Sequence[Any], layout) -> Any:
-  """The loop's state of `states`: stacked for a population, else the one."""
-  if isinstance(layout, populations.PopulationLayout):
-    return populations.stack(states)
-  [state] = states
-  return state
 
 
 def population_key(config: ml_collections.ConfigDict) -> Optional[str]:
@@ -374,8 +366,7 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
             starts[i] if len(indices) == 1 else
             _rebuild(starts[i], layout) for i in indices]
         run = members[0].run
-        state = run.layout.put_replicated(
-            _stack([m.state for m in members], run.layout))
+        state = run.layout.put_states([m.state for m in members])
         speed = monitors.Speed()
         state, end = _train(members, state, step, speed)
         hosts = run.layout.member_states(run.layout.get_replicated(state))
