@@ -10,7 +10,9 @@ for a whole sweep.
 1. Training steps. The points of configs/sweeps/toy_rd.py (one architecture,
    one objective, target rates sigma; member i takes point i and seed i)
    built as runs of one population (`programs.create_run` under
-   `populations.PopulationLayout(n)`, their initial states stacked), and a
+   `populations.PopulationLayout(n)` on the trainer's default devices, one
+   per core on the CPU, each training a share of the members; their initial
+   states stacked), and a
    run's compiled loop of `--steps` steps (`Run.short_loop(steps)`, the
    program `loop.train_population` dispatches) called on the population of
    each of `--sizes` members: the time per call and per member, and the
