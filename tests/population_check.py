@@ -1,18 +1,17 @@
 """Trains toy populations on 3 emulated CPU devices and reports whether
 every member equals its run alone.
 
-Run as a script (tests/test_toy.py starts it in a
-subprocess, since XLA_FLAGS must be set before JAX starts). It reports, as
-JSON:
+Run as a script (tests/test_toy.py starts it in a subprocess, since
+XLA_FLAGS must be set before JAX starts). It reports, as JSON:
 - 'devices', 'shares': the devices and members per device of a population
-  of seven target-rate runs (`populations.PopulationLayout(7)`);
+  of seven rate-constraint runs (`populations.PopulationLayout(7)`);
 - 'bitwise': for each member, whether its state after one dispatch equals
   the same run's alone (on one device), leaf by leaf;
 - 'sweep': for three runs trained by `loop.train_population` (on three
-  devices, one member each) and each by `loop.train_and_eval`: whether
-  results.json (but the population size and the compilation report) and
-  metrics.jsonl are equal, and the rates, which differ by member.
-"""
+  devices, one member each; measured halfway and at the end) and each by
+  `loop.train_and_eval`: whether results.json (but the population size and
+  the compilation report) and metrics.jsonl are equal, and the rates, which
+  differ by member."""
 
 import json
 import os
@@ -42,6 +41,7 @@ def _config(sigma, seed, steps):
   config.train.seed = seed
   config.train.num_steps = steps
   config.train.steps_per_dispatch = config.train.log_every = steps // 2
+  config.train.eval_every = steps // 2  # a measure halfway, on the host
   return config
 
 

@@ -194,8 +194,10 @@ def _train(members: Sequence[Member], state, step: int,
         raise preemption.Preempted(watch.received, step,
                                    members[0].workdir)
       if c.eval_every and step % c.eval_every == 0 and step < run.num_steps:
+        # The state on the devices is one run's only for a run alone.
+        on_device = state if len(members) == 1 else None
         for member, host in zip(members, host_states()):
-          means = _evaluate(member, host, state, step, final=False)
+          means = _evaluate(member, host, on_device, step, final=False)
           checkpointing.save(member.best, step, host,
                              {'elbo': means[run.task.selection_key]})
       if c.checkpoint_every and step % c.checkpoint_every == 0:
