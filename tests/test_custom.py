@@ -163,6 +163,41 @@ def test_the_toy_refuses_components(tmp_path):
                          {'encoder': mlp_vae.Encoder(latent_dim=2)})
 
 
+class _CountingDecoder(nn.Module):
+  """Bernoulli pixels that count how often they are traced (`TRACES`)."""
+  marker: int = 0
+
+  @nn.compact
+  def __call__(self, z, x=None):
+    del x
+    TRACES[self.marker] = TRACES.get(self.marker, 0) + 1
+    logits = nn.Dense(784)(z).reshape((-1,) + IMAGE_SHAPE)
+    return distrax.Independent(distrax.Bernoulli(logits=logits), 3)
+
+
+TRACES = {}
+
+
+def test_a_model_that_passed_is_not_traced_again():
+  """`custom.check_model` remembers a model that passed: an equal model
+  (built anew from an equal module) is not traced again, another one is."""
+  config = _config()
+  for marker in (1, 1, 2):
+    model_lib.create_model(config, IMAGE_SHAPE,
+                           {'decoder': _CountingDecoder(marker=marker)})
+  # The check traces the decoder in its probe and in every model method that
+  # decodes; equal models share one check.
+  assert TRACES[1] == TRACES[2] > 1
+  model_lib.validate(config, IMAGE_SHAPE, {'decoder': _CountingDecoder(1)})
+  assert TRACES[1] == TRACES[2]
+
+
+def test_a_model_that_failed_is_checked_again():
+  for _ in range(2):
+    with pytest.raises(validation.ConfigError, match='_FlatDecoder returned'):
+      model_lib.validate(_config(), IMAGE_SHAPE, {'decoder': _FlatDecoder()})
+
+
 def test_named_and_passed_components_build_the_model():
   config = mlp_vae.get_config('smoke')
   programs.validate(config)

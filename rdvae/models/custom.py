@@ -13,6 +13,7 @@ docs/models.md; `check_model` holds a model to it by a shape-only trace
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any, Callable, Mapping, Optional
 
@@ -195,6 +196,12 @@ def check_model(model: nn.Module, image_shape: tuple[int, int, int],
   """Holds `model` (an `RDModel`) to the protocol of docs/models.md by a
   shape-only trace on an example batch of `EXAMPLE_BATCH` images.
 
+  A model that passed is remembered (`_passed`): linen modules are frozen
+  dataclasses, equal when their classes and fields are, so a model equal to
+  one checked before (the points of a sweep, a config validated again where
+  the run is built) is not traced again. A model with an unhashable field is
+  traced every time; a failure is never remembered.
+
   Args:
     model: the RDModel to check.
     image_shape: (H, W, C) of the data's images.
@@ -204,6 +211,25 @@ def check_model(model: nn.Module, image_shape: tuple[int, int, int],
     ConfigError: naming the part, when a part's output is not a distribution
       of the expected shapes, or a part or a model method fails.
   """
+  checked = (model, tuple(image_shape), tuple(sorted(names.items())))
+  try:
+    hash(checked)
+  except TypeError:  # e.g. a module with an array field
+    _trace_model(*checked)
+    return
+  _passed(checked)
+
+
+@functools.lru_cache(maxsize=64)
+def _passed(checked: tuple) -> bool:
+  _trace_model(*checked)
+  return True
+
+
+def _trace_model(model: nn.Module, image_shape: tuple[int, int, int],
+                 names: tuple[tuple[str, str], ...]) -> None:
+  """`check_model`'s trace."""
+  names = dict(names)
   x = jax.ShapeDtypeStruct((EXAMPLE_BATCH,) + tuple(image_shape), jnp.float32)
   key = jax.random.key(0)
   rngs = {'params': key, 'sample': key}
