@@ -30,6 +30,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import toy as toy_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from rdvae.files import atomic_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 from rdvae.files import metric_files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rdvae.runtime import compilation  # pylint: disable=g-import-not-at-top,wrong-import-position
 from rdvae.runtime import populations  # pylint: disable=g-import-not-at-top,wrong-import-position
 from rdvae.training import loop  # pylint: disable=g-import-not-at-top,wrong-import-position
 from rdvae.training import programs  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -90,4 +91,5 @@ def sweep_check():
 
 
 if __name__ == '__main__':
+  compilation.setup()  # the suite's cache (RDVAE_COMPILATION_CACHE)
   print(json.dumps({**states_check(), 'sweep': sweep_check()}))

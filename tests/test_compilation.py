@@ -143,6 +143,8 @@ from rdvae.runtime import compilation
 compilation.setup(sys.argv[1])  # the default threshold: every program
 counter = compilation.Counter()
 import jax, jax.numpy as jnp
+from jax._src import distributed
+distributed.global_state.process_id = int(sys.argv[2])  # as jax.distributed
 # compiler_options are part of the cache key (steps._compiled_init uses them)
 f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum(),
             compiler_options={'xla_backend_optimization_level': 0})
@@ -151,9 +153,10 @@ print(json.dumps({'value': value, **counter.report()}))
 '''
 
 
-def _probe(cache_dir):
+def _probe(cache_dir, process_id=0):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', _PROBE, cache_dir],
+  out = subprocess.run([sys.executable, '-c', _PROBE, cache_dir,
+                        str(process_id)],
                        capture_output=True, text=True, cwd=REPO, env=env,
                        timeout=120, check=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
@@ -175,6 +178,19 @@ def test_persistent_cache_is_read_back_by_another_process(tmp_path):
   entries = os.listdir(cache_dir)
   assert len(entries) == first['cache_misses']
   assert all(e.endswith('-cache') for e in entries), entries  # no temp files
+
+
+def test_every_process_writes_its_entries(tmp_path):
+  """A process other than the first of a multi-process run writes what it
+  compiled (JAX alone writes from process 0 only), and reads it back on
+  its next run."""
+  cache_dir = str(tmp_path / 'cache')
+  first = _probe(cache_dir, process_id=1)
+  assert first['cache_misses'] == first['programs'] == 4
+  assert len(os.listdir(cache_dir)) == 4
+  second = _probe(cache_dir, process_id=1)
+  assert second['cache_misses'] == 0 and second['cache_hits'] == 4
+  assert second['value'] == first['value']
 
 
 def test_cache_path_resolution(monkeypatch, tmp_path):

@@ -17,8 +17,11 @@ is never rewritten (JAX then warns and recompiles it on every run). The cache
 installed here is JAX's own class with one change: an entry is written to a
 unique temporary file in the same directory and renamed into place
 (`os.replace`, atomic on POSIX), so concurrent processes and killed runs see
-either no entry or a whole one. If JAX's internals differ from what this
-expects, the plain JAX cache is used instead.
+either no entry or a whole one. JAX also writes from the first process of a
+multi-process run only; here every process writes the entries it compiled
+(`_write_from_every_process`), so that the others read theirs back on their
+next run. If JAX's internals differ from what this expects, the plain JAX
+cache is used instead.
 
 Options: `known_options` keeps the XLA compile options (`compiler_options`
 of a `jax.jit`) that this jaxlib accepts, so a program that asks for an
@@ -36,6 +39,7 @@ import functools
 import os
 import threading
 import uuid
+import warnings
 from typing import Any, Optional
 
 ENV = 'RDVAE_COMPILATION_CACHE'
@@ -105,7 +109,8 @@ def setup(path: Optional[str] = None) -> Optional[str]:
     jax.config.update('jax_persistent_cache_min_entry_size_bytes',
                       MIN_ENTRY_SIZE_BYTES)
     jax.config.update('jax_compilation_cache_dir', path)
-    _install_atomic_cache(path)
+    if _install_atomic_cache(path):
+      _write_from_every_process()
     _state['path'] = path
     return path
 
@@ -169,6 +174,55 @@ def _install_atomic_cache(path: str) -> bool:
   with jax_cache._cache_initialized_mutex:  # pylint: disable=protected-access
     jax_cache._cache = AtomicFileCache(path, max_size=-1)  # pylint: disable=protected-access
     jax_cache._cache_initialized = True  # pylint: disable=protected-access
+  return True
+
+
+def _write_from_every_process() -> bool:
+  """Lets every process of a multi-process run write its cache entries.
+
+  JAX writes entries from process 0 only (`compiler._cache_write`), so that
+  processes sharing a remote directory do not contend. On the CPU the keys
+  of the other processes' programs differ from process 0's (all of them
+  miss, the train loop too), so every process but the first compiled every
+  program again on every run, a resumed one included. The cache here is a
+  local directory written by rename (`_install_atomic_cache`), where
+  concurrent writers are safe, so every process writes what it compiled.
+  If JAX's function is not the one expected, JAX's behaviour stays.
+  """
+  try:
+    # pylint: disable=g-import-not-at-top
+    import inspect
+    from jax._src import compilation_cache as jax_cache
+    from jax._src import compiler
+    from jax._src import distributed
+    # pylint: enable=g-import-not-at-top
+    original = compiler._cache_write  # pylint: disable=protected-access
+    expected = ['cache_key', 'compile_time_secs', 'module_name', 'backend',
+                'executable', 'host_callbacks']
+    if (list(inspect.signature(original).parameters) != expected
+        or not hasattr(jax_cache, 'put_executable_and_time')
+        or not hasattr(distributed.global_state, 'process_id')):
+      return False
+  except (ImportError, AttributeError, TypeError, ValueError):
+    return False
+  if getattr(original, 'every_process', False):
+    return True
+
+  def cache_write(cache_key, compile_time_secs, module_name, backend,
+                  executable, host_callbacks):
+    if distributed.global_state.process_id == 0 or host_callbacks:
+      return original(cache_key, compile_time_secs, module_name, backend,
+                      executable, host_callbacks)
+    try:
+      jax_cache.put_executable_and_time(cache_key, module_name, executable,
+                                        backend, int(compile_time_secs))
+    except Exception as e:  # pylint: disable=broad-except
+      warnings.warn(f'Error writing persistent compilation cache entry for '
+                    f'{module_name!r}: {type(e).__name__}: {e}')
+    return None
+
+  cache_write.every_process = True
+  compiler._cache_write = cache_write  # pylint: disable=protected-access
   return True
 
 
