@@ -183,8 +183,9 @@ def _write_from_every_process() -> bool:
   JAX writes entries from process 0 only (`compiler._cache_write`), so that
   processes sharing a remote directory do not contend. On the CPU the keys
   of the other processes' programs differ from process 0's (all of them
-  miss, the train loop too), so every process but the first compiled every
-  program again on every run, a resumed one included. The cache here is a
+  miss, the train loop too), so with JAX's writes alone every process but
+  the first compiles every program on every run, a resumed one included.
+  The cache here is a
   local directory written by rename (`_install_atomic_cache`), where
   concurrent writers are safe, so every process writes what it compiled.
   If JAX's function is not the one expected, JAX's behaviour stays.
