@@ -185,10 +185,10 @@ def _write_from_every_process() -> bool:
   of the other processes' programs differ from process 0's (all of them
   miss, the train loop too), so with JAX's writes alone every process but
   the first compiles every program on every run, a resumed one included.
-  The cache here is a
-  local directory written by rename (`_install_atomic_cache`), where
-  concurrent writers are safe, so every process writes what it compiled.
-  If JAX's function is not the one expected, JAX's behaviour stays.
+  The cache here is a local directory written by rename
+  (`_install_atomic_cache`), where concurrent writers are safe, so every
+  process writes what it compiled. If JAX's function is not the one
+  expected, JAX's behaviour stays.
   """
   try:
     # pylint: disable=g-import-not-at-top
