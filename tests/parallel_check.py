@@ -10,8 +10,9 @@ raw gradient it receives (`recording`) ahead of the real one, so the report
 holds, per objective and layout, the per-step losses and `grad_norm`s, the raw
 gradient of the first step (same parameters everywhere) as lists, the largest
 parameter difference from (a), the evaluation sums with an IWAE chunk that differs
-between the global and the per-device batch, and whether (b) and (c) run
-again from the same seeds end bitwise equal. It prints the report as JSON.
+between the global and the per-device batch, and whether (b) and (c), run
+again from the same seeds through the same compiled programs, end bitwise
+equal. It prints the report as JSON.
 """
 
 import json
@@ -71,7 +72,9 @@ def recording() -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def run(mode: str, num_devices: int, spec) -> dict:
+def run(mode: str, num_devices: int, spec, repeats: int = 1) -> list[dict]:
+  """`repeats` runs from the same seeds through one compiled loop and
+  evaluation: the report of each."""
   model = tiny_model.TinyModel()
   images = (jax.random.uniform(jax.random.key(0), (40, 4, 4, 1)) > 0.5
             ).astype(jnp.uint8)
@@ -87,32 +90,35 @@ def run(mode: str, num_devices: int, spec) -> dict:
       lambda start: batching.batch_index_block(data_key, start, LENGTH, 40,
                                                BATCH),
       batching.gather_batch, BATCH)
-  state = steps.create_train_state(model, optimizer, objective_state,
-                                   jax.random.key(1),
-                                   images[:1].astype(jnp.float32))
-  state = layout.put_replicated(state)
-  train = layout.put_replicated(images)
-  losses, grad_norms = [], []
-  for _ in range(DISPATCHES):
-    state, metrics = loop(state, train)
-    metrics = layout.get_replicated(metrics)
-    losses += [float(v) for v in np.asarray(metrics['loss'])]
-    grad_norms += [float(v) for v in np.asarray(metrics['grad_norm'])]
   evaluate = layout.eval_loop(
       eval_steps.make_eval_step(model, IWAE_SAMPLES, layout.axis_name,
                                 IWAE_BATCH), BATCH)
+  initial = steps.create_train_state(model, optimizer, objective_state,
+                                     jax.random.key(1),
+                                     images[:1].astype(jnp.float32))
+  train = layout.put_replicated(images)
   x, mask = next(batching.eval_batches(np.asarray(images[:6]), BATCH))
   x, mask = layout.put_sharded((x, mask))
-  rng = layout.put_replicated(layout.get_replicated(state.rng))
-  sums = layout.get_replicated(evaluate(state.params, x, mask, rng, 0))
-  host = layout.get_replicated(state)
-  first_grads = host.opt_state[0][1]
-  return {'losses': losses, 'grad_norms': grad_norms,
-          'first_grads': [np.asarray(g).tolist()
-                          for g in jax.tree.leaves(first_grads)],
-          'params': jax.tree.leaves(host.params),
-          'sums': {k: float(v) for k, v in sums.items()},
-          'step': int(host.step)}
+  reports = []
+  for _ in range(repeats):
+    state = layout.put_replicated(initial)  # the loop donates its state
+    losses, grad_norms = [], []
+    for _ in range(DISPATCHES):
+      state, metrics = loop(state, train)
+      metrics = layout.get_replicated(metrics)
+      losses += [float(v) for v in np.asarray(metrics['loss'])]
+      grad_norms += [float(v) for v in np.asarray(metrics['grad_norm'])]
+    rng = layout.put_replicated(layout.get_replicated(state.rng))
+    sums = layout.get_replicated(evaluate(state.params, x, mask, rng, 0))
+    host = layout.get_replicated(state)
+    first_grads = host.opt_state[0][1]
+    reports.append({'losses': losses, 'grad_norms': grad_norms,
+                    'first_grads': [np.asarray(g).tolist()
+                                    for g in jax.tree.leaves(first_grads)],
+                    'params': jax.tree.leaves(host.params),
+                    'sums': {k: float(v) for k, v in sums.items()},
+                    'step': int(host.step)})
+  return reports
 
 
 def main():
@@ -124,11 +130,11 @@ def main():
                                                IWAE_BATCH)},
             'objectives': {}}
   for name, spec in OBJECTIVES.items():
-    reference = run('jit', 1, spec)
+    reference, = run('jit', 1, spec)
     entry = {'reference': {k: reference[k] for k in
                            ('losses', 'grad_norms', 'first_grads', 'sums')}}
     for mode in ('jit', 'pmap'):
-      out, again = run(mode, 4, spec), run(mode, 4, spec)
+      out, again = run(mode, 4, spec, repeats=2)
       entry[mode] = {
           'losses': out['losses'], 'grad_norms': out['grad_norms'],
           'first_grads': out['first_grads'], 'step': out['step'],
