@@ -10,10 +10,11 @@ exactly. For both readings of Appendix E's model family,
 
 it evaluates the hand-built true-process model and trains the ELBO, the
 target rate D + |0.5 - R| and the rate constraint R = 0.5 for `--seeds`
-seeds, prints a table (mean and range over seeds), checks the issue's
-acceptance lines, and writes one Fig. 2 figure per reading (hand-built,
-ELBO, target rate; seed 0) plus `report.json` to the workdir. Each run keeps
-its own workdir below (`<reading>/<objective>/seed_<k>`); rerunning resumes.
+seeds, prints a table (mean and range over seeds), checks the paper's
+claims about the toy (`acceptance`), and writes one Fig. 2 figure per
+reading (hand-built, ELBO, target rate; seed 0) plus `results.json` to the
+workdir. Each run keeps its own workdir below
+(`<reading>/<objective>/seed_<k>`); rerunning resumes.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def _value(result: dict, key: str) -> float:
 
 
 def acceptance(results: dict) -> list[tuple[str, bool]]:
-  """The issue's acceptance lines, each checked on every seed."""
+  """The toy's expected outcomes (section 4, Fig. 2), each checked on every
+  seed."""
   def every(key, predicate):
     return all(predicate(r) for r in results[key])
   hand = results[('true_process', 'hand_built')][0]

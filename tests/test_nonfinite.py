@@ -136,12 +136,26 @@ def test_all_finite_is_one_kernel_per_dtype():
   assert bool(steps.all_finite({'n': np.arange(2)}))  # no floats at all
 
 
+@pytest.mark.parametrize('part', ['params', 'opt_state', 'objective_state'])
+def test_state_flag_reads_every_part_a_checkpoint_keeps(part):
+  state, _ = _step(False)
+  metrics = {k: jnp.float32(1.0) for k in steps.NONFINITE_KEYS[:-1]}
+  assert int(steps.nonfinite_flags(metrics, state)) == 0
+  leaves, tree = jax.tree.flatten(getattr(state, part))
+  floats = [i for i, a in enumerate(leaves)
+            if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)]
+  for i in (floats[0], floats[-1]):
+    bad = list(leaves)
+    bad[i] = jnp.full_like(bad[i], jnp.nan)
+    broken = state.replace(**{part: jax.tree.unflatten(tree, bad)})
+    assert int(steps.nonfinite_flags(metrics, broken)) == 1 << 4  # 'state'
+
+
 @pytest.mark.parametrize('normalize', [False, True], ids=['raw', 'blocks'])
 @pytest.mark.parametrize('big', [1e18, 3e19, 1e30, np.inf])
 def test_moments_overflow_only_with_the_gradient_norm(normalize, big):
-  # nonfinite_flags reads the parameters, not Adam's moments: a step from
-  # finite moments leaves them finite unless the gradient norm (flagged) is
-  # not finite.
+  # Adam's moments: a step from finite moments leaves them finite unless the
+  # gradient norm (flagged too) is not finite.
   config = ml_collections.ConfigDict({'optim': optim.default_config()})
   config.optim.normalize_gradients = normalize
   optimizer = optim.create_optimizer(config, 10)
