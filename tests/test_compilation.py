@@ -143,6 +143,9 @@ from rdvae.runtime import compilation
 compilation.setup(sys.argv[1])  # the default threshold: every program
 counter = compilation.Counter()
 import jax, jax.numpy as jnp
+if len(sys.argv) > 3:  # another threshold
+  jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                    float(sys.argv[3]))
 from jax._src import distributed
 distributed.global_state.process_id = int(sys.argv[2])  # as jax.distributed
 # compiler_options are part of the cache key (steps._compiled_init uses them)
@@ -153,10 +156,11 @@ print(json.dumps({'value': value, **counter.report()}))
 '''
 
 
-def _probe(cache_dir, process_id=0):
+def _probe(cache_dir, process_id=0, min_compile_time=None):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
+  threshold = [] if min_compile_time is None else [str(min_compile_time)]
   out = subprocess.run([sys.executable, '-c', _PROBE, cache_dir,
-                        str(process_id)],
+                        str(process_id), *threshold],
                        capture_output=True, text=True, cwd=REPO, env=env,
                        timeout=120, check=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
@@ -191,6 +195,16 @@ def test_every_process_writes_its_entries(tmp_path):
   second = _probe(cache_dir, process_id=1)
   assert second['cache_misses'] == 0 and second['cache_hits'] == 4
   assert second['value'] == first['value']
+
+
+@pytest.mark.parametrize('process_id', [0, 1])
+def test_every_process_keeps_the_compile_time_threshold(tmp_path, process_id):
+  """Programs quicker to compile than
+  `jax_persistent_cache_min_compile_time_secs` are written by no process."""
+  cache_dir = str(tmp_path / 'cache')
+  out = _probe(cache_dir, process_id=process_id, min_compile_time=1e6)
+  assert out['programs'] == 4 and out['cache_hits'] == 0
+  assert not os.path.exists(cache_dir) or not os.listdir(cache_dir)
 
 
 def test_cache_path_resolution(monkeypatch, tmp_path):

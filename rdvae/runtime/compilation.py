@@ -187,12 +187,14 @@ def _write_from_every_process() -> bool:
   the first compiles every program on every run, a resumed one included.
   The cache here is a local directory written by rename
   (`_install_atomic_cache`), where concurrent writers are safe, so every
-  process writes what it compiled. If JAX's function is not the one
-  expected, JAX's behaviour stays.
+  process writes what it compiled, under JAX's other conditions (no host
+  callbacks, `jax_persistent_cache_min_compile_time_secs`). If JAX's
+  function is not the one expected, JAX's behaviour stays.
   """
   try:
     # pylint: disable=g-import-not-at-top
     import inspect
+    import jax
     from jax._src import compilation_cache as jax_cache
     from jax._src import compiler
     from jax._src import distributed
@@ -214,6 +216,11 @@ def _write_from_every_process() -> bool:
     if distributed.global_state.process_id == 0 or host_callbacks:
       return original(cache_key, compile_time_secs, module_name, backend,
                       executable, host_callbacks)
+    # JAX's other condition: programs quicker to compile than the threshold
+    # are not kept.
+    threshold = jax.config.jax_persistent_cache_min_compile_time_secs
+    if compile_time_secs < threshold:
+      return None
     try:
       jax_cache.put_executable_and_time(cache_key, module_name, executable,
                                         backend, int(compile_time_secs))
